@@ -1,0 +1,121 @@
+//! Start-up configuration that userspace writes into the eBPF object's
+//! read-only `CONFIG` global before load: tracepoint field offsets read from
+//! tracefs `format` files (they change between kernels, e.g. `tcp_send_reset`
+//! in 6.10) and the cheap in-kernel filters.
+
+/// Field offsets of `sock:inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetStateOffsets {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+
+/// Field offsets of `tcp:tcp_send_reset` (6.10+ layout: 28-byte sockaddrs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendResetOffsets {
+    pub skaddr: u32,
+    pub state: u32,
+    pub reason: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+}
+
+/// Field offsets of `tcp:tcp_receive_reset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveResetOffsets {
+    pub skaddr: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+    pub sock_cookie: u32,
+    pub _pad: u32,
+}
+
+/// Field offsets of `sock:sock_recv_length` and `sock:sock_send_length`
+/// (the two share one layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockLengthOffsets {
+    pub sk: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub ret: u32,
+}
+
+/// Every tracepoint layout the eBPF programs read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TpOffsets {
+    pub set_state: SetStateOffsets,
+    pub send_reset: SendResetOffsets,
+    pub receive_reset: ReceiveResetOffsets,
+    pub recv_length: SockLengthOffsets,
+    pub send_length: SockLengthOffsets,
+}
+
+/// `Config::families` bit for IPv4.
+pub const FAMILY_V4: u32 = 1;
+/// `Config::families` bit for IPv6.
+pub const FAMILY_V6: u32 = 2;
+
+/// The `CONFIG` global. Zero ports mean "any".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: TpOffsets,
+    /// `FAMILY_V4 | FAMILY_V6` bits; 0 is treated as both.
+    pub families: u32,
+    /// Either endpoint's port must match.
+    pub port: u16,
+    /// The local port must match.
+    pub lport: u16,
+    /// The remote port must match.
+    pub rport: u16,
+    /// 1: emit per-transition records to the ring buffer.
+    pub emit_events: u8,
+    pub _pad: [u8; 5],
+}
+
+const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
+const _: () = assert!(core::mem::size_of::<TpOffsets>() == 136);
+const _: () = assert!(core::mem::size_of::<Config>() == 152);
+
+impl Config {
+    /// Whether a socket with this family and these ports passes the filters.
+    /// `family` is `AF_INET` or `AF_INET6`; anything else fails.
+    #[inline(always)]
+    #[must_use]
+    pub fn accepts(&self, family: u16, lport: u16, rport: u16) -> bool {
+        let bit = match family {
+            crate::AF_INET => FAMILY_V4,
+            crate::AF_INET6 => FAMILY_V6,
+            _ => return false,
+        };
+        if self.families != 0 && self.families & bit == 0 {
+            return false;
+        }
+        if self.port != 0 && self.port != lport && self.port != rport {
+            return false;
+        }
+        if self.lport != 0 && self.lport != lport {
+            return false;
+        }
+        self.rport == 0 || self.rport == rport
+    }
+}

@@ -1,0 +1,141 @@
+//! Records that cross the ring buffer, the per-socket map value and the loss
+//! counters. Every ring-buffer record starts with a [`Header`].
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// `TASK_COMM_LEN` in the kernel.
+pub const COMM_LEN: usize = 16;
+/// `dwell_ns` when the time the socket entered its old state is unknown (the
+/// socket predates the tracer, or its map entry was evicted).
+pub const DWELL_UNKNOWN: u64 = u64::MAX;
+
+/// `ResetEvent::direction` values.
+pub const RST_SENT: u32 = 1;
+pub const RST_RECEIVED: u32 = 2;
+
+/// Stable record kinds. Userspace decodes them with `TryFrom<u32>`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    State = 1,
+    Reset = 2,
+}
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// A [`RecordKind`] value.
+    pub kind: u32,
+    /// CPU the event fired on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+}
+
+/// The process that owns a socket, recorded only from process context.
+/// `tgid == 0` means unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Endpoints in host byte order for ports; IPv4 addresses use the first four
+/// bytes of `saddr`/`daddr`. `s*` is the local side, `d*` the remote side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Addrs {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// One `inet_sock_set_state` transition of a TCP socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateEvent {
+    pub header: Header,
+    /// Kernel address of the `struct sock`: the socket's identity while it lives.
+    pub skaddr: u64,
+    /// Time spent in `old_state`, or [`DWELL_UNKNOWN`].
+    pub dwell_ns: u64,
+    pub owner: Owner,
+    pub addrs: Addrs,
+    pub old_state: u32,
+    pub new_state: u32,
+    /// An [`crate::OwnerSource`] value.
+    pub owner_source: u32,
+    pub _pad: u32,
+}
+
+/// One RST sent (`tcp_send_reset`) or received (`tcp_receive_reset`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetEvent {
+    pub header: Header,
+    /// 0 when the kernel answered a segment for which no socket exists.
+    pub skaddr: u64,
+    /// `sock_cookie` of `tcp_receive_reset`; 0 where the tracepoint has none.
+    pub cookie: u64,
+    pub owner: Owner,
+    pub addrs: Addrs,
+    /// [`RST_SENT`] or [`RST_RECEIVED`].
+    pub direction: u32,
+    /// TCP state of the socket, 0 when there is none.
+    pub state: u32,
+    /// `enum sk_rst_reason` for sent resets; its names come from tracefs.
+    pub reason: u32,
+    /// An [`crate::OwnerSource`] value.
+    pub owner_source: u32,
+}
+
+/// Value of the per-socket LRU map, keyed by socket address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    /// Current TCP state.
+    pub state: u32,
+    /// An [`crate::OwnerSource`] value.
+    pub owner_source: u32,
+    /// When `state` was entered (CLOCK_MONOTONIC ns); 0 if unknown.
+    pub entered_ns: u64,
+    pub owner: Owner,
+}
+
+/// Indices of the per-CPU `COUNTERS` array. Every loss is counted here.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// `inet_sock_set_state` records emitted.
+    StateEvents = 0,
+    /// Reset records emitted.
+    ResetEvents = 1,
+    /// Ring-buffer reserve failures: records lost.
+    RingbufFull = 2,
+    /// New entries inserted in the socket map.
+    SockInserts = 3,
+    /// Entries removed at `-> CLOSE`.
+    SockDeletes = 4,
+    /// Socket-map insert failures.
+    SockInsertErrors = 5,
+    /// Transitions of sockets the map did not know: older than the tracer or
+    /// evicted from the LRU map.
+    SockUnknown = 6,
+    /// Tracepoint field reads that failed.
+    ReadErrors = 7,
+}
+
+pub const NUM_COUNTERS: u32 = 8;
+
+const _: () = assert!(core::mem::size_of::<Header>() == 16);
+const _: () = assert!(core::mem::size_of::<Owner>() == 24);
+const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
+const _: () = assert!(core::mem::size_of::<StateEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<ResetEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 40);

@@ -1,0 +1,355 @@
+//! Per-socket tracking rules shared by the kernel program and userspace tests:
+//! which transitions run in the owner's process context, and how a socket's
+//! map entry changes at each transition.
+//!
+//! The task on CPU at a transition is often not the socket's owner:
+//! ESTABLISHED->CLOSE_WAIT, SYN_SENT->ESTABLISHED and FIN_WAIT1->FIN_WAIT2 run
+//! in softirq, and on loopback the receive path runs in the *sender's* context.
+//! So the owner is recorded only at transitions that the owner's own system
+//! calls cause, and at its recv/send calls.
+
+use crate::record::{DWELL_UNKNOWN, Owner, SockInfo};
+
+/// TCP states as numbered in `include/net/tcp_states.h` (stable UAPI values).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TcpState {
+    Established = 1,
+    SynSent = 2,
+    SynRecv = 3,
+    FinWait1 = 4,
+    FinWait2 = 5,
+    TimeWait = 6,
+    Close = 7,
+    CloseWait = 8,
+    LastAck = 9,
+    Listen = 10,
+    Closing = 11,
+    NewSynRecv = 12,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        if v >= 1 && v <= 12 {
+            Some(Self::ALL[(v - 1) as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Kernel name without the `TCP_` prefix, e.g. `CLOSE_WAIT`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+            TcpState::NewSynRecv => "NEW_SYN_RECV",
+        }
+    }
+}
+
+/// How the owner printed with an event was learnt.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerSource {
+    /// No process-context hook has seen the socket yet.
+    Unknown = 0,
+    /// A transition caused by the owner's own system call (connect, listen,
+    /// close, shutdown).
+    Syscall = 1,
+    /// The owner's recv or send on the socket.
+    Io = 2,
+    /// Userspace found the socket's inode in `/proc/<pid>/fd`.
+    Procfs = 3,
+}
+
+impl OwnerSource {
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Self {
+        match v {
+            1 => OwnerSource::Syscall,
+            2 => OwnerSource::Io,
+            3 => OwnerSource::Procfs,
+            _ => OwnerSource::Unknown,
+        }
+    }
+}
+
+const ESTABLISHED: u32 = TcpState::Established as u32;
+const SYN_SENT: u32 = TcpState::SynSent as u32;
+const FIN_WAIT1: u32 = TcpState::FinWait1 as u32;
+const CLOSE: u32 = TcpState::Close as u32;
+const CLOSE_WAIT: u32 = TcpState::CloseWait as u32;
+const LAST_ACK: u32 = TcpState::LastAck as u32;
+const LISTEN: u32 = TcpState::Listen as u32;
+
+/// Whether the transition `old -> new` is always caused by a system call of
+/// the socket's owner, so that the task on CPU is the owner.
+///
+/// - `CLOSE -> SYN_SENT`: `connect()` (`tcp_v4_connect`/`tcp_v6_connect`).
+/// - `CLOSE -> LISTEN` and `LISTEN -> CLOSE`: `listen()` and closing a listener
+///   (`inet_csk_listen_start`/`inet_csk_listen_stop`).
+/// - `ESTABLISHED -> FIN_WAIT1` and `CLOSE_WAIT -> LAST_ACK`: `close()` or
+///   `shutdown()` (`tcp_close_state`).
+///
+/// Everything else may run in softirq or a timer: `ESTABLISHED -> CLOSE` is a
+/// linger-0 close *or* a received RST, `SYN_SENT -> CLOSE` a close *or* a
+/// connect timeout.
+#[inline(always)]
+#[must_use]
+pub const fn is_owner_transition(old: u32, new: u32) -> bool {
+    matches!(
+        (old, new),
+        (CLOSE, SYN_SENT)
+            | (CLOSE, LISTEN)
+            | (LISTEN, CLOSE)
+            | (ESTABLISHED, FIN_WAIT1)
+            | (CLOSE_WAIT, LAST_ACK)
+    )
+}
+
+/// The outcome of one transition for a socket's map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Time spent in the old state, or [`DWELL_UNKNOWN`].
+    pub dwell_ns: u64,
+    /// The entry after the transition; its owner is the one to report.
+    pub info: SockInfo,
+    /// Whether the map had no entry for the socket.
+    pub was_unknown: bool,
+    /// The socket reached CLOSE: its entry must be removed.
+    pub remove: bool,
+}
+
+/// Apply `old -> new` at `now` to the socket's entry `prev`.
+///
+/// `current` returns the task on CPU; it is called only when the transition is
+/// an owner transition, so the kernel pays for `bpf_get_current_comm` only then.
+#[inline(always)]
+pub fn on_transition(
+    prev: Option<&SockInfo>,
+    old: u32,
+    new: u32,
+    now: u64,
+    current: impl FnOnce() -> Owner,
+) -> Transition {
+    let (mut info, was_unknown) = match prev {
+        Some(p) => (*p, false),
+        None => (SockInfo::default(), true),
+    };
+    // A transition from CLOSE starts a new life (connect/listen on a fresh
+    // socket): nothing measured before it belongs to this socket.
+    let dwell_ns = if info.entered_ns != 0 && info.entered_ns <= now && !was_unknown {
+        now - info.entered_ns
+    } else {
+        DWELL_UNKNOWN
+    };
+    if is_owner_transition(old, new) {
+        info.owner = current();
+        info.owner_source = OwnerSource::Syscall as u32;
+    }
+    info.state = new;
+    info.entered_ns = now;
+    Transition {
+        dwell_ns,
+        info,
+        was_unknown,
+        remove: new == CLOSE,
+    }
+}
+
+/// Whether a recv/send by `tgid` on a tracked socket must (re)write its owner.
+/// The common path, the owner calling again, returns false and costs nothing.
+#[inline(always)]
+#[must_use]
+pub fn io_needs_owner_update(info: &SockInfo, tgid: u32) -> bool {
+    info.owner_source == OwnerSource::Unknown as u32 || info.owner.tgid != tgid
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::COMM_LEN;
+
+    const CLIENT: u32 = 100;
+    const SERVER: u32 = 200;
+
+    fn task(tgid: u32) -> Owner {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(if tgid == CLIENT { b"clnt" } else { b"srvr" });
+        Owner {
+            tgid,
+            tid: tgid + 1,
+            comm,
+        }
+    }
+
+    /// Replays transitions like the kernel program: `(old, new, on_cpu)`.
+    /// Returns the owner reported with each transition and the dwell.
+    fn replay(
+        steps: &[(TcpState, TcpState, u32)],
+        io: &[(usize, u32)],
+    ) -> Vec<(u32, u64)> {
+        let mut entry: Option<SockInfo> = None;
+        let mut out = Vec::new();
+        for (i, &(old, new, on_cpu)) in steps.iter().enumerate() {
+            // recv/send calls that happen before step i.
+            for &(_, tgid) in io.iter().filter(|(at, _)| *at == i) {
+                if let Some(e) = entry.as_mut()
+                    && io_needs_owner_update(e, tgid)
+                {
+                    e.owner = task(tgid);
+                    e.owner_source = OwnerSource::Io as u32;
+                }
+            }
+            let now = (i as u64 + 1) * 1_000;
+            let t = on_transition(entry.as_ref(), old as u32, new as u32, now, || task(on_cpu));
+            out.push((t.info.owner.tgid, t.dwell_ns));
+            entry = if t.remove { None } else { Some(t.info) };
+        }
+        out
+    }
+
+    use TcpState::{
+        Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
+    };
+
+    #[test]
+    fn client_owner_comes_from_connect_not_from_softirq_tasks() {
+        // Active closer. SYN_SENT->ESTABLISHED and FIN_WAIT1->FIN_WAIT2 run in
+        // softirq, here in the server's context: the owner must stay CLIENT.
+        let r = replay(
+            &[
+                (Close, SynSent, CLIENT),
+                (SynSent, Established, SERVER),
+                (Established, FinWait1, CLIENT),
+                (FinWait1, FinWait2, SERVER),
+                (FinWait2, Close, SERVER),
+            ],
+            &[],
+        );
+        for (i, (owner, _)) in r.iter().enumerate() {
+            assert_eq!(*owner, CLIENT, "step {i}");
+        }
+        assert_eq!(r[0].1, crate::DWELL_UNKNOWN);
+        assert_eq!(r[1].1, 1_000, "SYN_SENT lasted from t=1000 to t=2000");
+    }
+
+    #[test]
+    fn server_close_wait_names_the_server_after_its_first_recv() {
+        // Passive closer. The child socket is born in softirq and its
+        // CLOSE_WAIT transition runs in the *client's* context on loopback.
+        let r = replay(
+            &[
+                (Listen, SynRecv, CLIENT),
+                (SynRecv, Established, CLIENT),
+                (Established, CloseWait, CLIENT),
+                (CloseWait, LastAck, SERVER),
+                (LastAck, Close, CLIENT),
+            ],
+            &[(2, SERVER)], // the server reads the request before the FIN
+        );
+        assert_eq!(r[0].0, 0, "owner unknown, never the task on CPU");
+        assert_eq!(r[1].0, 0);
+        assert_eq!(r[2].0, SERVER);
+        assert_eq!(r[3].0, SERVER);
+        assert_eq!(r[4].0, SERVER);
+    }
+
+    #[test]
+    fn close_wait_before_any_server_io_is_unknown_not_the_client() {
+        let r = replay(
+            &[
+                (Listen, SynRecv, CLIENT),
+                (SynRecv, Established, CLIENT),
+                (Established, CloseWait, CLIENT),
+                (CloseWait, LastAck, SERVER),
+            ],
+            &[],
+        );
+        assert_eq!(r[2].0, 0);
+        assert_eq!(r[3].0, SERVER, "close() names the owner");
+    }
+
+    #[test]
+    fn owner_follows_a_socket_handed_to_another_process() {
+        let mut e = SockInfo {
+            owner: task(CLIENT),
+            owner_source: OwnerSource::Syscall as u32,
+            ..SockInfo::default()
+        };
+        assert!(!io_needs_owner_update(&e, CLIENT), "the owner's own I/O costs nothing");
+        assert!(io_needs_owner_update(&e, SERVER));
+        e.owner_source = OwnerSource::Unknown as u32;
+        assert!(io_needs_owner_update(&e, CLIENT));
+    }
+
+    #[test]
+    fn only_syscall_driven_transitions_take_the_cpu_task() {
+        let s = |a: TcpState, b: TcpState| is_owner_transition(a as u32, b as u32);
+        assert!(s(Close, SynSent));
+        assert!(s(Close, Listen));
+        assert!(s(Listen, Close));
+        assert!(s(Established, FinWait1));
+        assert!(s(CloseWait, LastAck));
+        assert!(!s(Established, CloseWait), "softirq: peer's FIN");
+        assert!(!s(SynSent, Established), "softirq: SYN-ACK");
+        assert!(!s(FinWait1, FinWait2), "softirq: ACK of FIN");
+        assert!(!s(Established, Close), "linger-0 close or a received RST");
+        assert!(!s(SynSent, Close), "close or connect timeout");
+    }
+
+    #[test]
+    fn removal_at_close_and_unknown_sockets() {
+        let t = on_transition(None, Established as u32, CloseWait as u32, 5, || task(CLIENT));
+        assert!(t.was_unknown);
+        assert_eq!(t.dwell_ns, crate::DWELL_UNKNOWN);
+        assert_eq!(t.info.owner.tgid, 0);
+        assert!(!t.remove);
+        let t2 = on_transition(Some(&t.info), CloseWait as u32, LastAck as u32, 9, || {
+            task(SERVER)
+        });
+        assert_eq!(t2.dwell_ns, 4);
+        let t3 = on_transition(Some(&t2.info), LastAck as u32, Close as u32, 10, || task(CLIENT));
+        assert!(t3.remove);
+        assert_eq!(t3.info.owner.tgid, SERVER);
+    }
+
+    #[test]
+    fn state_names_and_numbers_round_trip() {
+        for s in TcpState::ALL {
+            assert_eq!(TcpState::from_u32(s as u32), Some(s));
+        }
+        assert_eq!(TcpState::from_u32(0), None);
+        assert_eq!(TcpState::from_u32(13), None);
+        assert_eq!(TcpState::CloseWait.name(), "CLOSE_WAIT");
+    }
+}

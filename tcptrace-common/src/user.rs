@@ -1,0 +1,69 @@
+//! Userspace-only glue: `aya::Pod` for the records that cross maps and
+//! globals, and checked conversions from raw values.
+
+use crate::{
+    Config, RecordKind, ResetEvent, SockInfo, StateEvent,
+    record::{Header, Owner},
+};
+
+// SAFETY: each type is `#[repr(C)]`, `Copy`, built only from integers and
+// integer arrays, and has no implicit padding (sizes are pinned by const
+// asserts in `record.rs` and `config.rs`), so every bit pattern is valid.
+unsafe impl aya::Pod for Config {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SockInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for StateEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ResetEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Header {}
+
+/// A record kind this build does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownKind(pub u32);
+
+impl TryFrom<u32> for RecordKind {
+    type Error = UnknownKind;
+
+    fn try_from(v: u32) -> Result<Self, Self::Error> {
+        match v {
+            1 => Ok(RecordKind::State),
+            2 => Ok(RecordKind::Reset),
+            other => Err(UnknownKind(other)),
+        }
+    }
+}
+
+impl Owner {
+    /// The command name up to its first NUL, lossily decoded.
+    #[must_use]
+    pub fn comm_lossy(&self) -> alloc_free::Comm<'_> {
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        alloc_free::Comm(&self.comm[..end])
+    }
+}
+
+/// Helpers that stay `no_std` and allocation-free.
+pub mod alloc_free {
+    use core::fmt;
+
+    /// A command name's bytes, displayed with invalid UTF-8 replaced.
+    pub struct Comm<'a>(pub &'a [u8]);
+
+    impl fmt::Display for Comm<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for chunk in self.0.utf8_chunks() {
+                f.write_str(chunk.valid())?;
+                if !chunk.invalid().is_empty() {
+                    f.write_str("\u{FFFD}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! tcptrace's kernel side. Tracepoint programs only: this kernel family has no
+//! kprobes, and fentry is refused (DESIGN.md §2).
+//!
+//! - `inet_sock_set_state`: every TCP state change; keeps the per-socket entry
+//!   (state, entry time, owner) and emits one record with the dwell.
+//! - `tcp_send_reset` / `tcp_receive_reset`: every RST, with its owner.
+//! - `sock_recv_length` / `sock_send_length`: the owner's own I/O, the only
+//!   reliable owner for sockets that were accepted (their first transitions run
+//!   in softirq).
+//!
+//! Field offsets come from tracefs at start-up through the `CONFIG` global.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use tcptrace_common::{
+    AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED,
+    RST_SENT, RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
+    config::SockLengthOffsets,
+    track::{OwnerSource, io_needs_owner_update, on_transition},
+};
+
+const IPPROTO_TCP: u16 = 6;
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+/// Written by userspace before load (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+// SAFETY: `Config` is plain integers; all-zero is a valid value.
+static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// Per-transition and reset records. Userspace may resize it before load.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Live TCP sockets keyed by `struct sock` address. LRU so that a flood of
+/// sockets evicts the oldest instead of failing inserts; evictions are derived
+/// by userspace as inserts - deletes - live entries.
+#[map]
+static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Event and loss counters, one slot per [`Counter`].
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a valid, aligned static. The volatile read keeps the
+    // compiler from folding the all-zero initialiser into the code.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
+    // SAFETY: `offset` is a field offset of this tracepoint's record, read
+    // from its tracefs `format` at start-up; bpf_probe_read_kernel checks it.
+    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(i64::from)
+}
+
+#[inline(always)]
+fn current_owner() -> Owner {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Owner {
+        #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
+        tgid: (pid_tgid >> 32) as u32,
+        #[expect(clippy::cast_possible_truncation, reason = "lower half is the tid")]
+        tid: pid_tgid as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+#[inline(always)]
+fn header(kind: RecordKind) -> Header {
+    Header {
+        kind: kind as u32,
+        // SAFETY: helpers with no arguments and no preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: as above.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+/// Read the address fields that `inet_sock_set_state` and `tcp_receive_reset`
+/// share: separate v4 and v6 arrays, host-order ports.
+#[inline(always)]
+fn read_split_addrs(
+    ctx: &TracePointContext,
+    family: u16,
+    sport: u16,
+    dport: u16,
+    off: [u32; 4],
+) -> Result<Addrs, i64> {
+    let [saddr, daddr, saddr_v6, daddr_v6] = off;
+    let mut a = Addrs {
+        family,
+        sport,
+        dport,
+        ..Addrs::default()
+    };
+    if family == AF_INET {
+        let s: [u8; 4] = read(ctx, saddr)?;
+        let d: [u8; 4] = read(ctx, daddr)?;
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+    } else {
+        a.saddr = read(ctx, saddr_v6)?;
+        a.daddr = read(ctx, daddr_v6)?;
+    }
+    Ok(a)
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if try_set_state(&ctx).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config();
+    let o = cfg.offsets.set_state;
+    // Cheap filters first: protocol, family, ports.
+    let protocol: u16 = read(ctx, o.protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family: u16 = read(ctx, o.family)?;
+    let sport: u16 = read(ctx, o.sport)?;
+    let dport: u16 = read(ctx, o.dport)?;
+    if !cfg.accepts(family, sport, dport) {
+        return Ok(());
+    }
+    let skaddr: u64 = read(ctx, o.skaddr)?;
+    let old: i32 = read(ctx, o.oldstate)?;
+    let new: i32 = read(ctx, o.newstate)?;
+    #[expect(clippy::cast_sign_loss, reason = "TCP states are 1..=12")]
+    let (old, new) = (old as u32, new as u32);
+    let hdr = header(RecordKind::State);
+
+    let prev = SOCKS.get_ptr_mut(skaddr);
+    // SAFETY: a pointer into the map value returned by the lookup helper,
+    // valid for the duration of this program run.
+    let t = on_transition(prev.map(|p| unsafe { &*p }), old, new, hdr.ts_ns, current_owner);
+    match prev {
+        Some(p) if t.remove => {
+            let _ = p;
+            if SOCKS.remove(skaddr).is_ok() {
+                count(Counter::SockDeletes);
+            }
+        }
+        // SAFETY: as above; the entry is updated in place.
+        Some(p) => unsafe { *p = t.info },
+        None if t.remove => {}
+        None => {
+            // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
+            // LISTEN->SYN_RECV (a child cloned from its listener). Any other
+            // first sighting is a socket older than the tracer, or evicted.
+            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
+                count(Counter::SockUnknown);
+            }
+            if SOCKS.insert(skaddr, t.info, BPF_NOEXIST).is_ok() {
+                count(Counter::SockInserts);
+            } else {
+                count(Counter::SockInsertErrors);
+            }
+        }
+    }
+
+    if cfg.emit_events == 0 {
+        return Ok(());
+    }
+    let addrs = read_split_addrs(
+        ctx,
+        family,
+        sport,
+        dport,
+        [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6],
+    )?;
+    let ev = StateEvent {
+        header: hdr,
+        skaddr,
+        dwell_ns: t.dwell_ns,
+        owner: t.info.owner,
+        addrs,
+        old_state: old,
+        new_state: new,
+        owner_source: t.info.owner_source,
+        _pad: 0,
+    };
+    emit(ev, Counter::StateEvents);
+    Ok(())
+}
+
+#[inline(always)]
+fn emit<T: 'static>(ev: T, counter: Counter) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut slot) => {
+            slot.write(ev);
+            slot.submit(0);
+            count(counter);
+        }
+        None => count(Counter::RingbufFull),
+    }
+}
+
+/// The owner recorded for `skaddr`, if the socket is tracked.
+#[inline(always)]
+fn owner_of(skaddr: u64) -> (Owner, u32) {
+    if skaddr == 0 {
+        return (Owner::default(), OwnerSource::Unknown as u32);
+    }
+    match SOCKS.get_ptr(skaddr) {
+        // SAFETY: lookup result, valid for this program run.
+        Some(p) => unsafe { ((*p).owner, (*p).owner_source) },
+        None => (Owner::default(), OwnerSource::Unknown as u32),
+    }
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    if try_send_reset(&ctx).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config();
+    let o = cfg.offsets.send_reset;
+    // saddr/daddr are `struct sockaddr_in` or `sockaddr_in6` in 28 bytes:
+    // family (host order), port (network order), then the address at byte 4
+    // (v4) or byte 8 (v6). The sender of the RST is the local side.
+    let s: [u8; 28] = read(ctx, o.saddr)?;
+    let d: [u8; 28] = read(ctx, o.daddr)?;
+    let family = u16::from_ne_bytes([s[0], s[1]]);
+    let sport = u16::from_be_bytes([s[2], s[3]]);
+    let dport = u16::from_be_bytes([d[2], d[3]]);
+    if !cfg.accepts(family, sport, dport) {
+        return Ok(());
+    }
+    let mut addrs = Addrs {
+        family,
+        sport,
+        dport,
+        ..Addrs::default()
+    };
+    if family == AF_INET {
+        addrs.saddr[..4].copy_from_slice(&s[4..8]);
+        addrs.daddr[..4].copy_from_slice(&d[4..8]);
+    } else if family == AF_INET6 {
+        addrs.saddr.copy_from_slice(&s[8..24]);
+        addrs.daddr.copy_from_slice(&d[8..24]);
+    }
+    let skaddr: u64 = read(ctx, o.skaddr)?;
+    let state: i32 = read(ctx, o.state)?;
+    let reason: u32 = read(ctx, o.reason)?;
+    let (owner, owner_source) = owner_of(skaddr);
+    #[expect(clippy::cast_sign_loss, reason = "TCP states are 0..=12")]
+    let ev = ResetEvent {
+        header: header(RecordKind::Reset),
+        skaddr,
+        cookie: 0,
+        owner,
+        addrs,
+        direction: RST_SENT,
+        state: state as u32,
+        reason,
+        owner_source,
+    };
+    emit(ev, Counter::ResetEvents);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    if try_receive_reset(&ctx).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config();
+    let o = cfg.offsets.receive_reset;
+    let family: u16 = read(ctx, o.family)?;
+    let sport: u16 = read(ctx, o.sport)?;
+    let dport: u16 = read(ctx, o.dport)?;
+    if !cfg.accepts(family, sport, dport) {
+        return Ok(());
+    }
+    let skaddr: u64 = read(ctx, o.skaddr)?;
+    let cookie: u64 = read(ctx, o.sock_cookie)?;
+    let addrs = read_split_addrs(
+        ctx,
+        family,
+        sport,
+        dport,
+        [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6],
+    )?;
+    let (state, owner, owner_source) = match SOCKS.get_ptr(skaddr) {
+        // SAFETY: lookup result, valid for this program run.
+        Some(p) => unsafe { ((*p).state, (*p).owner, (*p).owner_source) },
+        None => (0, Owner::default(), OwnerSource::Unknown as u32),
+    };
+    let ev = ResetEvent {
+        header: header(RecordKind::Reset),
+        skaddr,
+        cookie,
+        owner,
+        addrs,
+        direction: RST_RECEIVED,
+        state,
+        reason: 0,
+        owner_source,
+    };
+    emit(ev, Counter::ResetEvents);
+    Ok(())
+}
+
+/// Shared body of the recv/send hooks. They fire on every recv and send of
+/// every process, so the common path is a cheap filter and one lookup.
+#[inline(always)]
+fn on_io(ctx: &TracePointContext, o: SockLengthOffsets) -> Result<(), i64> {
+    let protocol: u16 = read(ctx, o.protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk: u64 = read(ctx, o.sk)?;
+    let Some(info) = SOCKS.get_ptr_mut(sk) else {
+        return Ok(());
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: lookup result, valid for this program run; updated in place.
+    unsafe {
+        if io_needs_owner_update(&*info, tgid) {
+            (*info).owner = current_owner();
+            (*info).owner_source = OwnerSource::Io as u32;
+        }
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    if on_io(&ctx, config().offsets.recv_length).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    if on_io(&ctx, config().offsets.send_length).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,175 @@
+//! Command-line interface. `--help` is the first documentation a user reads:
+//! keep it in step with the README.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use tcptrace_common::TcpState;
+
+const AFTER_HELP: &str = "\
+OUTPUT
+  One line per event on stdout. State events: time (UTC), owner pid and comm,
+  local and remote endpoints, OLD -> NEW and the time spent in OLD. RST events:
+  sent or received, the socket's state and, for sent RSTs, the kernel's reason
+  (enum sk_rst_reason, e.g. TCP_ABORT_ON_CLOSE for close() with unread data,
+  TCP_STATE for SO_LINGER{1,0}, NO_SOCKET for a SYN to a closed port).
+  With --json, one JSON object per line (schema in the README).
+  A summary of event counts and losses goes to stderr at exit.
+
+OWNERS
+  The owner is recorded only from the owner's own system calls (connect,
+  listen, close, shutdown) and its recv/send calls, never from whichever task
+  happened to be on the CPU: ESTABLISHED -> CLOSE_WAIT runs in softirq, often
+  in the peer's context. An owner not known yet prints as '?' (null in JSON).
+
+EXAMPLES
+  sudo tcptrace                          every TCP transition and RST
+  sudo tcptrace --port 8080 -d 30s       one service for 30 seconds
+  sudo tcptrace --state CLOSE_WAIT       transitions into or out of CLOSE_WAIT
+  sudo tcptrace --json | jq .            machine-readable
+
+PRIVILEGES
+  Needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on older kernels).
+  tcptrace mounts tracefs at /sys/kernel/tracing if it is not mounted.";
+
+/// Trace TCP socket state transitions and resets with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "tcptrace", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Only events of sockets owned by these pids (comma-separated or repeated).
+    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only events of sockets whose owner's command name is COMM (exact match).
+    #[arg(long, value_name = "COMM")]
+    pub comm: Option<String>,
+
+    /// Only sockets with this local or remote port (filtered in the kernel).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Only sockets with this local port (filtered in the kernel).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub lport: Option<u16>,
+
+    /// Only sockets with this remote port (filtered in the kernel).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub rport: Option<u16>,
+
+    /// IPv4 sockets only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 sockets only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Only transitions into or out of these states, e.g. CLOSE_WAIT,FIN_WAIT2.
+    #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state)]
+    pub states: Vec<TcpState>,
+
+    /// Stop after this long: seconds (30) or a humantime duration (30s, 5m).
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Ring-buffer size in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
+    pub ringbuf_kib: u32,
+
+    /// More diagnostics on stderr (-v info, -vv debug).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `30` (seconds) or a humantime duration such as `30s`, `1m30s`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = if let Ok(secs) = s.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("{e} (try 30, 30s or 5m)"))?
+    };
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// A TCP state name, case-insensitive, with or without the `TCP_` prefix.
+pub fn parse_state(s: &str) -> Result<TcpState, String> {
+    let up = s.trim().to_ascii_uppercase();
+    let name = up.strip_prefix("TCP_").unwrap_or(&up);
+    TcpState::ALL
+        .into_iter()
+        .find(|st| st.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown TCP state; expected one of {}", names.join(", "))
+        })
+}
+
+fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if v < 4 || !v.is_power_of_two() || v > 1 << 20 {
+        return Err("must be a power of two from 4 to 1048576".to_owned());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, error::ErrorKind};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_in_seconds_or_humantime() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+        let cli = parse(&["-d", "250ms"]).unwrap();
+        assert_eq!(cli.duration, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn states_parse_in_any_case_with_or_without_prefix() {
+        let cli = parse(&["--state", "close_wait,TCP_FIN_WAIT2"]).unwrap();
+        assert_eq!(cli.states, vec![TcpState::CloseWait, TcpState::FinWait2]);
+        let err = parse(&["--state", "HALF_OPEN"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("CLOSE_WAIT"), "{err}");
+    }
+
+    #[test]
+    fn bad_flags_and_values_are_clap_errors() {
+        assert_eq!(parse(&["--nope"]).unwrap_err().kind(), ErrorKind::UnknownArgument);
+        assert_eq!(parse(&["--port", "0"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&["--port", "70000"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&["-p", "abc"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&["-4", "-6"]).unwrap_err().kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(
+            parse(&["--ringbuf-kib", "3"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn pids_are_comma_separated_or_repeated() {
+        let cli = parse(&["-p", "1,2", "--pid", "3"]).unwrap();
+        assert_eq!(cli.pids, vec![1, 2, 3]);
+    }
+}

@@ -1,0 +1,14 @@
+//! tcptrace: an eBPF TCP lifecycle tracer. The library holds everything the
+//! binary does, so that the pure parts (decode, filter, format) are unit
+//! tested without a kernel.
+
+pub mod cli;
+pub mod event;
+pub mod filter;
+pub mod loader;
+pub mod offsets;
+pub mod output;
+pub mod privileges;
+pub mod stats;
+pub mod stream;
+pub mod tracefs;

@@ -1,0 +1,100 @@
+//! Loading and attaching the eBPF programs: privilege check, tracefs, offsets
+//! from the running kernel, `CONFIG`, then one tracepoint program each.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, TracePoint},
+};
+use tcptrace_common::Config;
+use thiserror::Error;
+
+use crate::{
+    offsets::{self, ResetReasons, TRACEPOINTS},
+    privileges,
+    tracefs::{Tracefs, TracefsError},
+};
+
+/// The compiled eBPF object, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("loading the eBPF object: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("eBPF program {0} is missing from the object (build mismatch)")]
+    MissingProgram(&'static str),
+    #[error("loading eBPF program {name} (the kernel verifier refused it?): {source}")]
+    Load {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching to tracepoint {group}:{name}: {source}")]
+    Attach {
+        group: &'static str,
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// A loaded, attached tracer. Dropping it detaches everything.
+pub struct Tracer {
+    pub ebpf: Ebpf,
+    pub reasons: ResetReasons,
+    /// Drains aya-log records from the eBPF side.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// What to load.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Filters and modes; offsets are filled in from tracefs.
+    pub config: Config,
+    /// Ring-buffer size in bytes: a power of two, a multiple of the page size.
+    pub ringbuf_bytes: u32,
+}
+
+/// Check privileges, read the kernel's tracepoint layouts, load and attach.
+pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
+    privileges::check()?;
+    privileges::raise_memlock();
+    let tracefs = Tracefs::find_or_mount()?;
+    let (offs, reasons) = offsets::read(&tracefs)?;
+    let mut config = opts.config;
+    config.offsets = offs;
+    log::debug!("tracepoint offsets: {offs:?}");
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Object)?;
+
+    // The eBPF side logs only rare failures (a socket-map insert refused);
+    // the event loop drains them into the `log` facade.
+    let logger = aya_log::EbpfLogger::init(&mut ebpf)
+        .inspect_err(|e| log::debug!("eBPF logger not initialised: {e}"))
+        .ok();
+
+    for (group, name) in TRACEPOINTS {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Load { name, source })?;
+        prog.load().map_err(|source| LoadError::Load { name, source })?;
+        prog.attach(group, name)
+            .map_err(|source| LoadError::Attach { group, name, source })?;
+        log::info!("attached {group}:{name}");
+    }
+    Ok(Tracer {
+        ebpf,
+        reasons,
+        logger,
+    })
+}

@@ -1,0 +1,132 @@
+//! Builds the eBPF `CONFIG` offsets from the running kernel's tracepoint
+//! formats, and the table of `enum sk_rst_reason` names.
+
+use std::collections::HashMap;
+
+use tcptrace_common::config::{
+    ReceiveResetOffsets, SendResetOffsets, SetStateOffsets, SockLengthOffsets, TpOffsets,
+};
+
+use crate::tracefs::{Format, Tracefs, TracefsError};
+
+/// A tracepoint tcptrace attaches to: (group, name, eBPF program name).
+pub const TRACEPOINTS: [(&str, &str); 5] = [
+    ("sock", "inet_sock_set_state"),
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_receive_reset"),
+    ("sock", "sock_recv_length"),
+    ("sock", "sock_send_length"),
+];
+
+/// Names of `enum sk_rst_reason` values, from the running kernel.
+#[derive(Clone, Debug, Default)]
+pub struct ResetReasons(HashMap<u32, String>);
+
+impl ResetReasons {
+    #[must_use]
+    pub fn from_pairs(pairs: Vec<(u64, String)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .filter_map(|(v, n)| Some((u32::try_from(v).ok()?, n)))
+                .collect(),
+        )
+    }
+
+    /// The kernel's name for `reason`, or `UNKNOWN(n)`.
+    #[must_use]
+    pub fn name(&self, reason: u32) -> String {
+        self.0
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("UNKNOWN({reason})"))
+    }
+}
+
+fn with_tp<T>(
+    tp: &str,
+    f: impl FnOnce() -> Result<T, crate::tracefs::FormatError>,
+) -> Result<T, TracefsError> {
+    f().map_err(|source| TracefsError::Format {
+        tracepoint: tp.to_owned(),
+        source,
+    })
+}
+
+fn set_state(f: &Format) -> Result<SetStateOffsets, crate::tracefs::FormatError> {
+    Ok(SetStateOffsets {
+        skaddr: f.offset("skaddr", 8)?,
+        oldstate: f.offset("oldstate", 4)?,
+        newstate: f.offset("newstate", 4)?,
+        sport: f.offset("sport", 2)?,
+        dport: f.offset("dport", 2)?,
+        family: f.offset("family", 2)?,
+        protocol: f.offset("protocol", 2)?,
+        saddr: f.offset("saddr", 4)?,
+        daddr: f.offset("daddr", 4)?,
+        saddr_v6: f.offset("saddr_v6", 16)?,
+        daddr_v6: f.offset("daddr_v6", 16)?,
+    })
+}
+
+fn send_reset(f: &Format) -> Result<SendResetOffsets, crate::tracefs::FormatError> {
+    Ok(SendResetOffsets {
+        skaddr: f.offset("skaddr", 8)?,
+        state: f.offset("state", 4)?,
+        reason: f.offset("reason", 4)?,
+        // sizeof(struct sockaddr_in6): the layout since Linux 6.10.
+        saddr: f.offset("saddr", 28)?,
+        daddr: f.offset("daddr", 28)?,
+    })
+}
+
+fn receive_reset(f: &Format) -> Result<ReceiveResetOffsets, crate::tracefs::FormatError> {
+    Ok(ReceiveResetOffsets {
+        skaddr: f.offset("skaddr", 8)?,
+        sport: f.offset("sport", 2)?,
+        dport: f.offset("dport", 2)?,
+        family: f.offset("family", 2)?,
+        saddr: f.offset("saddr", 4)?,
+        daddr: f.offset("daddr", 4)?,
+        saddr_v6: f.offset("saddr_v6", 16)?,
+        daddr_v6: f.offset("daddr_v6", 16)?,
+        sock_cookie: f.offset("sock_cookie", 8)?,
+        _pad: 0,
+    })
+}
+
+fn sock_length(f: &Format) -> Result<SockLengthOffsets, crate::tracefs::FormatError> {
+    Ok(SockLengthOffsets {
+        sk: f.offset("sk", 8)?,
+        family: f.offset("family", 2)?,
+        protocol: f.offset("protocol", 2)?,
+        ret: f.offset("ret", 4)?,
+    })
+}
+
+/// Read every tracepoint layout tcptrace needs. A missing tracepoint or field
+/// is an error that names it.
+pub fn read(tracefs: &Tracefs) -> Result<(TpOffsets, ResetReasons), TracefsError> {
+    let [ss, sr, rr, rl, sl] = TRACEPOINTS.map(|(g, n)| tracefs.format(g, n));
+    let (ss, sr, rr, rl, sl) = (ss?, sr?, rr?, rl?, sl?);
+    let offsets = TpOffsets {
+        set_state: with_tp("sock:inet_sock_set_state", || set_state(&ss))?,
+        send_reset: with_tp("tcp:tcp_send_reset", || send_reset(&sr))?,
+        receive_reset: with_tp("tcp:tcp_receive_reset", || receive_reset(&rr))?,
+        recv_length: with_tp("sock:sock_recv_length", || sock_length(&rl))?,
+        send_length: with_tp("sock:sock_send_length", || sock_length(&sl))?,
+    };
+    Ok((offsets, ResetReasons::from_pairs(sr.symbols("reason"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_reason_is_printed_with_its_number() {
+        let r = ResetReasons::from_pairs(vec![(14, "TCP_STATE".into())]);
+        assert_eq!(r.name(14), "TCP_STATE");
+        assert_eq!(r.name(99), "UNKNOWN(99)");
+    }
+}

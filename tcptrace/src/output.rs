@@ -1,0 +1,373 @@
+//! Event output: aligned text lines and JSON lines (one object per event).
+//! The JSON schema is documented in the README; keep the two in step.
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{BufMut as _, BytesMut};
+use serde::Serialize;
+
+use crate::{
+    event::{Endpoints, Event, Owner, Reset, StateChange},
+    offsets::ResetReasons,
+};
+
+/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock time at monotonic zero, in ns since the epoch.
+    epoch_at_boot_ns: i128,
+}
+
+impl Clock {
+    /// Sample both clocks now.
+    #[must_use]
+    pub fn now() -> Self {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+            .unwrap_or(0);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+        Self {
+            epoch_at_boot_ns: wall - mono,
+        }
+    }
+
+    /// A clock whose monotonic zero is the epoch (tests).
+    #[must_use]
+    pub fn fixed(epoch_at_boot_ns: i128) -> Self {
+        Self { epoch_at_boot_ns }
+    }
+
+    #[must_use]
+    pub fn wall(&self, mono_ns: u64) -> SystemTime {
+        let ns = self.epoch_at_boot_ns + i128::from(mono_ns);
+        let ns = u64::try_from(ns).unwrap_or(0);
+        UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Formats events; one instance per run.
+pub struct Printer {
+    format: Format,
+    clock: Clock,
+    reasons: ResetReasons,
+}
+
+/// The header line of the text format.
+pub const TEXT_HEADER: &str = "TIME(UTC)        PID     COMM             LADDR:LPORT                                  RADDR:RPORT                                  EVENT";
+
+fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// A duration printed for people: `812ns`, `3.2µs`, `1.50ms`, `2.001s`.
+#[must_use]
+pub fn human_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", f / 1e6)
+    } else {
+        format!("{:.3}s", f / 1e9)
+    }
+}
+
+#[derive(Serialize)]
+struct JsonOwner<'a> {
+    pid: Option<u32>,
+    tid: Option<u32>,
+    comm: Option<&'a str>,
+    owner_source: &'static str,
+}
+
+impl<'a> JsonOwner<'a> {
+    fn new(o: Option<&'a Owner>) -> Self {
+        Self {
+            pid: o.map(|o| o.pid),
+            tid: o.map(|o| o.tid),
+            comm: o.map(|o| o.comm.as_str()),
+            owner_source: owner_source(o),
+        }
+    }
+}
+
+fn owner_source(o: Option<&Owner>) -> &'static str {
+    match o.map(|o| o.source) {
+        Some(tcptrace_common::OwnerSource::Syscall) => "syscall",
+        Some(tcptrace_common::OwnerSource::Io) => "io",
+        Some(tcptrace_common::OwnerSource::Procfs) => "procfs",
+        Some(tcptrace_common::OwnerSource::Unknown) | None => "unknown",
+    }
+}
+
+#[derive(Serialize)]
+struct JsonCommon<'a> {
+    time: String,
+    ts_ns: u64,
+    #[serde(flatten)]
+    owner: JsonOwner<'a>,
+    family: &'static str,
+    saddr: String,
+    sport: u16,
+    daddr: String,
+    dport: u16,
+    skaddr: String,
+}
+
+#[derive(Serialize)]
+struct JsonState<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    common: JsonCommon<'a>,
+    old_state: &'static str,
+    new_state: &'static str,
+    dwell_ns: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct JsonReset<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    common: JsonCommon<'a>,
+    direction: &'static str,
+    state: Option<&'static str>,
+    reason: Option<String>,
+    reason_code: Option<u32>,
+    sock_cookie: Option<u64>,
+}
+
+impl Printer {
+    #[must_use]
+    pub fn new(format: Format, clock: Clock, reasons: ResetReasons) -> Self {
+        Self {
+            format,
+            clock,
+            reasons,
+        }
+    }
+
+    /// The line to print before any event, if the format has one.
+    #[must_use]
+    pub fn header(&self) -> Option<&'static str> {
+        (self.format == Format::Text).then_some(TEXT_HEADER)
+    }
+
+    fn time(&self, ts_ns: u64) -> String {
+        humantime::format_rfc3339_micros(self.clock.wall(ts_ns)).to_string()
+    }
+
+    /// Append one event, newline-terminated, to the batch `out`.
+    pub fn write(&self, ev: &Event, out: &mut BytesMut) {
+        match self.format {
+            Format::Text => self.text(ev, out),
+            Format::Json => {
+                let w = (&mut *out).writer();
+                let r = match ev {
+                    Event::State(s) => serde_json::to_writer(w, &self.json_state(s)),
+                    Event::Reset(r) => serde_json::to_writer(w, &self.json_reset(r)),
+                };
+                // Plain structs into memory: serde_json cannot fail here.
+                debug_assert!(r.is_ok());
+                out.put_u8(b'\n');
+            }
+        }
+    }
+
+    fn common<'a>(
+        &self,
+        ts_ns: u64,
+        owner: Option<&'a Owner>,
+        e: &Endpoints,
+        skaddr: u64,
+    ) -> JsonCommon<'a> {
+        JsonCommon {
+            time: self.time(ts_ns),
+            ts_ns,
+            owner: JsonOwner::new(owner),
+            family: if e.is_ipv6() { "ipv6" } else { "ipv4" },
+            saddr: e.local.to_string(),
+            sport: e.lport,
+            daddr: e.remote.to_string(),
+            dport: e.rport,
+            skaddr: format!("{skaddr:#x}"),
+        }
+    }
+
+    fn json_state<'a>(&self, s: &'a StateChange) -> JsonState<'a> {
+        JsonState {
+            kind: "state",
+            common: self.common(s.ts_ns, s.owner.as_ref(), &s.endpoints, s.skaddr),
+            old_state: s.old.name(),
+            new_state: s.new.name(),
+            dwell_ns: s
+                .dwell
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    fn json_reset<'a>(&self, r: &'a Reset) -> JsonReset<'a> {
+        JsonReset {
+            kind: "reset",
+            common: self.common(r.ts_ns, r.owner.as_ref(), &r.endpoints, r.skaddr),
+            direction: r.direction.as_str(),
+            state: r.state.map(tcptrace_common::TcpState::name),
+            reason: r.reason.map(|c| self.reasons.name(c)),
+            reason_code: r.reason,
+            sock_cookie: (r.cookie != 0).then_some(r.cookie),
+        }
+    }
+
+    fn text(&self, ev: &Event, out: &mut BytesMut) {
+        let time = self.time(ev.ts_ns());
+        // `2026-11-21T16:05:27.123456Z` -> `16:05:27.123456`
+        let clock = time.get(11..26).unwrap_or(&time);
+        let (pid, comm) = match ev.owner() {
+            Some(o) => (o.pid.to_string(), o.comm.as_str()),
+            None => ("?".to_owned(), "?"),
+        };
+        let e = ev.endpoints();
+        let _ = write!(
+            out,
+            "{clock:<16} {pid:<7} {comm:<16} {:<44} {:<44} ",
+            endpoint(e.local, e.lport),
+            endpoint(e.remote, e.rport)
+        );
+        match ev {
+            Event::State(s) => {
+                let dwell = s.dwell.map_or_else(|| "?".to_owned(), human_duration);
+                let _ = write!(out, "{} -> {} after {dwell}", s.old.name(), s.new.name());
+            }
+            Event::Reset(r) => {
+                let _ = write!(out, "RST {}", r.direction.as_str());
+                if let Some(st) = r.state {
+                    let _ = write!(out, " state={}", st.name());
+                }
+                if let Some(code) = r.reason {
+                    let _ = write!(out, " reason={}", self.reasons.name(code));
+                }
+            }
+        }
+        out.put_u8(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tcptrace_common::TcpState;
+
+    use super::*;
+    use crate::event::{decode, tests::raw_state};
+
+    fn printer(format: Format) -> Printer {
+        Printer::new(
+            format,
+            Clock::fixed(1_700_000_000_000_000_000),
+            ResetReasons::from_pairs(vec![(14, "TCP_STATE".into())]),
+        )
+    }
+
+    fn state_event() -> Event {
+        let raw = raw_state(TcpState::Established, TcpState::CloseWait);
+        decode(&crate::event::as_bytes(&raw)).unwrap()
+    }
+
+    #[test]
+    fn json_state_has_the_documented_keys() {
+        let mut out = BytesMut::new();
+        printer(Format::Json).write(&state_event(), &mut out);
+        assert!(out.ends_with(b"\n"));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "state");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["comm"], "server");
+        assert_eq!(v["owner_source"], "io");
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["saddr"], "127.0.0.1");
+        assert_eq!(v["sport"], 8080);
+        assert_eq!(v["daddr"], "127.0.0.2");
+        assert_eq!(v["dport"], 40000);
+        assert_eq!(v["old_state"], "ESTABLISHED");
+        assert_eq!(v["new_state"], "CLOSE_WAIT");
+        assert_eq!(v["dwell_ns"], 1_500_000);
+        assert_eq!(v["time"], "2023-11-14T22:13:20.000001Z");
+    }
+
+    #[test]
+    fn json_unknown_owner_is_null_not_the_cpu_task() {
+        let mut raw = raw_state(TcpState::Established, TcpState::CloseWait);
+        raw.owner_source = 0;
+        raw.dwell_ns = tcptrace_common::DWELL_UNKNOWN;
+        let ev = decode(&crate::event::as_bytes(&raw)).unwrap();
+        let mut out = BytesMut::new();
+        printer(Format::Json).write(&ev, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["pid"].is_null());
+        assert!(v["comm"].is_null());
+        assert!(v["dwell_ns"].is_null());
+        assert_eq!(v["owner_source"], "unknown");
+    }
+
+    #[test]
+    fn json_reset_has_direction_state_and_named_reason() {
+        let ev = Event::Reset(Reset {
+            ts_ns: 0,
+            skaddr: 0,
+            cookie: 0,
+            owner: None,
+            endpoints: state_event().endpoints().to_owned(),
+            direction: crate::event::Direction::Sent,
+            state: Some(TcpState::Established),
+            reason: Some(14),
+        });
+        let mut out = BytesMut::new();
+        printer(Format::Json).write(&ev, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "reset");
+        assert_eq!(v["direction"], "sent");
+        assert_eq!(v["state"], "ESTABLISHED");
+        assert_eq!(v["reason"], "TCP_STATE");
+        assert_eq!(v["reason_code"], 14);
+    }
+
+    #[test]
+    fn text_line_shows_owner_endpoints_transition_and_dwell() {
+        let mut out = BytesMut::new();
+        printer(Format::Text).write(&state_event(), &mut out);
+        let out = String::from_utf8(out.to_vec()).unwrap();
+        assert!(out.starts_with("22:13:20.000001 "), "{out}");
+        assert!(out.contains(" 42 "), "{out}");
+        assert!(out.contains("server"), "{out}");
+        assert!(out.contains("127.0.0.1:8080"), "{out}");
+        assert!(out.contains("127.0.0.2:40000"), "{out}");
+        assert!(out.trim_end().ends_with("ESTABLISHED -> CLOSE_WAIT after 1.50ms"), "{out}");
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(Duration::from_nanos(812)), "812ns");
+        assert_eq!(human_duration(Duration::from_nanos(3_200)), "3.2µs");
+        assert_eq!(human_duration(Duration::from_micros(1_500)), "1.50ms");
+        assert_eq!(human_duration(Duration::from_millis(2_001)), "2.001s");
+    }
+}

@@ -1,0 +1,183 @@
+//! The streaming mode: drain the ring buffer, decode, filter, print, until
+//! Ctrl-C, SIGTERM, the end of `--duration`, or a closed stdout.
+
+use std::{
+    io::{self, Write as _},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use bytes::BytesMut;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::{Instant, interval, sleep_until},
+};
+
+use crate::{
+    cli::Cli,
+    event::{Event, decode},
+    filter::Filter,
+    loader::Tracer,
+    output::{Clock, Format, Printer},
+    stats::{KernelCounters, Summary, UserCounters},
+};
+
+/// Printed on stderr once every program is attached: from here on no event is
+/// missed. Tests wait for it.
+pub const READY: &str = "tcptrace: tracing";
+
+/// How the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Ctrl-C, SIGTERM or the end of `--duration`.
+    Stopped,
+    /// stdout was closed (e.g. `| head`): not an error.
+    BrokenPipe,
+}
+
+/// Writes batches to stdout; remembers a closed pipe.
+struct Stdout {
+    closed: bool,
+}
+
+impl Stdout {
+    fn write(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        if buf.is_empty() || self.closed {
+            buf.clear();
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        let r = out.write_all(buf).and_then(|()| out.flush());
+        buf.clear();
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+struct Drain<'a> {
+    printer: &'a Printer,
+    filter: &'a Filter,
+    counts: UserCounters,
+    buf: BytesMut,
+    out: Stdout,
+}
+
+impl Drain<'_> {
+    /// Consume every record in the ring buffer, writing in batches.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
+        while let Some(item) = ring.next() {
+            self.counts.records += 1;
+            match decode(&item) {
+                Ok(ev) => {
+                    match ev {
+                        Event::State(_) => self.counts.state_events += 1,
+                        Event::Reset(_) => self.counts.reset_events += 1,
+                    }
+                    if self.filter.matches(&ev) {
+                        self.printer.write(&ev, &mut self.buf);
+                        self.counts.printed += 1;
+                    } else {
+                        self.counts.filtered += 1;
+                    }
+                }
+                Err(e) => {
+                    self.counts.decode_errors += 1;
+                    log::warn!("dropping a record: {e}");
+                }
+            }
+            drop(item);
+            if self.buf.len() >= 64 * 1024 {
+                self.out.write(&mut self.buf)?;
+            }
+        }
+        self.out.write(&mut self.buf)
+    }
+}
+
+/// Run the streaming mode on a loaded tracer.
+pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
+    let Tracer {
+        mut ebpf,
+        reasons,
+        mut logger,
+    } = tracer;
+    let ring = ebpf
+        .take_map("EVENTS")
+        .context("the eBPF object has no EVENTS map")?;
+    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
+    // SAFETY: the RingBuf owns the map fd, which stays open and refers to the
+    // same ring buffer until the AsyncFd (and the RingBuf in it) is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the event loop: {e}"))?;
+
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let printer = Printer::new(format, Clock::now(), reasons);
+    let filter = Filter::from_cli(cli);
+    let mut drain = Drain {
+        printer: &printer,
+        filter: &filter,
+        counts: UserCounters::default(),
+        buf: BytesMut::with_capacity(128 * 1024),
+        out: Stdout { closed: false },
+    };
+    if let Some(h) = printer.header() {
+        drain.buf.extend_from_slice(h.as_bytes());
+        drain.buf.extend_from_slice(b"\n");
+        drain.out.write(&mut drain.buf)?;
+    }
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let deadline = cli.duration.map(|d| Instant::now() + d);
+    // A slow tick catches anything a missed wakeup left behind and drains the
+    // eBPF side's log records.
+    let mut tick = interval(Duration::from_millis(250));
+    eprintln!("{READY} TCP state transitions and resets (Ctrl-C to stop)");
+
+    let end = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                drain.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                drain.drain(ring.get_mut())?;
+                if let Some(l) = logger.as_mut() {
+                    l.flush();
+                }
+            }
+            _ = sigint.recv() => break End::Stopped,
+            _ = sigterm.recv() => break End::Stopped,
+            () = async {
+                match deadline {
+                    Some(d) => sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => break End::Stopped,
+        }
+        if drain.out.closed {
+            break End::BrokenPipe;
+        }
+    };
+    // Whatever was submitted before we stopped is still printed.
+    drain.drain(ring.get_mut())?;
+    let kernel = KernelCounters::read(&ebpf)
+        .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
+        .ok();
+    let end = if drain.out.closed { End::BrokenPipe } else { end };
+    Ok((
+        end,
+        Summary {
+            kernel,
+            user: drain.counts,
+        },
+    ))
+}
