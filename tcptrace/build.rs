@@ -10,9 +10,12 @@ use anyhow::{Context as _, bail};
 mod paths;
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let ebpf_dir = manifest_dir.join("..").join("tcptrace-ebpf");
-    let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to tcptrace-ebpf")?;
+    let ebpf_dir = ebpf_dir
+        .to_str()
+        .context("non-UTF-8 path to tcptrace-ebpf")?;
 
     // bpf-linker: on PATH, or in the cache that `cargo xtask setup` fills.
     let mut path = env::var_os("PATH").unwrap_or_default();

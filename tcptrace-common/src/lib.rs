@@ -5,6 +5,10 @@
 //! Layouts are explicit: no `bool`, no implicit padding, sizes pinned by
 //! `const` assertions so that a change on one side fails the build of both.
 #![no_std]
+#![expect(
+    clippy::inline_always,
+    reason = "shared with the eBPF side, where these must be inlined into each program"
+)]
 
 pub mod config;
 pub mod record;
@@ -15,7 +19,7 @@ pub mod user;
 
 pub use config::{Config, TpOffsets};
 pub use record::{
-    Addrs, Counter, Header, Owner, RecordKind, ResetEvent, SockInfo, StateEvent, AF_INET,
-    AF_INET6, COMM_LEN, DWELL_UNKNOWN, NUM_COUNTERS, RST_RECEIVED, RST_SENT,
+    AF_INET, AF_INET6, Addrs, COMM_LEN, Counter, DWELL_UNKNOWN, Header, NUM_COUNTERS, Owner,
+    RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SockInfo, StateEvent,
 };
 pub use track::{OwnerSource, TcpState};

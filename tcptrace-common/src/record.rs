@@ -29,7 +29,7 @@ pub struct Header {
     pub kind: u32,
     /// CPU the event fired on.
     pub cpu: u32,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`.
     pub ts_ns: u64,
 }
 
@@ -103,7 +103,7 @@ pub struct SockInfo {
     pub state: u32,
     /// An [`crate::OwnerSource`] value.
     pub owner_source: u32,
-    /// When `state` was entered (CLOCK_MONOTONIC ns); 0 if unknown.
+    /// When `state` was entered (`CLOCK_MONOTONIC` ns); 0 if unknown.
     pub entered_ns: u64,
     pub owner: Owner,
 }

@@ -125,8 +125,7 @@ const LISTEN: u32 = TcpState::Listen as u32;
 pub const fn is_owner_transition(old: u32, new: u32) -> bool {
     matches!(
         (old, new),
-        (CLOSE, SYN_SENT)
-            | (CLOSE, LISTEN)
+        (CLOSE, SYN_SENT | LISTEN)
             | (LISTEN, CLOSE)
             | (ESTABLISHED, FIN_WAIT1)
             | (CLOSE_WAIT, LAST_ACK)
@@ -214,10 +213,7 @@ mod tests {
 
     /// Replays transitions like the kernel program: `(old, new, on_cpu)`.
     /// Returns the owner reported with each transition and the dwell.
-    fn replay(
-        steps: &[(TcpState, TcpState, u32)],
-        io: &[(usize, u32)],
-    ) -> Vec<(u32, u64)> {
+    fn replay(steps: &[(TcpState, TcpState, u32)], io: &[(usize, u32)]) -> Vec<(u32, u64)> {
         let mut entry: Option<SockInfo> = None;
         let mut out = Vec::new();
         for (i, &(old, new, on_cpu)) in steps.iter().enumerate() {
@@ -306,7 +302,10 @@ mod tests {
             owner_source: OwnerSource::Syscall as u32,
             ..SockInfo::default()
         };
-        assert!(!io_needs_owner_update(&e, CLIENT), "the owner's own I/O costs nothing");
+        assert!(
+            !io_needs_owner_update(&e, CLIENT),
+            "the owner's own I/O costs nothing"
+        );
         assert!(io_needs_owner_update(&e, SERVER));
         e.owner_source = OwnerSource::Unknown as u32;
         assert!(io_needs_owner_update(&e, CLIENT));
@@ -329,7 +328,9 @@ mod tests {
 
     #[test]
     fn removal_at_close_and_unknown_sockets() {
-        let t = on_transition(None, Established as u32, CloseWait as u32, 5, || task(CLIENT));
+        let t = on_transition(None, Established as u32, CloseWait as u32, 5, || {
+            task(CLIENT)
+        });
         assert!(t.was_unknown);
         assert_eq!(t.dwell_ns, crate::DWELL_UNKNOWN);
         assert_eq!(t.info.owner.tgid, 0);
@@ -338,7 +339,9 @@ mod tests {
             task(SERVER)
         });
         assert_eq!(t2.dwell_ns, 4);
-        let t3 = on_transition(Some(&t2.info), LastAck as u32, Close as u32, 10, || task(CLIENT));
+        let t3 = on_transition(Some(&t2.info), LastAck as u32, Close as u32, 10, || {
+            task(CLIENT)
+        });
         assert!(t3.remove);
         assert_eq!(t3.info.owner.tgid, SERVER);
     }

@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tcptrace_common::{
-    AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED,
-    RST_SENT, RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
+    AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT,
+    RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
     config::SockLengthOffsets,
     track::{OwnerSource, io_needs_owner_update, on_transition},
 };
@@ -157,7 +157,13 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let prev = SOCKS.get_ptr_mut(skaddr);
     // SAFETY: a pointer into the map value returned by the lookup helper,
     // valid for the duration of this program run.
-    let t = on_transition(prev.map(|p| unsafe { &*p }), old, new, hdr.ts_ns, current_owner);
+    let t = on_transition(
+        prev.map(|p| unsafe { &*p }),
+        old,
+        new,
+        hdr.ts_ns,
+        current_owner,
+    );
     match prev {
         Some(p) if t.remove => {
             let _ = p;

@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Only transitions into or out of these states, e.g. CLOSE_WAIT,FIN_WAIT2.
+    /// Only transitions into or out of these states, e.g. `CLOSE_WAIT,FIN_WAIT2`.
     #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state)]
     pub states: Vec<TcpState>,
 
@@ -156,11 +156,26 @@ mod tests {
 
     #[test]
     fn bad_flags_and_values_are_clap_errors() {
-        assert_eq!(parse(&["--nope"]).unwrap_err().kind(), ErrorKind::UnknownArgument);
-        assert_eq!(parse(&["--port", "0"]).unwrap_err().kind(), ErrorKind::ValueValidation);
-        assert_eq!(parse(&["--port", "70000"]).unwrap_err().kind(), ErrorKind::ValueValidation);
-        assert_eq!(parse(&["-p", "abc"]).unwrap_err().kind(), ErrorKind::ValueValidation);
-        assert_eq!(parse(&["-4", "-6"]).unwrap_err().kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(
+            parse(&["--nope"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            parse(&["--port", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--port", "70000"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["-p", "abc"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["-4", "-6"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
         assert_eq!(
             parse(&["--ringbuf-kib", "3"]).unwrap_err().kind(),
             ErrorKind::ValueValidation

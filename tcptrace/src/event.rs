@@ -279,7 +279,10 @@ pub(crate) mod tests {
         assert_eq!(s.endpoints.local, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(s.endpoints.lport, 8080);
         let owner = s.owner.unwrap();
-        assert_eq!((owner.pid, owner.tid, owner.comm.as_str()), (42, 43, "server"));
+        assert_eq!(
+            (owner.pid, owner.tid, owner.comm.as_str()),
+            (42, 43, "server")
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Filter {
             return false;
         }
         if let Some(comm) = &self.comm
-            && !ev.owner().is_some_and(|o| &o.comm == comm)
+            && ev.owner().is_none_or(|o| &o.comm != comm)
         {
             return false;
         }
@@ -82,15 +82,31 @@ mod tests {
     #[test]
     fn pid_filter_matches_the_owner_and_never_an_unknown_owner() {
         let f = Filter::from_cli(&cli(&["-p", "42"]));
-        assert!(f.matches(&ev(TcpState::Established, TcpState::CloseWait, OwnerSource::Io)));
-        assert!(!f.matches(&ev(TcpState::Established, TcpState::CloseWait, OwnerSource::Unknown)));
+        assert!(f.matches(&ev(
+            TcpState::Established,
+            TcpState::CloseWait,
+            OwnerSource::Io
+        )));
+        assert!(!f.matches(&ev(
+            TcpState::Established,
+            TcpState::CloseWait,
+            OwnerSource::Unknown
+        )));
         let f = Filter::from_cli(&cli(&["-p", "7"]));
-        assert!(!f.matches(&ev(TcpState::Established, TcpState::CloseWait, OwnerSource::Io)));
+        assert!(!f.matches(&ev(
+            TcpState::Established,
+            TcpState::CloseWait,
+            OwnerSource::Io
+        )));
     }
 
     #[test]
     fn comm_filter_is_exact() {
-        let e = ev(TcpState::Established, TcpState::FinWait1, OwnerSource::Syscall);
+        let e = ev(
+            TcpState::Established,
+            TcpState::FinWait1,
+            OwnerSource::Syscall,
+        );
         assert!(Filter::from_cli(&cli(&["--comm", "server"])).matches(&e));
         assert!(!Filter::from_cli(&cli(&["--comm", "serv"])).matches(&e));
     }
@@ -98,10 +114,22 @@ mod tests {
     #[test]
     fn state_filter_matches_old_or_new() {
         let f = Filter::from_cli(&cli(&["--state", "CLOSE_WAIT"]));
-        assert!(f.matches(&ev(TcpState::Established, TcpState::CloseWait, OwnerSource::Io)));
+        assert!(f.matches(&ev(
+            TcpState::Established,
+            TcpState::CloseWait,
+            OwnerSource::Io
+        )));
         assert!(f.matches(&ev(TcpState::CloseWait, TcpState::LastAck, OwnerSource::Io)));
-        assert!(!f.matches(&ev(TcpState::Established, TcpState::FinWait1, OwnerSource::Io)));
-        assert!(Filter::default().matches(&ev(TcpState::Established, TcpState::FinWait1, OwnerSource::Io)));
+        assert!(!f.matches(&ev(
+            TcpState::Established,
+            TcpState::FinWait1,
+            OwnerSource::Io
+        )));
+        assert!(Filter::default().matches(&ev(
+            TcpState::Established,
+            TcpState::FinWait1,
+            OwnerSource::Io
+        )));
     }
 
     #[test]

@@ -87,9 +87,14 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
             .ok_or(LoadError::MissingProgram(name))?
             .try_into()
             .map_err(|source| LoadError::Load { name, source })?;
-        prog.load().map_err(|source| LoadError::Load { name, source })?;
+        prog.load()
+            .map_err(|source| LoadError::Load { name, source })?;
         prog.attach(group, name)
-            .map_err(|source| LoadError::Attach { group, name, source })?;
+            .map_err(|source| LoadError::Attach {
+                group,
+                name,
+                source,
+            })?;
         log::info!("attached {group}:{name}");
     }
     Ok(Tracer {

@@ -14,7 +14,7 @@ use crate::{
     offsets::ResetReasons,
 };
 
-/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+/// Converts `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// Wall-clock time at monotonic zero, in ns since the epoch.
@@ -25,9 +25,9 @@ impl Clock {
     /// Sample both clocks now.
     #[must_use]
     pub fn now() -> Self {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-            .unwrap_or(0);
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+            i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+        });
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
@@ -360,7 +360,11 @@ mod tests {
         assert!(out.contains("server"), "{out}");
         assert!(out.contains("127.0.0.1:8080"), "{out}");
         assert!(out.contains("127.0.0.2:40000"), "{out}");
-        assert!(out.trim_end().ends_with("ESTABLISHED -> CLOSE_WAIT after 1.50ms"), "{out}");
+        assert!(
+            out.trim_end()
+                .ends_with("ESTABLISHED -> CLOSE_WAIT after 1.50ms"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -49,10 +49,10 @@ pub fn check() -> Result<(), PrivilegeError> {
     }
 }
 
-/// Lift RLIMIT_MEMLOCK for kernels that still charge BPF maps to it (before
+/// Lift `RLIMIT_MEMLOCK` for kernels that still charge BPF maps to it (before
 /// 5.11 memcg accounting). Failure is harmless on newer kernels.
 pub fn raise_memlock() {
-    use nix::sys::resource::{Resource, RLIM_INFINITY, setrlimit};
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
     if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
         log::debug!("could not raise RLIMIT_MEMLOCK: {e}");
     }

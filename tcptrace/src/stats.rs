@@ -30,7 +30,7 @@ impl KernelCounters {
         }
         if let Some(map) = ebpf.map("SOCKS") {
             let socks: HashMap<_, u64, SockInfo> = HashMap::try_from(map)?;
-            out.live_sockets = socks.keys().filter(Result::is_ok).count() as u64;
+            out.live_sockets = socks.keys().flatten().count() as u64;
         }
         Ok(out)
     }

@@ -172,7 +172,11 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
     let kernel = KernelCounters::read(&ebpf)
         .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
         .ok();
-    let end = if drain.out.closed { End::BrokenPipe } else { end };
+    let end = if drain.out.closed {
+        End::BrokenPipe
+    } else {
+        end
+    };
     Ok((
         end,
         Summary {

@@ -122,7 +122,12 @@ impl Tracefs {
 
     /// Read and parse `events/<group>/<name>/format`.
     pub fn format(&self, group: &str, name: &str) -> Result<Format, TracefsError> {
-        let path = self.root.join("events").join(group).join(name).join("format");
+        let path = self
+            .root
+            .join("events")
+            .join(group)
+            .join(name)
+            .join("format");
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -165,10 +170,11 @@ impl Format {
             if let Some(rest) = line.strip_prefix("print fmt:") {
                 rest.trim().clone_into(&mut fmt.print_fmt);
             } else if line.starts_with("field:") {
-                fmt.fields.push(parse_field(line).ok_or_else(|| FormatError::BadField {
-                    line: i + 1,
-                    text: line.to_owned(),
-                })?);
+                fmt.fields
+                    .push(parse_field(line).ok_or_else(|| FormatError::BadField {
+                        line: i + 1,
+                        text: line.to_owned(),
+                    })?);
             }
         }
         Ok(fmt)
@@ -215,9 +221,10 @@ impl Format {
                 continue;
             };
             let value = value.trim();
-            let parsed = value
-                .strip_prefix("0x")
-                .map_or_else(|| value.parse().ok(), |hex| u64::from_str_radix(hex, 16).ok());
+            let parsed = value.strip_prefix("0x").map_or_else(
+                || value.parse().ok(),
+                |hex| u64::from_str_radix(hex, 16).ok(),
+            );
             if let Some(v) = parsed {
                 out.push((v, name.trim().trim_matches('"').to_owned()));
             }
@@ -317,14 +324,19 @@ print fmt: \"skbaddr=%p state=%s reason=%s\", REC->skbaddr, REC->state ? __print
     #[test]
     fn malformed_field_line_is_an_error() {
         let err = Format::parse("format:\n\tfield:int x;\toffset:zz;\tsize:4;\n").unwrap_err();
-        assert!(matches!(err, FormatError::BadField { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, FormatError::BadField { line: 2, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn missing_tracepoint_is_named() {
         let dir = std::env::temp_dir().join(format!("tcptrace-tracefs-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("events")).unwrap();
-        let err = Tracefs::at(dir.clone()).format("tcp", "tcp_nosuch").unwrap_err();
+        let err = Tracefs::at(dir.clone())
+            .format("tcp", "tcp_nosuch")
+            .unwrap_err();
         assert!(err.to_string().contains("tcp:tcp_nosuch"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

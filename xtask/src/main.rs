@@ -1,1 +1,180 @@
-fn main() {}
+//! `cargo xtask`: the project's build and test entry points. It sets up the
+//! BPF toolchain on its own (rust-src, bpf-linker against rustc's own LLVM,
+//! cached outside `target/`), so a fresh machine needs only cargo.
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod paths;
+mod setup;
+
+#[derive(Parser)]
+#[command(about = "tcptrace build, run and test tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install rust-src and build bpf-linker against rustc's LLVM (cached).
+    Setup,
+    /// Set up the toolchain and build tcptrace.
+    Build {
+        /// Build the optimised binary (target/release/tcptrace).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build tcptrace and run it as root (through sudo when not root).
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for tcptrace, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Run every test: formatting, unit tests, then the root integration tests.
+    Test {
+        /// Extra arguments for the integration-test harness (e.g. a test name).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Run `cmd`, failing with its description if it does not succeed.
+pub(crate) fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    setup::ensure()?;
+    let mut c = cargo();
+    c.args(["build", "--package", "tcptrace"]);
+    if release {
+        c.arg("--release");
+    }
+    status(&mut c)?;
+    Ok(workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("tcptrace"))
+}
+
+/// Run `program args` as root: directly when root, else through sudo.
+fn as_root(program: &Path, args: &[OsString]) -> Command {
+    if is_root() {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    } else {
+        eprintln!("xtask: not root; running through sudo");
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=TCPTRACE_BIN,RUST_LOG,PATH")
+            .arg(program)
+            .args(args);
+        c
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    match args.task {
+        Task::Setup => setup::ensure(),
+        Task::Build { release } => {
+            let bin = build(release)?;
+            eprintln!("xtask: built {}", bin.display());
+            Ok(())
+        }
+        Task::Run { release, args } => {
+            let bin = build(release)?;
+            let st = as_root(&bin, &args)
+                .status()
+                .with_context(|| format!("failed to start {}", bin.display()))?;
+            // Hand tcptrace's own exit code through.
+            std::process::exit(st.code().unwrap_or(1));
+        }
+        Task::Test { args } => test(&args),
+    }
+}
+
+fn test(extra: &[OsString]) -> Result<()> {
+    setup::ensure()?;
+    eprintln!("xtask: [1/3] formatting");
+    status(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("code is not formatted: run `cargo fmt --all`")?;
+
+    eprintln!("xtask: [2/3] unit tests (no kernel needed)");
+    status(cargo().args([
+        "test",
+        "--package",
+        "tcptrace-common",
+        "--package",
+        "tcptrace",
+        "--package",
+        "xtask",
+    ]))?;
+
+    eprintln!("xtask: [3/3] root integration tests (real eBPF, real sockets, network namespaces)");
+    let bin = build(false)?;
+    // Build the test binaries unprivileged, then run only the harness as root.
+    status(cargo().args(["test", "--package", "integration-tests", "--no-run"]))?;
+    if !is_root() {
+        eprintln!(
+            "xtask: the integration tests need root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); \
+             they will run through sudo and FAIL, not skip, without it"
+        );
+    }
+    let cargo_bin = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args: Vec<OsString> = [
+        "test",
+        "--package",
+        "integration-tests",
+        "--",
+        "--test-threads=1",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    let mut c = as_root(Path::new(&cargo_bin), &args);
+    c.current_dir(workspace_root()).env("TCPTRACE_BIN", &bin);
+    status(&mut c)
+}
