@@ -87,18 +87,34 @@ pub struct Config {
     pub lport: u16,
     /// The remote port must match.
     pub rport: u16,
-    /// 1: emit per-transition records to the ring buffer.
-    pub emit_events: u8,
-    pub _pad: [u8; 5],
+    /// 1: emit reset records.
+    pub emit_resets: u8,
+    /// 1: capture user stacks at first touch and at EOF (leak mode).
+    pub capture_stacks: u8,
+    pub _pad: [u8; 4],
+    /// Emit a state record for `old -> new` when bit `1 << old` is set.
+    /// Modes that aggregate elsewhere ask for few or none.
+    pub emit_old_states: u32,
+    pub _pad2: u32,
 }
+
+/// `emit_old_states` value that emits every transition.
+pub const EMIT_ALL_STATES: u32 = 0x1ffe;
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 136);
-const _: () = assert!(core::mem::size_of::<Config>() == 152);
+const _: () = assert!(core::mem::size_of::<Config>() == 160);
 
 impl Config {
     /// Whether a socket with this family and these ports passes the filters.
     /// `family` is `AF_INET` or `AF_INET6`; anything else fails.
+    /// Whether a transition out of `old` is emitted to the ring buffer.
+    #[inline(always)]
+    #[must_use]
+    pub fn emits_state(&self, old: u32) -> bool {
+        old < 32 && self.emit_old_states & (1 << old) != 0
+    }
+
     #[inline(always)]
     #[must_use]
     pub fn accepts(&self, family: u16, lport: u16, rport: u16) -> bool {

@@ -20,6 +20,6 @@ pub mod user;
 pub use config::{Config, TpOffsets};
 pub use record::{
     AF_INET, AF_INET6, Addrs, COMM_LEN, Counter, DWELL_UNKNOWN, Header, NUM_COUNTERS, Owner,
-    RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SockInfo, StateEvent,
+    RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SockInfo, StackRef, StateEvent,
 };
 pub use track::{OwnerSource, TcpState};

@@ -95,6 +95,29 @@ pub struct ResetEvent {
     pub owner_source: u32,
 }
 
+/// A user stack captured in process context: where a socket's owner was
+/// when something happened to the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackRef {
+    /// `bpf_get_stackid` id + 1 in the `STACKS` map; 0 means none captured.
+    pub id_plus_one: u32,
+    /// The process whose address space the stack belongs to.
+    pub tgid: u32,
+    /// The word at the user stack pointer saved at syscall entry. When the
+    /// syscall wrapper is a frameless leaf (glibc's `recv`, `read`), this is
+    /// the return address into its caller, the frame a frame-pointer walk
+    /// skips. 0 if unreadable. Userspace decides whether to splice it in.
+    pub sp_word: u64,
+}
+
+impl StackRef {
+    #[must_use]
+    pub const fn is_some(&self) -> bool {
+        self.id_plus_one != 0
+    }
+}
+
 /// Value of the per-socket LRU map, keyed by socket address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,6 +129,13 @@ pub struct SockInfo {
     /// When `state` was entered (`CLOCK_MONOTONIC` ns); 0 if unknown.
     pub entered_ns: u64,
     pub owner: Owner,
+    /// When the owner's recv first returned 0 (EOF); 0 if it never did.
+    pub eof_ns: u64,
+    /// Where the owner read EOF (leak mode only).
+    pub eof_stack: StackRef,
+    /// Where the owner first touched the socket: connect, or its first recv
+    /// or send after accept (leak mode only).
+    pub first_stack: StackRef,
 }
 
 /// Indices of the per-CPU `COUNTERS` array. Every loss is counted here.
@@ -129,13 +159,16 @@ pub enum Counter {
     SockUnknown = 6,
     /// Tracepoint field reads that failed.
     ReadErrors = 7,
+    /// `bpf_get_stackid` failures (map full, or no user stack).
+    StackErrors = 8,
 }
 
-pub const NUM_COUNTERS: u32 = 8;
+pub const NUM_COUNTERS: u32 = 9;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 16);
 const _: () = assert!(core::mem::size_of::<Owner>() == 24);
 const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
 const _: () = assert!(core::mem::size_of::<StateEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<ResetEvent>() == 112);
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 40);
+const _: () = assert!(core::mem::size_of::<StackRef>() == 16);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 80);

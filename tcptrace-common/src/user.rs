@@ -18,6 +18,8 @@ unsafe impl aya::Pod for StateEvent {}
 unsafe impl aya::Pod for ResetEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Header {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::StackRef {}
 
 /// A record kind this build does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

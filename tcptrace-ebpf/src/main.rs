@@ -13,14 +13,18 @@
 #![no_main]
 
 use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_task_pt_regs,
+        },
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{TracePointContext, tracing::StackIdContext as _},
 };
+use tcptrace_common::StackRef;
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT,
     RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
@@ -46,6 +50,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// by userspace as inserts - deletes - live entries.
 #[map]
 static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// User stacks of first touch and EOF read (leak mode). Identical stacks
+/// share one id, so the map holds code paths, not sockets.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
 
 /// Event and loss counters, one slot per [`Counter`].
 #[map]
@@ -82,6 +91,60 @@ fn current_owner() -> Owner {
         #[expect(clippy::cast_possible_truncation, reason = "lower half is the tid")]
         tid: pid_tgid as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// Offset of `sp` in x86-64 `struct pt_regs` (arch/x86/include/asm/ptrace.h:
+/// r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp).
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SP: usize = 19 * 8;
+
+/// The word at the user stack pointer saved at syscall entry. Inside a
+/// frameless syscall wrapper (glibc's `recv`/`read`) it is the return address
+/// into the wrapper's caller, the frame that a frame-pointer walk skips.
+#[inline(always)]
+fn user_sp_word() -> u64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: bpf_get_current_task_btf returns the current task (never
+        // NULL in process context) and bpf_task_pt_regs its saved user
+        // registers; both reads go through probe_read helpers that fault
+        // safely.
+        unsafe {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+            if regs.is_null() {
+                return 0;
+            }
+            let Ok(sp) = bpf_probe_read_kernel(regs.add(PT_REGS_SP).cast::<u64>()) else {
+                return 0;
+            };
+            bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+/// Capture the current task's user stack.
+#[inline(always)]
+fn capture_stack(ctx: &TracePointContext, tgid: u32) -> StackRef {
+    match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "ids are < max_entries"
+        )]
+        Ok(id) => StackRef {
+            id_plus_one: id as u32 + 1,
+            tgid,
+            sp_word: user_sp_word(),
+        },
+        Err(_) => {
+            count(Counter::StackErrors);
+            StackRef::default()
+        }
     }
 }
 
@@ -189,7 +252,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
     }
 
-    if cfg.emit_events == 0 {
+    if !cfg.emits_state(old) {
         return Ok(());
     }
     let addrs = read_split_addrs(
@@ -249,6 +312,9 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 
 fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let cfg = config();
+    if cfg.emit_resets == 0 {
+        return Ok(());
+    }
     let o = cfg.offsets.send_reset;
     // saddr/daddr are `struct sockaddr_in` or `sockaddr_in6` in 28 bytes:
     // family (host order), port (network order), then the address at byte 4
@@ -304,6 +370,9 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 
 fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let cfg = config();
+    if cfg.emit_resets == 0 {
+        return Ok(());
+    }
     let o = cfg.offsets.receive_reset;
     let family: u16 = read(ctx, o.family)?;
     let sport: u16 = read(ctx, o.sport)?;
@@ -341,9 +410,10 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 /// Shared body of the recv/send hooks. They fire on every recv and send of
-/// every process, so the common path is a cheap filter and one lookup.
+/// every process, so the common path is a cheap filter and one lookup; the
+/// rare cases (new owner, first touch, first EOF) do the rest.
 #[inline(always)]
-fn on_io(ctx: &TracePointContext, o: SockLengthOffsets) -> Result<(), i64> {
+fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result<(), i64> {
     let protocol: u16 = read(ctx, o.protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
@@ -355,10 +425,24 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets) -> Result<(), i64> {
     #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: lookup result, valid for this program run; updated in place.
-    unsafe {
-        if io_needs_owner_update(&*info, tgid) {
-            (*info).owner = current_owner();
-            (*info).owner_source = OwnerSource::Io as u32;
+    let info = unsafe { &mut *info };
+    if io_needs_owner_update(info, tgid) {
+        info.owner = current_owner();
+        info.owner_source = OwnerSource::Io as u32;
+    }
+    // SAFETY: reads the CONFIG global, as `config()` does, one field only.
+    let capture = unsafe { core::ptr::read_volatile(&raw const CONFIG.capture_stacks) } != 0;
+    if capture && !info.first_stack.is_some() {
+        info.first_stack = capture_stack(ctx, tgid);
+    }
+    if is_recv && info.eof_ns == 0 {
+        let ret: i32 = read(ctx, o.ret)?;
+        if ret == 0 {
+            // SAFETY: no preconditions.
+            info.eof_ns = unsafe { bpf_ktime_get_ns() };
+            if capture {
+                info.eof_stack = capture_stack(ctx, tgid);
+            }
         }
     }
     Ok(())
@@ -366,7 +450,9 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets) -> Result<(), i64> {
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    if on_io(&ctx, config().offsets.recv_length).is_err() {
+    // SAFETY: reads one field of the CONFIG global, as `config()` does.
+    let o = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets.recv_length) };
+    if on_io(&ctx, o, true).is_err() {
         count(Counter::ReadErrors);
     }
     0
@@ -374,7 +460,9 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    if on_io(&ctx, config().offsets.send_length).is_err() {
+    // SAFETY: reads one field of the CONFIG global, as `config()` does.
+    let o = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets.send_length) };
+    if on_io(&ctx, o, false).is_err() {
         count(Counter::ReadErrors);
     }
     0

@@ -37,7 +37,8 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut config = Config {
-        emit_events: 1,
+        emit_resets: 1,
+        emit_old_states: tcptrace_common::config::EMIT_ALL_STATES,
         ..Config::default()
     };
     filter::apply_kernel_filters(cli, &mut config);
