@@ -105,33 +105,50 @@ const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 136);
 const _: () = assert!(core::mem::size_of::<Config>() == 160);
 
-impl Config {
-    /// Whether a socket with this family and these ports passes the filters.
-    /// `family` is `AF_INET` or `AF_INET6`; anything else fails.
-    /// Whether a transition out of `old` is emitted to the ring buffer.
-    #[inline(always)]
-    #[must_use]
-    pub fn emits_state(&self, old: u32) -> bool {
-        old < 32 && self.emit_old_states & (1 << old) != 0
+/// The family and port filters: whether a socket with this family and these
+/// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.
+/// Zero ports and zero `families` mean "any".
+#[inline(always)]
+#[must_use]
+pub fn accepts(
+    families: u32,
+    port: u16,
+    want_lport: u16,
+    want_rport: u16,
+    family: u16,
+    lport: u16,
+    rport: u16,
+) -> bool {
+    let bit = match family {
+        crate::AF_INET => FAMILY_V4,
+        crate::AF_INET6 => FAMILY_V6,
+        _ => return false,
+    };
+    if families != 0 && families & bit == 0 {
+        return false;
     }
+    if port != 0 && port != lport && port != rport {
+        return false;
+    }
+    if want_lport != 0 && want_lport != lport {
+        return false;
+    }
+    want_rport == 0 || want_rport == rport
+}
 
+impl Config {
+    /// [`accepts`] with this configuration's filters.
     #[inline(always)]
     #[must_use]
     pub fn accepts(&self, family: u16, lport: u16, rport: u16) -> bool {
-        let bit = match family {
-            crate::AF_INET => FAMILY_V4,
-            crate::AF_INET6 => FAMILY_V6,
-            _ => return false,
-        };
-        if self.families != 0 && self.families & bit == 0 {
-            return false;
-        }
-        if self.port != 0 && self.port != lport && self.port != rport {
-            return false;
-        }
-        if self.lport != 0 && self.lport != lport {
-            return false;
-        }
-        self.rport == 0 || self.rport == rport
+        accepts(
+            self.families,
+            self.port,
+            self.lport,
+            self.rport,
+            family,
+            lport,
+            rport,
+        )
     }
 }

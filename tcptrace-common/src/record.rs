@@ -136,6 +136,9 @@ pub struct SockInfo {
     /// Where the owner first touched the socket: connect, or its first recv
     /// or send after accept (leak mode only).
     pub first_stack: StackRef,
+    /// Endpoints, recorded when the socket enters CLOSE_WAIT (family 0
+    /// before): the one state whose sockets userspace reports from the map.
+    pub addrs: Addrs,
 }
 
 /// Indices of the per-CPU `COUNTERS` array. Every loss is counted here.
@@ -171,4 +174,4 @@ const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
 const _: () = assert!(core::mem::size_of::<StateEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<ResetEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<StackRef>() == 16);
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 80);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 120);

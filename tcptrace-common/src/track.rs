@@ -132,38 +132,23 @@ pub const fn is_owner_transition(old: u32, new: u32) -> bool {
     )
 }
 
-/// The outcome of one transition for a socket's map entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transition {
-    /// Time spent in the old state, or [`DWELL_UNKNOWN`].
-    pub dwell_ns: u64,
-    /// The entry after the transition; its owner is the one to report.
-    pub info: SockInfo,
-    /// Whether the map had no entry for the socket.
-    pub was_unknown: bool,
-    /// The socket reached CLOSE: its entry must be removed.
-    pub remove: bool,
-}
-
-/// Apply `old -> new` at `now` to the socket's entry `prev`.
+/// Apply `old -> new` at `now` to a socket's map entry, in place, and return
+/// the time spent in `old` ([`DWELL_UNKNOWN`] when `known` is false: the map
+/// had no entry, so `info` is a fresh default).
 ///
-/// `current` returns the task on CPU; it is called only when the transition is
-/// an owner transition, so the kernel pays for `bpf_get_current_comm` only then.
+/// `current` returns the task on CPU; it is called only for an owner
+/// transition, so the kernel pays for `bpf_get_current_comm` only then.
+/// The caller removes the entry when `new` is CLOSE.
 #[inline(always)]
-pub fn on_transition(
-    prev: Option<&SockInfo>,
+pub fn apply_transition(
+    info: &mut SockInfo,
+    known: bool,
     old: u32,
     new: u32,
     now: u64,
     current: impl FnOnce() -> Owner,
-) -> Transition {
-    let (mut info, was_unknown) = match prev {
-        Some(p) => (*p, false),
-        None => (SockInfo::default(), true),
-    };
-    // A transition from CLOSE starts a new life (connect/listen on a fresh
-    // socket): nothing measured before it belongs to this socket.
-    let dwell_ns = if info.entered_ns != 0 && info.entered_ns <= now && !was_unknown {
+) -> u64 {
+    let dwell_ns = if known && info.entered_ns != 0 && info.entered_ns <= now {
         now - info.entered_ns
     } else {
         DWELL_UNKNOWN
@@ -174,12 +159,7 @@ pub fn on_transition(
     }
     info.state = new;
     info.entered_ns = now;
-    Transition {
-        dwell_ns,
-        info,
-        was_unknown,
-        remove: new == CLOSE,
-    }
+    dwell_ns
 }
 
 /// Whether a recv/send by `tgid` on a tracked socket must (re)write its owner.
@@ -227,9 +207,13 @@ mod tests {
                 }
             }
             let now = (i as u64 + 1) * 1_000;
-            let t = on_transition(entry.as_ref(), old as u32, new as u32, now, || task(on_cpu));
-            out.push((t.info.owner.tgid, t.dwell_ns));
-            entry = if t.remove { None } else { Some(t.info) };
+            let known = entry.is_some();
+            let mut info = entry.unwrap_or_default();
+            let dwell = apply_transition(&mut info, known, old as u32, new as u32, now, || {
+                task(on_cpu)
+            });
+            out.push((info.owner.tgid, dwell));
+            entry = (new != Close).then_some(info);
         }
         out
     }
@@ -327,23 +311,24 @@ mod tests {
     }
 
     #[test]
-    fn removal_at_close_and_unknown_sockets() {
-        let t = on_transition(None, Established as u32, CloseWait as u32, 5, || {
-            task(CLIENT)
-        });
-        assert!(t.was_unknown);
-        assert_eq!(t.dwell_ns, crate::DWELL_UNKNOWN);
-        assert_eq!(t.info.owner.tgid, 0);
-        assert!(!t.remove);
-        let t2 = on_transition(Some(&t.info), CloseWait as u32, LastAck as u32, 9, || {
+    fn unknown_sockets_have_no_dwell_and_no_owner_until_an_owner_transition() {
+        let mut info = SockInfo::default();
+        let d = apply_transition(
+            &mut info,
+            false,
+            Established as u32,
+            CloseWait as u32,
+            5,
+            || task(CLIENT),
+        );
+        assert_eq!(d, crate::DWELL_UNKNOWN);
+        assert_eq!(info.owner.tgid, 0);
+        assert_eq!(info.state, CloseWait as u32);
+        let d = apply_transition(&mut info, true, CloseWait as u32, LastAck as u32, 9, || {
             task(SERVER)
         });
-        assert_eq!(t2.dwell_ns, 4);
-        let t3 = on_transition(Some(&t2.info), LastAck as u32, Close as u32, 10, || {
-            task(CLIENT)
-        });
-        assert!(t3.remove);
-        assert_eq!(t3.info.owner.tgid, SERVER);
+        assert_eq!(d, 4);
+        assert_eq!(info.owner.tgid, SERVER);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT,
     RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
     config::SockLengthOffsets,
-    track::{OwnerSource, io_needs_owner_update, on_transition},
+    track::{OwnerSource, apply_transition, io_needs_owner_update, is_owner_transition},
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -60,11 +60,28 @@ static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
+/// Read one field of `CONFIG`. Volatile, so the compiler does not fold the
+/// all-zero initialiser into the code; one field at a time, because the BPF
+/// stack is 512 bytes.
+macro_rules! cfg {
+    ($($field:tt)+) => {
+        // SAFETY: CONFIG is a valid, aligned static; this reads one field.
+        unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
+    };
+}
+
+/// The family and port filters of `CONFIG`.
 #[inline(always)]
-fn config() -> Config {
-    // SAFETY: CONFIG is a valid, aligned static. The volatile read keeps the
-    // compiler from folding the all-zero initialiser into the code.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+fn accepts(family: u16, lport: u16, rport: u16) -> bool {
+    tcptrace_common::config::accepts(
+        cfg!(families),
+        cfg!(port),
+        cfg!(lport),
+        cfg!(rport),
+        family,
+        lport,
+        rport,
+    )
 }
 
 #[inline(always)]
@@ -149,13 +166,12 @@ fn capture_stack(ctx: &TracePointContext, tgid: u32) -> StackRef {
 }
 
 #[inline(always)]
-fn header(kind: RecordKind) -> Header {
+fn header(kind: RecordKind, ts_ns: u64) -> Header {
     Header {
         kind: kind as u32,
-        // SAFETY: helpers with no arguments and no preconditions.
+        // SAFETY: a helper with no arguments and no preconditions.
         cpu: unsafe { bpf_get_smp_processor_id() },
-        // SAFETY: as above.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
     }
 }
 
@@ -197,8 +213,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let cfg = config();
-    let o = cfg.offsets.set_state;
+    let o = cfg!(offsets.set_state);
     // Cheap filters first: protocol, family, ports.
     let protocol: u16 = read(ctx, o.protocol)?;
     if protocol != IPPROTO_TCP {
@@ -207,7 +222,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let family: u16 = read(ctx, o.family)?;
     let sport: u16 = read(ctx, o.sport)?;
     let dport: u16 = read(ctx, o.dport)?;
-    if !cfg.accepts(family, sport, dport) {
+    if !accepts(family, sport, dport) {
         return Ok(());
     }
     let skaddr: u64 = read(ctx, o.skaddr)?;
@@ -215,65 +230,78 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let new: i32 = read(ctx, o.newstate)?;
     #[expect(clippy::cast_sign_loss, reason = "TCP states are 1..=12")]
     let (old, new) = (old as u32, new as u32);
-    let hdr = header(RecordKind::State);
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let addr_offsets = [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6];
 
+    // The entry is updated in place (the BPF stack is 512 bytes).
+    let mut fresh = SockInfo::default();
     let prev = SOCKS.get_ptr_mut(skaddr);
+    let known = prev.is_some();
     // SAFETY: a pointer into the map value returned by the lookup helper,
     // valid for the duration of this program run.
-    let t = on_transition(
-        prev.map(|p| unsafe { &*p }),
-        old,
-        new,
-        hdr.ts_ns,
-        current_owner,
-    );
-    match prev {
-        Some(p) if t.remove => {
-            let _ = p;
-            if SOCKS.remove(skaddr).is_ok() {
-                count(Counter::SockDeletes);
-            }
+    let info = match prev {
+        Some(p) => unsafe { &mut *p },
+        None => &mut fresh,
+    };
+    let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
+    if new == TcpState::CloseWait as u32 {
+        info.addrs = read_split_addrs(ctx, family, sport, dport, addr_offsets)?;
+    }
+    // connect() is the owner's first touch of an outgoing socket.
+    if cfg!(capture_stacks) != 0
+        && is_owner_transition(old, new)
+        && new == TcpState::SynSent as u32
+        && !info.first_stack.is_some()
+    {
+        info.first_stack = capture_stack(ctx, info.owner.tgid);
+    }
+    let owner = info.owner;
+    let owner_source = info.owner_source;
+    if new == TcpState::Close as u32 {
+        if known && SOCKS.remove(skaddr).is_ok() {
+            count(Counter::SockDeletes);
         }
-        // SAFETY: as above; the entry is updated in place.
-        Some(p) => unsafe { *p = t.info },
-        None if t.remove => {}
-        None => {
-            // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
-            // LISTEN->SYN_RECV (a child cloned from its listener). Any other
-            // first sighting is a socket older than the tracer, or evicted.
-            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
-                count(Counter::SockUnknown);
-            }
-            if SOCKS.insert(skaddr, t.info, BPF_NOEXIST).is_ok() {
-                count(Counter::SockInserts);
-            } else {
-                count(Counter::SockInsertErrors);
-            }
+    } else if !known {
+        // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
+        // LISTEN->SYN_RECV (a child cloned from its listener). Any other
+        // first sighting is a socket older than the tracer, or evicted.
+        if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
+            count(Counter::SockUnknown);
+        }
+        if SOCKS.insert(skaddr, fresh, BPF_NOEXIST).is_ok() {
+            count(Counter::SockInserts);
+        } else {
+            count(Counter::SockInsertErrors);
+            aya_log_ebpf::warn!(ctx, "socket map insert failed");
         }
     }
 
-    if !cfg.emits_state(old) {
+    let emit = cfg!(emit_old_states);
+    if old >= 32 || emit & (1 << old) == 0 {
         return Ok(());
     }
-    let addrs = read_split_addrs(
-        ctx,
-        family,
-        sport,
-        dport,
-        [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6],
-    )?;
-    let ev = StateEvent {
-        header: hdr,
-        skaddr,
-        dwell_ns: t.dwell_ns,
-        owner: t.info.owner,
-        addrs,
-        old_state: old,
-        new_state: new,
-        owner_source: t.info.owner_source,
-        _pad: 0,
+    let addrs = read_split_addrs(ctx, family, sport, dport, addr_offsets)?;
+    let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
+        count(Counter::RingbufFull);
+        return Ok(());
     };
-    emit(ev, Counter::StateEvents);
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
+    // of the right size; every field is written before submit.
+    unsafe {
+        (*ev).header = header(RecordKind::State, now);
+        (*ev).skaddr = skaddr;
+        (*ev).dwell_ns = dwell_ns;
+        (*ev).owner = owner;
+        (*ev).addrs = addrs;
+        (*ev).old_state = old;
+        (*ev).new_state = new;
+        (*ev).owner_source = owner_source;
+        (*ev)._pad = 0;
+    }
+    slot.submit(0);
+    count(Counter::StateEvents);
     Ok(())
 }
 
@@ -311,11 +339,10 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 }
 
 fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
-    let cfg = config();
-    if cfg.emit_resets == 0 {
+    if cfg!(emit_resets) == 0 {
         return Ok(());
     }
-    let o = cfg.offsets.send_reset;
+    let o = cfg!(offsets.send_reset);
     // saddr/daddr are `struct sockaddr_in` or `sockaddr_in6` in 28 bytes:
     // family (host order), port (network order), then the address at byte 4
     // (v4) or byte 8 (v6). The sender of the RST is the local side.
@@ -324,7 +351,7 @@ fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let family = u16::from_ne_bytes([s[0], s[1]]);
     let sport = u16::from_be_bytes([s[2], s[3]]);
     let dport = u16::from_be_bytes([d[2], d[3]]);
-    if !cfg.accepts(family, sport, dport) {
+    if !accepts(family, sport, dport) {
         return Ok(());
     }
     let mut addrs = Addrs {
@@ -346,7 +373,8 @@ fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let (owner, owner_source) = owner_of(skaddr);
     #[expect(clippy::cast_sign_loss, reason = "TCP states are 0..=12")]
     let ev = ResetEvent {
-        header: header(RecordKind::Reset),
+        // SAFETY: no preconditions.
+        header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),
         skaddr,
         cookie: 0,
         owner,
@@ -369,15 +397,14 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 }
 
 fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
-    let cfg = config();
-    if cfg.emit_resets == 0 {
+    if cfg!(emit_resets) == 0 {
         return Ok(());
     }
-    let o = cfg.offsets.receive_reset;
+    let o = cfg!(offsets.receive_reset);
     let family: u16 = read(ctx, o.family)?;
     let sport: u16 = read(ctx, o.sport)?;
     let dport: u16 = read(ctx, o.dport)?;
-    if !cfg.accepts(family, sport, dport) {
+    if !accepts(family, sport, dport) {
         return Ok(());
     }
     let skaddr: u64 = read(ctx, o.skaddr)?;
@@ -395,7 +422,8 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         None => (0, Owner::default(), OwnerSource::Unknown as u32),
     };
     let ev = ResetEvent {
-        header: header(RecordKind::Reset),
+        // SAFETY: no preconditions.
+        header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),
         skaddr,
         cookie,
         owner,
@@ -430,8 +458,7 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
         info.owner = current_owner();
         info.owner_source = OwnerSource::Io as u32;
     }
-    // SAFETY: reads the CONFIG global, as `config()` does, one field only.
-    let capture = unsafe { core::ptr::read_volatile(&raw const CONFIG.capture_stacks) } != 0;
+    let capture = cfg!(capture_stacks) != 0;
     if capture && !info.first_stack.is_some() {
         info.first_stack = capture_stack(ctx, tgid);
     }
@@ -450,8 +477,7 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    // SAFETY: reads one field of the CONFIG global, as `config()` does.
-    let o = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets.recv_length) };
+    let o = cfg!(offsets.recv_length);
     if on_io(&ctx, o, true).is_err() {
         count(Counter::ReadErrors);
     }
@@ -460,8 +486,7 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    // SAFETY: reads one field of the CONFIG global, as `config()` does.
-    let o = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets.send_length) };
+    let o = cfg!(offsets.send_length);
     if on_io(&ctx, o, false).is_err() {
         count(Counter::ReadErrors);
     }

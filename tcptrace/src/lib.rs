@@ -9,6 +9,8 @@ pub mod loader;
 pub mod offsets;
 pub mod output;
 pub mod privileges;
+pub mod procs;
+pub mod sockdiag;
 pub mod stats;
 pub mod stream;
 pub mod tracefs;

@@ -1,0 +1,137 @@
+//! Processes, read through procfs: who holds a socket inode open (a scan of
+//! `/proc/<pid>/fd`), and a process's command line and cgroup. Processes may
+//! vanish at any point of a scan; that is skipped, never an error.
+
+use std::collections::HashMap;
+
+use procfs::process::{FDTarget, Process};
+
+/// A process holding a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Map socket inodes to the process holding them, scanning every process
+/// once. Only inodes in `wanted` are kept.
+#[must_use]
+pub fn socket_holders(wanted: &std::collections::HashSet<u64>) -> HashMap<u64, Holder> {
+    let mut out = HashMap::new();
+    if wanted.is_empty() {
+        return out;
+    }
+    let Ok(all) = procfs::process::all_processes() else {
+        return out;
+    };
+    for p in all.flatten() {
+        let Ok(fds) = p.fd() else { continue };
+        for fd in fds.flatten() {
+            if let FDTarget::Socket(inode) = fd.target
+                && wanted.contains(&inode)
+                && !out.contains_key(&inode)
+            {
+                let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+                out.insert(
+                    inode,
+                    Holder {
+                        pid: u32::try_from(p.pid).unwrap_or(0),
+                        comm,
+                    },
+                );
+            }
+        }
+        if out.len() == wanted.len() {
+            break;
+        }
+    }
+    out
+}
+
+/// What a report says about a process. Every field is optional: the process
+/// may have exited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub cmdline: Option<String>,
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+}
+
+/// Read a process's command line and cgroup.
+#[must_use]
+pub fn info(pid: u32) -> ProcInfo {
+    let Ok(p) = Process::new(i32::try_from(pid).unwrap_or(i32::MAX)) else {
+        return ProcInfo::default();
+    };
+    let cmdline = p
+        .cmdline()
+        .ok()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.join(" "));
+    let cgroup = p.cgroups().ok().and_then(|cgs| {
+        cgs.into_iter()
+            .find(|c| c.hierarchy == 0)
+            .map(|c| c.pathname)
+    });
+    let container_id = cgroup.as_deref().and_then(container_id);
+    ProcInfo {
+        cmdline,
+        cgroup,
+        container_id,
+    }
+}
+
+/// A container id in a cgroup path: the last 64-hex-digit component, as
+/// docker, containerd and cri-o name theirs (`docker-<id>.scope`,
+/// `cri-containerd-<id>.scope`, `/docker/<id>`).
+#[must_use]
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup
+        .rsplit('/')
+        .flat_map(|part| part.split(['-', '.', ':']))
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_from_common_cgroup_layouts() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            container_id(&format!("/system.slice/docker-{id}.scope")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            container_id(&format!(
+                "/kubepods/besteffort/pod1/cri-containerd-{id}.scope"
+            ))
+            .as_deref(),
+            Some(id)
+        );
+        assert_eq!(container_id(&format!("/docker/{id}")).as_deref(), Some(id));
+        assert_eq!(
+            container_id("/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_the_holder_of_a_real_socket_and_survives_missing_ones() {
+        use std::os::unix::fs::MetadataExt as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&l));
+        let inode = std::fs::metadata(&fd_path).unwrap().ino();
+        let wanted = [inode, u64::MAX].into_iter().collect();
+        let holders = socket_holders(&wanted);
+        assert_eq!(holders[&inode].pid, std::process::id());
+        assert!(!holders.contains_key(&u64::MAX));
+        assert_eq!(
+            info(u32::MAX),
+            ProcInfo::default(),
+            "a vanished pid is not an error"
+        );
+    }
+}

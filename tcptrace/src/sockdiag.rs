@@ -1,0 +1,144 @@
+//! sock_diag (netlink `INET_DIAG`) dumps of TCP sockets by state, through the
+//! rust-netlink crates. Used for sockets older than the tracer, for the inode
+//! that ties a socket to its owner's fd, and for Recv-Q.
+//!
+//! sock_diag answers for the network namespace tcptrace runs in.
+
+use std::{io, net::IpAddr};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use tcptrace_common::TcpState;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DiagError {
+    #[error("sock_diag netlink socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("sock_diag answered with an error: {0}")]
+    Kernel(String),
+    #[error("sock_diag reply could not be parsed: {0}")]
+    Parse(String),
+}
+
+/// One socket as sock_diag shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub state: Option<TcpState>,
+    pub local: IpAddr,
+    pub lport: u16,
+    pub remote: IpAddr,
+    pub rport: u16,
+    /// 0 for sockets no file refers to (orphans, timewait sockets).
+    pub inode: u32,
+    /// Unread bytes; for CLOSE_WAIT an unconsumed FIN counts one.
+    pub recv_queue: u32,
+    pub send_queue: u32,
+    /// Timer expiry in ms, when a timer is running (TIME_WAIT's is its end).
+    pub timer_expires_ms: Option<u32>,
+    pub cookie: u64,
+}
+
+/// Dump TCP sockets (IPv4 and IPv6) in any of `states`.
+pub fn dump(states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
+    let mut flags = StateFlags::empty();
+    for s in states {
+        flags |= StateFlags::from_bits_retain(1 << (*s as u32));
+    }
+    let mut out = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        dump_family(family, flags.clone(), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn dump_family(family: u8, states: StateFlags, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let socket_id = if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
+    };
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states,
+            socket_id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf[..]);
+    socket.send(&buf[..], 0)?;
+
+    let mut rx = Vec::with_capacity(64 * 1024);
+    loop {
+        rx.clear();
+        let n = socket.recv(&mut rx, 0)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut offset = 0;
+        while offset < rx.len() {
+            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..])
+                .map_err(|e| DiagError::Parse(e.to_string()))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                    let h = &r.header;
+                    let id = &h.socket_id;
+                    out.push(DiagSocket {
+                        state: TcpState::from_u32(u32::from(h.state)),
+                        local: id.source_address,
+                        lport: id.source_port,
+                        remote: id.destination_address,
+                        rport: id.destination_port,
+                        inode: h.inode,
+                        recv_queue: h.recv_queue,
+                        send_queue: h.send_queue,
+                        timer_expires_ms: raw_expires_ms(&rx[offset..], h.timer.is_some()),
+                        cookie: u64::from_ne_bytes(id.cookie),
+                    });
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => return Err(DiagError::Kernel(format!("{e:?}"))),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// Offset of `idiag_expires` in a netlink message carrying `struct
+/// inet_diag_msg` (include/uapi/linux/inet_diag.h): 16-byte netlink header,
+/// then family, state, timer, retrans (4 bytes) and the 48-byte socket id.
+const EXPIRES_OFFSET: usize = 16 + 4 + 48;
+
+/// The timer's expiry in ms. Read from the raw message: the crate's parsed
+/// `Timer::TimeWait` carries no expiry, and TIME_WAIT's is the one we need.
+fn raw_expires_ms(msg: &[u8], has_timer: bool) -> Option<u32> {
+    if !has_timer {
+        return None;
+    }
+    let b = msg.get(EXPIRES_OFFSET..EXPIRES_OFFSET + 4)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
