@@ -67,6 +67,9 @@ pub struct TpOffsets {
     pub receive_reset: ReceiveResetOffsets,
     pub recv_length: SockLengthOffsets,
     pub send_length: SockLengthOffsets,
+    /// `skaddr` of `tcp:tcp_destroy_sock`.
+    pub destroy_skaddr: u32,
+    pub _pad: u32,
 }
 
 /// `Config::families` bit for IPv4.
@@ -102,8 +105,8 @@ pub struct Config {
 pub const EMIT_ALL_STATES: u32 = 0x1ffe;
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
-const _: () = assert!(core::mem::size_of::<TpOffsets>() == 136);
-const _: () = assert!(core::mem::size_of::<Config>() == 160);
+const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
+const _: () = assert!(core::mem::size_of::<Config>() == 168);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

@@ -153,7 +153,7 @@ pub enum Counter {
     RingbufFull = 2,
     /// New entries inserted in the socket map.
     SockInserts = 3,
-    /// Entries removed at `-> CLOSE`.
+    /// Entries removed when the kernel destroyed the socket.
     SockDeletes = 4,
     /// Socket-map insert failures.
     SockInsertErrors = 5,

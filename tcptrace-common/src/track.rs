@@ -138,7 +138,7 @@ pub const fn is_owner_transition(old: u32, new: u32) -> bool {
 ///
 /// `current` returns the task on CPU; it is called only for an owner
 /// transition, so the kernel pays for `bpf_get_current_comm` only then.
-/// The caller removes the entry when `new` is CLOSE.
+/// The entry is removed when the kernel destroys the socket, not at CLOSE.
 #[inline(always)]
 pub fn apply_transition(
     info: &mut SockInfo,
@@ -148,6 +148,14 @@ pub fn apply_transition(
     now: u64,
     current: impl FnOnce() -> Owner,
 ) -> u64 {
+    // An entry stays after CLOSE until the kernel destroys the socket, so that
+    // a RST sent right after CLOSE (linger-0 close, close with unread data)
+    // still finds its owner. Leaving CLOSE again (a new connect or listen on
+    // the same socket) starts a new life: nothing of the old one carries over.
+    let known = known && info.state != CLOSE;
+    if !known {
+        *info = SockInfo::default();
+    }
     let dwell_ns = if known && info.entered_ns != 0 && info.entered_ns <= now {
         now - info.entered_ns
     } else {
@@ -213,7 +221,7 @@ mod tests {
                 task(on_cpu)
             });
             out.push((info.owner.tgid, dwell));
-            entry = (new != Close).then_some(info);
+            entry = Some(info);
         }
         out
     }
@@ -339,5 +347,38 @@ mod tests {
         assert_eq!(TcpState::from_u32(0), None);
         assert_eq!(TcpState::from_u32(13), None);
         assert_eq!(TcpState::CloseWait.name(), "CLOSE_WAIT");
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_survives_close_and_a_new_life_starts_clean() {
+        let owner = Owner {
+            tgid: 7,
+            tid: 7,
+            comm: [b'c'; crate::COMM_LEN],
+        };
+        let mut info = SockInfo::default();
+        let est = TcpState::Established as u32;
+        let close = TcpState::Close as u32;
+        let syn_sent = TcpState::SynSent as u32;
+        apply_transition(&mut info, false, close, syn_sent, 10, || owner);
+        apply_transition(&mut info, true, syn_sent, est, 20, || Owner::default());
+        info.eof_ns = 25;
+        let d = apply_transition(&mut info, true, est, close, 30, || Owner::default());
+        assert_eq!(d, 10);
+        assert_eq!(
+            info.owner.tgid, 7,
+            "a RST after CLOSE still finds the owner"
+        );
+        // connect() again on the same socket: a fresh entry.
+        let second = Owner { tgid: 8, ..owner };
+        let d = apply_transition(&mut info, true, close, syn_sent, 40, || second);
+        assert_eq!(d, crate::DWELL_UNKNOWN);
+        assert_eq!(info.owner.tgid, 8);
+        assert_eq!(info.eof_ns, 0, "nothing carries over from the old life");
     }
 }

@@ -258,11 +258,9 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let owner = info.owner;
     let owner_source = info.owner_source;
-    if new == TcpState::Close as u32 {
-        if known && SOCKS.remove(skaddr).is_ok() {
-            count(Counter::SockDeletes);
-        }
-    } else if !known {
+    // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
+    // removes it. A socket first seen at CLOSE has nothing worth keeping.
+    if !known && new != TcpState::Close as u32 {
         // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
         // LISTEN->SYN_RECV (a child cloned from its listener). Any other
         // first sighting is a socket older than the tracer, or evicted.
@@ -328,6 +326,21 @@ fn owner_of(skaddr: u64) -> (Owner, u32) {
         Some(p) => unsafe { ((*p).owner, (*p).owner_source) },
         None => (Owner::default(), OwnerSource::Unknown as u32),
     }
+}
+
+/// The kernel frees the socket: its entry goes (inet_csk_destroy_sock ->
+/// tcp_v4_destroy_sock). Every socket that had an entry passes here.
+#[tracepoint]
+pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    match read::<u64>(&ctx, cfg!(offsets.destroy_skaddr)) {
+        Ok(skaddr) => {
+            if SOCKS.remove(skaddr).is_ok() {
+                count(Counter::SockDeletes);
+            }
+        }
+        Err(_) => count(Counter::ReadErrors),
+    }
+    0
 }
 
 #[tracepoint]

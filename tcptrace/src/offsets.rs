@@ -9,13 +9,15 @@ use tcptrace_common::config::{
 
 use crate::tracefs::{Format, Tracefs, TracefsError};
 
-/// A tracepoint tcptrace attaches to: (group, name, eBPF program name).
-pub const TRACEPOINTS: [(&str, &str); 5] = [
+/// The tracepoints tcptrace attaches to, as (group, name); each eBPF program
+/// is named after its tracepoint.
+pub const TRACEPOINTS: [(&str, &str); 6] = [
     ("sock", "inet_sock_set_state"),
     ("tcp", "tcp_send_reset"),
     ("tcp", "tcp_receive_reset"),
     ("sock", "sock_recv_length"),
     ("sock", "sock_send_length"),
+    ("tcp", "tcp_destroy_sock"),
 ];
 
 /// Names of `enum sk_rst_reason` values, from the running kernel.
@@ -107,14 +109,16 @@ fn sock_length(f: &Format) -> Result<SockLengthOffsets, crate::tracefs::FormatEr
 /// Read every tracepoint layout tcptrace needs. A missing tracepoint or field
 /// is an error that names it.
 pub fn read(tracefs: &Tracefs) -> Result<(TpOffsets, ResetReasons), TracefsError> {
-    let [ss, sr, rr, rl, sl] = TRACEPOINTS.map(|(g, n)| tracefs.format(g, n));
-    let (ss, sr, rr, rl, sl) = (ss?, sr?, rr?, rl?, sl?);
+    let [ss, sr, rr, rl, sl, ds] = TRACEPOINTS.map(|(g, n)| tracefs.format(g, n));
+    let (ss, sr, rr, rl, sl, ds) = (ss?, sr?, rr?, rl?, sl?, ds?);
     let offsets = TpOffsets {
         set_state: with_tp("sock:inet_sock_set_state", || set_state(&ss))?,
         send_reset: with_tp("tcp:tcp_send_reset", || send_reset(&sr))?,
         receive_reset: with_tp("tcp:tcp_receive_reset", || receive_reset(&rr))?,
         recv_length: with_tp("sock:sock_recv_length", || sock_length(&rl))?,
         send_length: with_tp("sock:sock_send_length", || sock_length(&sl))?,
+        destroy_skaddr: with_tp("tcp:tcp_destroy_sock", || ds.offset("skaddr", 8))?,
+        _pad: 0,
     };
     Ok((offsets, ResetReasons::from_pairs(sr.symbols("reason"))))
 }

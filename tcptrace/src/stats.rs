@@ -41,7 +41,7 @@ impl KernelCounters {
     }
 
     /// Entries the LRU map dropped to make room: every insert is either still
-    /// live, removed at CLOSE, or evicted.
+    /// live, removed when its socket was destroyed, or evicted.
     #[must_use]
     pub fn evictions(&self) -> u64 {
         self.get(Counter::SockInserts)
