@@ -1,0 +1,197 @@
+//! Connection scenarios shared by several tests, and the exact events
+//! tcptrace must print for them.
+
+use std::time::Duration;
+
+use crate::{Event, Lab, Peer, Trace};
+
+/// How long the server waits between the client's FIN and its own `close()`:
+/// the lower bound of the `CLOSE_WAIT` dwell.
+pub const CLOSE_DELAY: Duration = Duration::from_millis(200);
+/// A generous upper bound for that dwell on a loaded machine.
+pub const DWELL_CEILING: Duration = Duration::from_secs(5);
+
+/// The two processes of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    pub server: u32,
+    pub client: u32,
+    /// The client's local (ephemeral) port.
+    pub client_port: u16,
+    /// The server's listening port.
+    pub port: u16,
+}
+
+/// The port of an `IP:PORT` or `[IP6]:PORT` address.
+#[must_use]
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {addr}"))
+}
+
+/// Client C closes first: C connects and sends a request; server S reads it
+/// and replies; C reads the reply (so S has done I/O on its socket before any
+/// FIN) and closes; S reads EOF, waits [`CLOSE_DELAY`], closes, and closes its
+/// listener.
+///
+/// The server is started (and its pid known) before the tracer, but it only
+/// listens once [`ActiveClose::run`] gives it the go-ahead, so a tracer started
+/// in between sees the whole story, from `CLOSE -> LISTEN`.
+pub struct ActiveClose<'a> {
+    lab: &'a Lab,
+    addr: String,
+    server: Peer,
+}
+
+impl<'a> ActiveClose<'a> {
+    #[must_use]
+    pub fn new(lab: &'a Lab, addr: &str) -> Self {
+        let delay = CLOSE_DELAY.as_millis().to_string();
+        let server = lab.server(&[
+            "--addr",
+            addr,
+            "--wait-go",
+            "--read-request",
+            "--reply",
+            "--wait-peer-close",
+            "--close-delay-ms",
+            &delay,
+        ]);
+        Self {
+            lab,
+            addr: addr.to_owned(),
+            server,
+        }
+    }
+
+    /// The server's pid, known before it listens.
+    #[must_use]
+    pub fn server_pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    /// Run the connection to its end; both processes have exited on return.
+    #[must_use]
+    pub fn run(mut self) -> Conn {
+        self.server.go();
+        self.server.wait_line("ready");
+        let mut client = self
+            .lab
+            .client(&["--addr", &self.addr, "--send", "--read-reply"]);
+        let client_port = local_port(&client.wait_line("connected "));
+        let conn = Conn {
+            server: self.server.pid(),
+            client: client.pid(),
+            client_port,
+            port: port_of(&self.addr),
+        };
+        let lines = client.wait_success();
+        assert!(lines.iter().any(|l| l == "reply"), "client: {lines:?}");
+        let lines = self.server.wait_success();
+        assert!(
+            lines.iter().any(|l| l == "peer-closed"),
+            "server: {lines:?}"
+        );
+        conn
+    }
+}
+
+/// The port of a `connected IP:PORT` line.
+#[must_use]
+pub fn local_port(line: &str) -> u16 {
+    port_of(line.trim_start_matches("connected "))
+}
+
+/// Whether the last transitions of an [`ActiveClose`] have been printed.
+#[must_use]
+pub fn active_close_done(c: &Conn, events: &[Event]) -> bool {
+    let has = |sport: u16, dport: u16, old: &str, new: &str| {
+        events.iter().any(|e| {
+            e.is_state() && e.sport() == sport && e.dport() == dport && e.transition() == (old, new)
+        })
+    };
+    has(c.client_port, c.port, "FIN_WAIT2", "CLOSE")
+        && has(c.port, c.client_port, "LAST_ACK", "CLOSE")
+        && has(c.port, 0, "LISTEN", "CLOSE")
+}
+
+/// The exact events of an [`ActiveClose`] on `family` (`ipv4`/`ipv6`) over
+/// `ip` (`127.0.0.1`/`::1`).
+pub fn assert_active_close(t: &Trace, c: &Conn, family: &str, ip: &str) {
+    let (s, cl) = (Some(c.server), Some(c.client));
+
+    let client = t.socket("client", |k| k.has_ports(c.client_port, c.port));
+    client.assert_transitions(
+        "client",
+        &[
+            ("CLOSE", "SYN_SENT"),
+            ("SYN_SENT", "ESTABLISHED"),
+            ("ESTABLISHED", "FIN_WAIT1"),
+            ("FIN_WAIT1", "FIN_WAIT2"),
+            ("FIN_WAIT2", "CLOSE"),
+        ],
+    );
+    // Every transition names the client, including those that ran in softirq
+    // in the server's context (SYN_SENT -> ESTABLISHED, FIN_WAIT2 -> CLOSE).
+    client.assert_pids("client", &[cl; 5]);
+
+    let child = t.socket("server child", |k| k.has_ports(c.port, c.client_port));
+    child.assert_transitions(
+        "server child",
+        &[
+            ("LISTEN", "SYN_RECV"),
+            ("SYN_RECV", "ESTABLISHED"),
+            ("ESTABLISHED", "CLOSE_WAIT"),
+            ("CLOSE_WAIT", "LAST_ACK"),
+            ("LAST_ACK", "CLOSE"),
+        ],
+    );
+    // Unknown until the server's first recv; ESTABLISHED -> CLOSE_WAIT runs
+    // in the client's context on loopback and must still name the server.
+    child.assert_pids("server child", &[None, None, s, s, s]);
+    assert_eq!(child.events[2].owner_source(), "io", "{child}");
+    assert_eq!(child.events[3].owner_source(), "syscall", "{child}");
+
+    let listener = t.socket("listener", |k| k.has_ports(c.port, 0));
+    listener.assert_transitions("listener", &[("CLOSE", "LISTEN"), ("LISTEN", "CLOSE")]);
+    listener.assert_pids("listener", &[s, s]);
+
+    for sock in [&client, &child, &listener] {
+        assert_eq!(
+            sock.events[0].dwell(),
+            None,
+            "a socket's first dwell is unknown:\n{sock}"
+        );
+        for e in &sock.events[1..] {
+            assert!(
+                e.dwell().is_some(),
+                "dwell known after the first transition:\n{sock}"
+            );
+        }
+        for e in &sock.events {
+            assert_eq!(e.family(), family, "{e}");
+            assert_eq!(e.saddr(), ip, "{e}");
+            if e.pid().is_some() {
+                assert_eq!(e.comm(), Some("tcptrace-peer"), "{e}");
+            }
+        }
+    }
+    // Every socket but the listener has the peer's address.
+    for e in client.events.iter().chain(&child.events) {
+        assert_eq!(e.daddr(), ip, "{e}");
+    }
+
+    let dwell = child
+        .event("CLOSE_WAIT", "LAST_ACK")
+        .dwell()
+        .expect("checked above");
+    assert!(
+        dwell >= CLOSE_DELAY && dwell < DWELL_CEILING,
+        "CLOSE_WAIT lasted {dwell:?}: the server closed {CLOSE_DELAY:?} after EOF\n{child}"
+    );
+
+    assert_eq!(t.resets().count(), 0, "an orderly close sends no RST:\n{t}");
+    assert_eq!(t.sockets().len(), 3, "only these three sockets:\n{t}");
+}

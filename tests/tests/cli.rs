@@ -1,0 +1,142 @@
+//! The command line and hostile conditions: bad flags, a closed stdout, no
+//! privileges, a run that ends by itself.
+//!
+//! Most of these need root (they load the eBPF programs, or switch to an
+//! unprivileged user), and the tests share kernel state: run with
+//! `--test-threads=1`, e.g. `sudo cargo xtask test`, or
+//! `cargo build -p tcptrace && cargo test -p integration-tests -- --test-threads=1`.
+
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    READY, lab, require_root, run_bounded, scenario::local_port, spawn_tracer_raw, tracer_bin,
+    wait_exit,
+};
+
+const SHORT: Duration = Duration::from_secs(30);
+/// How soon tcptrace must notice a closed stdout once it has events to write.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An unknown flag is a usage error (exit 2) that names the flag.
+#[test]
+fn unknown_flag_exits_2_and_names_it() {
+    let out = run_bounded(Command::new(tracer_bin()).arg("--no-such-flag"), SHORT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+}
+
+/// `-d 0` is refused as a usage error (exit 2).
+#[test]
+fn zero_duration_exits_2() {
+    let out = run_bounded(Command::new(tracer_bin()).args(["-d", "0"]), SHORT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--duration"), "{err}");
+    assert!(err.contains("greater than zero"), "{err}");
+}
+
+/// `-d 1` stops by itself after about a second: exit 0, ready line first,
+/// then the summary.
+#[test]
+fn duration_ends_the_run_with_a_summary() {
+    require_root();
+    let start = Instant::now();
+    let out = run_bounded(
+        Command::new(tracer_bin()).args(["-d", "1", "--port", "29302"]),
+        SHORT,
+    );
+    let took = start.elapsed();
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{}: {err}", out.status);
+    assert!(took >= Duration::from_secs(1), "stopped after {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    let ready = lines.iter().position(|l| l.starts_with(READY));
+    let events = lines
+        .iter()
+        .position(|l| l.starts_with("tcptrace: ") && l.contains(" events ("));
+    let losses = lines
+        .iter()
+        .position(|l| l.starts_with("tcptrace: losses: "));
+    assert!(
+        matches!((ready, events, losses), (Some(r), Some(e), Some(l)) if r < e && e < l),
+        "expected the ready line, then the summary:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // Text output: the header line only (no traffic on the port).
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.starts_with("TIME(UTC)"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+/// Without `CAP_BPF` and `CAP_PERFMON` tcptrace says which capability is missing
+/// and how to get it, and exits 1 without tracing.
+#[test]
+fn unprivileged_user_is_told_what_is_missing() {
+    require_root();
+    let bin = tracer_bin();
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .args(["--port", "29303"]),
+        SHORT,
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("tcptrace: "), "{err}");
+    assert!(err.contains("CAP_BPF"), "{err}");
+    assert!(err.contains("CAP_PERFMON"), "{err}");
+    assert!(err.contains("sudo"), "says how to fix it: {err}");
+    assert!(err.contains("setcap"), "says how to fix it: {err}");
+    assert!(!err.contains(READY), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A reader that goes away (`tcptrace | head`) is not an error: the next
+/// write fails with EPIPE and tcptrace exits 0 at once, without a panic.
+#[test]
+fn closed_stdout_exits_0_promptly() {
+    let lab = lab!();
+    let (mut child, stderr) = spawn_tracer_raw(&["--port", "29301"]);
+    drop(child.stdout.take());
+    // One connection on the port: its first event's write hits the closed pipe.
+    let server = lab.server(&["--addr", "127.0.0.1:29301", "--wait-peer-close"]);
+    let mut client = lab.client(&["--addr", "127.0.0.1:29301"]);
+    let _ = local_port(&client.wait_line("connected "));
+    client.wait_success();
+    server.wait_success();
+    let deadline = Instant::now() + PROMPTLY;
+    let mut exited = None;
+    while exited.is_none() && Instant::now() < deadline {
+        exited = child.try_wait().expect("try_wait");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let Some(status) = exited else {
+        let _ = child.kill();
+        let status = wait_exit(&mut child, "tcptrace", Duration::from_secs(5));
+        panic!(
+            "tcptrace still ran {PROMPTLY:?} after traffic with a closed stdout ({status}):\n{}",
+            stderr()
+        );
+    };
+    let err = stderr();
+    assert!(status.success(), "{status}:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.lines().all(|l| l.starts_with(READY)
+            || l.starts_with("tcptrace: losses: ")
+            || (l.starts_with("tcptrace: ") && l.contains(" events ("))),
+        "a closed stdout is not an error:\n{err}"
+    );
+}
