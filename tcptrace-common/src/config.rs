@@ -116,8 +116,8 @@ const _: () = assert!(core::mem::size_of::<Config>() == 168);
 pub fn accepts(
     families: u32,
     port: u16,
-    want_lport: u16,
-    want_rport: u16,
+    lport_filter: u16,
+    rport_filter: u16,
     family: u16,
     lport: u16,
     rport: u16,
@@ -133,10 +133,10 @@ pub fn accepts(
     if port != 0 && port != lport && port != rport {
         return false;
     }
-    if want_lport != 0 && want_lport != lport {
+    if lport_filter != 0 && lport_filter != lport {
         return false;
     }
-    want_rport == 0 || want_rport == rport
+    rport_filter == 0 || rport_filter == rport
 }
 
 impl Config {

@@ -366,9 +366,9 @@ mod lifetime_tests {
         let close = TcpState::Close as u32;
         let syn_sent = TcpState::SynSent as u32;
         apply_transition(&mut info, false, close, syn_sent, 10, || owner);
-        apply_transition(&mut info, true, syn_sent, est, 20, || Owner::default());
+        apply_transition(&mut info, true, syn_sent, est, 20, Owner::default);
         info.eof_ns = 25;
-        let d = apply_transition(&mut info, true, est, close, 30, || Owner::default());
+        let d = apply_transition(&mut info, true, est, close, 30, Owner::default);
         assert_eq!(d, 10);
         assert_eq!(
             info.owner.tgid, 7,

@@ -22,8 +22,20 @@ OWNERS
   happened to be on the CPU: ESTABLISHED -> CLOSE_WAIT runs in softirq, often
   in the peer's context. An owner not known yet prints as '?' (null in JSON).
 
+CLOSE_WAIT LEAKS (--closewait-leaks)
+  A socket in CLOSE_WAIT has received the peer's FIN; only the program's
+  close() ends it, no sysctl does. Every --interval tcptrace prints the sockets
+  older than --min-age, grouped by process and code path, with two classes:
+  'never read to EOF' (unread data or the FIN still queued) and 'read EOF but
+  never closed'. Stacks are symbolized (blazesym); programs built without frame
+  pointers give truncated stacks, and tcptrace says so. Sockets already in
+  CLOSE_WAIT at start-up are found through sock_diag in tcptrace's network
+  namespace; their age is a lower bound. Ctrl-C prints a final report.
+
 EXAMPLES
   sudo tcptrace                          every TCP transition and RST
+  sudo tcptrace --closewait-leaks        who leaks CLOSE_WAIT sockets, and where
+  sudo tcptrace --closewait-leaks --min-age 30s -i 1m --json
   sudo tcptrace --port 8080 -d 30s       one service for 30 seconds
   sudo tcptrace --state CLOSE_WAIT       transitions into or out of CLOSE_WAIT
   sudo tcptrace --json | jq .            machine-readable
@@ -34,6 +46,7 @@ PRIVILEGES
 
 /// Trace TCP socket state transitions and resets with eBPF.
 #[derive(Debug, Parser)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 #[command(name = "tcptrace", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Only events of sockets owned by these pids (comma-separated or repeated).
@@ -75,6 +88,22 @@ pub struct Cli {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Report sockets stuck in CLOSE_WAIT, grouped by owning process and
+    /// code path (where it read EOF, where it first touched the socket).
+    #[arg(long, help_heading = "Modes")]
+    pub closewait_leaks: bool,
+
+    /// With --closewait-leaks: report a socket once it has been in CLOSE_WAIT
+    /// this long. A healthy program closes within milliseconds of EOF.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          requires = "closewait_leaks", help_heading = "Modes")]
+    pub min_age: Duration,
+
+    /// Print a report every DURATION (reporting modes); default 10s.
+    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
+          help_heading = "Modes")]
+    pub interval: Option<Duration>,
 
     /// Ring-buffer size in KiB (a power of two, at least 4).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
@@ -180,6 +209,22 @@ mod tests {
             parse(&["--ringbuf-kib", "3"]).unwrap_err().kind(),
             ErrorKind::ValueValidation
         );
+    }
+
+    #[test]
+    fn leak_mode_flags() {
+        let cli = parse(&["--closewait-leaks"]).unwrap();
+        assert_eq!(cli.min_age, Duration::from_secs(10), "documented default");
+        assert_eq!(cli.interval, None);
+        let cli = parse(&["--closewait-leaks", "--min-age", "5s", "-i", "2"]).unwrap();
+        assert_eq!(cli.min_age, Duration::from_secs(5));
+        assert_eq!(cli.interval, Some(Duration::from_secs(2)));
+        let err = parse(&["--closewait-leaks", "--min-age", "soon"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        let err = parse(&["--closewait-leaks", "--interval", "0"]).unwrap_err();
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+        let err = parse(&["--min-age", "5s"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

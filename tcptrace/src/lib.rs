@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod event;
 pub mod filter;
+pub mod leakmode;
+pub mod leaks;
 pub mod loader;
 pub mod offsets;
 pub mod output;
@@ -12,5 +14,7 @@ pub mod privileges;
 pub mod procs;
 pub mod sockdiag;
 pub mod stats;
+pub mod stop;
 pub mod stream;
+pub mod symbolize;
 pub mod tracefs;

@@ -2,17 +2,18 @@
 //! stdout exit 0; errors print `tcptrace: <error>` on stderr and exit 1; bad
 //! flags are clap's (exit 2).
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
     cli::Cli,
     filter,
+    leakmode::{self, LeakOptions},
     loader::{self, LoadOptions},
     stream::{self, End},
 };
-use tcptrace_common::Config;
+use tcptrace_common::{Config, TcpState, config::EMIT_ALL_STATES};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,10 +37,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let mut config = Config {
-        emit_resets: 1,
-        emit_old_states: tcptrace_common::config::EMIT_ALL_STATES,
-        ..Config::default()
+    let mut config = if cli.closewait_leaks {
+        // Reports come from the socket map; only CLOSE_WAIT exits stream.
+        Config {
+            capture_stacks: 1,
+            emit_old_states: 1 << (TcpState::CloseWait as u32),
+            ..Config::default()
+        }
+    } else {
+        Config {
+            emit_resets: 1,
+            emit_old_states: EMIT_ALL_STATES,
+            ..Config::default()
+        }
     };
     filter::apply_kernel_filters(cli, &mut config);
     let tracer = loader::load(LoadOptions {
@@ -50,6 +60,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
+    if cli.closewait_leaks {
+        let opts = LeakOptions {
+            min_age: cli.min_age,
+            interval: cli.interval.unwrap_or(Duration::from_secs(10)),
+        };
+        rt.block_on(leakmode::run(cli, tracer, opts))?;
+        return Ok(());
+    }
     let (end, summary) = rt.block_on(stream::run(cli, tracer))?;
     if end == End::Stopped {
         eprintln!("{summary}");

@@ -16,7 +16,9 @@ pub struct Holder {
 /// Map socket inodes to the process holding them, scanning every process
 /// once. Only inodes in `wanted` are kept.
 #[must_use]
-pub fn socket_holders(wanted: &std::collections::HashSet<u64>) -> HashMap<u64, Holder> {
+pub fn socket_holders<S: std::hash::BuildHasher>(
+    wanted: &std::collections::HashSet<u64, S>,
+) -> HashMap<u64, Holder> {
     let mut out = HashMap::new();
     if wanted.is_empty() {
         return out;
@@ -124,7 +126,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&l));
         let inode = std::fs::metadata(&fd_path).unwrap().ino();
-        let wanted = [inode, u64::MAX].into_iter().collect();
+        let wanted: std::collections::HashSet<u64> = [inode, u64::MAX].into_iter().collect();
         let holders = socket_holders(&wanted);
         assert_eq!(holders[&inode].pid, std::process::id());
         assert!(!holders.contains_key(&u64::MAX));

@@ -129,7 +129,7 @@ fn dump_family(family: u8, states: StateFlags, out: &mut Vec<DiagSocket>) -> Res
 }
 
 /// Offset of `idiag_expires` in a netlink message carrying `struct
-/// inet_diag_msg` (include/uapi/linux/inet_diag.h): 16-byte netlink header,
+/// inet_diag_msg` (`include/uapi/linux/inet_diag.h)`: 16-byte netlink header,
 /// then family, state, timer, retrans (4 bytes) and the 48-byte socket id.
 const EXPIRES_OFFSET: usize = 16 + 4 + 48;
 

@@ -1,18 +1,14 @@
 //! The streaming mode: drain the ring buffer, decode, filter, print, until
 //! Ctrl-C, SIGTERM, the end of `--duration`, or a closed stdout.
 
-use std::{
-    io::{self, Write as _},
-    time::Duration,
-};
+use std::{io, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use bytes::BytesMut;
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-    time::{Instant, interval, sleep_until},
+    time::interval,
 };
 
 use crate::{
@@ -20,8 +16,9 @@ use crate::{
     event::{Event, decode},
     filter::Filter,
     loader::Tracer,
-    output::{Clock, Format, Printer},
+    output::{Clock, Format, Printer, StdoutSink},
     stats::{KernelCounters, Summary, UserCounters},
+    stop::Stop,
 };
 
 /// Printed on stderr once every program is attached: from here on no event is
@@ -37,36 +34,12 @@ pub enum End {
     BrokenPipe,
 }
 
-/// Writes batches to stdout; remembers a closed pipe.
-struct Stdout {
-    closed: bool,
-}
-
-impl Stdout {
-    fn write(&mut self, buf: &mut BytesMut) -> io::Result<()> {
-        if buf.is_empty() || self.closed {
-            buf.clear();
-            return Ok(());
-        }
-        let mut out = io::stdout().lock();
-        let r = out.write_all(buf).and_then(|()| out.flush());
-        buf.clear();
-        match r {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(())
-            }
-            other => other,
-        }
-    }
-}
-
 struct Drain<'a> {
     printer: &'a Printer,
     filter: &'a Filter,
     counts: UserCounters,
     buf: BytesMut,
-    out: Stdout,
+    out: StdoutSink,
 }
 
 impl Drain<'_> {
@@ -125,7 +98,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         filter: &filter,
         counts: UserCounters::default(),
         buf: BytesMut::with_capacity(128 * 1024),
-        out: Stdout { closed: false },
+        out: StdoutSink::default(),
     };
     if let Some(h) = printer.header() {
         drain.buf.extend_from_slice(h.as_bytes());
@@ -133,9 +106,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         drain.out.write(&mut drain.buf)?;
     }
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let deadline = cli.duration.map(|d| Instant::now() + d);
+    let mut stop = Stop::new(cli.duration)?;
     // A slow tick catches anything a missed wakeup left behind and drains the
     // eBPF side's log records.
     let mut tick = interval(Duration::from_millis(250));
@@ -154,16 +125,9 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
                     l.flush();
                 }
             }
-            _ = sigint.recv() => break End::Stopped,
-            _ = sigterm.recv() => break End::Stopped,
-            () = async {
-                match deadline {
-                    Some(d) => sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => break End::Stopped,
+            () = stop.wait() => break End::Stopped,
         }
-        if drain.out.closed {
+        if drain.out.closed() {
             break End::BrokenPipe;
         }
     };
@@ -172,7 +136,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
     let kernel = KernelCounters::read(&ebpf)
         .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
         .ok();
-    let end = if drain.out.closed {
+    let end = if drain.out.closed() {
         End::BrokenPipe
     } else {
         end
