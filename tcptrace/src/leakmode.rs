@@ -419,6 +419,10 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
             .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
             .ok();
         eprintln!("{}", state.summary(kernel.as_ref()));
+        eprintln!(
+            "{}",
+            crate::stats::costs_line(&crate::stats::program_costs(&ebpf))
+        );
     }
     Ok(if out.closed() { End::BrokenPipe } else { end })
 }

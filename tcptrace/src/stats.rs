@@ -50,6 +50,56 @@ impl KernelCounters {
     }
 }
 
+/// Kernel time spent in one of tcptrace's programs, from the kernel's BPF
+/// statistics (`sysctl kernel.bpf_stats_enabled=1`; zero counts without it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+impl ProgramCost {
+    /// Mean nanoseconds per invocation, if it ran.
+    #[must_use]
+    pub fn ns_per_call(&self) -> Option<u64> {
+        self.run_time_ns.checked_div(self.run_count)
+    }
+}
+
+/// The run counts and run times of every loaded program.
+#[must_use]
+pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
+    ebpf.programs()
+        .filter_map(|(name, p)| {
+            let info = p.info().ok()?;
+            Some(ProgramCost {
+                name: name.to_owned(),
+                run_count: info.run_count(),
+                run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
+}
+
+/// One summary line of kernel costs, or a hint to enable the statistics.
+#[must_use]
+pub fn costs_line(costs: &[ProgramCost]) -> String {
+    let ran: Vec<String> = costs
+        .iter()
+        .filter_map(|c| {
+            c.ns_per_call()
+                .map(|ns| format!("{} {ns} ns x {}", c.name, c.run_count))
+        })
+        .collect();
+    if ran.is_empty() {
+        "tcptrace: kernel cost per call: not measured (sysctl kernel.bpf_stats_enabled=1 to see it)"
+            .to_owned()
+    } else {
+        format!("tcptrace: kernel cost per call: {}", ran.join(", "))
+    }
+}
+
 /// Userspace-side counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UserCounters {
@@ -65,6 +115,7 @@ pub struct UserCounters {
 pub struct Summary {
     pub kernel: Option<KernelCounters>,
     pub user: UserCounters,
+    pub costs: Vec<ProgramCost>,
 }
 
 impl fmt::Display for Summary {
@@ -87,7 +138,8 @@ impl fmt::Display for Summary {
                 k.get(Counter::SockUnknown),
             ),
             None => write!(f, "tcptrace: kernel counters unavailable"),
-        }
+        }?;
+        write!(f, "\n{}", costs_line(&self.costs))
     }
 }
 
@@ -116,10 +168,22 @@ mod tests {
                 records: 5,
                 ..UserCounters::default()
             },
+            costs: vec![ProgramCost {
+                name: "sock_recv_length".into(),
+                run_count: 4,
+                run_time_ns: 100,
+            }],
         }
         .to_string();
         assert!(s.contains("5 events"), "{s}");
         assert!(s.contains("3 ring-buffer full"), "{s}");
         assert!(s.contains("evictions"), "{s}");
+        assert!(s.contains("sock_recv_length 25 ns x 4"), "{s}");
+        let off = costs_line(&[ProgramCost {
+            name: "x".into(),
+            run_count: 0,
+            run_time_ns: 0,
+        }]);
+        assert!(off.contains("bpf_stats_enabled=1"), "{off}");
     }
 }

@@ -146,6 +146,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         Summary {
             kernel,
             user: drain.counts,
+            costs: crate::stats::program_costs(&ebpf),
         },
     ))
 }

@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod paths;
 mod setup;
 
@@ -40,6 +41,16 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Benchmarks (root): throughput with no tracer, tcptrace and bpftrace,
+    /// interleaved; writes docs/benchmarks.md and docs/benchmarks.json.
+    Bench {
+        /// Rounds of every configuration (medians are over rounds).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds of each load phase (churn, then keep-alive).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Run every test: formatting, unit tests, then the root integration tests.
     Test {
         /// Extra arguments for the integration-test harness (e.g. a test name).
@@ -58,13 +69,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root());
     c
@@ -81,7 +92,7 @@ pub(crate) fn status(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -133,6 +144,7 @@ fn run(args: Args) -> Result<()> {
             std::process::exit(st.code().unwrap_or(1));
         }
         Task::Test { args } => test(&args),
+        Task::Bench { rounds, seconds } => bench::run(rounds.max(1), seconds),
     }
 }
 

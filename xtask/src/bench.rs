@@ -1,0 +1,522 @@
+//! `cargo xtask bench`: tcptrace's cost against no tracer and against
+//! bpftrace, side by side in one run, configurations interleaved (A B A B ...)
+//! so that machine drift cancels out. Writes docs/benchmarks.md and
+//! docs/benchmarks.json.
+//!
+//! Load: the project's own generator (`tcptrace-load`), server inside a
+//! network namespace made here, clients in the same namespace, loopback only.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::{cargo, is_root, status, workspace_root};
+
+const NETNS: &str = "tcptrace-bench";
+const ADDR: &str = "127.0.0.1:18950";
+
+/// bpftrace's tcpstates-like per-transition printf.
+const BPFTRACE_STATES: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+  printf("%d %s %d %d %d -> %d\n", pid, comm, args->sport, args->dport, args->oldstate, args->newstate);
+}"#;
+
+/// bpftrace's per-state dwell histogram, the equivalent of `tcptrace --hist`.
+const BPFTRACE_HIST: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+  $sk = (uint64)args->skaddr;
+  $t = @start[$sk];
+  if ($t != 0) { @dwell[args->oldstate] = hist(nsecs - $t); }
+  if (args->newstate == 7) { delete(@start[$sk]); } else { @start[$sk] = nsecs; }
+}"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Config {
+    None,
+    Stream,
+    Leaks,
+    BpftraceStates,
+    BpftraceHist,
+}
+
+impl Config {
+    const ALL: [Config; 5] = [
+        Config::None,
+        Config::Stream,
+        Config::Leaks,
+        Config::BpftraceStates,
+        Config::BpftraceHist,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Config::None => "no tracer",
+            Config::Stream => "tcptrace --json > /dev/null",
+            Config::Leaks => "tcptrace --closewait-leaks",
+            Config::BpftraceStates => "bpftrace tcpstates-like printf",
+            Config::BpftraceHist => "bpftrace dwell hist",
+        }
+    }
+}
+
+/// One measured run of one configuration.
+#[derive(Clone, Debug, Default)]
+struct Run {
+    conns_per_s: f64,
+    reqs_per_s: f64,
+    /// Tracer user+sys CPU seconds per wall second.
+    cpu_per_s: f64,
+    rss_kib: u64,
+    /// Kernel ns per invocation, per program name (tcptrace) or fd (bpftrace).
+    ns_per_call: BTreeMap<String, f64>,
+    events_per_s: f64,
+    losses: u64,
+}
+
+struct Tracer {
+    child: Child,
+    started: Instant,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+}
+
+fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
+    let mut cmd = match cfg {
+        Config::None => return Ok(None),
+        Config::Stream => {
+            let mut c = Command::new(tcptrace);
+            c.arg("--json");
+            c
+        }
+        Config::Leaks => {
+            let mut c = Command::new(tcptrace);
+            c.args(["--closewait-leaks", "-i", "1h"]);
+            c
+        }
+        Config::BpftraceStates | Config::BpftraceHist => {
+            let mut c = Command::new("bpftrace");
+            c.arg("-e").arg(if cfg == Config::BpftraceStates {
+                BPFTRACE_STATES
+            } else {
+                BPFTRACE_HIST
+            });
+            c
+        }
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", cfg.name()))?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // tcptrace says when it is attached; bpftrace attaches within a second
+    // or two of start (its banner goes to stdout, discarded here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if matches!(cfg, Config::Stream | Config::Leaks) {
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|_| anyhow!("{} did not start", cfg.name()))?;
+            if line.starts_with("tcptrace: tracing") {
+                break;
+            }
+        }
+    } else {
+        thread::sleep(Duration::from_secs(3));
+        if let Some(st) = child.try_wait()? {
+            bail!(
+                "bpftrace exited at start ({st}); is it installed and does it work on this kernel?"
+            );
+        }
+    }
+    Ok(Some(Tracer {
+        child,
+        started: Instant::now(),
+        stderr_lines: rx,
+    }))
+}
+
+/// user+sys ticks of a process.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// run_time_ns / run_cnt of every BPF program a process holds, by fd.
+fn fdinfo_costs(pid: u32) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.to_string_lossy() != "anon_inode:bpf-prog" {
+            continue;
+        }
+        let Ok(info) = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        )) else {
+            continue;
+        };
+        let field = |k: &str| -> Option<f64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        if let (Some(t), Some(n), Some(id)) =
+            (field("run_time_ns:"), field("run_cnt:"), field("prog_id:"))
+            && n > 0.0
+        {
+            out.insert(format!("prog {id}"), t / n);
+        }
+    }
+    out
+}
+
+/// `tcptrace: kernel cost per call: a 12 ns x 5, b 30 ns x 2`
+fn parse_costs(line: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    if let Some(list) = line.strip_prefix("tcptrace: kernel cost per call: ") {
+        for item in list.split(", ") {
+            let mut w = item.split_whitespace();
+            if let (Some(name), Some(ns)) = (w.next(), w.next())
+                && let Ok(ns) = ns.parse()
+            {
+                out.insert(name.to_owned(), ns);
+            }
+        }
+    }
+    out
+}
+
+fn stop_tracer(cfg: Config, t: Tracer, run: &mut Run) -> Result<()> {
+    let pid = t.child.id();
+    let wall = t.started.elapsed().as_secs_f64();
+    let ticks = cpu_ticks(pid).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    #[expect(clippy::cast_precision_loss, reason = "seconds of CPU")]
+    let cpu = ticks as f64 / hz as f64;
+    run.cpu_per_s = cpu / wall;
+    run.rss_kib = peak_rss_kib(pid);
+    let fd_costs = fdinfo_costs(pid);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap_or(0), libc::SIGINT) };
+    let mut child = t.child;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{} did not stop", cfg.name());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let lines: Vec<String> = t.stderr_lines.try_iter().collect();
+    run.ns_per_call = lines
+        .iter()
+        .map(|l| parse_costs(l))
+        .find(|m| !m.is_empty())
+        .unwrap_or(fd_costs);
+    for l in &lines {
+        if let Some(rest) = l.strip_prefix("tcptrace: ")
+            && let Some(n) = rest
+                .split(" events")
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+        {
+            run.events_per_s = n / wall;
+        }
+        if let Some(rest) = l.strip_prefix("tcptrace: losses: ") {
+            run.losses += rest
+                .split(" ring-buffer full")
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(())
+}
+
+fn load(loadgen: &Path, mode: &str, threads: u32, seconds: f64) -> Result<(f64, f64)> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", NETNS])
+        .arg(loadgen)
+        .args([mode, "--addr", ADDR, "--threads", &threads.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .output()
+        .context("running the load generator")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let num = |k: &str| -> f64 {
+        text.split(&format!("\"{k}\":"))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let secs = num("seconds").max(1e-9);
+    Ok((num("connections") / secs, num("requests") / secs))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct NetnsGuard;
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    }
+}
+
+fn ensure_bpftrace() -> Result<()> {
+    if Command::new("bpftrace").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpftrace (Debian package) for the peer comparison");
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "bpftrace"]),
+    )
+    .context("installing bpftrace failed; install it by hand: apt-get install bpftrace")
+}
+
+/// Run the benchmarks and write the reports.
+pub fn run(rounds: u32, seconds: f64) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmarks load BPF programs and make a network namespace: run as root");
+    }
+    ensure_bpftrace()?;
+    crate::setup::ensure()?;
+    status(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tcptrace",
+        "-p",
+        "xtask",
+        "--bin",
+        "tcptrace",
+        "--bin",
+        "tcptrace-load",
+    ]))?;
+    let target = workspace_root().join("target").join("release");
+    let (tcptrace, loadgen) = (target.join("tcptrace"), target.join("tcptrace-load"));
+
+    let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    status(Command::new("ip").args(["netns", "add", NETNS]))?;
+    let _guard = NetnsGuard;
+    status(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
+    let total = f64::from(rounds) * 5.0 * (2.0 * seconds + 6.0) + 60.0;
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", NETNS])
+        .arg(&loadgen)
+        .args([
+            "serve",
+            "--addr",
+            ADDR,
+            "--threads",
+            "16",
+            "--seconds",
+            &total.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the load server")?;
+    thread::sleep(Duration::from_millis(500));
+    status(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]))?;
+
+    let mut runs: BTreeMap<Config, Vec<Run>> = BTreeMap::new();
+    let result = (|| -> Result<()> {
+        for round in 0..rounds {
+            for cfg in Config::ALL {
+                eprintln!("xtask: round {}/{rounds}: {}", round + 1, cfg.name());
+                let tracer = spawn_tracer(cfg, &tcptrace)?;
+                let mut run = Run::default();
+                (run.conns_per_s, _) = load(&loadgen, "churn", 2, seconds)?;
+                (_, run.reqs_per_s) = load(&loadgen, "keepalive", 2, seconds)?;
+                if let Some(t) = tracer {
+                    stop_tracer(cfg, t, &mut run)?;
+                }
+                runs.entry(cfg).or_default().push(run);
+            }
+        }
+        Ok(())
+    })();
+    let _ = Command::new("sysctl")
+        .args(["-qw", "kernel.bpf_stats_enabled=0"])
+        .status();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+
+    let micro = microbench()?;
+    write_reports(&runs, rounds, seconds, &micro)
+}
+
+fn microbench() -> Result<String> {
+    let out = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "tcptrace",
+            "--example",
+            "decode_bench",
+        ])
+        .output()
+        .context("running the decode micro-benchmark")?;
+    if !out.status.success() {
+        bail!(
+            "decode_bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn write_reports(
+    runs: &BTreeMap<Config, Vec<Run>>,
+    rounds: u32,
+    seconds: f64,
+    micro: &str,
+) -> Result<()> {
+    let base = runs.get(&Config::None).map(|r| {
+        (
+            median(r.iter().map(|x| x.conns_per_s).collect()),
+            median(r.iter().map(|x| x.reqs_per_s).collect()),
+        )
+    });
+    let (base_c, base_r) = base.unwrap_or((1.0, 1.0));
+    let mut md = String::new();
+    let mut json = String::from("{\"configs\":[");
+    let _ = writeln!(
+        md,
+        "| configuration | conn/s | vs none | req/s | vs none | tracer CPU (cores) | peak RSS | events/s | ring-buffer losses | kernel ns/call |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (i, (cfg, rs)) in runs.iter().enumerate() {
+        let m = |f: fn(&Run) -> f64| median(rs.iter().map(f).collect());
+        let (c, r) = (m(|x| x.conns_per_s), m(|x| x.reqs_per_s));
+        let mut per_prog: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for run in rs {
+            for (k, v) in &run.ns_per_call {
+                per_prog.entry(k.clone()).or_default().push(*v);
+            }
+        }
+        let costs: Vec<String> = per_prog
+            .iter()
+            .map(|(k, v)| format!("{k} {:.0}", median(v.clone())))
+            .collect();
+        let losses: u64 = rs.iter().map(|x| x.losses).sum();
+        let rss = rs.iter().map(|x| x.rss_kib).max().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "| {} | {c:.0} | {:.1}% | {r:.0} | {:.1}% | {:.3} | {} | {:.0} | {losses} | {} |",
+            cfg.name(),
+            100.0 * c / base_c,
+            100.0 * r / base_r,
+            m(|x| x.cpu_per_s),
+            if rss == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1} MiB", rss as f64 / 1024.0)
+            },
+            m(|x| x.events_per_s),
+            if costs.is_empty() {
+                "-".to_owned()
+            } else {
+                costs.join(", ")
+            },
+        );
+        let _ = write!(
+            json,
+            "{}{{\"config\":\"{}\",\"conns_per_s\":[{}],\"reqs_per_s\":[{}],\"cpu_per_s\":[{}],\"peak_rss_kib\":{rss},\"losses\":{losses},\"ns_per_call\":{{{}}}}}",
+            if i == 0 { "" } else { "," },
+            cfg.name(),
+            rs.iter()
+                .map(|x| format!("{:.1}", x.conns_per_s))
+                .collect::<Vec<_>>()
+                .join(","),
+            rs.iter()
+                .map(|x| format!("{:.1}", x.reqs_per_s))
+                .collect::<Vec<_>>()
+                .join(","),
+            rs.iter()
+                .map(|x| format!("{:.4}", x.cpu_per_s))
+                .collect::<Vec<_>>()
+                .join(","),
+            per_prog
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{:.1}", median(v.clone())))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    let _ = write!(
+        json,
+        "],\"rounds\":{rounds},\"seconds\":{seconds},\"decode_bench\":{micro}}}"
+    );
+    let docs = workspace_root().join("docs");
+    fs::create_dir_all(&docs)?;
+    fs::write(docs.join("benchmarks.json"), json + "\n")?;
+    let generated = docs.join("benchmarks.generated.md");
+    fs::write(&generated, &md)?;
+    splice_table(&docs.join("benchmarks.md"), &md, micro)?;
+    eprintln!("xtask: wrote docs/benchmarks.md and docs/benchmarks.json\n{md}\n{micro}");
+    Ok(())
+}
+
+/// Replace the measured table in docs/benchmarks.md (between markers), keeping
+/// the prose around it.
+fn splice_table(path: &PathBuf, table: &str, micro: &str) -> Result<()> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let doc =
+        fs::read_to_string(path).unwrap_or_else(|_| format!("# Benchmarks\n\n{BEGIN}\n{END}\n"));
+    let (head, rest) = doc
+        .split_once(BEGIN)
+        .ok_or_else(|| anyhow!("{} lacks {BEGIN}", path.display()))?;
+    let (_, tail) = rest
+        .split_once(END)
+        .ok_or_else(|| anyhow!("{} lacks {END}", path.display()))?;
+    let body =
+        format!("{BEGIN}\n{table}\nUserspace decode + filter + format, one core: `{micro}`\n{END}");
+    fs::write(path, format!("{head}{body}{tail}"))?;
+    Ok(())
+}
