@@ -154,7 +154,14 @@ pub fn apply_transition(
     // the same socket) starts a new life: nothing of the old one carries over.
     let known = known && info.state != CLOSE;
     if !known {
-        *info = SockInfo::default();
+        // Field by field: a whole-struct assignment would build a 120-byte
+        // temporary on the 512-byte BPF stack.
+        info.owner = Owner::default();
+        info.owner_source = OwnerSource::Unknown as u32;
+        info.eof_ns = 0;
+        info.eof_stack = crate::StackRef::default();
+        info.first_stack = crate::StackRef::default();
+        info.addrs = crate::Addrs::default();
     }
     let dwell_ns = if known && info.entered_ns != 0 && info.entered_ns <= now {
         now - info.entered_ns

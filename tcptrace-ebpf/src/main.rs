@@ -13,24 +13,26 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_task_pt_regs,
+            self, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+            bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
-use tcptrace_common::StackRef;
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT,
     RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
     config::SockLengthOffsets,
     track::{OwnerSource, apply_transition, io_needs_owner_update, is_owner_transition},
 };
+use tcptrace_common::{DWELL_UNKNOWN, StackRef};
 
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_NOEXIST`: insert only if the key is absent.
@@ -40,6 +42,10 @@ const BPF_NOEXIST: u64 = 1;
 #[unsafe(no_mangle)]
 // SAFETY: `Config` is plain integers; all-zero is a valid value.
 static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// The value new socket entries start from.
+// SAFETY: `SockInfo` is plain integers; all-zero is a valid value.
+static EMPTY: SockInfo = unsafe { core::mem::zeroed() };
 
 /// Per-transition and reset records. Userspace may resize it before load.
 #[map]
@@ -89,6 +95,67 @@ fn count(c: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *slot += 1 };
+    }
+}
+
+/// A tracepoint record copied with one helper call into a buffer (a per-CPU
+/// scratch slot, or the stack for small records). Fields are then read at the
+/// offsets from `CONFIG`, bounds-checked (the verifier requires it; a layout
+/// larger than `N` fails as a read error). One copy instead of one
+/// `bpf_probe_read_kernel` per field is most of the hooks' cost.
+struct Raw<const N: usize> {
+    buf: *const u8,
+}
+
+/// Record bytes copied for `inet_sock_set_state` and `tcp_receive_reset`
+/// (72 on 6.x; the slack absorbs a field more on other kernels).
+const RECORD: usize = 80;
+/// Record bytes copied for `sock_recv_length`/`sock_send_length` (28 on 6.x).
+const IO_RECORD: usize = 32;
+
+/// Per-CPU room for one record: the 512-byte BPF stack has none to spare in
+/// `inet_sock_set_state`.
+#[map]
+static SCRATCH: PerCpuArray<[u8; RECORD]> = PerCpuArray::with_max_entries(1, 0);
+
+impl<const N: usize> Raw<N> {
+    /// Copy the record into `dst`.
+    #[inline(always)]
+    fn fill(ctx: &TracePointContext, dst: *mut [u8; N]) -> Result<Self, i64> {
+        // SAFETY: copies N bytes from the tracepoint record into a buffer of
+        // N bytes we own; the helper faults safely. N is far below the record
+        // buffer the kernel gives tracepoint programs (PERF_MAX_TRACE_SIZE).
+        #[expect(clippy::cast_possible_truncation, reason = "N is a small constant")]
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(dst.cast(), N as u32, ctx.as_ptr().cast_const())
+        };
+        if r < 0 {
+            Err(r)
+        } else {
+            Ok(Raw {
+                buf: dst.cast_const().cast(),
+            })
+        }
+    }
+
+    #[inline(always)]
+    fn get<T: Copy>(&self, offset: u32) -> Result<T, i64> {
+        let o = offset as usize;
+        if o > N - core::mem::size_of::<T>() {
+            return Err(-1);
+        }
+        // SAFETY: `buf` holds N initialised bytes and `o + size_of::<T>()`
+        // is within them; read_unaligned because fields sit at the kernel's
+        // offsets.
+        Ok(unsafe { self.buf.add(o).cast::<T>().read_unaligned() })
+    }
+}
+
+impl Raw<RECORD> {
+    #[inline(always)]
+    fn load(ctx: &TracePointContext) -> Result<Self, i64> {
+        let slot = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+        Self::fill(ctx, slot)
     }
 }
 
@@ -179,7 +246,7 @@ fn header(kind: RecordKind, ts_ns: u64) -> Header {
 /// share: separate v4 and v6 arrays, host-order ports.
 #[inline(always)]
 fn read_split_addrs(
-    ctx: &TracePointContext,
+    raw: &Raw<RECORD>,
     family: u16,
     sport: u16,
     dport: u16,
@@ -193,13 +260,13 @@ fn read_split_addrs(
         ..Addrs::default()
     };
     if family == AF_INET {
-        let s: [u8; 4] = read(ctx, saddr)?;
-        let d: [u8; 4] = read(ctx, daddr)?;
+        let s: [u8; 4] = raw.get(saddr)?;
+        let d: [u8; 4] = raw.get(daddr)?;
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     } else {
-        a.saddr = read(ctx, saddr_v6)?;
-        a.daddr = read(ctx, daddr_v6)?;
+        a.saddr = raw.get(saddr_v6)?;
+        a.daddr = raw.get(daddr_v6)?;
     }
     Ok(a)
 }
@@ -215,19 +282,20 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let o = cfg!(offsets.set_state);
     // Cheap filters first: protocol, family, ports.
-    let protocol: u16 = read(ctx, o.protocol)?;
+    let raw = Raw::<RECORD>::load(ctx)?;
+    let protocol: u16 = raw.get(o.protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let family: u16 = read(ctx, o.family)?;
-    let sport: u16 = read(ctx, o.sport)?;
-    let dport: u16 = read(ctx, o.dport)?;
+    let family: u16 = raw.get(o.family)?;
+    let sport: u16 = raw.get(o.sport)?;
+    let dport: u16 = raw.get(o.dport)?;
     if !accepts(family, sport, dport) {
         return Ok(());
     }
-    let skaddr: u64 = read(ctx, o.skaddr)?;
-    let old: i32 = read(ctx, o.oldstate)?;
-    let new: i32 = read(ctx, o.newstate)?;
+    let skaddr: u64 = raw.get(o.skaddr)?;
+    let old: i32 = raw.get(o.oldstate)?;
+    let new: i32 = raw.get(o.newstate)?;
     #[expect(clippy::cast_sign_loss, reason = "TCP states are 1..=12")]
     let (old, new) = (old as u32, new as u32);
     // SAFETY: no preconditions.
@@ -235,31 +303,12 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let addr_offsets = [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6];
 
     // The entry is updated in place (the BPF stack is 512 bytes).
-    let mut fresh = SockInfo::default();
-    let prev = SOCKS.get_ptr_mut(skaddr);
-    let known = prev.is_some();
-    // SAFETY: a pointer into the map value returned by the lookup helper,
-    // valid for the duration of this program run.
-    let info = match prev {
-        Some(p) => unsafe { &mut *p },
-        None => &mut fresh,
-    };
-    let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
-    if new == TcpState::CloseWait as u32 {
-        info.addrs = read_split_addrs(ctx, family, sport, dport, addr_offsets)?;
-    }
-    // connect() is the owner's first touch of an outgoing socket.
-    if cfg!(capture_stacks) != 0
-        && is_owner_transition(old, new)
-        && new == TcpState::SynSent as u32
-        && !info.first_stack.is_some()
-    {
-        info.first_stack = capture_stack(ctx, info.owner.tgid);
-    }
-    let owner = info.owner;
-    let owner_source = info.owner_source;
+    let mut ptr = SOCKS.get_ptr_mut(skaddr);
+    let known = ptr.is_some();
     // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
     // removes it. A socket first seen at CLOSE has nothing worth keeping.
+    // New entries are inserted zeroed, then updated in place like the rest:
+    // the BPF stack (512 bytes) has no room for a second SockInfo.
     if !known && new != TcpState::Close as u32 {
         // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
         // LISTEN->SYN_RECV (a child cloned from its listener). Any other
@@ -267,19 +316,46 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
             count(Counter::SockUnknown);
         }
-        if SOCKS.insert(skaddr, fresh, BPF_NOEXIST).is_ok() {
+        if SOCKS.insert(skaddr, &EMPTY, BPF_NOEXIST).is_ok() {
             count(Counter::SockInserts);
+            ptr = SOCKS.get_ptr_mut(skaddr);
         } else {
             count(Counter::SockInsertErrors);
             aya_log_ebpf::warn!(ctx, "socket map insert failed");
         }
     }
+    let (dwell_ns, owner, owner_source) = match ptr {
+        Some(p) => {
+            // SAFETY: a pointer into the map value returned by the lookup
+            // helper, valid for the duration of this program run.
+            let info = unsafe { &mut *p };
+            let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
+            if new == TcpState::CloseWait as u32 {
+                info.addrs = read_split_addrs(&raw, family, sport, dport, addr_offsets)?;
+            }
+            // connect() is the owner's first touch of an outgoing socket.
+            if cfg!(capture_stacks) != 0
+                && is_owner_transition(old, new)
+                && new == TcpState::SynSent as u32
+                && !info.first_stack.is_some()
+            {
+                info.first_stack = capture_stack(ctx, info.owner.tgid);
+            }
+            (dwell_ns, info.owner, info.owner_source)
+        }
+        // Untracked (first seen at CLOSE, or the insert failed): the same
+        // rule without an entry.
+        None if is_owner_transition(old, new) => {
+            (DWELL_UNKNOWN, current_owner(), OwnerSource::Syscall as u32)
+        }
+        None => (DWELL_UNKNOWN, Owner::default(), OwnerSource::Unknown as u32),
+    };
 
     let emit = cfg!(emit_old_states);
     if old >= 32 || emit & (1 << old) == 0 {
         return Ok(());
     }
-    let addrs = read_split_addrs(ctx, family, sport, dport, addr_offsets)?;
+    let addrs = read_split_addrs(&raw, family, sport, dport, addr_offsets)?;
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());
@@ -414,16 +490,17 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let o = cfg!(offsets.receive_reset);
-    let family: u16 = read(ctx, o.family)?;
-    let sport: u16 = read(ctx, o.sport)?;
-    let dport: u16 = read(ctx, o.dport)?;
+    let raw = Raw::<RECORD>::load(ctx)?;
+    let family: u16 = raw.get(o.family)?;
+    let sport: u16 = raw.get(o.sport)?;
+    let dport: u16 = raw.get(o.dport)?;
     if !accepts(family, sport, dport) {
         return Ok(());
     }
-    let skaddr: u64 = read(ctx, o.skaddr)?;
-    let cookie: u64 = read(ctx, o.sock_cookie)?;
+    let skaddr: u64 = raw.get(o.skaddr)?;
+    let cookie: u64 = raw.get(o.sock_cookie)?;
     let addrs = read_split_addrs(
-        ctx,
+        &raw,
         family,
         sport,
         dport,
@@ -455,11 +532,13 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
 /// rare cases (new owner, first touch, first EOF) do the rest.
 #[inline(always)]
 fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result<(), i64> {
-    let protocol: u16 = read(ctx, o.protocol)?;
+    let mut buf = [0u8; IO_RECORD];
+    let raw = Raw::<IO_RECORD>::fill(ctx, &raw mut buf)?;
+    let protocol: u16 = raw.get(o.protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sk: u64 = read(ctx, o.sk)?;
+    let sk: u64 = raw.get(o.sk)?;
     let Some(info) = SOCKS.get_ptr_mut(sk) else {
         return Ok(());
     };
@@ -476,7 +555,7 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
         info.first_stack = capture_stack(ctx, tgid);
     }
     if is_recv && info.eof_ns == 0 {
-        let ret: i32 = read(ctx, o.ret)?;
+        let ret: i32 = raw.get(o.ret)?;
         if ret == 0 {
             // SAFETY: no preconditions.
             info.eof_ns = unsafe { bpf_ktime_get_ns() };
