@@ -98,7 +98,21 @@ pub struct Config {
     /// Emit a state record for `old -> new` when bit `1 << old` is set.
     /// Modes that aggregate elsewhere ask for few or none.
     pub emit_old_states: u32,
-    pub _pad2: u32,
+    /// A [`HistBy`] value; 0: no in-kernel histograms.
+    pub hist_by: u32,
+}
+
+/// What in-kernel dwell histograms are split by (`Config::hist_by`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistBy {
+    Off = 0,
+    /// One histogram per state.
+    State = 1,
+    LocalPort = 2,
+    RemotePort = 3,
+    RemoteAddr = 4,
+    Comm = 5,
 }
 
 /// `emit_old_states` value that emits every transition.
@@ -155,3 +169,19 @@ impl Config {
         )
     }
 }
+
+/// Key of the in-kernel `HIST` map: one counter per (state, bucket, group).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HistKey {
+    /// The state whose dwell was measured (the old state of a transition).
+    pub state: u32,
+    /// A [`crate::hist::slot`] bucket, or [`crate::hist::MAX_SLOT`] for the
+    /// maximum.
+    pub slot: u32,
+    /// The split value: port (2 bytes), address (16) or comm (16); zeros when
+    /// not split.
+    pub group: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<HistKey>() == 24);

@@ -11,13 +11,14 @@
 )]
 
 pub mod config;
+pub mod hist;
 pub mod record;
 pub mod track;
 
 #[cfg(feature = "user")]
 pub mod user;
 
-pub use config::{Config, TpOffsets};
+pub use config::{Config, HistBy, HistKey, TpOffsets};
 pub use record::{
     AF_INET, AF_INET6, Addrs, COMM_LEN, Counter, DWELL_UNKNOWN, Header, NUM_COUNTERS, Owner,
     RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SockInfo, StackRef, StateEvent,

@@ -20,6 +20,8 @@ unsafe impl aya::Pod for ResetEvent {}
 unsafe impl aya::Pod for Header {}
 // SAFETY: as above.
 unsafe impl aya::Pod for crate::StackRef {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::HistKey {}
 
 /// A record kind this build does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use aya_ebpf::{
         },
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
 use tcptrace_common::{
@@ -32,7 +32,7 @@ use tcptrace_common::{
     config::SockLengthOffsets,
     track::{OwnerSource, apply_transition, io_needs_owner_update, is_owner_transition},
 };
-use tcptrace_common::{DWELL_UNKNOWN, StackRef};
+use tcptrace_common::{DWELL_UNKNOWN, HistBy, HistKey, StackRef, hist};
 
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_NOEXIST`: insert only if the key is absent.
@@ -61,6 +61,15 @@ static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0
 /// share one id, so the map holds code paths, not sockets.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
+
+/// Dwell histograms (`--hist`): one counter per (state, bucket, group), per
+/// CPU, so high connection rates cost a map update and no ring-buffer record.
+#[map]
+static HIST: PerCpuHashMap<HistKey, u64> = PerCpuHashMap::with_max_entries(16_384, 0);
+
+/// Transitions by `old * 16 + new`, every mode.
+#[map]
+static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(256, 0);
 
 /// Event and loss counters, one slot per [`Counter`].
 #[map]
@@ -351,6 +360,29 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         None => (DWELL_UNKNOWN, Owner::default(), OwnerSource::Unknown as u32),
     };
 
+    if let Some(slot) = TRANSITIONS.get_ptr_mut((old & 15) * 16 + (new & 15)) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
+    let by = cfg!(hist_by);
+    if by != HistBy::Off as u32 && dwell_ns != DWELL_UNKNOWN {
+        let mut key = HistKey {
+            state: old,
+            slot: hist::slot(dwell_ns),
+            group: [0; 16],
+        };
+        if by == HistBy::LocalPort as u32 {
+            key.group[..2].copy_from_slice(&sport.to_ne_bytes());
+        } else if by == HistBy::RemotePort as u32 {
+            key.group[..2].copy_from_slice(&dport.to_ne_bytes());
+        } else if by == HistBy::RemoteAddr as u32 {
+            key.group = read_split_addrs(&raw, family, sport, dport, addr_offsets)?.daddr;
+        } else if by == HistBy::Comm as u32 {
+            key.group = owner.comm;
+        }
+        hist_add(&key, dwell_ns);
+    }
+
     let emit = cfg!(emit_old_states);
     if old >= 32 || emit & (1 << old) == 0 {
         return Ok(());
@@ -377,6 +409,33 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     slot.submit(0);
     count(Counter::StateEvents);
     Ok(())
+}
+
+/// Count one dwell in its bucket and raise the group's maximum.
+#[inline(always)]
+fn hist_add(key: &HistKey, dwell_ns: u64) {
+    match HIST.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, only this CPU writes it while we run.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = HIST.insert(key, 1, BPF_NOEXIST);
+        }
+    }
+    let max_key = HistKey {
+        slot: hist::MAX_SLOT,
+        ..*key
+    };
+    match HIST.get_ptr_mut(&max_key) {
+        // SAFETY: as above.
+        Some(m) => unsafe {
+            if *m < dwell_ns {
+                *m = dwell_ns;
+            }
+        },
+        None => {
+            let _ = HIST.insert(&max_key, dwell_ns, BPF_NOEXIST);
+        }
+    }
 }
 
 #[inline(always)]
