@@ -13,6 +13,9 @@
 //! Every test runs its peers in a fresh network namespace on a port of its
 //! own and starts tcptrace (in the root namespace) with `--port` set to that
 //! port, so that other traffic on the machine never shows up in its events.
+//! The `--closewait-leaks` tests ([`LeakTracer`]) run tcptrace inside the
+//! test's namespace instead: `sock_diag` finds sockets older than tcptrace
+//! only in its own namespace.
 //! Every wait in this crate is bounded; a test that cannot run fails loudly.
 #![expect(
     clippy::missing_panics_doc,
@@ -455,14 +458,19 @@ impl StderrWatch {
 /// `stdout` says; stderr is collected. Panics with stderr if it never gets
 /// ready.
 fn spawn_ready(args: &[&str], stdout: Stdio) -> (Child, StderrWatch) {
-    let bin = tracer_bin();
-    let mut child = Command::new(&bin)
-        .args(args)
+    spawn_ready_with(Command::new(tracer_bin()), args, stdout)
+}
+
+/// [`spawn_ready`] with the command that runs tcptrace given, e.g.
+/// `ip netns exec NS tcptrace` ([`Netns::command`]); `args` are appended.
+fn spawn_ready_with(mut cmd: Command, args: &[&str], stdout: Stdio) -> (Child, StderrWatch) {
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let watch = StderrWatch::new(child.stderr.take().expect("piped"));
     if let Err(why) = watch.wait_ready(READY_TIMEOUT) {
         let _ = child.kill();
@@ -1079,6 +1087,809 @@ pub fn group_sockets<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<Socket>
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// `--closewait-leaks`: the leaky C server, the tracer run in a namespace, and
+// its reports.
+
+/// A directory of its own under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    #[must_use]
+    pub fn new(what: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("{NETNS_PREFIX}{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `program` is an executable file on `$PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// `tests/peers/leaky_server.c`, compiled with frame pointers and debug info
+/// into a temporary directory (removed on drop).
+///
+/// `leaky_server PORT [SECONDS]`: PORT goes to `leaky_eof_handler` (reads to
+/// EOF, never closes), PORT+1 to `leaky_noread_handler` (one `recv` of at
+/// most [`LEAKY_RECV_BUF`] bytes, never another, never closes), PORT+2 to
+/// `good_handler` (reads to EOF, closes). Single-threaded: every client must
+/// send and close for the next one to be served.
+pub struct LeakyServerBin {
+    _dir: TempDir,
+    bin: PathBuf,
+}
+
+/// The buffer of `leaky_noread_handler`'s single `recv`.
+pub const LEAKY_RECV_BUF: u64 = 256;
+
+impl LeakyServerBin {
+    /// Compile it with `cc`. Panics (never skips) without a C compiler.
+    #[must_use]
+    pub fn build() -> Self {
+        assert!(
+            on_path("cc"),
+            "no cc on PATH: the CLOSE_WAIT leak tests compile tests/peers/leaky_server.c; \
+             install a C compiler (apt-get install gcc)"
+        );
+        let dir = TempDir::new("leaky");
+        let bin = dir.path().join("leaky_server");
+        let src = workspace_root().join("tests/peers/leaky_server.c");
+        let out = run_bounded(
+            Command::new("cc")
+                .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+                .arg(&bin)
+                .arg(&src),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success() && bin.is_file(),
+            "cc {}: {}\n{}",
+            src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { _dir: dir, bin }
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.bin
+    }
+
+    /// `ip netns exec NS leaky_server PORT SECONDS`; returns once it listens.
+    #[must_use]
+    pub fn start(&self, ns: &Netns, port: u16, seconds: u32) -> LeakyServer {
+        let mut cmd = ns.command(&self.bin);
+        cmd.arg(port.to_string())
+            .arg(seconds.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let mut server = LeakyServer {
+            stderr: None,
+            child,
+        };
+        let stdout = server.child.stdout.take().expect("piped");
+        server.stderr = Some(slurp(server.child.stderr.take().expect("piped")));
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(LINE_TIMEOUT).unwrap_or_default();
+        if line.trim() != format!("ready {}", server.pid()) {
+            let _ = server.child.kill();
+            let status = server.child.wait();
+            let stderr = server.stderr.take().map(|h| h.join().unwrap_or_default());
+            panic!(
+                "leaky_server {port} did not print \"ready {}\" (ip netns exec execs) \
+                 within {LINE_TIMEOUT:?}: got {line:?}; status {status:?}; stderr {stderr:?}",
+                server.pid()
+            );
+        }
+        server
+    }
+}
+
+/// A running `leaky_server`; killed on drop if still running.
+pub struct LeakyServer {
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl LeakyServer {
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait (at most `timeout`) for it to exit by itself, successfully.
+    pub fn wait_success(mut self, timeout: Duration) {
+        let what = format!("leaky_server {}", self.pid());
+        let status = wait_exit(&mut self.child, &what, timeout);
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            status.success(),
+            "{what} failed: {status}; stderr {stderr:?}"
+        );
+    }
+}
+
+impl Drop for LeakyServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `tcptrace --closewait-leaks` inside a test's namespace: sockets
+/// already in `CLOSE_WAIT` at start-up are found through `sock_diag`, which
+/// only sees tcptrace's own namespace. Killed on drop if still running.
+pub struct LeakTracer {
+    args: Vec<String>,
+    child: Child,
+    stderr: Option<StderrWatch>,
+    lines: Arc<Mutex<Vec<String>>>,
+    stdout: Option<JoinHandle<()>>,
+}
+
+impl LeakTracer {
+    /// `ip netns exec NS tcptrace --closewait-leaks ARGS`, once it traces.
+    #[must_use]
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        require_root();
+        let mut all = vec!["--closewait-leaks"];
+        all.extend_from_slice(args);
+        let (mut child, stderr) = spawn_ready_with(ns.command(&tracer_bin()), &all, Stdio::piped());
+        let out = child.stdout.take().expect("piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&lines);
+        let stdout = thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                shared.lock().expect("not poisoned").push(line);
+            }
+        });
+        Self {
+            args: all.iter().map(ToString::to_string).collect(),
+            child,
+            stderr: Some(stderr),
+            lines,
+            stdout: Some(stdout),
+        }
+    }
+
+    /// The stdout lines printed so far.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    /// The JSON reports printed so far (with `--json`).
+    #[must_use]
+    pub fn reports(&self) -> Vec<LeakReport> {
+        LeakReport::parse_all(&self.lines())
+    }
+
+    /// Poll the reports until one satisfies `done`, at most `timeout`;
+    /// returns the first that does.
+    pub fn wait_for_report(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&LeakReport) -> bool,
+    ) -> Option<LeakReport> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reports().into_iter().find(|r| done(r)) {
+                return Some(r);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGINT (the final report), wait for the exit, return everything.
+    #[must_use]
+    pub fn stop(self) -> LeakRun {
+        signal(&self.child, libc::SIGINT);
+        self.finish(EXIT_TIMEOUT)
+    }
+
+    /// Wait (at most `timeout`) for a run with `-d` to end by itself.
+    #[must_use]
+    pub fn wait_end(self, timeout: Duration) -> LeakRun {
+        self.finish(timeout)
+    }
+
+    fn finish(mut self, timeout: Duration) -> LeakRun {
+        let status = wait_exit(&mut self.child, "tcptrace --closewait-leaks", timeout);
+        if let Some(t) = self.stdout.take() {
+            let _ = t.join();
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(StderrWatch::finish)
+            .unwrap_or_default();
+        let stdout = std::mem::take(&mut *self.lines.lock().expect("not poisoned"));
+        LeakRun {
+            args: std::mem::take(&mut self.args),
+            stdout,
+            stderr,
+            status,
+        }
+    }
+}
+
+impl Drop for LeakTracer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Everything one `--closewait-leaks` run printed, and how it ended.
+pub struct LeakRun {
+    pub args: Vec<String>,
+    pub stdout: Vec<String>,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+/// The start of the summary line of a leak run.
+const LEAK_SUMMARY: &str = " CLOSE_WAIT sockets closed during the run, ";
+/// The loss line of a clean leak run.
+const NO_LEAK_LOSSES: &str = "tcptrace: losses: 0 ring-buffer full, 0 socket-map evictions, \
+                              0 stack captures failed, 0 undecodable";
+
+impl LeakRun {
+    /// The JSON reports (with `--json`).
+    #[must_use]
+    pub fn reports(&self) -> Vec<LeakReport> {
+        LeakReport::parse_all(&self.stdout)
+    }
+
+    /// The groups of the final report; empty when it found no leak (such a
+    /// report prints no JSON line).
+    #[must_use]
+    pub fn final_groups(&self) -> Vec<LeakGroup> {
+        self.reports()
+            .into_iter()
+            .filter(|r| r.report == "final")
+            .flat_map(|r| r.groups)
+            .collect()
+    }
+
+    /// All of stdout (text mode).
+    #[must_use]
+    pub fn text(&self) -> String {
+        self.stdout.join("\n")
+    }
+
+    /// Exit 0; stderr starts with the ready line and has the summary and a
+    /// loss line with no losses; every line is tcptrace's own (no logged
+    /// warning or error, no panic).
+    pub fn assert_clean_exit(&self) {
+        assert!(
+            self.status.success(),
+            "tcptrace {:?} exited {}:\n{}",
+            self.args,
+            self.status,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        let clean = lines.first().is_some_and(|l| l.starts_with(READY))
+            && lines
+                .iter()
+                .any(|l| l.starts_with("tcptrace: ") && l.contains(LEAK_SUMMARY))
+            && lines.contains(&NO_LEAK_LOSSES)
+            && lines.iter().all(|l| l.starts_with("tcptrace: "));
+        assert!(
+            clean,
+            "tcptrace {:?}: expected the ready line, the summary, {NO_LEAK_LOSSES:?} and \
+             no other kind of line on stderr, got:\n{}",
+            self.args, self.stderr
+        );
+    }
+
+    /// `(closed, leaked)` from `tcptrace: N CLOSE_WAIT sockets closed during
+    /// the run, M of them after leaking longer than ...`.
+    #[must_use]
+    pub fn closed_summary(&self) -> (u64, u64) {
+        let line = self.summary_line();
+        let rest = line.trim_start_matches("tcptrace: ");
+        let closed = rest
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no closed count in {line:?}"));
+        let leaked = rest
+            .split_once(LEAK_SUMMARY)
+            .and_then(|(_, tail)| tail.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no leaked count in {line:?}"));
+        (closed, leaked)
+    }
+
+    /// `(min, median, max)` `CLOSE_WAIT` dwell of the sockets closed during
+    /// the run; `None` when none was.
+    #[must_use]
+    pub fn dwell_summary(&self) -> Option<(Duration, Duration, Duration)> {
+        let line = self.summary_line();
+        let (_, tail) = line.split_once("; CLOSE_WAIT dwell min ")?;
+        let parts: Vec<&str> = tail.split(", ").collect();
+        let value = |i: usize, label: &str| {
+            parts
+                .get(i)
+                .and_then(|p| p.strip_prefix(label))
+                .and_then(parse_human_duration)
+                .unwrap_or_else(|| panic!("no {label:?}dwell in {line:?}"))
+        };
+        Some((value(0, ""), value(1, "median "), value(2, "max ")))
+    }
+
+    fn summary_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("tcptrace: ") && l.contains(LEAK_SUMMARY))
+            .unwrap_or_else(|| panic!("no CLOSE_WAIT summary on stderr:\n{}", self.stderr))
+    }
+}
+
+impl fmt::Display for LeakRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "tcptrace {:?} ({}); stdout:", self.args, self.status)?;
+        for l in &self.stdout {
+            writeln!(f, "  {l}")?;
+        }
+        write!(f, "stderr:\n{}", self.stderr)
+    }
+}
+
+/// Parse tcptrace's `human_duration`: `12ns`, `3.4µs`, `5.67ms`, `8.901s`.
+#[must_use]
+pub fn parse_human_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ns") {
+        (n, 1e-9)
+    } else if let Some(n) = s.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else {
+        (s.strip_suffix('s')?, 1.0)
+    };
+    let v: f64 = num.parse().ok()?;
+    Duration::try_from_secs_f64(v * scale).ok()
+}
+
+/// One report of a `--json` leak run: its groups (a report with no leak
+/// prints nothing, so only reports with groups are seen).
+#[derive(Clone, Debug)]
+pub struct LeakReport {
+    /// `interval` or `final`.
+    pub report: String,
+    pub report_time: String,
+    pub groups: Vec<LeakGroup>,
+}
+
+impl LeakReport {
+    /// Split JSON lines into reports: consecutive lines with the same
+    /// `report` and `report_time` (reports are at least an interval apart).
+    /// Panics on any line off the documented schema.
+    #[must_use]
+    pub fn parse_all(lines: &[String]) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::new();
+        for line in lines {
+            let g = LeakGroup::parse(line);
+            match out.last_mut() {
+                Some(r) if r.report == g.report() && r.report_time == g.report_time() => {
+                    r.groups.push(g);
+                }
+                _ => out.push(Self {
+                    report: g.report().to_owned(),
+                    report_time: g.report_time().to_owned(),
+                    groups: vec![g],
+                }),
+            }
+        }
+        out
+    }
+
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        self.report == "final"
+    }
+
+    /// The groups owned by `pid`.
+    #[must_use]
+    pub fn of_pid(&self, pid: u32) -> Vec<&LeakGroup> {
+        self.groups
+            .iter()
+            .filter(|g| g.pid() == Some(pid))
+            .collect()
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} report at {}:", self.report, self.report_time)?;
+        for g in &self.groups {
+            writeln!(f, "  {g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One frame of a leak group's stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeakFrame {
+    pub function: Option<String>,
+    pub addr: String,
+    pub offset: u64,
+    pub module: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u64>,
+    pub recovered: bool,
+}
+
+/// `Ok` when `ok(x)`, else an error naming the field and its value.
+fn check(what: &str, x: &Value, ok: fn(&Value) -> bool) -> Result<(), String> {
+    if ok(x) {
+        Ok(())
+    } else {
+        Err(format!("{what} = {x}"))
+    }
+}
+
+/// One `closewait_leak` JSON line, checked against the documented schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeakGroup(pub Value);
+
+/// Every key of a `closewait_leak` line.
+const LEAK_KEYS: [&str; 20] = [
+    "type",
+    "report_time",
+    "report",
+    "min_age_s",
+    "pid",
+    "comm",
+    "cmdline",
+    "cgroup",
+    "container_id",
+    "count",
+    "oldest_age_s",
+    "age_lower_bound",
+    "ages",
+    "classes",
+    "unread_bytes",
+    "endpoints",
+    "eof_stack",
+    "eof_stack_truncated",
+    "first_stack",
+    "first_stack_truncated",
+];
+
+impl LeakGroup {
+    /// Parse and validate one line; panics on anything off-schema.
+    #[must_use]
+    pub fn parse(line: &str) -> Self {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("tcptrace printed a line that is not JSON ({e}): {line}"));
+        let g = Self(v);
+        if let Err(why) = g.validate() {
+            panic!("off-schema closewait_leak line ({why}): {line}");
+        }
+        g
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let v = &self.0;
+        let obj = v.as_object().ok_or("not an object")?;
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = LEAK_KEYS.to_vec();
+        want.sort_unstable();
+        if keys != want {
+            return Err(format!("keys {keys:?}, documented {want:?}"));
+        }
+        let str_or_null = |x: &Value| x.is_null() || x.is_string();
+        let nonneg = |x: &Value| x.as_f64().is_some_and(|f| f >= 0.0);
+        check("type", &v["type"], |x| x == "closewait_leak")?;
+        check("report_time", &v["report_time"], |x| {
+            x.as_str()
+                .is_some_and(|s| s.ends_with('Z') && s.contains('T'))
+        })?;
+        check("report", &v["report"], |x| {
+            matches!(x.as_str(), Some("interval" | "final"))
+        })?;
+        check("min_age_s", &v["min_age_s"], |x| {
+            x.as_f64().is_some_and(|f| f > 0.0)
+        })?;
+        check("pid", &v["pid"], |x| {
+            x.is_null() || x.as_u64().is_some_and(|p| u32::try_from(p).is_ok())
+        })?;
+        for k in ["comm", "cmdline", "cgroup", "container_id"] {
+            check(k, &v[k], str_or_null)?;
+        }
+        if v["pid"].is_null() != v["comm"].is_null() {
+            return Err("pid and comm must be null together".into());
+        }
+        check("count", &v["count"], |x| x.as_u64().is_some_and(|n| n >= 1))?;
+        check("oldest_age_s", &v["oldest_age_s"], nonneg)?;
+        check("age_lower_bound", &v["age_lower_bound"], Value::is_boolean)?;
+        check("unread_bytes", &v["unread_bytes"], Value::is_u64)?;
+        for k in ["min_s", "p50_s", "max_s"] {
+            check(k, &v["ages"][k], nonneg)?;
+        }
+        let (min, p50, max) = self.ages();
+        if !(min <= p50 && p50 <= max && (max - self.oldest_age_s()).abs() < 1e-9) {
+            return Err(format!(
+                "ages out of order: min {min}, p50 {p50}, max {max}, oldest {}",
+                self.oldest_age_s()
+            ));
+        }
+        // Reported once older than --min-age (ages are rounded to the ms).
+        if min + 0.0005 < self.min_age_s() {
+            return Err(format!(
+                "a socket of age {min}s is younger than min_age_s {}",
+                self.min_age_s()
+            ));
+        }
+        for k in ["never_read_to_eof", "read_eof_not_closed"] {
+            check(k, &v["classes"][k], Value::is_u64)?;
+        }
+        if v["classes"].as_object().map(serde_json::Map::len) != Some(2) {
+            return Err(format!("classes = {}", v["classes"]));
+        }
+        if self.never_read_to_eof() + self.read_eof_not_closed() != self.count() {
+            return Err("the classes do not add up to count".into());
+        }
+        self.validate_lists()
+    }
+
+    /// The endpoints and the two stacks.
+    fn validate_lists(&self) -> Result<(), String> {
+        let v = &self.0;
+        let str_or_null = |x: &Value| x.is_null() || x.is_string();
+        let uint_or_null = |x: &Value| x.is_null() || x.is_u64();
+        let endpoints = v["endpoints"].as_array().ok_or("endpoints not an array")?;
+        if endpoints.is_empty() || endpoints.len() > 5 {
+            return Err(format!("{} endpoints (1 to 5)", endpoints.len()));
+        }
+        for e in endpoints {
+            check("endpoint.local", &e["local"], |x| {
+                x.as_str()
+                    .is_some_and(|s| s.parse::<std::net::SocketAddr>().is_ok())
+            })?;
+            check("endpoint.remote", &e["remote"], |x| {
+                x.as_str()
+                    .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+            })?;
+            check("endpoint.count", &e["count"], |x| {
+                x.as_u64().is_some_and(|n| n >= 1)
+            })?;
+        }
+        let listed: u64 = self.endpoints().iter().map(|e| e.2).sum();
+        if listed > self.count() || (endpoints.len() < 5 && listed != self.count()) {
+            return Err(format!(
+                "endpoint counts add up to {listed}, count {}",
+                self.count()
+            ));
+        }
+        for (stack, truncated) in [
+            ("eof_stack", "eof_stack_truncated"),
+            ("first_stack", "first_stack_truncated"),
+        ] {
+            check(truncated, &v[truncated], Value::is_boolean)?;
+            let frames = v[stack]
+                .as_array()
+                .ok_or_else(|| format!("{stack} not an array"))?;
+            if frames.is_empty() && v[truncated] == true {
+                return Err(format!("an empty {stack} cannot be truncated"));
+            }
+            for f in frames {
+                if f.as_object().map(serde_json::Map::len) != Some(7) {
+                    return Err(format!("{stack} frame {f}"));
+                }
+                check("function", &f["function"], str_or_null)?;
+                check("addr", &f["addr"], |x| {
+                    x.as_str().is_some_and(|s| {
+                        s.strip_prefix("0x")
+                            .is_some_and(|h| u64::from_str_radix(h, 16).is_ok())
+                    })
+                })?;
+                check("offset", &f["offset"], Value::is_u64)?;
+                check("module", &f["module"], str_or_null)?;
+                check("file", &f["file"], str_or_null)?;
+                check("line", &f["line"], uint_or_null)?;
+                check("recovered", &f["recovered"], Value::is_boolean)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn str(&self, key: &str) -> Option<&str> {
+        self.0[key].as_str()
+    }
+
+    fn uint(&self, key: &str) -> u64 {
+        self.0[key].as_u64().unwrap_or_default()
+    }
+
+    /// `interval` or `final`.
+    #[must_use]
+    pub fn report(&self) -> &str {
+        self.str("report").unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn report_time(&self) -> &str {
+        self.str("report_time").unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn min_age_s(&self) -> f64 {
+        self.0["min_age_s"].as_f64().unwrap_or_default()
+    }
+
+    /// The owner; `None` is JSON null (no process holds the sockets).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.0["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    }
+
+    #[must_use]
+    pub fn comm(&self) -> Option<&str> {
+        self.str("comm")
+    }
+
+    #[must_use]
+    pub fn cmdline(&self) -> Option<&str> {
+        self.str("cmdline")
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.uint("count")
+    }
+
+    #[must_use]
+    pub fn oldest_age_s(&self) -> f64 {
+        self.0["oldest_age_s"].as_f64().unwrap_or_default()
+    }
+
+    /// `(min, p50, max)` ages in seconds.
+    #[must_use]
+    pub fn ages(&self) -> (f64, f64, f64) {
+        let a = |k: &str| self.0["ages"][k].as_f64().unwrap_or_default();
+        (a("min_s"), a("p50_s"), a("max_s"))
+    }
+
+    #[must_use]
+    pub fn age_lower_bound(&self) -> bool {
+        self.0["age_lower_bound"] == true
+    }
+
+    #[must_use]
+    pub fn never_read_to_eof(&self) -> u64 {
+        self.0["classes"]["never_read_to_eof"]
+            .as_u64()
+            .unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn read_eof_not_closed(&self) -> u64 {
+        self.0["classes"]["read_eof_not_closed"]
+            .as_u64()
+            .unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn unread_bytes(&self) -> u64 {
+        self.uint("unread_bytes")
+    }
+
+    /// `(local IP:PORT, remote IP, count)`.
+    #[must_use]
+    pub fn endpoints(&self) -> Vec<(String, String, u64)> {
+        self.0["endpoints"]
+            .as_array()
+            .map(|es| {
+                es.iter()
+                    .map(|e| {
+                        (
+                            e["local"].as_str().unwrap_or_default().to_owned(),
+                            e["remote"].as_str().unwrap_or_default().to_owned(),
+                            e["count"].as_u64().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn frames(&self, key: &str) -> Vec<LeakFrame> {
+        let s = |f: &Value, k: &str| f[k].as_str().map(str::to_owned);
+        self.0[key]
+            .as_array()
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| LeakFrame {
+                        function: s(f, "function"),
+                        addr: s(f, "addr").unwrap_or_default(),
+                        offset: f["offset"].as_u64().unwrap_or_default(),
+                        module: s(f, "module"),
+                        file: s(f, "file"),
+                        line: f["line"].as_u64(),
+                        recovered: f["recovered"] == true,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Where the owner read EOF, innermost first; empty when it never did.
+    #[must_use]
+    pub fn eof_stack(&self) -> Vec<LeakFrame> {
+        self.frames("eof_stack")
+    }
+
+    /// Where the owner first touched the socket, innermost first.
+    #[must_use]
+    pub fn first_stack(&self) -> Vec<LeakFrame> {
+        self.frames("first_stack")
+    }
+
+    /// Every function name in either stack.
+    #[must_use]
+    pub fn functions(&self) -> Vec<String> {
+        self.eof_stack()
+            .into_iter()
+            .chain(self.first_stack())
+            .filter_map(|f| f.function)
+            .collect()
+    }
+}
+
+impl fmt::Display for LeakGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //!                      [--reply] [--wait-peer-close] [--close-delay-ms N] [--linger0]
 //! tcptrace-peer client --addr IP:PORT [--wait-go] [--expect-refused] [--send]
 //!                      [--read-reply] [--wait-peer-close] [--close-delay-ms N] [--linger0]
+//!                      [--send-bytes N]   (with --send: N bytes of 'x', not the request line)
 //! common:              [--timeout-ms N]   (every wait; default 10000)
 //! ```
 //!
@@ -54,6 +55,8 @@ struct Opts {
     linger0: bool,
     close_delay: Duration,
     timeout: Duration,
+    /// With `--send`: send this many bytes instead of [`REQUEST`].
+    send_bytes: Option<usize>,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -96,6 +99,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--linger0" => o.linger0 = true,
             "--close-delay-ms" => o.close_delay = millis(&mut args, "--close-delay-ms")?,
             "--timeout-ms" => o.timeout = millis(&mut args, "--timeout-ms")?,
+            "--send-bytes" => {
+                let n = args
+                    .next()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|&n| n > 0 && n <= 1 << 20)
+                    .ok_or("--send-bytes needs a number of bytes from 1 to 1048576")?;
+                o.send_bytes = Some(n);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -212,7 +223,10 @@ fn converse(o: &Opts, s: &mut TcpStream) -> io::Result<()> {
     s.set_read_timeout(Some(o.timeout))?;
     s.set_write_timeout(Some(o.timeout))?;
     if o.send {
-        s.write_all(REQUEST)?;
+        match o.send_bytes {
+            Some(n) => s.write_all(&vec![b'x'; n])?,
+            None => s.write_all(REQUEST)?,
+        }
         say("sent");
     }
     if o.read_request {
