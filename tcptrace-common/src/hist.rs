@@ -7,8 +7,9 @@
 /// Sub-buckets per power of two (a power of two itself).
 pub const SUB_BITS: u32 = 3;
 pub const SUB: u64 = 1 << SUB_BITS;
+const SUB_U32: u32 = 1 << SUB_BITS;
 /// Buckets for values up to `u64::MAX`.
-pub const SLOTS: u32 = (64 - SUB_BITS + 1) * SUB as u32;
+pub const SLOTS: u32 = (64 - SUB_BITS + 1) * SUB_U32;
 /// The `HistKey::slot` holding the maximum value seen.
 pub const MAX_SLOT: u32 = 0xffff;
 
@@ -17,21 +18,22 @@ pub const MAX_SLOT: u32 = 0xffff;
 #[must_use]
 pub const fn slot(v: u64) -> u32 {
     if v < SUB {
+        #[expect(clippy::cast_possible_truncation, reason = "v < 8")]
         return v as u32;
     }
-    let k = 63 - v.leading_zeros(); // floor(log2 v) >= SUB_BITS
-    let sub = ((v >> (k - SUB_BITS)) & (SUB - 1)) as u32;
-    (k - SUB_BITS + 1) * SUB as u32 + sub
+    let k = v.ilog2(); // >= SUB_BITS
+    let sub = ((v >> (k - SUB_BITS)) & (SUB - 1)) as u32; // 3 bits
+    (k - SUB_BITS + 1) * SUB_U32 + sub
 }
 
 /// The smallest value in bucket `s`.
 #[must_use]
 pub const fn lower(s: u32) -> u64 {
-    if (s as u64) < SUB {
+    if s < SUB_U32 {
         return s as u64;
     }
-    let k = s / SUB as u32 + SUB_BITS - 1;
-    let sub = (s % SUB as u32) as u64;
+    let k = s / SUB_U32 + SUB_BITS - 1;
+    let sub = (s % SUB_U32) as u64;
     (1u64 << k) + (sub << (k - SUB_BITS))
 }
 
@@ -63,7 +65,7 @@ mod tests {
 
     #[test]
     fn buckets_are_at_most_an_eighth_of_their_value_wide() {
-        for s in SUB as u32..SLOTS - 1 {
+        for s in SUB_U32..SLOTS - 1 {
             let (lo, hi) = (lower(s), upper(s));
             assert!((hi - lo) * SUB <= lo, "slot {s}: [{lo}, {hi})");
         }

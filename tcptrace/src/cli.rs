@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use clap::{ArgAction, Parser};
-use tcptrace_common::TcpState;
+use tcptrace_common::{HistBy, TcpState};
 
 const AFTER_HELP: &str = "\
 OUTPUT
@@ -32,8 +34,19 @@ CLOSE_WAIT LEAKS (--closewait-leaks)
   CLOSE_WAIT at start-up are found through sock_diag in tcptrace's network
   namespace; their age is a lower bound. Ctrl-C prints a final report.
 
+DWELL HISTOGRAMS (--hist)
+  One histogram per state: SYN_SENT is connect latency, ESTABLISHED connection
+  lifetime, CLOSE_WAIT how long programs take to close after the peer's FIN.
+  TIME_WAIT and orphaned FIN_WAIT2 live in timewait sockets the tracepoint
+  never sees: tcptrace follows them with sock_diag polls (1 s resolution for
+  early ends; a natural end is the kernel timer's, exact). Percentiles come
+  from log-linear buckets, within 6.25%; exact dwells are in the --json stream.
+  --prometheus serves them all as metrics for a fleet's Prometheus.
+
 EXAMPLES
   sudo tcptrace                          every TCP transition and RST
+  sudo tcptrace --hist -i 30s --by lport per-service dwell histograms
+  sudo tcptrace --hist --prometheus 9464 metrics on 127.0.0.1:9464/metrics
   sudo tcptrace --closewait-leaks        who leaks CLOSE_WAIT sockets, and where
   sudo tcptrace --closewait-leaks --min-age 30s -i 1m --json
   sudo tcptrace --port 8080 -d 30s       one service for 30 seconds
@@ -91,8 +104,22 @@ pub struct Cli {
 
     /// Report sockets stuck in CLOSE_WAIT, grouped by owning process and
     /// code path (where it read EOF, where it first touched the socket).
-    #[arg(long, help_heading = "Modes")]
+    #[arg(long, help_heading = "Modes", conflicts_with = "hist")]
     pub closewait_leaks: bool,
+
+    /// Dwell-time histograms for every state, TIME_WAIT included, printed
+    /// every --interval (counted in the kernel: no per-transition records).
+    #[arg(long, help_heading = "Modes")]
+    pub hist: bool,
+
+    /// With --hist: one histogram per state and lport, rport, raddr or comm.
+    #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist", help_heading = "Modes")]
+    pub by: Option<HistBy>,
+
+    /// With --hist: serve Prometheus metrics at http://ADDR:PORT/metrics.
+    /// A bare PORT binds 127.0.0.1 (loopback) only.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, requires = "hist", help_heading = "Modes")]
+    pub prometheus: Option<SocketAddr>,
 
     /// With --closewait-leaks: report a socket once it has been in CLOSE_WAIT
     /// this long. A healthy program closes within milliseconds of EOF.
@@ -138,6 +165,26 @@ pub fn parse_state(s: &str) -> Result<TcpState, String> {
             let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
             format!("unknown TCP state; expected one of {}", names.join(", "))
         })
+}
+
+/// `lport`, `rport`, `raddr` or `comm`.
+pub fn parse_by(s: &str) -> Result<HistBy, String> {
+    match s {
+        "lport" => Ok(HistBy::LocalPort),
+        "rport" => Ok(HistBy::RemotePort),
+        "raddr" => Ok(HistBy::RemoteAddr),
+        "comm" => Ok(HistBy::Comm),
+        _ => Err("expected one of lport, rport, raddr, comm".to_owned()),
+    }
+}
+
+/// `ADDR:PORT`, `[V6]:PORT`, or a bare `PORT` on loopback.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    s.parse()
+        .map_err(|_| "expected ADDR:PORT (e.g. 127.0.0.1:9464) or a port".to_owned())
 }
 
 fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
@@ -225,6 +272,34 @@ mod tests {
         assert!(err.to_string().contains("greater than zero"), "{err}");
         let err = parse(&["--min-age", "5s"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn hist_mode_flags() {
+        let cli = parse(&["--hist", "--by", "lport", "--prometheus", "9464"]).unwrap();
+        assert!(cli.hist);
+        assert_eq!(cli.by, Some(HistBy::LocalPort));
+        assert_eq!(cli.prometheus, Some("127.0.0.1:9464".parse().unwrap()));
+        let cli = parse(&["--hist", "--prometheus", "[::1]:9000"]).unwrap();
+        assert_eq!(cli.prometheus, Some("[::1]:9000".parse().unwrap()));
+        let err = parse(&["--hist", "--by", "pid"]).unwrap_err();
+        assert!(
+            err.to_string().contains("lport, rport, raddr, comm"),
+            "{err}"
+        );
+        assert_eq!(
+            parse(&["--hist", "-i", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--by", "lport"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["--hist", "--closewait-leaks"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert!(parse(&["--hist", "--prometheus", "nowhere"]).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ impl LeakClass {
     /// Classify from what the kernel program saw (EOF read or not), or, for
     /// sockets older than the tracer, from sock_diag's Recv-Q: an unconsumed
     /// FIN counts one byte there. Recv-Q 0 means the FIN was consumed, which
-    /// a `recv` that returned the data before it also does (tcp_recvmsg eats
+    /// a `recv` that returned the data before it also does (`tcp_recvmsg` eats
     /// a FIN that ends the data it copies): for those sockets "read EOF"
     /// means the FIN was consumed, not that the program saw `recv` return 0.
     #[must_use]

@@ -5,9 +5,12 @@
 pub mod cli;
 pub mod event;
 pub mod filter;
+pub mod histmode;
+pub mod histogram;
 pub mod leakmode;
 pub mod leaks;
 pub mod loader;
+pub mod metrics;
 pub mod offsets;
 pub mod output;
 pub mod privileges;
@@ -17,4 +20,5 @@ pub mod stats;
 pub mod stop;
 pub mod stream;
 pub mod symbolize;
+pub mod timewait;
 pub mod tracefs;

@@ -9,11 +9,12 @@ use clap::Parser as _;
 use tcptrace::{
     cli::Cli,
     filter,
+    histmode::{self, HistOptions},
     leakmode::{self, LeakOptions},
     loader::{self, LoadOptions},
     stream::{self, End},
 };
-use tcptrace_common::{Config, TcpState, config::EMIT_ALL_STATES};
+use tcptrace_common::{Config, HistBy, TcpState, config::EMIT_ALL_STATES};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,7 +38,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let mut config = if cli.closewait_leaks {
+    let mut config = if cli.hist {
+        // Dwell is counted in the kernel; only timewait entries (out of
+        // FIN_WAIT2 or CLOSING) and resets stream.
+        Config {
+            hist_by: cli.by.unwrap_or(HistBy::State) as u32,
+            emit_resets: 1,
+            emit_old_states: (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32)),
+            ..Config::default()
+        }
+    } else if cli.closewait_leaks {
         // Reports come from the socket map; only CLOSE_WAIT exits stream.
         Config {
             capture_stacks: 1,
@@ -60,6 +70,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
+    if cli.hist {
+        let opts = HistOptions {
+            interval: cli.interval.unwrap_or(Duration::from_secs(10)),
+            by: cli.by.unwrap_or(HistBy::State),
+        };
+        rt.block_on(histmode::run(cli, tracer, opts))?;
+        return Ok(());
+    }
     if cli.closewait_leaks {
         let opts = LeakOptions {
             min_age: cli.min_age,
