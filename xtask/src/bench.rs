@@ -30,26 +30,28 @@ const BPFTRACE_STATES: &str = r#"tracepoint:sock:inet_sock_set_state /args->prot
 }"#;
 
 /// bpftrace's per-state dwell histogram, the equivalent of `tcptrace --hist`.
-const BPFTRACE_HIST: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+const BPFTRACE_HIST: &str = r"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
   $sk = (uint64)args->skaddr;
   $t = @start[$sk];
   if ($t != 0) { @dwell[args->oldstate] = hist(nsecs - $t); }
   if (args->newstate == 7) { delete(@start[$sk]); } else { @start[$sk] = nsecs; }
-}"#;
+}";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Config {
     None,
     Stream,
+    Hist,
     Leaks,
     BpftraceStates,
     BpftraceHist,
 }
 
 impl Config {
-    const ALL: [Config; 5] = [
+    const ALL: [Config; 6] = [
         Config::None,
         Config::Stream,
+        Config::Hist,
         Config::Leaks,
         Config::BpftraceStates,
         Config::BpftraceHist,
@@ -59,6 +61,7 @@ impl Config {
         match self {
             Config::None => "no tracer",
             Config::Stream => "tcptrace --json > /dev/null",
+            Config::Hist => "tcptrace --hist",
             Config::Leaks => "tcptrace --closewait-leaks",
             Config::BpftraceStates => "bpftrace tcpstates-like printf",
             Config::BpftraceHist => "bpftrace dwell hist",
@@ -99,6 +102,11 @@ fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
             c.args(["--closewait-leaks", "-i", "1h"]);
             c
         }
+        Config::Hist => {
+            let mut c = Command::new(tcptrace);
+            c.args(["--hist", "-i", "1h"]);
+            c
+        }
         Config::BpftraceStates | Config::BpftraceHist => {
             let mut c = Command::new("bpftrace");
             c.arg("-e").arg(if cfg == Config::BpftraceStates {
@@ -124,7 +132,7 @@ fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
     // tcptrace says when it is attached; bpftrace attaches within a second
     // or two of start (its banner goes to stdout, discarded here).
     let deadline = Instant::now() + Duration::from_secs(30);
-    if matches!(cfg, Config::Stream | Config::Leaks) {
+    if matches!(cfg, Config::Stream | Config::Hist | Config::Leaks) {
         loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -167,7 +175,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// run_time_ns / run_cnt of every BPF program a process holds, by fd.
+/// `run_time_ns / run_cnt` of every BPF program a process holds, by fd.
 fn fdinfo_costs(pid: u32) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -341,7 +349,8 @@ pub fn run(rounds: u32, seconds: f64) -> Result<()> {
     status(Command::new("ip").args(["netns", "add", NETNS]))?;
     let _guard = NetnsGuard;
     status(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
-    let total = f64::from(rounds) * 5.0 * (2.0 * seconds + 6.0) + 60.0;
+    #[expect(clippy::cast_precision_loss, reason = "a handful of configs")]
+    let total = f64::from(rounds) * Config::ALL.len() as f64 * (2.0 * seconds + 6.0) + 60.0;
     let mut server = Command::new("ip")
         .args(["netns", "exec", NETNS])
         .arg(&loadgen)
@@ -455,7 +464,10 @@ fn write_reports(
             if rss == 0 {
                 "-".to_owned()
             } else {
-                format!("{:.1} MiB", rss as f64 / 1024.0)
+                format!(
+                    "{:.1} MiB",
+                    f64::from(u32::try_from(rss).unwrap_or(u32::MAX)) / 1024.0
+                )
             },
             m(|x| x.events_per_s),
             if costs.is_empty() {

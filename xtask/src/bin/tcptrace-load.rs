@@ -106,7 +106,7 @@ fn churn_once(addr: SocketAddr) -> bool {
     s.write_all(&[b'q'; 16]).is_ok() && s.read_exact(&mut reply).is_ok()
 }
 
-fn client(a: &Args, keepalive: bool) -> Result<(), String> {
+fn client(a: &Args, keepalive: bool) {
     let stop = Arc::new(AtomicBool::new(false));
     let conns = Arc::new(AtomicU64::new(0));
     let reqs = Arc::new(AtomicU64::new(0));
@@ -158,14 +158,19 @@ fn client(a: &Args, keepalive: bool) -> Result<(), String> {
         conns.load(Ordering::Relaxed),
         reqs.load(Ordering::Relaxed)
     );
-    Ok(())
 }
 
 fn main() {
     let r = parse().and_then(|a| match a.mode.as_str() {
         "serve" => serve(&a),
-        "churn" => client(&a, false),
-        "keepalive" => client(&a, true),
+        "churn" => {
+            client(&a, false);
+            Ok(())
+        }
+        "keepalive" => {
+            client(&a, true);
+            Ok(())
+        }
         other => Err(format!("unknown mode {other}")),
     });
     if let Err(e) = r {
