@@ -414,26 +414,31 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 /// Count one dwell in its bucket and raise the group's maximum.
 #[inline(always)]
 fn hist_add(key: &HistKey, dwell_ns: u64) {
-    match HIST.get_ptr_mut(key) {
+    // A per-CPU hash still has one key for all CPUs: another CPU may create
+    // it between our lookup and insert, so a failed insert looks up again.
+    if let Some(n) = HIST.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it while we run.
-        Some(n) => unsafe { *n += 1 },
-        None => {
-            let _ = HIST.insert(key, 1, BPF_NOEXIST);
-        }
+        unsafe { *n += 1 };
+    } else if HIST.insert(key, 1, BPF_NOEXIST).is_err()
+        && let Some(n) = HIST.get_ptr_mut(key)
+    {
+        // SAFETY: as above.
+        unsafe { *n += 1 };
     }
     let max_key = HistKey {
         slot: hist::MAX_SLOT,
         ..*key
     };
-    match HIST.get_ptr_mut(&max_key) {
+    let mut m = HIST.get_ptr_mut(&max_key);
+    if m.is_none() && HIST.insert(&max_key, dwell_ns, BPF_NOEXIST).is_err() {
+        m = HIST.get_ptr_mut(&max_key);
+    }
+    if let Some(m) = m {
         // SAFETY: as above.
-        Some(m) => unsafe {
+        unsafe {
             if *m < dwell_ns {
                 *m = dwell_ns;
             }
-        },
-        None => {
-            let _ = HIST.insert(&max_key, dwell_ns, BPF_NOEXIST);
         }
     }
 }

@@ -162,6 +162,9 @@ struct State {
     overflow_at_start: Option<u64>,
     snapshot: Arc<Mutex<Snapshot>>,
     undecodable: u64,
+    /// `/proc/self/ns/net`, to tell our namespace's sockets from others'.
+    own_netns: Option<std::path::PathBuf>,
+    netns_cache: std::collections::HashMap<u32, bool>,
 }
 
 impl State {
@@ -172,6 +175,13 @@ impl State {
                     if s.new == TcpState::Close
                         && matches!(s.old, TcpState::FinWait2 | TcpState::Closing) =>
                 {
+                    // The tracepoint is global; the sock_diag polls see only
+                    // our namespace. Skip entries owned by another one.
+                    if let Some(o) = &s.owner
+                        && !self.in_our_netns(o.pid)
+                    {
+                        continue;
+                    }
                     let e = s.endpoints;
                     self.tw.on_entry(
                         (e.local, e.lport, e.remote, e.rport),
@@ -197,7 +207,23 @@ impl State {
         }
     }
 
+    /// Whether `pid` lives in tcptrace's network namespace. Unknown (the
+    /// process exited) counts as ours: tcptrace does not guess.
+    fn in_our_netns(&mut self, pid: u32) -> bool {
+        let Some(ours) = self.own_netns.as_ref() else {
+            return true;
+        };
+        if let Some(&v) = self.netns_cache.get(&pid) {
+            return v;
+        }
+        let v = std::fs::read_link(format!("/proc/{pid}/ns/net")).map_or(true, |l| &l == ours);
+        self.netns_cache.insert(pid, v);
+        v
+    }
+
     fn poll_timewait(&mut self) {
+        // Pids are reused: forget what we learnt about them every poll.
+        self.netns_cache.clear();
         match sockdiag::dump_timewait() {
             Ok(mut socks) => {
                 socks.retain(|s| {
@@ -419,6 +445,8 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         overflow_at_start: timewait_overflow(),
         snapshot,
         undecodable: 0,
+        own_netns: std::fs::read_link("/proc/self/ns/net").ok(),
+        netns_cache: std::collections::HashMap::new(),
     };
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;

@@ -46,6 +46,8 @@ struct Tw {
     expires_ns: u64,
     last_seen_ns: u64,
     seen: bool,
+    /// A poll saw it in substate FIN_WAIT2 (an orphan waiting for the FIN).
+    fin_wait2_seen: bool,
     pub pid: Option<u32>,
 }
 
@@ -82,16 +84,31 @@ impl Tracker {
     /// A full socket left FIN_WAIT2 or CLOSING for a timewait socket.
     pub fn on_entry(&mut self, tuple: Tuple, ts_ns: u64, pid: Option<u32>) {
         self.entered += 1;
-        let t = self.live.entry(canonical_tuple(tuple)).or_insert(Tw {
+        let tuple = canonical_tuple(tuple);
+        // The same 4-tuple entering again while its timewait socket lives:
+        // the port was reused (tcp_tw_reuse) and the new connection closed
+        // before the next poll. The old life ended early, at the reuse.
+        if let Some(old) = self.live.get(&tuple)
+            && old.seen
+            && ts_ns < old.expires_ns
+        {
+            if let Some(began) = old.time_wait_ns {
+                self.time_wait.add(old.last_seen_ns.max(began) - began);
+            }
+            self.killed_early += 1;
+        }
+        let t = self.live.entry(tuple).or_insert(Tw {
             entered_ns: None,
             time_wait_ns: None,
             expires_ns: u64::MAX,
             last_seen_ns: ts_ns,
             seen: false,
+            fin_wait2_seen: false,
             pid,
         });
         // A reused tuple starts a new life.
         *t = Tw {
+            fin_wait2_seen: false,
             entered_ns: Some(ts_ns),
             time_wait_ns: None,
             expires_ns: u64::MAX,
@@ -124,25 +141,29 @@ impl Tracker {
                 expires_ns: u64::MAX,
                 last_seen_ns: now_ns,
                 seen: true,
+                fin_wait2_seen: false,
                 pid: None,
             });
             t.seen = true;
             t.last_seen_ns = now_ns;
             t.expires_ns = now_ns + remaining_ns;
-            match s.state {
-                Some(TcpState::TimeWait) => {
-                    self.population_time_wait += 1;
-                    if t.time_wait_ns.is_none() {
-                        let began = (now_ns + remaining_ns).saturating_sub(tw_len_ns);
-                        t.time_wait_ns = Some(began);
-                        if let Some(entered) = t.entered_ns
-                            && began > entered
-                        {
-                            self.fin_wait2_orphan.add(began - entered);
-                        }
+            if s.state == Some(TcpState::TimeWait) {
+                self.population_time_wait += 1;
+                if t.time_wait_ns.is_none() {
+                    let began = (now_ns + remaining_ns).saturating_sub(tw_len_ns);
+                    t.time_wait_ns = Some(began);
+                    // Only sockets a poll saw as orphans had a FIN_WAIT2
+                    // phase; for the rest the gap is the timer's jiffy.
+                    if let Some(entered) = t.entered_ns
+                        && t.fin_wait2_seen
+                        && began > entered
+                    {
+                        self.fin_wait2_orphan.add(began - entered);
                     }
                 }
-                _ => self.population_fin_wait2 += 1,
+            } else {
+                t.fin_wait2_seen = true;
+                self.population_fin_wait2 += 1;
             }
         }
         let mut ended = Vec::new();
@@ -271,6 +292,35 @@ mod tests {
         let ended = t.on_poll(20 * S, Duration::from_secs(1), &[]);
         assert_eq!(ended[0].1, End::KilledEarly);
         assert_eq!(t.killed_early, 1);
+    }
+
+    #[test]
+    fn reuse_within_a_poll_ends_the_old_life_early() {
+        let mut t = Tracker::default();
+        t.on_entry(tuple(5003), 10 * S, None);
+        t.on_poll(
+            11 * S,
+            Duration::from_secs(1),
+            &[tw(5003, TcpState::TimeWait, 59_000)],
+        );
+        // Reused and closed again before the next poll.
+        t.on_entry(tuple(5003), 11 * S + S / 2, None);
+        assert_eq!(t.killed_early, 1);
+        assert_eq!(t.entered, 2);
+        assert_eq!(t.time_wait.count(), 1);
+    }
+
+    #[test]
+    fn no_orphan_sample_without_an_orphan_phase() {
+        let mut t = Tracker::default();
+        t.on_entry(tuple(5004), 10 * S, None);
+        // Straight to TIME_WAIT; the timer's jiffy makes `began` a bit late.
+        t.on_poll(
+            11 * S,
+            Duration::from_secs(1),
+            &[tw(5004, TcpState::TimeWait, 59_003)],
+        );
+        assert_eq!(t.fin_wait2_orphan.count(), 0);
     }
 
     #[test]

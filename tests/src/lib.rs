@@ -1935,4 +1935,931 @@ mod tests {
         v["owner_source"] = "unknown".into();
         let _ = Event::parse(&v.to_string());
     }
+
+    #[test]
+    fn metrics_parse_labels_escapes_and_inf() {
+        let page = "# HELP x_seconds A histogram.\n# TYPE x_seconds histogram\n\
+                    x_seconds_bucket{le=\"0.5\",state=\"CLOSE_WAIT\"} 2\n\
+                    x_seconds_bucket{le=\"+Inf\",state=\"CLOSE_WAIT\"} 3\n\
+                    x_seconds_count{state=\"CLOSE_WAIT\"} 3\n\
+                    odd{reason=\"a \\\"q\\\" \\\\ b\"} 1.5\nplain 7\n# EOF\n";
+        let m = Metrics::parse(page);
+        assert_eq!(m.int("x_seconds_count", &[("state", "CLOSE_WAIT")]), 3);
+        assert_eq!(
+            m.buckets("x_seconds", &[("state", "CLOSE_WAIT")]),
+            [("0.5".to_owned(), 2.0), ("+Inf".to_owned(), 3.0)]
+        );
+        assert_eq!(m.get("odd", &[("reason", "a \"q\" \\ b")]), Some(1.5));
+        assert_eq!(m.int("plain", &[]), 7);
+        assert_eq!(
+            m.get("x_seconds_count", &[]),
+            None,
+            "labels must match exactly"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "ends with # EOF")]
+    fn metrics_without_eof_are_refused() {
+        let _ = Metrics::parse("plain 7\n");
+    }
+
+    fn hist_line(state: &str, buckets: &[(u64, u64, u64)], max: u64) -> String {
+        let count: u64 = buckets.iter().map(|b| b.2).sum();
+        let p = (count > 0).then_some(max);
+        serde_json::json!({
+            "type": "hist", "state": state, "count": count, "p50_ns": p, "p90_ns": p,
+            "p99_ns": p, "max_ns": max, "resolution": "... within 6.25% ...",
+            "buckets": buckets.iter().map(|(lo, hi, n)| serde_json::json!(
+                {"lo_ns": lo, "hi_ns": hi, "count": n})).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    fn timewait_line(report: &str) -> String {
+        serde_json::json!({
+            "type": "timewait", "report": report, "time": "2026-01-01T00:00:00Z",
+            "entered": 2, "live_time_wait": 2, "live_fin_wait2_orphans": 0, "expired": 0,
+            "killed_early": 0, "never_seen": 0, "overflow": null,
+            "predicted_dwell_ns": {"count": 0, "min": null, "max": null},
+            "poll_interval_ns": 1_000_000_000u64,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn hist_reports_end_with_their_timewait_line() {
+        let lines = [
+            hist_line("CLOSE_WAIT", &[(100, 120, 2)], 110),
+            hist_line("TIME_WAIT", &[], 0),
+            timewait_line("interval"),
+            hist_line("CLOSE_WAIT", &[(100, 120, 2), (200, 240, 1)], 210),
+            timewait_line("final"),
+            hist_line("SYN_SENT", &[(1, 2, 1)], 1),
+        ];
+        let reports = HistReport::parse_all(&lines);
+        assert_eq!(reports.len(), 2, "the incomplete third one is left out");
+        assert_eq!(reports[0].count("CLOSE_WAIT"), 2);
+        assert_eq!(reports[0].count("TIME_WAIT"), 0);
+        assert!(reports[1].is_final());
+        assert_eq!(reports[1].count("CLOSE_WAIT"), 3);
+        reports[1].hists[0].assert_max_in_last_bucket();
+    }
+
+    #[test]
+    #[should_panic(expected = "bucket counts add up to 2, count 3")]
+    fn hist_schema_checks_the_bucket_sum() {
+        let mut v: Value =
+            serde_json::from_str(&hist_line("CLOSE_WAIT", &[(100, 120, 2)], 110)).unwrap();
+        v["count"] = 3.into();
+        let _ = HistReport::parse_all(&[v.to_string(), timewait_line("final")]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `--hist`: the tracer run in a namespace, its JSON reports and its
+// Prometheus `/metrics`.
+
+impl Lab {
+    /// `GET http://ADDR/PATH` from inside the namespace (`tcptrace-peer
+    /// scrape`); returns the body. Panics unless the answer is `200 OK`.
+    #[must_use]
+    pub fn http_get(&self, addr: &str, path: &str) -> String {
+        let url = format!("http://{addr}{path}");
+        let mut cmd = self.ns.command(&self.peer_bin);
+        cmd.args(["scrape", &url]);
+        let out = run_bounded(&mut cmd, Duration::from_secs(15));
+        assert!(
+            out.status.success(),
+            "GET {url} in {}: {}; stderr {:?}; body {:?}",
+            self.ns.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).expect("metrics are UTF-8")
+    }
+
+    /// `ip netns exec NS sysctl -w KEY=VALUE` (network sysctls are per
+    /// namespace).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let out = run_bounded(
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                "sysctl",
+                "-w",
+                &format!("{key}={value}"),
+            ]),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "sysctl -w {key}={value} in {}: {}\n{}",
+            self.ns.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// How many TCP sockets `ss -tan state STATE [FILTER...]` lists in the
+    /// namespace.
+    #[must_use]
+    pub fn ss_count(&self, state: &str, filter: &[&str]) -> usize {
+        let out = run_bounded(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    self.ns.name(),
+                    "ss",
+                    "-Htan",
+                    "state",
+                    state,
+                ])
+                .args(filter),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "ss: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+}
+
+/// The states a `hist` line may name: the kernel's, and the two timewait
+/// ones tcptrace follows through `sock_diag`.
+const HIST_STATES: [&str; 13] = [
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+    "FIN_WAIT2_ORPHAN",
+];
+
+/// One bucket of a `hist` line: `[lo_ns, hi_ns)` holds `count` dwells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistBucket {
+    pub lo_ns: u64,
+    pub hi_ns: u64,
+    pub count: u64,
+}
+
+/// One `{"type":"hist",...}` line, checked against the documented schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistLine(pub Value);
+
+impl HistLine {
+    fn validate(&self) -> Result<(), String> {
+        let v = &self.0;
+        let obj = v.as_object().ok_or("not an object")?;
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = vec![
+            "type",
+            "state",
+            "count",
+            "p50_ns",
+            "p90_ns",
+            "p99_ns",
+            "max_ns",
+            "buckets",
+            "resolution",
+        ];
+        if obj.contains_key("by") || obj.contains_key("group") {
+            want.extend(["by", "group"]);
+        }
+        want.sort_unstable();
+        if keys != want {
+            return Err(format!("keys {keys:?}, documented {want:?}"));
+        }
+        check("state", &v["state"], |x| {
+            x.as_str().is_some_and(|s| HIST_STATES.contains(&s))
+        })?;
+        if obj.contains_key("by") {
+            check("by", &v["by"], |x| {
+                matches!(x.as_str(), Some("lport" | "rport" | "raddr" | "comm"))
+            })?;
+            check("group", &v["group"], Value::is_string)?;
+        }
+        check("count", &v["count"], Value::is_u64)?;
+        check("max_ns", &v["max_ns"], Value::is_u64)?;
+        check("resolution", &v["resolution"], |x| {
+            x.as_str().is_some_and(|s| s.contains("6.25%"))
+        })?;
+        let count = self.count();
+        for k in ["p50_ns", "p90_ns", "p99_ns"] {
+            if count == 0 {
+                check(k, &v[k], Value::is_null)?;
+            } else {
+                check(k, &v[k], Value::is_u64)?;
+            }
+        }
+        let buckets = v["buckets"].as_array().ok_or("buckets not an array")?;
+        for b in buckets {
+            if b.as_object().map(serde_json::Map::len) != Some(3) {
+                return Err(format!("bucket {b}"));
+            }
+            for k in ["lo_ns", "hi_ns", "count"] {
+                check(k, &b[k], Value::is_u64)?;
+            }
+        }
+        let bs = self.buckets();
+        if bs.iter().any(|b| b.lo_ns >= b.hi_ns || b.count == 0) {
+            return Err(format!("empty or inverted bucket in {bs:?}"));
+        }
+        if bs.windows(2).any(|w| w[0].hi_ns > w[1].lo_ns) {
+            return Err(format!("buckets out of order or overlapping: {bs:?}"));
+        }
+        let sum: u64 = bs.iter().map(|b| b.count).sum();
+        if sum != count {
+            return Err(format!("bucket counts add up to {sum}, count {count}"));
+        }
+        if let Some((p50, p90, p99)) = self.percentiles()
+            && !(p50 <= p90 && p90 <= p99 && p99 <= self.max_ns())
+        {
+            return Err(format!(
+                "percentiles out of order: p50 {p50}, p90 {p90}, p99 {p99}, max {}",
+                self.max_ns()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The state (or `TIME_WAIT`, `FIN_WAIT2_ORPHAN`).
+    #[must_use]
+    pub fn state(&self) -> &str {
+        self.0["state"].as_str().unwrap_or_default()
+    }
+
+    /// `--by` key and group label, when split.
+    #[must_use]
+    pub fn by(&self) -> Option<&str> {
+        self.0["by"].as_str()
+    }
+
+    #[must_use]
+    pub fn group(&self) -> Option<&str> {
+        self.0["group"].as_str()
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.0["count"].as_u64().unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn max_ns(&self) -> u64 {
+        self.0["max_ns"].as_u64().unwrap_or_default()
+    }
+
+    /// `(p50, p90, p99)` in ns; `None` for an empty histogram.
+    #[must_use]
+    pub fn percentiles(&self) -> Option<(u64, u64, u64)> {
+        let p = |k: &str| self.0[k].as_u64();
+        Some((p("p50_ns")?, p("p90_ns")?, p("p99_ns")?))
+    }
+
+    #[must_use]
+    pub fn p50(&self) -> Option<Duration> {
+        self.0["p50_ns"].as_u64().map(Duration::from_nanos)
+    }
+
+    #[must_use]
+    pub fn buckets(&self) -> Vec<HistBucket> {
+        self.0["buckets"]
+            .as_array()
+            .map(|bs| {
+                bs.iter()
+                    .map(|b| HistBucket {
+                        lo_ns: b["lo_ns"].as_u64().unwrap_or_default(),
+                        hi_ns: b["hi_ns"].as_u64().unwrap_or_default(),
+                        count: b["count"].as_u64().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The exact maximum lies in the highest non-empty bucket. Only for a
+    /// report taken with no traffic running: the kernel counts a dwell in its
+    /// bucket just before it raises the maximum.
+    pub fn assert_max_in_last_bucket(&self) {
+        if let Some(last) = self.buckets().last() {
+            assert!(
+                last.lo_ns <= self.max_ns() && self.max_ns() < last.hi_ns,
+                "max_ns {} is not in the highest bucket {last:?}: {self}",
+                self.max_ns()
+            );
+        } else {
+            assert_eq!(self.max_ns(), 0, "an empty histogram has no max: {self}");
+        }
+    }
+}
+
+impl fmt::Display for HistLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The `{"type":"timewait",...}` line that ends each `--hist --json` report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimewaitLine(pub Value);
+
+/// Every key of a `timewait` line.
+const TIMEWAIT_KEYS: [&str; 12] = [
+    "type",
+    "report",
+    "time",
+    "entered",
+    "live_time_wait",
+    "live_fin_wait2_orphans",
+    "expired",
+    "killed_early",
+    "never_seen",
+    "overflow",
+    "predicted_dwell_ns",
+    "poll_interval_ns",
+];
+
+impl TimewaitLine {
+    fn validate(&self) -> Result<(), String> {
+        let v = &self.0;
+        let obj = v.as_object().ok_or("not an object")?;
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = TIMEWAIT_KEYS.to_vec();
+        want.sort_unstable();
+        if keys != want {
+            return Err(format!("keys {keys:?}, documented {want:?}"));
+        }
+        check("report", &v["report"], |x| {
+            matches!(x.as_str(), Some("interval" | "final"))
+        })?;
+        check("time", &v["time"], |x| {
+            x.as_str()
+                .is_some_and(|s| s.ends_with('Z') && s.contains('T'))
+        })?;
+        for k in [
+            "entered",
+            "live_time_wait",
+            "live_fin_wait2_orphans",
+            "expired",
+            "killed_early",
+            "never_seen",
+            "poll_interval_ns",
+        ] {
+            check(k, &v[k], Value::is_u64)?;
+        }
+        check("overflow", &v["overflow"], |x| x.is_null() || x.is_u64())?;
+        let p = &v["predicted_dwell_ns"];
+        if p.as_object().map(serde_json::Map::len) != Some(3) {
+            return Err(format!("predicted_dwell_ns = {p}"));
+        }
+        check("predicted_dwell_ns.count", &p["count"], Value::is_u64)?;
+        let empty = p["count"] == 0;
+        for k in ["min", "max"] {
+            if !(p[k].is_u64() || (empty && p[k].is_null())) {
+                return Err(format!("predicted_dwell_ns.{k} = {}", p[k]));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (p["min"].as_u64(), p["max"].as_u64())
+            && lo > hi
+        {
+            return Err(format!("predicted min {lo} > max {hi}"));
+        }
+        Ok(())
+    }
+
+    fn uint(&self, key: &str) -> u64 {
+        self.0[key].as_u64().unwrap_or_default()
+    }
+
+    /// `interval` or `final`.
+    #[must_use]
+    pub fn report(&self) -> &str {
+        self.0["report"].as_str().unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn entered(&self) -> u64 {
+        self.uint("entered")
+    }
+
+    #[must_use]
+    pub fn live_time_wait(&self) -> u64 {
+        self.uint("live_time_wait")
+    }
+
+    #[must_use]
+    pub fn live_fin_wait2_orphans(&self) -> u64 {
+        self.uint("live_fin_wait2_orphans")
+    }
+
+    #[must_use]
+    pub fn expired(&self) -> u64 {
+        self.uint("expired")
+    }
+
+    #[must_use]
+    pub fn killed_early(&self) -> u64 {
+        self.uint("killed_early")
+    }
+
+    #[must_use]
+    pub fn never_seen(&self) -> u64 {
+        self.uint("never_seen")
+    }
+
+    /// `(count, min, max)` of the predicted TIME_WAIT dwells.
+    #[must_use]
+    pub fn predicted(&self) -> (u64, Option<Duration>, Option<Duration>) {
+        let p = &self.0["predicted_dwell_ns"];
+        let d = |k: &str| p[k].as_u64().map(Duration::from_nanos);
+        (p["count"].as_u64().unwrap_or_default(), d("min"), d("max"))
+    }
+}
+
+impl fmt::Display for TimewaitLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One `--hist --json` report: its `hist` lines, then its `timewait` line.
+#[derive(Clone, Debug)]
+pub struct HistReport {
+    pub hists: Vec<HistLine>,
+    pub timewait: TimewaitLine,
+}
+
+impl HistReport {
+    /// Split JSON lines into reports (each ends with its `timewait` line); a
+    /// trailing incomplete report is left out. Panics on any line off the
+    /// documented schema.
+    #[must_use]
+    pub fn parse_all(lines: &[String]) -> Vec<Self> {
+        let mut out = Vec::new();
+        let mut hists = Vec::new();
+        for line in lines {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("tcptrace printed a line that is not JSON ({e}): {line}")
+            });
+            match v["type"].as_str() {
+                Some("hist") => {
+                    let h = HistLine(v);
+                    if let Err(why) = h.validate() {
+                        panic!("off-schema hist line ({why}): {line}");
+                    }
+                    hists.push(h);
+                }
+                Some("timewait") => {
+                    let t = TimewaitLine(v);
+                    if let Err(why) = t.validate() {
+                        panic!("off-schema timewait line ({why}): {line}");
+                    }
+                    out.push(Self {
+                        hists: std::mem::take(&mut hists),
+                        timewait: t,
+                    });
+                }
+                _ => panic!("a --hist --json line of unknown type: {line}"),
+            }
+        }
+        out
+    }
+
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        self.timewait.report() == "final"
+    }
+
+    /// The one histogram of `state` with no group; panics if there are
+    /// several.
+    #[must_use]
+    pub fn hist(&self, state: &str) -> Option<&HistLine> {
+        let found: Vec<&HistLine> = self
+            .hists
+            .iter()
+            .filter(|h| h.state() == state && h.group().is_none())
+            .collect();
+        assert!(found.len() <= 1, "several {state} histograms:\n{self}");
+        found.first().copied()
+    }
+
+    /// The count of `state` (0 when it has no histogram: nothing left it).
+    #[must_use]
+    pub fn count(&self, state: &str) -> u64 {
+        self.hist(state).map_or(0, HistLine::count)
+    }
+
+    /// The histograms of `state`, by group label.
+    #[must_use]
+    pub fn groups(&self, state: &str) -> HashMap<String, &HistLine> {
+        let mut out = HashMap::new();
+        for h in self.hists.iter().filter(|h| h.state() == state) {
+            if let Some(g) = h.group() {
+                let dup = out.insert(g.to_owned(), h);
+                assert!(
+                    dup.is_none(),
+                    "two {state} histograms for group {g}:\n{self}"
+                );
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for HistReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for h in &self.hists {
+            let p50 = h.p50().map_or_else(|| "-".to_owned(), |d| format!("{d:?}"));
+            writeln!(
+                f,
+                "  {} {}{}: count {} p50 {p50} max {:?}",
+                h.state(),
+                h.by().unwrap_or(""),
+                h.group().map(|g| format!("={g}")).unwrap_or_default(),
+                h.count(),
+                Duration::from_nanos(h.max_ns())
+            )?;
+        }
+        write!(f, "  {}", self.timewait)
+    }
+}
+
+/// A running `tcptrace --hist` inside a test's namespace: timewait sockets
+/// are polled through `sock_diag`, which only sees tcptrace's own namespace,
+/// and a `--prometheus` listener is reachable only from inside it. Killed on
+/// drop if still running.
+pub struct HistTracer {
+    args: Vec<String>,
+    child: Child,
+    stderr: Option<StderrWatch>,
+    lines: Arc<Mutex<Vec<String>>>,
+    stdout: Option<JoinHandle<()>>,
+}
+
+impl HistTracer {
+    /// `ip netns exec NS tcptrace --hist ARGS`, once it traces.
+    #[must_use]
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        require_root();
+        let mut all = vec!["--hist"];
+        all.extend_from_slice(args);
+        let (mut child, stderr) = spawn_ready_with(ns.command(&tracer_bin()), &all, Stdio::piped());
+        let out = child.stdout.take().expect("piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&lines);
+        let stdout = thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                shared.lock().expect("not poisoned").push(line);
+            }
+        });
+        Self {
+            args: all.iter().map(ToString::to_string).collect(),
+            child,
+            stderr: Some(stderr),
+            lines,
+            stdout: Some(stdout),
+        }
+    }
+
+    /// stderr so far.
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(StderrWatch::text)
+            .unwrap_or_default()
+    }
+
+    /// The complete JSON reports printed so far (with `--json`).
+    #[must_use]
+    pub fn reports(&self) -> Vec<HistReport> {
+        HistReport::parse_all(&self.lines.lock().expect("not poisoned"))
+    }
+
+    /// Poll the reports until one satisfies `done`, at most `timeout`;
+    /// returns the first that does, or `None` (the caller's assertion says
+    /// what is missing).
+    pub fn wait_for_report(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&HistReport) -> bool,
+    ) -> Option<HistReport> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reports().into_iter().find(|r| done(r)) {
+                return Some(r);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last complete report, if any.
+    #[must_use]
+    pub fn last_report(&self) -> Option<HistReport> {
+        self.reports().pop()
+    }
+
+    /// SIGINT (the final report), wait for the exit, return everything.
+    #[must_use]
+    pub fn stop(self) -> HistRun {
+        signal(&self.child, libc::SIGINT);
+        self.finish(EXIT_TIMEOUT)
+    }
+
+    /// Wait (at most `timeout`) for a run with `-d` to end by itself.
+    #[must_use]
+    pub fn wait_end(self, timeout: Duration) -> HistRun {
+        self.finish(timeout)
+    }
+
+    fn finish(mut self, timeout: Duration) -> HistRun {
+        let status = wait_exit(&mut self.child, "tcptrace --hist", timeout);
+        if let Some(t) = self.stdout.take() {
+            let _ = t.join();
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(StderrWatch::finish)
+            .unwrap_or_default();
+        let stdout = std::mem::take(&mut *self.lines.lock().expect("not poisoned"));
+        HistRun {
+            args: std::mem::take(&mut self.args),
+            stdout,
+            stderr,
+            status,
+        }
+    }
+}
+
+impl Drop for HistTracer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Everything one `--hist` run printed, and how it ended.
+pub struct HistRun {
+    pub args: Vec<String>,
+    pub stdout: Vec<String>,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+impl HistRun {
+    /// The JSON reports (with `--json`).
+    #[must_use]
+    pub fn reports(&self) -> Vec<HistReport> {
+        HistReport::parse_all(&self.stdout)
+    }
+
+    /// The final report: the last one, and the only one marked final.
+    #[must_use]
+    pub fn final_report(&self) -> HistReport {
+        let reports = self.reports();
+        let finals = reports.iter().filter(|r| r.is_final()).count();
+        assert_eq!(finals, 1, "exactly one final report:\n{self}");
+        let last = reports.last().expect("checked above").clone();
+        assert!(last.is_final(), "the final report comes last:\n{self}");
+        last
+    }
+
+    /// Exit 0; stderr has the ready line and only tcptrace's own lines (no
+    /// logged warning or error, no panic).
+    pub fn assert_clean_exit(&self) {
+        assert!(
+            self.status.success(),
+            "tcptrace {:?} exited {}:\n{self}",
+            self.args,
+            self.status
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with(READY))
+                && lines.iter().all(|l| l.starts_with("tcptrace: "))
+                && !self.stderr.contains("panicked"),
+            "tcptrace {:?}: expected the ready line and no other kind of line on stderr, \
+             got:\n{}",
+            self.args,
+            self.stderr
+        );
+    }
+}
+
+impl fmt::Display for HistRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "tcptrace {:?} ({}); stdout:", self.args, self.status)?;
+        for l in &self.stdout {
+            writeln!(f, "  {l}")?;
+        }
+        write!(f, "stderr:\n{}", self.stderr)
+    }
+}
+
+/// A sample's labels, `(name, value)` in page order.
+pub type Labels = Vec<(String, String)>;
+
+/// One sample of a Prometheus text exposition: `name{labels} value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// A parsed `/metrics` page (the Prometheus text format, as prometheus-client
+/// writes it).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub text: String,
+}
+
+/// Parse `{k="v",...}` (with `\\`, `\"` and `\n` escapes) from the start of
+/// `s`; returns the labels and the rest after `}`.
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
+    let mut labels = Vec::new();
+    let mut rest = s.strip_prefix('{').ok_or("no {")?;
+    loop {
+        rest = rest.trim_start_matches(',');
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok((labels, r));
+        }
+        let (key, r) = rest.split_once("=\"").ok_or("no =\" after a label name")?;
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("bad label name {key:?}"));
+        }
+        let mut value = String::new();
+        let mut chars = r.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c @ ('\\' | '"'))) => value.push(c),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                Some((_, c)) => value.push(c),
+                None => return Err("unterminated label value".into()),
+            }
+        };
+        labels.push((key.to_owned(), value));
+        rest = &r[end + 1..];
+    }
+}
+
+impl Metrics {
+    /// Parse a page; panics (with the page) on a malformed line or a page
+    /// that does not end with `# EOF`.
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.last().copied(),
+            Some("# EOF"),
+            "an OpenMetrics page ends with # EOF:\n{text}"
+        );
+        for line in lines {
+            if line.starts_with('#') {
+                continue;
+            }
+            let parsed = (|| -> Result<Sample, String> {
+                let name_end = line.find(['{', ' ']).ok_or("no value")?;
+                let name = &line[..name_end];
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                {
+                    return Err(format!("bad metric name {name:?}"));
+                }
+                let (labels, rest) = if line[name_end..].starts_with('{') {
+                    parse_labels(&line[name_end..])?
+                } else {
+                    (Vec::new(), &line[name_end..])
+                };
+                // `value [timestamp]`: tcptrace's samples carry no timestamp.
+                let mut fields = rest.split_whitespace();
+                let value = fields.next().ok_or("no value")?;
+                if fields.next().is_some() {
+                    return Err("more than a value".into());
+                }
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    v => v.parse().map_err(|e| format!("value {v:?}: {e}"))?,
+                };
+                Ok(Sample {
+                    name: name.to_owned(),
+                    labels,
+                    value,
+                })
+            })();
+            match parsed {
+                Ok(s) => samples.push(s),
+                Err(why) => panic!("malformed metrics line ({why}): {line:?}\n{text}"),
+            }
+        }
+        Self {
+            samples,
+            text: text.to_owned(),
+        }
+    }
+
+    /// The samples of `name` whose labels include every one of `labels`.
+    #[must_use]
+    pub fn matching(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+            })
+            .collect()
+    }
+
+    /// The value of the one sample named `name` with exactly `labels`;
+    /// `None` when there is none, a panic when there are several.
+    #[must_use]
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found: Vec<&Sample> = self
+            .matching(name, labels)
+            .into_iter()
+            .filter(|s| s.labels.len() == labels.len())
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "several samples {name}{labels:?}:\n{}",
+            self.text
+        );
+        found.first().map(|s| s.value)
+    }
+
+    /// [`Metrics::get`], as an integer; panics (with the page) when absent or
+    /// not a whole number.
+    #[must_use]
+    pub fn int(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let v = self
+            .get(name, labels)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{}", self.text));
+        assert!(
+            v >= 0.0 && v.fract() == 0.0 && v < 9e15,
+            "{name}{labels:?} = {v}, not a count"
+        );
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked: a whole number from 0 to 9e15"
+        )]
+        let n = v as u64;
+        n
+    }
+
+    /// The `_bucket` samples of histogram `name` whose labels include
+    /// `labels`, as `(le, cumulative count)` in page order.
+    #[must_use]
+    pub fn buckets(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f64)> {
+        self.matching(&format!("{name}_bucket"), labels)
+            .into_iter()
+            .filter(|s| s.labels.len() == labels.len() + 1)
+            .map(|s| {
+                let le = s
+                    .labels
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .map_or_else(|| panic!("a bucket without le: {s:?}"), |(_, v)| v.clone());
+                (le, s.value)
+            })
+            .collect()
+    }
 }

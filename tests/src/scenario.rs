@@ -195,3 +195,77 @@ pub fn assert_active_close(t: &Trace, c: &Conn, family: &str, ip: &str) {
     assert_eq!(t.resets().count(), 0, "an orderly close sends no RST:\n{t}");
     assert_eq!(t.sockets().len(), 3, "only these three sockets:\n{t}");
 }
+
+/// How the clients of [`active_closes`] connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clients {
+    /// All at once, one thread each.
+    AtOnce,
+    /// One after the other, each closed before the next connects. (The
+    /// server still serves them concurrently.)
+    OneByOne,
+}
+
+/// `n` connections to one `tcptrace-peer server --connections n` on `addr`,
+/// from one `tcptrace-peer client --connections n`: each client sends the
+/// request and closes first; the server reads the request, reads EOF, waits
+/// `close_delay` (each connection in a thread of its own, so each close is
+/// `close_delay` after its own EOF) and closes, then closes its listener.
+/// Both processes have exited on return; returns the clients' local ports
+/// (distinct).
+///
+/// The clients end in TIME_WAIT (they closed first).
+#[must_use]
+pub fn active_closes(
+    lab: &Lab,
+    addr: &str,
+    n: usize,
+    close_delay: Duration,
+    clients: Clients,
+) -> Vec<u16> {
+    let count = n.to_string();
+    let delay = close_delay.as_millis().to_string();
+    let server = lab.server(&[
+        "--addr",
+        addr,
+        "--connections",
+        &count,
+        "--read-request",
+        "--wait-peer-close",
+        "--close-delay-ms",
+        &delay,
+        "--timeout-ms",
+        "20000",
+    ]);
+    let mut args = vec![
+        "--addr",
+        addr,
+        "--connections",
+        &count,
+        "--send",
+        "--timeout-ms",
+        "20000",
+    ];
+    if clients == Clients::OneByOne && n > 1 {
+        args.push("--one-by-one");
+    }
+    let client = lab.client(&args);
+    let lines = client.wait_success();
+    let mut ports: Vec<u16> = lines
+        .iter()
+        .filter(|l| l.starts_with("connected "))
+        .map(|l| local_port(l))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), n, "{n} distinct client ports: {lines:?}");
+    let closed = lines.iter().filter(|l| *l == "closed").count();
+    assert_eq!(closed, n, "every client closed: {lines:?}");
+    let lines = server.wait_success();
+    let eofs = lines.iter().filter(|l| *l == "peer-closed").count();
+    assert_eq!(
+        eofs, n,
+        "the server read EOF on every connection: {lines:?}"
+    );
+    ports
+}

@@ -9,17 +9,33 @@
 //! tcptrace-peer client --addr IP:PORT [--wait-go] [--expect-refused] [--send]
 //!                      [--read-reply] [--wait-peer-close] [--close-delay-ms N] [--linger0]
 //!                      [--send-bytes N]   (with --send: N bytes of 'x', not the request line)
+//!                      [--bind IP:PORT]   (bind there first, with SO_REUSEADDR)
+//!                      [--hold]           (once connected, wait for a line on stdin; not
+//!                                          with --wait-go)
 //! common:              [--timeout-ms N]   (every wait; default 10000)
+//!                      [--connections N]  (N connections at once, each in a thread, each
+//!                                          through every step; not with --bind or --hold)
+//!                      [--one-by-one]     (client, with --connections: one connection after
+//!                                          the other, each closed before the next)
+//! tcptrace-peer scrape http://IP:PORT/PATH [--timeout-ms N]
 //! ```
 //!
 //! Output lines, in order: `pid <pid>`, then for the server `ready <port>`,
 //! `accepted <peer>`, and for the client `connected <local>` (or `refused`),
 //! then one line per step (`request`, `unread`, `replied`, `reply`,
 //! `peer-closed` or `peer-reset`, `closed`), and `done` last. Errors go to
-//! stderr with exit status 1; bad usage exits 2.
+//! stderr with exit status 1; bad usage exits 2. With `--connections N` the
+//! lines of the N connections interleave (`done` is still last); a client
+//! whose `connect()` fails prints `connect-error <errno> <message>` before
+//! exiting 1.
 //!
-//! std only, except one `setsockopt(SO_LINGER)`: `TcpStream::set_linger` is
-//! still unstable.
+//! `scrape` is a minimal HTTP/1.1 GET (for tcptrace's `/metrics` inside a
+//! test's namespace): it prints the response body, and exits 0 only on
+//! `200 OK`; it prints no `pid` line.
+//!
+//! std only, except `setsockopt(SO_LINGER)` (`TcpStream::set_linger` is still
+//! unstable) and, for `--bind`, a socket made with libc (std cannot bind a
+//! socket before `connect()`).
 
 use std::{
     io::{self, BufRead as _, ErrorKind, Read as _, Write as _},
@@ -57,6 +73,14 @@ struct Opts {
     timeout: Duration,
     /// With `--send`: send this many bytes instead of [`REQUEST`].
     send_bytes: Option<usize>,
+    /// Client: bind here (with `SO_REUSEADDR`) before connecting.
+    bind: Option<SocketAddr>,
+    /// Client: once connected, wait for a line on stdin.
+    hold: bool,
+    /// How many connections, handled at once (one thread each).
+    connections: usize,
+    /// Client: make the connections one after the other.
+    one_by_one: bool,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -75,12 +99,13 @@ fn millis(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<Duratio
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let mut o = Opts {
         timeout: Duration::from_secs(10),
+        connections: 1,
         ..Opts::default()
     };
     o.server = match args.next().as_deref() {
         Some("server") => true,
         Some("client") => false,
-        other => return Err(format!("expected server or client, got {other:?}")),
+        other => return Err(format!("expected server, client or scrape, got {other:?}")),
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -107,11 +132,33 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                     .ok_or("--send-bytes needs a number of bytes from 1 to 1048576")?;
                 o.send_bytes = Some(n);
             }
+            "--bind" => {
+                let v = args.next().ok_or("--bind needs IP:PORT")?;
+                o.bind = Some(v.parse().map_err(|e| format!("--bind {v}: {e}"))?);
+            }
+            "--hold" => o.hold = true,
+            "--one-by-one" => o.one_by_one = true,
+            "--connections" => {
+                o.connections = args
+                    .next()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|&n| (1..=500).contains(&n))
+                    .ok_or("--connections needs a number from 1 to 500")?;
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if o.addr.is_none() {
         return Err("--addr is required".into());
+    }
+    if o.server && (o.bind.is_some() || o.hold || o.one_by_one) {
+        return Err("--bind, --hold and --one-by-one are client options".into());
+    }
+    if o.hold && o.wait_go {
+        return Err("--hold and --wait-go both read stdin: pick one".into());
+    }
+    if o.connections > 1 && (o.bind.is_some() || o.hold) {
+        return Err("--connections does not go with --bind or --hold".into());
     }
     Ok(o)
 }
@@ -266,38 +313,261 @@ fn converse(o: &Opts, s: &mut TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-fn server(o: &Opts, addr: SocketAddr) -> io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
-    say(&format!("ready {}", listener.local_addr()?.port()));
-    let (mut s, peer) = accept(&listener, o.timeout)?;
+/// One accepted connection, through every step, then closed.
+fn serve_one(o: &Opts, mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
     say(&format!("accepted {peer}"));
     converse(o, &mut s)?;
     drop(s);
     say("closed");
+    Ok(())
+}
+
+/// Run `f` once per connection, each in a thread of its own; the first error
+/// wins. Every thread ends by itself (every step has a timeout).
+fn each_in_a_thread<T: Send>(
+    items: Vec<T>,
+    f: impl Fn(T) -> io::Result<()> + Sync,
+) -> io::Result<()> {
+    thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|item| {
+                let f = &f;
+                scope.spawn(move || f(item))
+            })
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a connection thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+fn server(o: &Opts, addr: SocketAddr) -> io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    say(&format!("ready {}", listener.local_addr()?.port()));
+    if o.connections == 1 {
+        let (s, peer) = accept(&listener, o.timeout)?;
+        serve_one(o, s, peer)?;
+    } else {
+        // Each connection is served as soon as it is accepted, so that its
+        // steps (e.g. a close delay after EOF) do not wait for the others.
+        thread::scope(|scope| -> io::Result<()> {
+            let (tx, rx) = mpsc::channel::<io::Result<()>>();
+            let deadline = Instant::now() + o.timeout;
+            for _ in 0..o.connections {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let (s, peer) = accept(&listener, left)?;
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let _ = tx.send(serve_one(o, s, peer));
+                });
+            }
+            drop(tx);
+            // One result per connection: the channel ends when all are in.
+            rx.iter().collect::<io::Result<Vec<()>>>().map(drop)
+        })?;
+    }
     drop(listener);
     Ok(())
 }
 
-fn client(o: &Opts, addr: SocketAddr) -> io::Result<()> {
-    let mut s = match TcpStream::connect_timeout(&addr, o.timeout) {
+/// `socket()`, `SO_REUSEADDR`, `bind(local)`, `connect(addr)` (blocking: on
+/// loopback it succeeds or fails at once). Errors name the step.
+fn connect_from(local: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("small"),
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*v4.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in and
+                // suitably aligned for it.
+                unsafe { (&raw mut ss).cast::<libc::sockaddr_in>().write(sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::sa_family_t::try_from(libc::AF_INET6).expect("small"),
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: v6.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: v6.scope_id(),
+                };
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe { (&raw mut ss).cast::<libc::sockaddr_in6>().write(sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, libc::socklen_t::try_from(len).expect("small struct"))
+    }
+    let step = |what: &str, rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+        }
+    };
+    let family = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) has no memory preconditions.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let int_len = libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("small");
+    // SAFETY: a valid fd and a pointer to a live c_int of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            int_len,
+        )
+    };
+    step("setsockopt(SO_REUSEADDR)", rc)?;
+    let (ss, len) = sockaddr(local);
+    // SAFETY: a valid fd and a sockaddr of the length passed.
+    let rc = unsafe { libc::bind(fd, (&raw const ss).cast(), len) };
+    step(&format!("bind({local})"), rc)?;
+    let (ss, len) = sockaddr(addr);
+    // SAFETY: as above.
+    let rc = unsafe { libc::connect(fd, (&raw const ss).cast(), len) };
+    step(&format!("connect({addr})"), rc)?;
+    Ok(TcpStream::from(owned))
+}
+
+/// One client connection, through every step, then closed.
+fn client_one(o: &Opts, addr: SocketAddr) -> io::Result<()> {
+    let connected = match o.bind {
+        Some(local) => connect_from(local, addr),
+        None => TcpStream::connect_timeout(&addr, o.timeout),
+    };
+    let mut s = match connected {
         Ok(s) => s,
         Err(e) if o.expect_refused && e.kind() == ErrorKind::ConnectionRefused => {
             say("refused");
             return Ok(());
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            say(&format!(
+                "connect-error {} {e}",
+                e.raw_os_error().unwrap_or_default()
+            ));
+            return Err(e);
+        }
     };
     if o.expect_refused {
         return Err(io::Error::other("connected, but expected a refusal"));
     }
     say(&format!("connected {}", s.local_addr()?));
+    if o.hold {
+        wait_go(o.timeout)?;
+        say("go");
+    }
     converse(o, &mut s)?;
     drop(s);
     say("closed");
     Ok(())
 }
 
+fn client(o: &Opts, addr: SocketAddr) -> io::Result<()> {
+    if o.connections == 1 {
+        client_one(o, addr)
+    } else if o.one_by_one {
+        (0..o.connections).try_for_each(|_| client_one(o, addr))
+    } else {
+        each_in_a_thread(vec![addr; o.connections], |a| client_one(o, a))
+    }
+}
+
+/// `GET` `url` (`http://IP:PORT/PATH`) over HTTP/1.1; prints the body.
+fn scrape(mut args: impl Iterator<Item = String>) -> ExitCode {
+    let Some(url) = args.next() else {
+        return usage("scrape needs a URL");
+    };
+    let mut timeout = Duration::from_secs(10);
+    while let Some(arg) = args.next() {
+        if arg != "--timeout-ms" {
+            return usage(&format!("unknown argument {arg}"));
+        }
+        match millis(&mut args, "--timeout-ms") {
+            Ok(t) => timeout = t,
+            Err(e) => return usage(&e),
+        }
+    }
+    let Some((host, path)) = url
+        .strip_prefix("http://")
+        .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+    else {
+        return usage(&format!("{url}: expected http://IP:PORT/PATH"));
+    };
+    let Ok(addr) = host.parse::<SocketAddr>() else {
+        return usage(&format!("{url}: expected a numeric IP:PORT"));
+    };
+    let get = || -> io::Result<(String, String)> {
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())?;
+        // The server closes after its response: read to EOF, bounded in size.
+        let mut resp = Vec::new();
+        s.take(16 << 20).read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| io::Error::other(format!("no end of headers in {text:?}")))?;
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        Ok((status, body.to_owned()))
+    };
+    match get() {
+        Ok((status, body)) => {
+            print!("{body}");
+            let _ = io::stdout().flush();
+            if status.split_whitespace().nth(1) == Some("200") {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("tcptrace-peer: GET {url}: {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("tcptrace-peer: GET {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("scrape") {
+        return scrape(std::env::args().skip(2));
+    }
     let o = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(msg) => return usage(&msg),

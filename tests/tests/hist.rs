@@ -1,0 +1,760 @@
+//! `--hist`: dwell histograms of real connections (counts, percentiles,
+//! buckets), the TIME_WAIT population followed through `sock_diag` (entries,
+//! predicted expiry, sockets killed early by port reuse), the Prometheus
+//! `/metrics` page against the JSON reports, `--by lport`, and bad flags.
+//!
+//! tcptrace runs inside each test's network namespace (`ip netns exec`):
+//! timewait sockets are polled through `sock_diag`, which only sees
+//! tcptrace's own namespace, and a `--prometheus` listener is scraped from
+//! inside it too. The kernel histograms are global (tracepoints are), so the
+//! runs are limited with `--port`, or the assertions pick groups by port.
+//!
+//! The clients of the tests with exact counts connect one by one (the server
+//! still serves them concurrently): when two CPUs create the same histogram
+//! key at once, the kernel side loses one value (a tracer bug, reproduced by
+//! the ignored `hist_is_exact_under_concurrent_connections`).
+//!
+//! Needs root, and the tests share kernel state: run with `--test-threads=1`,
+//! e.g. `sudo cargo xtask test`, or
+//! `cargo build -p tcptrace && cargo test -p integration-tests -- --test-threads=1`.
+
+use std::{
+    net::TcpListener,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    EXIT_TIMEOUT, HistReport, HistTracer, Lab, Metrics, READY, lab, require_root, run_bounded,
+    scenario::{CLOSE_DELAY, Clients, DWELL_CEILING, active_closes},
+    tracer_bin,
+};
+
+/// TIME_WAIT's timer (`TCP_TIMEWAIT_LEN`).
+const TIMEWAIT_LEN: Duration = Duration::from_mins(1);
+/// How long a test waits for the report it expects (reports come every
+/// second; timewait sockets are polled every second).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
+/// `net.ipv4.tcp_tw_reuse_delay`'s default: a TIME_WAIT socket can be reused
+/// once its last timestamp is this old.
+const TW_REUSE_DELAY: Duration = Duration::from_secs(1);
+
+/// Wait (bounded) until `ss` lists `n` sockets in `state` matching `filter`
+/// in the lab's namespace; panics with what it saw otherwise.
+fn wait_ss(lab: &Lab, state: &str, filter: &[&str], n: usize) {
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = lab.ss_count(state, filter);
+        if seen == n {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("expected {n} sockets in {state} ({filter:?}), ss shows {seen}");
+}
+
+/// The report after which the tracker's counts have not moved for a whole
+/// report interval: the last of two consecutive reports satisfying `ok` with
+/// the same counts. Bounded by [`REPORT_TIMEOUT`].
+fn stable_report(tracer: &HistTracer, ok: impl Fn(&HistReport) -> bool) -> HistReport {
+    let key = |r: &HistReport| {
+        let t = &r.timewait;
+        (
+            t.entered(),
+            t.live_time_wait(),
+            t.live_fin_wait2_orphans(),
+            t.expired(),
+            t.killed_early(),
+            t.never_seen(),
+        )
+    };
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    loop {
+        let reports = tracer.reports();
+        if let [.., a, b] = reports.as_slice()
+            && ok(a)
+            && ok(b)
+            && key(a) == key(b)
+        {
+            return b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two consecutive reports as expected within {REPORT_TIMEOUT:?}; last:\n{}\n\
+             stderr:\n{}",
+            reports
+                .last()
+                .map_or_else(|| "(none)".to_owned(), ToString::to_string),
+            tracer.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Test 1: 50 connections (the clients one by one, served concurrently)
+/// whose server closes each 200 ms after reading its EOF. The final report of a run ended by `-d` counts every one of them in
+/// each state they went through; CLOSE_WAIT's p50 is 200 ms within the
+/// buckets' resolution, and no CLOSE_WAIT was shorter than the delay.
+#[test]
+fn close_wait_p50_matches_a_200ms_close() {
+    const CONNECTIONS: usize = 50;
+    const N: u64 = CONNECTIONS as u64;
+    const RUN: Duration = Duration::from_secs(8);
+    let lab = lab!();
+    let run_secs = RUN.as_secs().to_string();
+    let tracer = HistTracer::start(
+        &lab.ns,
+        &["--json", "-i", "1", "-d", &run_secs, "--port", "29501"],
+    );
+    let started = Instant::now();
+    let _ = active_closes(
+        &lab,
+        "127.0.0.1:29501",
+        CONNECTIONS,
+        CLOSE_DELAY,
+        Clients::OneByOne,
+    );
+    let traffic = started.elapsed();
+    assert!(
+        traffic + Duration::from_secs(1) < RUN,
+        "the connections took {traffic:?}: too close to the end of the {RUN:?} run"
+    );
+    let run = tracer.wait_end(RUN + EXIT_TIMEOUT);
+    run.assert_clean_exit();
+    assert!(
+        run.reports().len() >= 2,
+        "interval reports every second, then the final one:\n{run}"
+    );
+    let r = run.final_report();
+    // Not checked here: that each max lies in its highest bucket (see
+    // hist_is_exact_under_concurrent_connections, a tracer bug).
+    for h in &r.hists {
+        assert!(h.by().is_none() && h.group().is_none(), "no --by: {h}");
+    }
+
+    let cw = r
+        .hist("CLOSE_WAIT")
+        .unwrap_or_else(|| panic!("no CLOSE_WAIT histogram:\n{r}"));
+    assert_eq!(cw.count(), N, "every server socket closed once:\n{r}");
+    let p50 = cw.p50().expect("a non-empty histogram has percentiles");
+    let (lo, hi) = (CLOSE_DELAY * 4 / 5, CLOSE_DELAY * 6 / 5);
+    assert!(
+        p50 >= lo && p50 <= hi,
+        "CLOSE_WAIT p50 {p50:?}, expected {CLOSE_DELAY:?} +-20%:\n{r}"
+    );
+    let (_, p90, p99) = cw.percentiles().expect("non-empty");
+    assert!(
+        cw.max_ns() >= p99 && p99 >= p90,
+        "max >= p99 >= p90 >= p50: {cw}"
+    );
+    // Every close came at least CLOSE_DELAY after its EOF.
+    let delay_ns = u64::try_from(CLOSE_DELAY.as_nanos()).expect("small");
+    for b in cw.buckets() {
+        assert!(
+            b.hi_ns > delay_ns,
+            "a CLOSE_WAIT shorter than {CLOSE_DELAY:?} in bucket {b:?}: {cw}"
+        );
+    }
+    assert!(
+        cw.max_ns() < u64::try_from(DWELL_CEILING.as_nanos()).expect("small"),
+        "{cw}"
+    );
+
+    let syn_sent = r
+        .hist("SYN_SENT")
+        .unwrap_or_else(|| panic!("no SYN_SENT (connect latency) histogram:\n{r}"));
+    assert!(syn_sent.count() > 0, "{syn_sent}");
+    assert_eq!(syn_sent.count(), N, "one connect per client:\n{r}");
+    // Every state both ends went through, once per connection (ESTABLISHED
+    // twice: client and server child); the listener once.
+    for (state, n) in [
+        ("SYN_RECV", N),
+        ("ESTABLISHED", 2 * N),
+        ("FIN_WAIT1", N),
+        ("FIN_WAIT2", N),
+        ("LAST_ACK", N),
+        ("LISTEN", 1),
+    ] {
+        assert_eq!(r.count(state), n, "{state}:\n{r}");
+    }
+    // The clients closed first: each entered TIME_WAIT, and is still there
+    // (60 s) at the end of the run.
+    let tw = &r.timewait;
+    assert_eq!(tw.entered(), N, "{r}");
+    assert_eq!(tw.live_time_wait(), N, "{r}");
+    assert_eq!(
+        (tw.expired(), tw.killed_early(), tw.never_seen()),
+        (0, 0, 0),
+        "{r}"
+    );
+    assert_eq!(r.count("TIME_WAIT"), 0, "none completed yet:\n{r}");
+}
+
+/// Test 1b: every dwell is counted and `max_ns` is exact (so it lies in the
+/// highest non-empty bucket), whatever the concurrency: each round is a fresh
+/// tracer (fresh maps) and 50 connections at once.
+#[test]
+fn hist_is_exact_under_concurrent_connections() {
+    const ROUNDS: usize = 40;
+    let lab = lab!();
+    for round in 0..ROUNDS {
+        let tracer = HistTracer::start(&lab.ns, &["--json", "-i", "10", "--port", "29561"]);
+        let _ = active_closes(&lab, "127.0.0.1:29561", 50, Duration::ZERO, Clients::AtOnce);
+        let run = tracer.stop();
+        run.assert_clean_exit();
+        let r = run.final_report();
+        for (state, n) in [
+            ("SYN_SENT", 50),
+            ("SYN_RECV", 50),
+            ("ESTABLISHED", 100),
+            ("FIN_WAIT1", 50),
+            ("FIN_WAIT2", 50),
+            ("CLOSE_WAIT", 50),
+            ("LAST_ACK", 50),
+        ] {
+            assert_eq!(r.count(state), n, "round {round}, {state}:\n{r}");
+        }
+        for h in &r.hists {
+            h.assert_max_in_last_bucket();
+        }
+    }
+}
+
+/// Test 2: 20 active closes by clients. The tracker counts each entry into
+/// TIME_WAIT, sees all 20 alive (as `ss` does) with a predicted dwell of
+/// 60 s, and `/metrics` (scraped from inside the namespace) agrees with the
+/// JSON report.
+#[test]
+fn timewait_population_and_predicted_expiry() {
+    const METRICS: &str = "127.0.0.1:29519";
+    const N: usize = 20;
+    let n = N as u64;
+    let lab = lab!();
+    let tracer = HistTracer::start(
+        &lab.ns,
+        &[
+            "--json",
+            "-i",
+            "1",
+            "--port",
+            "29511",
+            "--prometheus",
+            METRICS,
+        ],
+    );
+    let stderr = tracer.stderr();
+    let serving = stderr.lines().position(|l| {
+        l == format!("tcptrace: serving Prometheus metrics on http://{METRICS}/metrics")
+    });
+    let ready = stderr.lines().position(|l| l.starts_with(READY));
+    assert!(
+        matches!((serving, ready), (Some(s), Some(r)) if s < r),
+        "the metrics address, then the ready line:\n{stderr}"
+    );
+
+    let _ = active_closes(
+        &lab,
+        "127.0.0.1:29511",
+        N,
+        Duration::ZERO,
+        Clients::OneByOne,
+    );
+    wait_ss(&lab, "time-wait", &["dport", "=", ":29511"], N);
+
+    let r = stable_report(&tracer, |r| {
+        r.timewait.entered() == n && r.timewait.live_time_wait() == n
+    });
+    let tw = &r.timewait;
+    assert_eq!(
+        (tw.expired(), tw.killed_early(), tw.never_seen()),
+        (0, 0, 0),
+        "{r}"
+    );
+    assert_eq!(tw.live_fin_wait2_orphans(), 0, "{r}");
+    let (count, min, max) = tw.predicted();
+    assert_eq!(count, n, "a predicted dwell for every live one:\n{r}");
+    for d in [min, max] {
+        let d = d.expect("count > 0");
+        assert!(
+            d.abs_diff(TIMEWAIT_LEN) <= Duration::from_secs(1),
+            "predicted TIME_WAIT dwell {d:?}, the kernel timer is {TIMEWAIT_LEN:?}:\n{r}"
+        );
+    }
+    assert_eq!(lab.ss_count("time-wait", &["dport", "=", ":29511"]), N);
+    let json_close_wait = r.count("CLOSE_WAIT");
+    assert_eq!(json_close_wait, n, "{r}");
+    assert_eq!(r.count("TIME_WAIT"), 0, "none completed yet:\n{r}");
+
+    let m = Metrics::parse(&lab.http_get(METRICS, "/metrics"));
+    assert_population_metrics(&m, n, json_close_wait);
+
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let fin = run.final_report();
+    assert_eq!(
+        fin.timewait.live_time_wait(),
+        n,
+        "still within 60 s:\n{fin}"
+    );
+    assert_eq!(fin.timewait.entered(), n, "{fin}");
+}
+
+/// `/metrics` after [`timewait_population_and_predicted_expiry`]'s `n`
+/// active closes, when the JSON report counts `json_close_wait` CLOSE_WAIT
+/// dwells.
+fn assert_population_metrics(m: &Metrics, n: u64, json_close_wait: u64) {
+    assert_eq!(m.int("tcptrace_sockets", &[("state", "TIME_WAIT")]), n);
+    assert_eq!(
+        m.int("tcptrace_sockets", &[("state", "FIN_WAIT2_ORPHAN")]),
+        0
+    );
+    assert_eq!(
+        m.int("tcptrace_sockets", &[("state", "CLOSE_WAIT")]),
+        0,
+        "every server socket closed"
+    );
+    for (event, want) in [
+        ("entered", n),
+        ("expired", 0),
+        ("killed_early", 0),
+        ("never_seen", 0),
+    ] {
+        assert_eq!(
+            m.int("tcptrace_timewait_sockets_total", &[("event", event)]),
+            want,
+            "{event}:\n{}",
+            m.text
+        );
+    }
+    assert_eq!(
+        m.int(
+            "tcptrace_transitions_total",
+            &[("from", "ESTABLISHED"), ("to", "CLOSE_WAIT")]
+        ),
+        n
+    );
+    let cw = [("state", "CLOSE_WAIT")];
+    assert_eq!(
+        m.int("tcptrace_state_dwell_seconds_count", &cw),
+        json_close_wait,
+        "/metrics and the JSON report count the same CLOSE_WAITs"
+    );
+    let buckets = m.buckets("tcptrace_state_dwell_seconds", &cw);
+    assert_eq!(
+        buckets.last().map(|b| b.0.as_str()),
+        Some("+Inf"),
+        "le=\"+Inf\" last: {buckets:?}"
+    );
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative buckets: {buckets:?}"
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a small count")]
+    let total = json_close_wait as f64;
+    assert!(
+        (buckets.last().map_or(-1.0, |b| b.1) - total).abs() < f64::EPSILON,
+        "+Inf holds them all: {buckets:?}"
+    );
+    assert!(m.get("tcptrace_state_dwell_seconds_sum", &cw).is_some());
+    for reason in ["ringbuf_full", "socket_map_eviction"] {
+        assert_eq!(
+            m.int("tcptrace_lost_events_total", &[("reason", reason)]),
+            0
+        );
+    }
+    assert!(
+        m.matching("tcptrace_resets_total", &[]).is_empty(),
+        "an orderly close sends no RST:\n{}",
+        m.text
+    );
+}
+
+/// A client bound to `bind` (`SO_REUSEADDR`) that connects to `addr`, sends
+/// the request and closes (`extra`: more client flags); returns once it is
+/// connected, and panics with the kernel's refusal if `connect()` failed.
+fn connect_from(lab: &Lab, addr: &str, bind: &str, extra: &[&str]) -> integration_tests::Peer {
+    let mut args = vec!["--addr", addr, "--bind", bind, "--send"];
+    args.extend_from_slice(extra);
+    let mut c = lab.client(&args);
+    let line = c.wait_line("connect");
+    assert!(
+        line == format!("connected {bind}"),
+        "connect from {bind} (SO_REUSEADDR) to {addr}: {line}"
+    );
+    c
+}
+
+/// The first half of the reuse tests: a TIME_WAIT socket `bind` -> `addr`,
+/// seen alive by the tracker, old enough to be reused. Returns the server
+/// (waiting for a second connection) and when the socket entered TIME_WAIT.
+fn timewait_on(
+    lab: &Lab,
+    tracer: &HistTracer,
+    addr: &str,
+    bind: &str,
+) -> (integration_tests::Peer, Instant) {
+    lab.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    let server = lab.server(&[
+        "--addr",
+        addr,
+        "--connections",
+        "2",
+        "--read-request",
+        "--wait-peer-close",
+        "--timeout-ms",
+        "20000",
+    ]);
+    let first = connect_from(lab, addr, bind, &[]);
+    let closed_at = Instant::now();
+    let lines = first.wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
+    let sport = format!(":{}", integration_tests::scenario::port_of(bind));
+    wait_ss(lab, "time-wait", &["sport", "=", &sport], 1);
+    let seen = tracer.wait_for_report(REPORT_TIMEOUT, |r| {
+        r.timewait.entered() == 1 && r.timewait.live_time_wait() == 1
+    });
+    assert!(
+        seen.is_some(),
+        "the tracker never saw the TIME_WAIT socket alive; last report:\n{}",
+        tracer
+            .last_report()
+            .map_or_else(|| "(none)".to_owned(), |r| r.to_string())
+    );
+    // A TIME_WAIT socket is reused once its last timestamp is older than
+    // tcp_tw_reuse_delay.
+    let reusable = closed_at + TW_REUSE_DELAY + Duration::from_millis(500);
+    thread::sleep(reusable.saturating_duration_since(Instant::now()));
+    (server, closed_at)
+}
+
+/// Test 3: a second connection from the same port to the same server reuses
+/// the TIME_WAIT socket (`tcp_tw_reuse`). The tracker, which only polls,
+/// sees it vanish long before its timer: killed early, not expired, with a
+/// completed TIME_WAIT dwell of about the time before the reuse. `/metrics`
+/// agrees. The new connection's own close is a new TIME_WAIT life.
+#[test]
+fn timewait_killed_early_by_reuse() {
+    const METRICS: &str = "127.0.0.1:29529";
+    let addr = "127.0.0.1:29521";
+    let bind = "127.0.0.1:29528";
+    let lab = lab!();
+    let tracer = HistTracer::start(
+        &lab.ns,
+        &[
+            "--json",
+            "-i",
+            "1",
+            "--port",
+            "29521",
+            "--prometheus",
+            METRICS,
+        ],
+    );
+    let (server, closed_at) = timewait_on(&lab, &tracer, addr, bind);
+    let lived = closed_at.elapsed();
+    // Held open: the reused tuple is ESTABLISHED, not a timewait socket.
+    let mut second = connect_from(&lab, addr, bind, &["--hold"]);
+    assert_eq!(
+        lab.ss_count("time-wait", &["sport", "=", ":29528"]),
+        0,
+        "the kernel reused (killed) the TIME_WAIT socket"
+    );
+    let r = tracer
+        .wait_for_report(REPORT_TIMEOUT, |r| r.timewait.killed_early() >= 1)
+        .unwrap_or_else(|| {
+            panic!(
+                "the reused TIME_WAIT socket was not reported killed early within \
+                 {REPORT_TIMEOUT:?}; last report:\n{}",
+                tracer
+                    .last_report()
+                    .map_or_else(|| "(none)".to_owned(), |r| r.to_string())
+            )
+        });
+    let tw = &r.timewait;
+    assert_eq!(tw.killed_early(), 1, "{r}");
+    assert_eq!((tw.expired(), tw.never_seen()), (0, 0), "{r}");
+    assert_eq!((tw.entered(), tw.live_time_wait()), (1, 0), "{r}");
+    let done = r
+        .hist("TIME_WAIT")
+        .unwrap_or_else(|| panic!("no TIME_WAIT histogram:\n{r}"));
+    assert_eq!(done.count(), 1, "one completed TIME_WAIT:\n{r}");
+    // Its end is known to a poll interval (the midpoint is reported), its
+    // start to the timer's jiffies.
+    let dwell = Duration::from_nanos(done.max_ns());
+    let slack = Duration::from_millis(1500);
+    assert!(
+        dwell + slack >= lived && dwell <= lived + slack,
+        "the TIME_WAIT lasted about {lived:?}, until the reuse; reported {dwell:?}:\n{r}"
+    );
+
+    let m = Metrics::parse(&lab.http_get(METRICS, "/metrics"));
+    let event = |e: &str| m.int("tcptrace_timewait_sockets_total", &[("event", e)]);
+    assert_eq!(event("killed_early"), 1, "{}", m.text);
+    assert_eq!(event("expired"), 0, "{}", m.text);
+    assert_eq!(event("entered"), 1, "{}", m.text);
+    assert_eq!(m.int("tcptrace_sockets", &[("state", "TIME_WAIT")]), 0);
+    assert_eq!(
+        m.int(
+            "tcptrace_state_dwell_seconds_count",
+            &[("state", "TIME_WAIT")]
+        ),
+        1
+    );
+
+    // The new connection closes first too: a new TIME_WAIT on the same tuple.
+    second.go();
+    let lines = second.wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
+    server.wait_success();
+    let r = stable_report(&tracer, |r| r.timewait.entered() == 2);
+    let tw = &r.timewait;
+    assert_eq!(tw.live_time_wait(), 1, "{r}");
+    assert_eq!((tw.killed_early(), tw.expired()), (1, 0), "{r}");
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    assert_eq!(run.final_report().timewait.killed_early(), 1);
+}
+
+/// Test 3b: the same reuse, but the new connection closes at once, so the
+/// tuple is back in TIME_WAIT before the next poll. The kernel's entry event
+/// for the new life proves the old one ended: it was killed early.
+#[test]
+fn timewait_reused_and_closed_within_a_poll_is_killed_early() {
+    let addr = "127.0.0.1:29531";
+    let bind = "127.0.0.1:29538";
+    let lab = lab!();
+    let tracer = HistTracer::start(&lab.ns, &["--json", "-i", "1", "--port", "29531"]);
+    let (server, _) = timewait_on(&lab, &tracer, addr, bind);
+    let second = connect_from(&lab, addr, bind, &[]);
+    let lines = second.wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
+    server.wait_success();
+    wait_ss(&lab, "time-wait", &["sport", "=", ":29538"], 1);
+    let r = stable_report(&tracer, |r| r.timewait.entered() == 2);
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let tw = &r.timewait;
+    assert_eq!(tw.live_time_wait(), 1, "{r}");
+    assert_eq!(
+        (tw.killed_early(), tw.expired(), tw.never_seen()),
+        (1, 0, 0),
+        "the first TIME_WAIT life ended at the reuse:\n{r}"
+    );
+    assert_eq!(r.count("TIME_WAIT"), 1, "its dwell is recorded:\n{r}");
+}
+
+/// Test 3c: tcptrace follows timewait sockets of its own namespace only.
+/// Active closes in another namespace are not entries it could ever see, so
+/// they are neither counted as entered nor reported as "never seen".
+#[test]
+#[ignore = "known limit: the FIN_WAIT2/CLOSING -> CLOSE entry events are global while \
+            the sock_diag polls see tcptrace's namespace only. tcptrace drops entries whose \
+            owner process lives in another namespace, but a client that has exited before its \
+            entry is drained cannot be placed. Fix: read the socket's netns in the kernel \
+            (sk->__sk_common.skc_net, offsets from BTF). Run with --ignored to see it."]
+fn timewait_counts_only_its_own_namespace() {
+    let here = lab!();
+    let elsewhere = lab!();
+    let tracer = HistTracer::start(&here.ns, &["--json", "-i", "1", "--port", "29541"]);
+    let _ = active_closes(
+        &elsewhere,
+        "127.0.0.1:29541",
+        3,
+        Duration::ZERO,
+        Clients::AtOnce,
+    );
+    wait_ss(&elsewhere, "time-wait", &["dport", "=", ":29541"], 3);
+    // Two polls of grace for an entry to show up, then one more.
+    thread::sleep(Duration::from_secs(3));
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let r = run.final_report();
+    assert_eq!(
+        r.count("CLOSE_WAIT"),
+        3,
+        "the kernel histograms are global:\n{r}"
+    );
+    let tw = &r.timewait;
+    assert_eq!(
+        (tw.entered(), tw.never_seen(), tw.live_time_wait()),
+        (0, 0, 0),
+        "TIME_WAIT sockets of another namespace:\n{r}"
+    );
+}
+
+/// Test 4a: bad `--hist` flags are usage errors (exit 2) that say what is
+/// wrong, before anything is loaded.
+#[test]
+fn hist_flag_errors_exit_2() {
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--hist", "--by", "pid"],
+            &["pid", "lport, rport, raddr, comm"],
+        ),
+        (&["--hist", "-i", "0"], &["greater than zero"]),
+        (&["--by", "lport"], &["--hist"]),
+        (&["--prometheus", "9464"], &["--hist"]),
+    ];
+    for (args, says) in cases {
+        let out = run_bounded(
+            Command::new(tracer_bin()).args(args),
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "tcptrace {args:?}: {err}");
+        for s in says {
+            assert!(err.contains(s), "tcptrace {args:?} must say {s:?}: {err}");
+        }
+        assert!(
+            out.stdout.is_empty(),
+            "tcptrace {args:?}: nothing on stdout"
+        );
+    }
+}
+
+/// Test 4b: a `--prometheus` port already in use is a start-up error, exit
+/// status 1, that names the address (in both spellings), without a panic and
+/// before tracing.
+#[test]
+fn busy_prometheus_port_exits_1() {
+    require_root();
+    let busy = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let port = busy.local_addr().expect("bound").port();
+    for spelling in [format!("127.0.0.1:{port}"), port.to_string()] {
+        let out = run_bounded(
+            Command::new(tracer_bin()).args([
+                "--hist",
+                "--prometheus",
+                &spelling,
+                "--port",
+                "29549",
+                "-d",
+                "5",
+            ]),
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--prometheus {spelling}: {err}");
+        assert!(
+            err.contains(&format!("--prometheus 127.0.0.1:{port}"))
+                && err.contains("cannot listen"),
+            "--prometheus {spelling}: {err}"
+        );
+        assert!(err.starts_with("tcptrace: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains(READY), "it never traced: {err}");
+        assert!(out.stdout.is_empty(), "{err}");
+    }
+    drop(busy);
+}
+
+/// Test 5: `--by lport` splits every kernel histogram by local port: the
+/// server side (listener, children) under each server's port with its own
+/// connection count, the client side under each client's own port; the
+/// timewait histograms stay whole. `/metrics` carries the split as an
+/// `lport` label.
+#[test]
+fn by_lport_splits_histograms() {
+    const METRICS: &str = "127.0.0.1:29559";
+    let (p1, p2) = ("29551", "29552");
+    let lab = lab!();
+    // No --port: one filter cannot take both servers. Groups are picked by
+    // port instead.
+    let tracer = HistTracer::start(
+        &lab.ns,
+        &[
+            "--json",
+            "-i",
+            "1",
+            "--by",
+            "lport",
+            "--prometheus",
+            METRICS,
+        ],
+    );
+    let mut clients = active_closes(
+        &lab,
+        "127.0.0.1:29551",
+        3,
+        Duration::ZERO,
+        Clients::OneByOne,
+    );
+    clients.extend(active_closes(
+        &lab,
+        "127.0.0.1:29552",
+        2,
+        Duration::ZERO,
+        Clients::OneByOne,
+    ));
+    let done = |r: &HistReport| {
+        let g = r.groups("LISTEN");
+        g.contains_key(p1) && g.contains_key(p2)
+    };
+    let settled = tracer.wait_for_report(REPORT_TIMEOUT, done);
+    assert!(settled.is_some(), "no report with both listeners closed");
+    let m = Metrics::parse(&lab.http_get(METRICS, "/metrics"));
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let r = run.final_report();
+
+    for h in &r.hists {
+        if matches!(h.state(), "TIME_WAIT" | "FIN_WAIT2_ORPHAN") {
+            assert!(h.by().is_none() && h.group().is_none(), "not split: {h}");
+        } else {
+            assert_eq!(h.by(), Some("lport"), "{h}");
+            let g = h.group().unwrap_or_default();
+            assert!(g.parse::<u16>().is_ok(), "a port number as the group: {h}");
+        }
+    }
+    for (state, n1, n2) in [
+        ("LISTEN", 1, 1),
+        ("SYN_RECV", 3, 2),
+        ("ESTABLISHED", 3, 2),
+        ("CLOSE_WAIT", 3, 2),
+        ("LAST_ACK", 3, 2),
+    ] {
+        let g = r.groups(state);
+        let count = |p: &str| g.get(p).map_or(0, |h| h.count());
+        assert_eq!(
+            (count(p1), count(p2)),
+            (n1, n2),
+            "{state} by server port:\n{r}"
+        );
+        assert_eq!(
+            m.int(
+                "tcptrace_state_dwell_seconds_count",
+                &[("state", state), ("lport", p1)]
+            ),
+            n1,
+            "{state} lport={p1} in /metrics:\n{}",
+            m.text
+        );
+    }
+    // The client side: one group per client port, never a server's.
+    for state in ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"] {
+        let g = r.groups(state);
+        for c in &clients {
+            let h = g
+                .get(&c.to_string())
+                .unwrap_or_else(|| panic!("no {state} group for client port {c}:\n{r}"));
+            assert_eq!(h.count(), 1, "{h}");
+        }
+    }
+    for state in ["SYN_SENT", "FIN_WAIT1", "FIN_WAIT2"] {
+        let g = r.groups(state);
+        assert!(
+            !g.contains_key(p1) && !g.contains_key(p2),
+            "{state} is a client state:\n{r}"
+        );
+    }
+    for state in ["CLOSE_WAIT", "LAST_ACK", "SYN_RECV", "LISTEN"] {
+        let g = r.groups(state);
+        for c in &clients {
+            assert!(
+                !g.contains_key(&c.to_string()),
+                "{state} is a server state:\n{r}"
+            );
+        }
+    }
+}
