@@ -20,10 +20,7 @@ use aya::{
 };
 use bytes::BytesMut;
 use tcptrace_common::{Config, HistBy, HistKey, TcpState};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    time::{MissedTickBehavior, interval, interval_at},
-};
+use tokio::time::{MissedTickBehavior, interval, interval_at};
 
 use crate::{
     cli::Cli,
@@ -145,13 +142,6 @@ pub fn timewait_overflow() -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
-            + u64::try_from(t.tv_nsec()).unwrap_or(0)
-    })
-}
-
 struct State {
     opts: HistOptions,
     json: bool,
@@ -234,7 +224,8 @@ impl State {
                     };
                     self.filters.accepts(family, s.lport, s.rport)
                 });
-                self.tw.on_poll(monotonic_ns(), TW_POLL, &socks);
+                self.tw
+                    .on_poll(crate::output::monotonic_ns(), TW_POLL, &socks);
             }
             Err(e) => log::warn!("sock_diag poll of timewait sockets: {e}"),
         }
@@ -425,14 +416,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         metrics::serve(addr, Arc::clone(&snapshot)).await?;
         eprintln!("tcptrace: serving Prometheus metrics on http://{addr}/metrics");
     }
-    let ring = ebpf
-        .take_map("EVENTS")
-        .context("the eBPF object has no EVENTS map")?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    // SAFETY: the RingBuf owns the map fd, which stays open and refers to the
-    // same ring buffer until the AsyncFd (and the RingBuf in it) is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the event loop: {e}"))?;
+    let mut ring = crate::stream::take_ring(&mut ebpf)?;
     let mut filters = Config::default();
     crate::filter::apply_kernel_filters(cli, &mut filters);
     let mut state = State {

@@ -23,10 +23,7 @@ use bytes::BytesMut;
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, OwnerSource, SockInfo, StackRef, TcpState,
 };
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    time::{MissedTickBehavior, interval_at},
-};
+use tokio::time::{MissedTickBehavior, interval_at};
 
 use crate::{
     cli::Cli,
@@ -49,7 +46,7 @@ pub struct LeakOptions {
     pub interval: Duration,
 }
 
-type Tuple = (IpAddr, u16, IpAddr, u16);
+use crate::sockdiag::{Tuple, canonical_tuple};
 
 fn tuple(a: &Addrs) -> Option<Tuple> {
     let ip = |b: &[u8; 16]| match a.family {
@@ -58,26 +55,6 @@ fn tuple(a: &Addrs) -> Option<Tuple> {
         _ => None,
     };
     Some((ip(&a.saddr)?, a.sport, ip(&a.daddr)?, a.dport))
-}
-
-/// sock_diag reports v4 sockets on v6 listeners as v4-mapped; the tracepoint
-/// too. Compare them in one form.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
-fn canonical_tuple(t: Tuple) -> Tuple {
-    (canonical(t.0), t.1, canonical(t.2), t.3)
-}
-
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
-            + u64::try_from(t.tv_nsec()).unwrap_or(0)
-    })
 }
 
 /// What the runtime keeps between reports.
@@ -147,7 +124,7 @@ fn kernel_sockets(ebpf: &Ebpf, now: u64, min_age_ns: u64) -> anyhow::Result<Vec<
 impl State<'_> {
     /// Collect the sockets to report now.
     fn collect(&mut self, ebpf: &Ebpf) -> anyhow::Result<Vec<LeakSocket>> {
-        let now = monotonic_ns();
+        let now = crate::output::monotonic_ns();
         let min_age_ns = u64::try_from(self.opts.min_age.as_nanos()).unwrap_or(u64::MAX);
 
         let kernel = kernel_sockets(ebpf, now, min_age_ns)?;
@@ -348,7 +325,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
         mut logger,
         ..
     } = tracer;
-    let start_ns = monotonic_ns();
+    let start_ns = crate::output::monotonic_ns();
     let seeded = sockdiag::dump(&[TcpState::CloseWait])
         .inspect_err(|e| {
             log::warn!("sock_diag at start-up (sockets older than tcptrace will be missed): {e}");
@@ -358,14 +335,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
         .filter(|d| d.inode != 0)
         .map(|d| d.inode)
         .collect();
-    let ring = ebpf
-        .take_map("EVENTS")
-        .context("the eBPF object has no EVENTS map")?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    // SAFETY: the RingBuf owns the map fd, which stays open and refers to the
-    // same ring buffer until the AsyncFd (and the RingBuf in it) is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the event loop: {e}"))?;
+    let mut ring = crate::stream::take_ring(&mut ebpf)?;
 
     let filter = Filter::from_cli(cli);
     let mut kernel_filters = Config::default();

@@ -14,6 +14,15 @@ use crate::{
     offsets::ResetReasons,
 };
 
+/// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns()`.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
+}
+
 /// Converts `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {

@@ -28,6 +28,20 @@ pub enum DiagError {
     Parse(String),
 }
 
+/// (local address, local port, remote address, remote port).
+pub type Tuple = (IpAddr, u16, IpAddr, u16);
+
+/// sock_diag, and the tracepoints, show a v4 peer of a dual-stack socket as
+/// v4-mapped v6: compare tuples in one form.
+#[must_use]
+pub fn canonical_tuple(t: Tuple) -> Tuple {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    (canonical(t.0), t.1, canonical(t.2), t.3)
+}
+
 /// One socket as sock_diag shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiagSocket {

@@ -74,6 +74,19 @@ impl Drain<'_> {
     }
 }
 
+/// Take the `EVENTS` ring buffer and register it with the event loop. Every
+/// mode drains it the same way: completely, then `clear_ready`.
+pub fn take_ring(ebpf: &mut aya::Ebpf) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+    let ring = ebpf
+        .take_map("EVENTS")
+        .context("the eBPF object has no EVENTS map")?;
+    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
+    // SAFETY: the RingBuf owns the map fd, which stays open and refers to the
+    // same ring buffer until the AsyncFd (and the RingBuf in it) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the event loop: {e}"))
+}
+
 /// Run the streaming mode on a loaded tracer.
 pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
     let Tracer {
@@ -81,14 +94,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         reasons,
         mut logger,
     } = tracer;
-    let ring = ebpf
-        .take_map("EVENTS")
-        .context("the eBPF object has no EVENTS map")?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    // SAFETY: the RingBuf owns the map fd, which stays open and refers to the
-    // same ring buffer until the AsyncFd (and the RingBuf in it) is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the event loop: {e}"))?;
+    let mut ring = take_ring(&mut ebpf)?;
 
     let format = if cli.json { Format::Json } else { Format::Text };
     let printer = Printer::new(format, Clock::now(), reasons);

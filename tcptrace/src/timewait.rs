@@ -11,7 +11,7 @@
 //! expiry was killed early: its port was reused, or it received a RST. Those
 //! ends are known only to the poll interval.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use tcptrace_common::TcpState;
 
@@ -20,20 +20,7 @@ use crate::{histogram::Hist, sockdiag::DiagSocket};
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): fixed at 60 s on Linux.
 pub const TIMEWAIT_LEN: Duration = Duration::from_mins(1);
 
-pub type Tuple = (IpAddr, u16, IpAddr, u16);
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
-/// Tuples in one form: sock_diag shows v4 on dual-stack sockets as v4-mapped.
-#[must_use]
-pub fn canonical_tuple(t: Tuple) -> Tuple {
-    (canonical(t.0), t.1, canonical(t.2), t.3)
-}
+pub use crate::sockdiag::{Tuple, canonical_tuple};
 
 /// One timewait socket being followed.
 #[derive(Clone, Debug)]
@@ -219,7 +206,7 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
 
