@@ -410,6 +410,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         mut ebpf,
         reasons,
         mut logger,
+        config: filters,
     } = tracer;
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     if let Some(addr) = cli.prometheus {
@@ -417,8 +418,6 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         eprintln!("tcptrace: serving Prometheus metrics on http://{addr}/metrics");
     }
     let mut ring = crate::stream::take_ring(&mut ebpf)?;
-    let mut filters = Config::default();
-    crate::filter::apply_kernel_filters(cli, &mut filters);
     let mut state = State {
         opts,
         json: cli.json,
@@ -452,7 +451,11 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
             _ = poll.tick() => {
                 state.drain(ring.get_mut());
                 state.poll_timewait();
-                state.update_snapshot(&ebpf)?;
+                // Only a scrape needs fresher figures than the next report;
+                // the refresh reads every kernel map, the socket map included.
+                if cli.prometheus.is_some() {
+                    state.update_snapshot(&ebpf)?;
+                }
                 if let Some(l) = logger.as_mut() {
                     l.flush();
                 }

@@ -323,6 +323,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
     let Tracer {
         mut ebpf,
         mut logger,
+        config: kernel_filters,
         ..
     } = tracer;
     let start_ns = crate::output::monotonic_ns();
@@ -338,8 +339,6 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
     let mut ring = crate::stream::take_ring(&mut ebpf)?;
 
     let filter = Filter::from_cli(cli);
-    let mut kernel_filters = Config::default();
-    crate::filter::apply_kernel_filters(cli, &mut kernel_filters);
     let mut state = State {
         opts,
         filter: &filter,

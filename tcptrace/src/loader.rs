@@ -48,6 +48,10 @@ pub struct Tracer {
     pub reasons: ResetReasons,
     /// Drains aya-log records from the eBPF side.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The configuration the programs were loaded with (filters, modes,
+    /// offsets), for userspace to apply the same filters to what sock_diag
+    /// finds.
+    pub config: Config,
 }
 
 /// What to load.
@@ -101,5 +105,6 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         ebpf,
         reasons,
         logger,
+        config,
     })
 }

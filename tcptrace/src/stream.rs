@@ -93,6 +93,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         mut ebpf,
         reasons,
         mut logger,
+        ..
     } = tracer;
     let mut ring = take_ring(&mut ebpf)?;
 
