@@ -69,7 +69,9 @@ pub struct TpOffsets {
     pub send_length: SockLengthOffsets,
     /// `skaddr` of `tcp:tcp_destroy_sock`.
     pub destroy_skaddr: u32,
-    pub _pad: u32,
+    /// `ret` of `syscalls:sys_exit_bind` and `sys_exit_connect` (one layout);
+    /// 0 when those tracepoints are not used.
+    pub sys_exit_ret: u32,
 }
 
 /// `Config::families` bit for IPv4.
@@ -94,7 +96,10 @@ pub struct Config {
     pub emit_resets: u8,
     /// 1: capture user stacks at first touch and at EOF (leak mode).
     pub capture_stacks: u8,
-    pub _pad: [u8; 4],
+    /// 1: emit `bind()` EADDRINUSE and `connect()` EADDRNOTAVAIL failures
+    /// (`--timewait`).
+    pub emit_failures: u8,
+    pub _pad: [u8; 3],
     /// Emit a state record for `old -> new` when bit `1 << old` is set.
     /// Modes that aggregate elsewhere ask for few or none.
     pub emit_old_states: u32,

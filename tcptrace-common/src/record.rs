@@ -19,6 +19,7 @@ pub const RST_RECEIVED: u32 = 2;
 pub enum RecordKind {
     State = 1,
     Reset = 2,
+    Failure = 3,
 }
 
 /// First field of every ring-buffer record.
@@ -95,6 +96,36 @@ pub struct ResetEvent {
     pub owner_source: u32,
 }
 
+/// `FailureEvent::syscall` values.
+pub const SYSCALL_BIND: u32 = 1;
+pub const SYSCALL_CONNECT: u32 = 2;
+/// The errnos tcptrace reports (asm-generic/errno.h), positive.
+pub const EADDRINUSE: i32 = 98;
+pub const EADDRNOTAVAIL: i32 = 99;
+
+/// A `bind()` that failed with EADDRINUSE or a `connect()` that failed with
+/// EADDRNOTAVAIL, from the syscall exit tracepoints, in the caller's context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureEvent {
+    pub header: Header,
+    /// The caller (always known: syscalls run in process context).
+    pub owner: Owner,
+    /// [`SYSCALL_BIND`] or [`SYSCALL_CONNECT`].
+    pub syscall: u32,
+    /// The syscall's return value, a negative errno.
+    pub ret: i32,
+    /// The socket's file descriptor in the caller.
+    pub fd: u32,
+    /// From the caller's sockaddr: `AF_INET`, `AF_INET6`, or 0 if unreadable.
+    pub family: u16,
+    /// Host order: the port asked to bind, or the destination port.
+    pub port: u16,
+    /// The address asked to bind, or the destination; v4 in the first four
+    /// bytes.
+    pub addr: [u8; 16],
+}
+
 /// A user stack captured in process context: where a socket's owner was
 /// when something happened to the socket.
 #[repr(C)]
@@ -164,9 +195,11 @@ pub enum Counter {
     ReadErrors = 7,
     /// `bpf_get_stackid` failures (map full, or no user stack).
     StackErrors = 8,
+    /// `bind()`/`connect()` failure records emitted (`--timewait`).
+    FailureEvents = 9,
 }
 
-pub const NUM_COUNTERS: u32 = 9;
+pub const NUM_COUNTERS: u32 = 10;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 16);
 const _: () = assert!(core::mem::size_of::<Owner>() == 24);
@@ -174,4 +207,5 @@ const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
 const _: () = assert!(core::mem::size_of::<StateEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<ResetEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<StackRef>() == 16);
+const _: () = assert!(core::mem::size_of::<FailureEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 120);

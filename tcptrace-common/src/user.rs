@@ -19,6 +19,8 @@ unsafe impl aya::Pod for ResetEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Header {}
 // SAFETY: as above.
+unsafe impl aya::Pod for crate::FailureEvent {}
+// SAFETY: as above.
 unsafe impl aya::Pod for crate::StackRef {}
 // SAFETY: as above.
 unsafe impl aya::Pod for crate::HistKey {}
@@ -34,6 +36,7 @@ impl TryFrom<u32> for RecordKind {
         match v {
             1 => Ok(RecordKind::State),
             2 => Ok(RecordKind::Reset),
+            3 => Ok(RecordKind::Failure),
             other => Err(UnknownKind(other)),
         }
     }

@@ -7,6 +7,9 @@
 //! - `sock_recv_length` / `sock_send_length`: the owner's own I/O, the only
 //!   reliable owner for sockets that were accepted (their first transitions run
 //!   in softirq).
+//! - `sys_exit_bind` / `sys_exit_connect` (`--timewait` only): a `bind()` that
+//!   failed with EADDRINUSE, a `connect()` that failed with EADDRNOTAVAIL, with
+//!   the address the caller asked for.
 //!
 //! Field offsets come from tracefs at start-up through the `CONFIG` global.
 #![no_std]
@@ -27,8 +30,9 @@ use aya_ebpf::{
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
 use tcptrace_common::{
-    AF_INET, AF_INET6, Addrs, Config, Counter, Header, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT,
-    RecordKind, ResetEvent, SockInfo, StateEvent, TcpState,
+    AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
+    NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
+    SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
     config::SockLengthOffsets,
     track::{OwnerSource, apply_transition, io_needs_owner_update, is_owner_transition},
 };
@@ -191,6 +195,39 @@ fn current_owner() -> Owner {
 /// r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp).
 #[cfg(bpf_target_arch = "x86_64")]
 const PT_REGS_SP: usize = 19 * 8;
+
+/// Offsets of the first three syscall arguments in x86-64 `struct pt_regs`
+/// (di, si, dx: see [`PT_REGS_SP`]). The entry code saves them and nothing
+/// rewrites them before the syscall returns.
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_ARGS: [usize; 3] = [14 * 8, 13 * 8, 12 * 8];
+
+/// The current syscall's first three arguments, from the registers saved at
+/// entry; None where unreadable (or on an architecture tcptrace does not
+/// know the layout of).
+#[inline(always)]
+fn syscall_args() -> Option<[u64; 3]> {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: as in `user_sp_word`: the current task's saved registers,
+        // read through a helper that faults safely.
+        unsafe {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+            if regs.is_null() {
+                return None;
+            }
+            let mut args = [0u64; 3];
+            for (a, off) in args.iter_mut().zip(PT_REGS_ARGS) {
+                *a = bpf_probe_read_kernel(regs.add(off).cast::<u64>()).ok()?;
+            }
+            Some(args)
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        None
+    }
+}
 
 /// The word at the user stack pointer saved at syscall entry. Inside a
 /// frameless syscall wrapper (glibc's `recv`/`read`) it is the return address
@@ -647,6 +684,86 @@ pub fn sock_send_length(ctx: TracePointContext) -> u32 {
         count(Counter::ReadErrors);
     }
     0
+}
+
+/// `bind()` returned EADDRINUSE: the port is held (TIME_WAIT sockets without
+/// SO_REUSEADDR on both sides, or a live socket).
+#[tracepoint]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    if on_sys_exit(&ctx, SYSCALL_BIND, EADDRINUSE).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+/// `connect()` returned EADDRNOTAVAIL: no local port is free for that
+/// destination (ephemeral ports exhausted).
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    if on_sys_exit(&ctx, SYSCALL_CONNECT, EADDRNOTAVAIL).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+/// Every bind and connect of every process passes here; the common path is
+/// one read of `ret` and a compare.
+#[inline(always)]
+fn on_sys_exit(ctx: &TracePointContext, syscall: u32, errno: i32) -> Result<(), i64> {
+    if cfg!(emit_failures) == 0 {
+        return Ok(());
+    }
+    let ret: i64 = read(ctx, cfg!(offsets.sys_exit_ret))?;
+    if ret != -i64::from(errno) {
+        return Ok(());
+    }
+    let mut ev = FailureEvent {
+        // SAFETY: no preconditions.
+        header: header(RecordKind::Failure, unsafe { bpf_ktime_get_ns() }),
+        owner: current_owner(),
+        syscall,
+        ret: -errno,
+        ..FailureEvent::default()
+    };
+    if let Some([fd, uaddr, len]) = syscall_args() {
+        #[expect(clippy::cast_possible_truncation, reason = "fds are ints")]
+        {
+            ev.fd = fd as u32;
+        }
+        // sockaddr_in (16 bytes) or sockaddr_in6 (28): family, port (network
+        // order), then the v4 address at byte 4 or the v6 one at byte 8.
+        let mut sa = [0u8; 28];
+        let n = if len >= 28 { 28 } else { 16 };
+        // SAFETY: reads at most `len` bytes (16 or 28) of the caller's
+        // sockaddr into our buffer; the helper faults safely.
+        let r =
+            unsafe { generated::bpf_probe_read_user(sa.as_mut_ptr().cast(), n, uaddr as *const _) };
+        if r == 0 && len >= 16 {
+            let family = u16::from_ne_bytes([sa[0], sa[1]]);
+            let port = u16::from_be_bytes([sa[2], sa[3]]);
+            if family == AF_INET {
+                ev.addr[..4].copy_from_slice(&sa[4..8]);
+            } else if family == AF_INET6 && n == 28 {
+                ev.addr.copy_from_slice(&sa[8..24]);
+            } else {
+                return Ok(());
+            }
+            let (lport, rport) = if syscall == SYSCALL_BIND {
+                (port, 0)
+            } else {
+                (0, port)
+            };
+            // The other side's port is unknown (0): a filter on it drops
+            // the event, `--port` matches the one known.
+            if !accepts(family, lport, rport) {
+                return Ok(());
+            }
+            ev.family = family;
+            ev.port = port;
+        }
+    }
+    emit(ev, Counter::FailureEvents);
+    Ok(())
 }
 
 #[cfg(not(test))]

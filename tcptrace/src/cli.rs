@@ -43,12 +43,26 @@ DWELL HISTOGRAMS (--hist)
   from log-linear buckets, within 6.25%; exact dwells are in the --json stream.
   --prometheus serves them all as metrics for a fleet's Prometheus.
 
+TIME_WAIT (--timewait)
+  The side that closes first keeps the 4-tuple in TIME_WAIT for 60 s. On a
+  server that blocks a restart's bind() (EADDRINUSE); on a client each one
+  holds an ephemeral port to one destination, and connect() fails with
+  EADDRNOTAVAIL when ip_local_port_range runs out. --timewait counts TIME_WAIT
+  sockets by destination and by local port with the rate of new ones and who
+  closed first, projects port use a minute ahead, catches every failed
+  bind()/connect() with the port or destination and what held it, and gives
+  advice from those figures and the namespace's sysctls. tcp_tw_recycle is
+  never suggested: it broke clients behind NAT and Linux 4.12 removed it.
+  sysctls and sock_diag are per network namespace: run tcptrace in the
+  namespace of the service (e.g. `ip netns exec NS tcptrace --timewait`).
+
 EXAMPLES
   sudo tcptrace                          every TCP transition and RST
   sudo tcptrace --hist -i 30s --by lport per-service dwell histograms
   sudo tcptrace --hist --prometheus 9464 metrics on 127.0.0.1:9464/metrics
   sudo tcptrace --closewait-leaks        who leaks CLOSE_WAIT sockets, and where
   sudo tcptrace --closewait-leaks --min-age 30s -i 1m --json
+  sudo tcptrace --timewait -i 30s        restart failures and port exhaustion
   sudo tcptrace --port 8080 -d 30s       one service for 30 seconds
   sudo tcptrace --state CLOSE_WAIT       transitions into or out of CLOSE_WAIT
   sudo tcptrace --json | jq .            machine-readable
@@ -104,8 +118,14 @@ pub struct Cli {
 
     /// Report sockets stuck in CLOSE_WAIT, grouped by owning process and
     /// code path (where it read EOF, where it first touched the socket).
-    #[arg(long, help_heading = "Modes", conflicts_with = "hist")]
+    #[arg(long, help_heading = "Modes", conflicts_with_all = ["hist", "timewait"])]
     pub closewait_leaks: bool,
+
+    /// Diagnose TIME_WAIT: restart failures (`bind()` EADDRINUSE) and
+    /// ephemeral-port exhaustion (`connect()` EADDRNOTAVAIL), with a census by
+    /// destination and local port, a projection, and advice.
+    #[arg(long, help_heading = "Modes", conflicts_with = "hist")]
+    pub timewait: bool,
 
     /// Dwell-time histograms for every state, TIME_WAIT included, printed
     /// every --interval (counted in the kernel: no per-transition records).
@@ -124,7 +144,7 @@ pub struct Cli {
     /// With --closewait-leaks: report a socket once it has been in CLOSE_WAIT
     /// this long. A healthy program closes within milliseconds of EOF.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
-          requires = "closewait_leaks", help_heading = "Modes")]
+          requires = "closewait_leaks", conflicts_with = "timewait", help_heading = "Modes")]
     pub min_age: Duration,
 
     /// Print a report every DURATION (reporting modes); default 10s.
@@ -300,6 +320,26 @@ mod tests {
             ErrorKind::ArgumentConflict
         );
         assert!(parse(&["--hist", "--prometheus", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn timewait_mode_flags() {
+        let cli = parse(&["--timewait", "-i", "5s", "--json", "--port", "80"]).unwrap();
+        assert!(cli.timewait);
+        assert_eq!(cli.interval, Some(Duration::from_secs(5)));
+        for other in ["--hist", "--closewait-leaks"] {
+            assert_eq!(
+                parse(&["--timewait", other]).unwrap_err().kind(),
+                ErrorKind::ArgumentConflict,
+                "{other}"
+            );
+        }
+        assert_eq!(
+            parse(&["--timewait", "--min-age", "5s"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

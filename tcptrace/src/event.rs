@@ -6,8 +6,9 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, Addrs, DWELL_UNKNOWN, Header, Owner as RawOwner, OwnerSource, RST_RECEIVED,
-    RST_SENT, RecordKind, ResetEvent, StateEvent, TcpState,
+    AF_INET, AF_INET6, Addrs, DWELL_UNKNOWN, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
+    Owner as RawOwner, OwnerSource, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
+    SYSCALL_CONNECT, StateEvent, TcpState,
 };
 use thiserror::Error;
 
@@ -28,6 +29,8 @@ pub enum DecodeError {
     BadFamily(u16),
     #[error("unknown reset direction {0}")]
     BadDirection(u32),
+    #[error("unknown failed syscall {call} with errno {errno}")]
+    BadFailure { call: u32, errno: i32 },
 }
 
 /// The process a socket belongs to, as far as tcptrace knows it.
@@ -126,10 +129,51 @@ pub struct Reset {
     pub reason: Option<u32>,
 }
 
+/// Which syscall failed, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailedCall {
+    /// `bind()` returned EADDRINUSE.
+    BindInUse,
+    /// `connect()` returned EADDRNOTAVAIL.
+    ConnectNoPort,
+}
+
+impl FailedCall {
+    #[must_use]
+    pub fn syscall(self) -> &'static str {
+        match self {
+            FailedCall::BindInUse => "bind",
+            FailedCall::ConnectNoPort => "connect",
+        }
+    }
+
+    #[must_use]
+    pub fn errno(self) -> &'static str {
+        match self {
+            FailedCall::BindInUse => "EADDRINUSE",
+            FailedCall::ConnectNoPort => "EADDRNOTAVAIL",
+        }
+    }
+}
+
+/// A `bind()` or `connect()` that failed for want of a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub ts_ns: u64,
+    /// The caller, from its own syscall (source [`OwnerSource::Syscall`]).
+    pub owner: Owner,
+    pub call: FailedCall,
+    pub fd: u32,
+    /// The address and port asked to bind, or the destination; None when
+    /// the caller's sockaddr could not be read.
+    pub addr: Option<(IpAddr, u16)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     State(StateChange),
     Reset(Reset),
+    Failure(Failure),
 }
 
 impl Event {
@@ -138,6 +182,7 @@ impl Event {
         match self {
             Event::State(s) => s.ts_ns,
             Event::Reset(r) => r.ts_ns,
+            Event::Failure(f) => f.ts_ns,
         }
     }
 
@@ -146,14 +191,17 @@ impl Event {
         match self {
             Event::State(s) => s.owner.as_ref(),
             Event::Reset(r) => r.owner.as_ref(),
+            Event::Failure(f) => Some(&f.owner),
         }
     }
 
+    /// The socket's endpoints; a failed syscall has none.
     #[must_use]
-    pub fn endpoints(&self) -> &Endpoints {
+    pub fn endpoints(&self) -> Option<&Endpoints> {
         match self {
-            Event::State(s) => &s.endpoints,
-            Event::Reset(r) => &r.endpoints,
+            Event::State(s) => Some(&s.endpoints),
+            Event::Reset(r) => Some(&r.endpoints),
+            Event::Failure(_) => None,
         }
     }
 }
@@ -211,6 +259,33 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 direction,
                 state: TcpState::from_u32(r.state),
                 reason: (direction == Direction::Sent).then_some(r.reason),
+            }))
+        }
+        RecordKind::Failure => {
+            let r: FailureEvent = read(buf, "failure record")?;
+            let call = match (r.syscall, -r.ret) {
+                (SYSCALL_BIND, EADDRINUSE) => FailedCall::BindInUse,
+                (SYSCALL_CONNECT, EADDRNOTAVAIL) => FailedCall::ConnectNoPort,
+                (call, errno) => return Err(DecodeError::BadFailure { call, errno }),
+            };
+            let addr = match r.family {
+                AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+                    r.addr[0], r.addr[1], r.addr[2], r.addr[3],
+                ))),
+                AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(r.addr))),
+                _ => None,
+            };
+            Ok(Event::Failure(Failure {
+                ts_ns: r.header.ts_ns,
+                owner: Owner {
+                    pid: r.owner.tgid,
+                    tid: r.owner.tid,
+                    comm: r.owner.comm_lossy().to_string(),
+                    source: OwnerSource::Syscall,
+                },
+                call,
+                fd: r.fd,
+                addr: addr.map(|a| (a, r.port)),
             }))
         }
     }

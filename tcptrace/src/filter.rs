@@ -45,6 +45,7 @@ impl Filter {
         match ev {
             Event::State(s) => self.states.contains(&s.old) || self.states.contains(&s.new),
             Event::Reset(r) => r.state.is_some_and(|st| self.states.contains(&st)),
+            Event::Failure(_) => false,
         }
     }
 }

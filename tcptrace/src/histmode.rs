@@ -30,11 +30,10 @@ use crate::{
     metrics::{self, Snapshot},
     offsets::ResetReasons,
     output::StdoutSink,
-    sockdiag,
     stats::KernelCounters,
     stop::Stop,
     stream::{End, READY},
-    timewait::{Tracker, canonical_tuple},
+    timewait::Tracker,
 };
 
 /// How often timewait sockets are polled: the resolution of early-kill
@@ -152,9 +151,7 @@ struct State {
     overflow_at_start: Option<u64>,
     snapshot: Arc<Mutex<Snapshot>>,
     undecodable: u64,
-    /// `/proc/self/ns/net`, to tell our namespace's sockets from others'.
-    own_netns: Option<std::path::PathBuf>,
-    netns_cache: std::collections::HashMap<u32, bool>,
+    netns: crate::procs::NetnsFilter,
 }
 
 impl State {
@@ -168,7 +165,7 @@ impl State {
                     // The tracepoint is global; the sock_diag polls see only
                     // our namespace. Skip entries owned by another one.
                     if let Some(o) = &s.owner
-                        && !self.in_our_netns(o.pid)
+                        && !self.netns.is_ours(o.pid)
                     {
                         continue;
                     }
@@ -188,7 +185,7 @@ impl State {
                         .entry((r.direction.as_str(), reason))
                         .or_default() += 1;
                 }
-                Ok(Event::State(_)) => {}
+                Ok(Event::State(_) | Event::Failure(_)) => {}
                 Err(e) => {
                     self.undecodable += 1;
                     log::warn!("dropping a record: {e}");
@@ -197,33 +194,10 @@ impl State {
         }
     }
 
-    /// Whether `pid` lives in tcptrace's network namespace. Unknown (the
-    /// process exited) counts as ours: tcptrace does not guess.
-    fn in_our_netns(&mut self, pid: u32) -> bool {
-        let Some(ours) = self.own_netns.as_ref() else {
-            return true;
-        };
-        if let Some(&v) = self.netns_cache.get(&pid) {
-            return v;
-        }
-        let v = std::fs::read_link(format!("/proc/{pid}/ns/net")).map_or(true, |l| &l == ours);
-        self.netns_cache.insert(pid, v);
-        v
-    }
-
     fn poll_timewait(&mut self) {
-        // Pids are reused: forget what we learnt about them every poll.
-        self.netns_cache.clear();
-        match sockdiag::dump_timewait() {
-            Ok(mut socks) => {
-                socks.retain(|s| {
-                    let family = if canonical_tuple((s.local, 0, s.remote, 0)).0.is_ipv4() {
-                        tcptrace_common::AF_INET
-                    } else {
-                        tcptrace_common::AF_INET6
-                    };
-                    self.filters.accepts(family, s.lport, s.rport)
-                });
+        self.netns.forget();
+        match crate::timewait::poll_sockets(&self.filters) {
+            Ok(socks) => {
                 self.tw
                     .on_poll(crate::output::monotonic_ns(), TW_POLL, &socks);
             }
@@ -411,6 +385,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         reasons,
         mut logger,
         config: filters,
+        ..
     } = tracer;
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     if let Some(addr) = cli.prometheus {
@@ -428,8 +403,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         overflow_at_start: timewait_overflow(),
         snapshot,
         undecodable: 0,
-        own_netns: std::fs::read_link("/proc/self/ns/net").ok(),
-        netns_cache: std::collections::HashMap::new(),
+        netns: crate::procs::NetnsFilter::default(),
     };
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;

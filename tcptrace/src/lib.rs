@@ -2,6 +2,8 @@
 //! binary does, so that the pure parts (decode, filter, format) are unit
 //! tested without a kernel.
 
+pub mod advice;
+pub mod census;
 pub mod cli;
 pub mod event;
 pub mod filter;
@@ -20,5 +22,7 @@ pub mod stats;
 pub mod stop;
 pub mod stream;
 pub mod symbolize;
+pub mod sysctl;
 pub mod timewait;
 pub mod tracefs;
+pub mod twmode;

@@ -9,7 +9,7 @@ use tcptrace_common::Config;
 use thiserror::Error;
 
 use crate::{
-    offsets::{self, ResetReasons, TRACEPOINTS},
+    offsets::{self, ResetReasons, SYSCALL_TRACEPOINTS, TRACEPOINTS},
     privileges,
     tracefs::{Tracefs, TracefsError},
 };
@@ -52,6 +52,9 @@ pub struct Tracer {
     /// offsets), for userspace to apply the same filters to what sock_diag
     /// finds.
     pub config: Config,
+    /// Why `bind()`/`connect()` failures are not caught, when they were asked
+    /// for (`Config::emit_failures`) and the kernel cannot give them.
+    pub failures_unavailable: Option<String>,
 }
 
 /// What to load.
@@ -71,7 +74,24 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     let (offs, reasons) = offsets::read(&tracefs)?;
     let mut config = opts.config;
     config.offsets = offs;
-    log::debug!("tracepoint offsets: {offs:?}");
+    // Failures come from optional tracepoints: without them --timewait still
+    // has its census, and says what it cannot see.
+    let mut failures_unavailable = None;
+    if config.emit_failures != 0 {
+        if cfg!(target_arch = "x86_64") {
+            match offsets::sys_exit_ret(&tracefs) {
+                Ok(o) => config.offsets.sys_exit_ret = o,
+                Err(e) => failures_unavailable = Some(e.to_string()),
+            }
+        } else {
+            failures_unavailable =
+                Some("reading syscall arguments is implemented for x86_64 only".to_owned());
+        }
+        if failures_unavailable.is_some() {
+            config.emit_failures = 0;
+        }
+    }
+    log::debug!("tracepoint offsets: {:?}", config.offsets);
 
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
@@ -85,7 +105,12 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         .inspect_err(|e| log::debug!("eBPF logger not initialised: {e}"))
         .ok();
 
-    for (group, name) in TRACEPOINTS {
+    let syscalls: &[(&str, &str)] = if config.emit_failures != 0 {
+        &SYSCALL_TRACEPOINTS
+    } else {
+        &[]
+    };
+    for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
         let prog: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
@@ -106,5 +131,6 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         reasons,
         logger,
         config,
+        failures_unavailable,
     })
 }

@@ -13,6 +13,7 @@ use tcptrace::{
     leakmode::{self, LeakOptions},
     loader::{self, LoadOptions},
     stream::{self, End},
+    twmode::{self, TimewaitOptions},
 };
 use tcptrace_common::{Config, HistBy, TcpState, config::EMIT_ALL_STATES};
 
@@ -47,6 +48,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             emit_old_states: (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32)),
             ..Config::default()
         }
+    } else if cli.timewait {
+        // Entries into TIME_WAIT (out of FIN_WAIT2 or CLOSING, with who
+        // closed first), connects (to see tcp_tw_reuse kill a TIME_WAIT),
+        // and failed bind()/connect() calls.
+        Config {
+            emit_failures: 1,
+            emit_old_states: (1 << (TcpState::FinWait2 as u32))
+                | (1 << (TcpState::Closing as u32))
+                | (1 << (TcpState::SynSent as u32)),
+            ..Config::default()
+        }
     } else if cli.closewait_leaks {
         // Reports come from the socket map; only CLOSE_WAIT exits stream.
         Config {
@@ -76,6 +88,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             by: cli.by.unwrap_or(HistBy::State),
         };
         rt.block_on(histmode::run(cli, tracer, opts))?;
+        return Ok(());
+    }
+    if cli.timewait {
+        let opts = TimewaitOptions {
+            interval: cli.interval.unwrap_or(Duration::from_secs(10)),
+            sysctl_root: twmode::default_sysctl_root(),
+        };
+        rt.block_on(twmode::run(cli, tracer, opts))?;
         return Ok(());
     }
     if cli.closewait_leaks {

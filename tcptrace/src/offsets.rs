@@ -118,9 +118,35 @@ pub fn read(tracefs: &Tracefs) -> Result<(TpOffsets, ResetReasons), TracefsError
         recv_length: with_tp("sock:sock_recv_length", || sock_length(&rl))?,
         send_length: with_tp("sock:sock_send_length", || sock_length(&sl))?,
         destroy_skaddr: with_tp("tcp:tcp_destroy_sock", || ds.offset("skaddr", 8))?,
-        _pad: 0,
+        sys_exit_ret: 0,
     };
     Ok((offsets, ResetReasons::from_pairs(sr.symbols("reason"))))
+}
+
+/// The syscall-exit tracepoints `--timewait` attaches to, when the kernel has
+/// them (`CONFIG_FTRACE_SYSCALLS`).
+pub const SYSCALL_TRACEPOINTS: [(&str, &str); 2] = [
+    ("syscalls", "sys_exit_bind"),
+    ("syscalls", "sys_exit_connect"),
+];
+
+/// The offset of `ret` in the syscall-exit records (both share a layout).
+pub fn sys_exit_ret(tracefs: &Tracefs) -> Result<u32, TracefsError> {
+    let mut offset = None;
+    for (g, n) in SYSCALL_TRACEPOINTS {
+        let f = tracefs.format(g, n)?;
+        let o = with_tp(&format!("{g}:{n}"), || f.offset("ret", 8))?;
+        if offset.is_some_and(|prev| prev != o) {
+            return Err(TracefsError::Format {
+                tracepoint: format!("{g}:{n}"),
+                source: crate::tracefs::FormatError::MissingField(format!(
+                    "ret at the offset of the other syscall exits (found {o})"
+                )),
+            });
+        }
+        offset = Some(o);
+    }
+    Ok(offset.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -228,6 +228,8 @@ impl Printer {
                 let r = match ev {
                     Event::State(s) => serde_json::to_writer(w, &self.json_state(s)),
                     Event::Reset(r) => serde_json::to_writer(w, &self.json_reset(r)),
+                    // Only --timewait asks for them, and prints its own.
+                    Event::Failure(_) => return,
                 };
                 // Plain structs into memory: serde_json cannot fail here.
                 debug_assert!(r.is_ok());
@@ -281,6 +283,10 @@ impl Printer {
     }
 
     fn text(&self, ev: &Event, out: &mut BytesMut) {
+        let Some(e) = ev.endpoints() else {
+            // A failed syscall: only --timewait asks for them.
+            return;
+        };
         let time = self.time(ev.ts_ns());
         // `2026-11-21T16:05:27.123456Z` -> `16:05:27.123456`
         let clock = time.get(11..26).unwrap_or(&time);
@@ -288,7 +294,6 @@ impl Printer {
             Some(o) => (o.pid.to_string(), o.comm.as_str()),
             None => ("?".to_owned(), "?"),
         };
-        let e = ev.endpoints();
         let _ = write!(
             out,
             "{clock:<16} {pid:<7} {comm:<16} {:<44} {:<44} ",
@@ -309,6 +314,7 @@ impl Printer {
                     let _ = write!(out, " reason={}", self.reasons.name(code));
                 }
             }
+            Event::Failure(_) => {}
         }
         out.put_u8(b'\n');
     }
@@ -377,7 +383,7 @@ mod tests {
             skaddr: 0,
             cookie: 0,
             owner: None,
-            endpoints: state_event().endpoints().to_owned(),
+            endpoints: *state_event().endpoints().expect("a state event"),
             direction: crate::event::Direction::Sent,
             state: Some(TcpState::Established),
             reason: Some(14),

@@ -52,6 +52,7 @@ impl Drain<'_> {
                     match ev {
                         Event::State(_) => self.counts.state_events += 1,
                         Event::Reset(_) => self.counts.reset_events += 1,
+                        Event::Failure(_) => {}
                     }
                     if self.filter.matches(&ev) {
                         self.printer.write(&ev, &mut self.buf);

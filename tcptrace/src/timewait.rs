@@ -22,6 +22,22 @@ pub const TIMEWAIT_LEN: Duration = Duration::from_mins(1);
 
 pub use crate::sockdiag::{Tuple, canonical_tuple};
 
+/// The namespace's timewait sockets that pass the family and port filters.
+pub fn poll_sockets(
+    filters: &tcptrace_common::Config,
+) -> Result<Vec<DiagSocket>, crate::sockdiag::DiagError> {
+    let mut socks = crate::sockdiag::dump_timewait()?;
+    socks.retain(|s| {
+        let family = if canonical_tuple((s.local, 0, s.remote, 0)).0.is_ipv4() {
+            tcptrace_common::AF_INET
+        } else {
+            tcptrace_common::AF_INET6
+        };
+        filters.accepts(family, s.lport, s.rport)
+    });
+    Ok(socks)
+}
+
 /// One timewait socket being followed.
 #[derive(Clone, Debug)]
 struct Tw {
@@ -54,6 +70,9 @@ pub struct Tracker {
     pub entered: u64,
     pub expired: u64,
     pub killed_early: u64,
+    /// Of `killed_early`, those known to be port reuse: the same 4-tuple
+    /// connected or closed again while its TIME_WAIT was alive.
+    pub killed_by_reuse: u64,
     /// Entries never seen as a timewait socket: not created
     /// (`tcp_max_tw_buckets` overflow) or gone before the next poll.
     pub never_seen: u64,
@@ -83,6 +102,7 @@ impl Tracker {
                 self.time_wait.add(old.last_seen_ns.max(began) - began);
             }
             self.killed_early += 1;
+            self.killed_by_reuse += 1;
         }
         let t = self.live.entry(tuple).or_insert(Tw {
             entered_ns: None,
@@ -103,6 +123,27 @@ impl Tracker {
             seen: false,
             pid,
         };
+    }
+
+    /// A connection on `tuple` was established at `ts_ns` (it took its port
+    /// with `connect()`). If a TIME_WAIT socket of the same 4-tuple was
+    /// alive, `tcp_tw_reuse` killed it to free the port: its life ends early.
+    /// Returns whether it did.
+    pub fn on_connected(&mut self, tuple: Tuple, ts_ns: u64) -> bool {
+        let tuple = canonical_tuple(tuple);
+        let Some(old) = self.live.get(&tuple) else {
+            return false;
+        };
+        if ts_ns >= old.expires_ns {
+            return false;
+        }
+        if let Some(began) = old.time_wait_ns {
+            self.time_wait.add(ts_ns.max(began) - began);
+        }
+        self.killed_early += 1;
+        self.killed_by_reuse += 1;
+        self.live.remove(&tuple);
+        true
     }
 
     /// One sock_diag poll at `now_ns` (monotonic), with `poll` the interval
@@ -293,8 +334,35 @@ mod tests {
         // Reused and closed again before the next poll.
         t.on_entry(tuple(5003), 11 * S + S / 2, None);
         assert_eq!(t.killed_early, 1);
+        assert_eq!(t.killed_by_reuse, 1);
         assert_eq!(t.entered, 2);
         assert_eq!(t.time_wait.count(), 1);
+    }
+
+    #[test]
+    fn a_connection_on_a_live_time_wait_tuple_is_reuse() {
+        let mut t = Tracker::default();
+        t.on_entry(tuple(5005), 10 * S, None);
+        t.on_poll(
+            11 * S,
+            Duration::from_secs(1),
+            &[tw(5005, TcpState::TimeWait, 59_000)],
+        );
+        assert!(!t.on_connected(tuple(5006), 12 * S), "another tuple");
+        assert!(t.on_connected(tuple(5005), 12 * S));
+        assert_eq!((t.killed_early, t.killed_by_reuse), (1, 1));
+        assert_eq!(t.time_wait.max_ns, 2 * S);
+        // Gone from the live set: the next poll does not count it again.
+        t.on_poll(13 * S, Duration::from_secs(1), &[]);
+        assert_eq!(t.killed_early, 1);
+        // A tuple whose timer had run out was not killed.
+        t.on_entry(tuple(5007), 20 * S, None);
+        t.on_poll(
+            21 * S,
+            Duration::from_secs(1),
+            &[tw(5007, TcpState::TimeWait, 100)],
+        );
+        assert!(!t.on_connected(tuple(5007), 22 * S));
     }
 
     #[test]
