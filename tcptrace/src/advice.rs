@@ -156,7 +156,7 @@ pub fn advise(f: &Facts<'_>) -> Vec<Advice> {
         let ceiling = g
             .projection
             .ceiling_per_s
-            .map(|c| format!("; without reuse the most it sustains is {c:.0}/s"))
+            .map(|c| format!("; without reuse the most it sustains is {c:.1}/s"))
             .unwrap_or_default();
         let mut text = format!(
             "{who} opens {:.0} connections/s to {dest} and closes them first: each holds one of \

@@ -630,10 +630,24 @@ impl State {
             let _ = writeln!(t, "  bind()/connect() failures are not caught: {why}");
         }
         if !snap.destinations.is_empty() {
+            let lw = snap
+                .destinations
+                .iter()
+                .map(|g| g.key.0.to_string().len())
+                .max()
+                .unwrap_or(0)
+                .max("LOCAL".len());
+            let dw = snap
+                .destinations
+                .iter()
+                .map(|g| endpoint(g.key.1, g.key.2).len())
+                .max()
+                .unwrap_or(0)
+                .max("DESTINATION".len());
             let _ = writeln!(t, "Client side (this host closed first), by destination:");
             let _ = writeln!(
                 t,
-                "  {:<40} {:<46} {:>9} {:>5} {:>8}  CLOSED FIRST BY",
+                "  {:<lw$} {:<dw$} {:>9} {:>5} {:>8}  CLOSED FIRST BY",
                 "LOCAL", "DESTINATION", "TIME_WAIT", "LIVE", "NEW/s"
             );
             for g in &snap.destinations {
@@ -645,7 +659,7 @@ impl State {
                     .collect();
                 let _ = writeln!(
                     t,
-                    "  {:<40} {:<46} {:>9} {:>5} {:>8.1}  {}",
+                    "  {:<lw$} {:<dw$} {:>9} {:>5} {:>8.1}  {}",
                     g.key.0.to_string(),
                     endpoint(g.key.1, g.key.2),
                     g.time_wait,

@@ -2504,11 +2504,11 @@ impl fmt::Display for HistReport {
     }
 }
 
-/// A running `tcptrace --hist` inside a test's namespace: timewait sockets
-/// are polled through `sock_diag`, which only sees tcptrace's own namespace,
-/// and a `--prometheus` listener is reachable only from inside it. Killed on
-/// drop if still running.
-pub struct HistTracer {
+/// A running `tcptrace` in a reporting mode (`--hist`, `--timewait`) inside
+/// a test's namespace: timewait sockets are polled through `sock_diag`, which
+/// only sees tcptrace's own namespace, and a `--prometheus` listener is
+/// reachable only from inside it. Killed on drop if still running.
+pub struct ModeTracer {
     args: Vec<String>,
     child: Child,
     stderr: Option<StderrWatch>,
@@ -2516,14 +2516,32 @@ pub struct HistTracer {
     stdout: Option<JoinHandle<()>>,
 }
 
-impl HistTracer {
+/// `tcptrace --hist` in a test's namespace.
+pub type HistTracer = ModeTracer;
+/// Everything one `--hist` run printed.
+pub type HistRun = ModeRun;
+
+impl ModeTracer {
     /// `ip netns exec NS tcptrace --hist ARGS`, once it traces.
     #[must_use]
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        Self::start_mode(ns, "--hist", args)
+    }
+
+    /// `ip netns exec NS tcptrace MODE ARGS`, once it traces.
+    #[must_use]
+    pub fn start_mode(ns: &Netns, mode: &str, args: &[&str]) -> Self {
+        Self::start_with(ns.command(&tracer_bin()), mode, args)
+    }
+
+    /// `CMD MODE ARGS`, where CMD runs tcptrace (e.g. through a wrapper that
+    /// changes its environment), once it traces.
+    #[must_use]
+    pub fn start_with(cmd: Command, mode: &str, args: &[&str]) -> Self {
         require_root();
-        let mut all = vec!["--hist"];
+        let mut all = vec![mode];
         all.extend_from_slice(args);
-        let (mut child, stderr) = spawn_ready_with(ns.command(&tracer_bin()), &all, Stdio::piped());
+        let (mut child, stderr) = spawn_ready_with(cmd, &all, Stdio::piped());
         let out = child.stdout.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::clone(&lines);
@@ -2551,10 +2569,31 @@ impl HistTracer {
             .unwrap_or_default()
     }
 
-    /// The complete JSON reports printed so far (with `--json`).
+    /// The complete JSON reports printed so far (with `--json --hist`).
     #[must_use]
     pub fn reports(&self) -> Vec<HistReport> {
         HistReport::parse_all(&self.lines.lock().expect("not poisoned"))
+    }
+
+    /// Every stdout line that parses as a JSON object, so far (with
+    /// `--json`).
+    #[must_use]
+    pub fn json_lines(&self) -> Vec<Value> {
+        json_objects(&self.lines.lock().expect("not poisoned"))
+    }
+
+    /// Poll the JSON lines until one satisfies `done`, at most `timeout`.
+    pub fn wait_for_json(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.json_lines().into_iter().find(|v| done(v)) {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Poll the reports until one satisfies `done`, at most `timeout`;
@@ -2585,19 +2624,19 @@ impl HistTracer {
 
     /// SIGINT (the final report), wait for the exit, return everything.
     #[must_use]
-    pub fn stop(self) -> HistRun {
+    pub fn stop(self) -> ModeRun {
         signal(&self.child, libc::SIGINT);
         self.finish(EXIT_TIMEOUT)
     }
 
     /// Wait (at most `timeout`) for a run with `-d` to end by itself.
     #[must_use]
-    pub fn wait_end(self, timeout: Duration) -> HistRun {
+    pub fn wait_end(self, timeout: Duration) -> ModeRun {
         self.finish(timeout)
     }
 
-    fn finish(mut self, timeout: Duration) -> HistRun {
-        let status = wait_exit(&mut self.child, "tcptrace --hist", timeout);
+    fn finish(mut self, timeout: Duration) -> ModeRun {
+        let status = wait_exit(&mut self.child, "tcptrace (report mode)", timeout);
         if let Some(t) = self.stdout.take() {
             let _ = t.join();
         }
@@ -2607,7 +2646,7 @@ impl HistTracer {
             .map(StderrWatch::finish)
             .unwrap_or_default();
         let stdout = std::mem::take(&mut *self.lines.lock().expect("not poisoned"));
-        HistRun {
+        ModeRun {
             args: std::mem::take(&mut self.args),
             stdout,
             stderr,
@@ -2616,7 +2655,7 @@ impl HistTracer {
     }
 }
 
-impl Drop for HistTracer {
+impl Drop for ModeTracer {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
@@ -2625,19 +2664,25 @@ impl Drop for HistTracer {
     }
 }
 
-/// Everything one `--hist` run printed, and how it ended.
-pub struct HistRun {
+/// Everything one report-mode run printed, and how it ended.
+pub struct ModeRun {
     pub args: Vec<String>,
     pub stdout: Vec<String>,
     pub stderr: String,
     pub status: ExitStatus,
 }
 
-impl HistRun {
-    /// The JSON reports (with `--json`).
+impl ModeRun {
+    /// The JSON reports (with `--json --hist`).
     #[must_use]
     pub fn reports(&self) -> Vec<HistReport> {
         HistReport::parse_all(&self.stdout)
+    }
+
+    /// Every stdout line that parses as a JSON object (with `--json`).
+    #[must_use]
+    pub fn json_lines(&self) -> Vec<Value> {
+        json_objects(&self.stdout)
     }
 
     /// The final report: the last one, and the only one marked final.
@@ -2673,7 +2718,7 @@ impl HistRun {
     }
 }
 
-impl fmt::Display for HistRun {
+impl fmt::Display for ModeRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "tcptrace {:?} ({}); stdout:", self.args, self.status)?;
         for l in &self.stdout {
@@ -2862,4 +2907,14 @@ impl Metrics {
             })
             .collect()
     }
+}
+
+/// The lines that parse as JSON objects.
+#[must_use]
+pub fn json_objects(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(Value::is_object)
+        .collect()
 }

@@ -17,6 +17,9 @@
 //!                                          through every step; not with --bind or --hold)
 //!                      [--one-by-one]     (client, with --connections: one connection after
 //!                                          the other, each closed before the next)
+//!                      [--pace-ms N]      (client, with --one-by-one: N ms between them)
+//!                      [--no-reuseaddr]   (server: listen without SO_REUSEADDR, which std
+//!                                          sets; a failed bind prints `bind-error <errno>`)
 //! tcptrace-peer scrape http://IP:PORT/PATH [--timeout-ms N]
 //! ```
 //!
@@ -81,6 +84,10 @@ struct Opts {
     connections: usize,
     /// Client: make the connections one after the other.
     one_by_one: bool,
+    /// Client, with `--one-by-one`: the pause between connections.
+    pace: Duration,
+    /// Server: listen without `SO_REUSEADDR`.
+    no_reuseaddr: bool,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -138,12 +145,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             }
             "--hold" => o.hold = true,
             "--one-by-one" => o.one_by_one = true,
+            "--pace-ms" => o.pace = millis(&mut args, "--pace-ms")?,
+            "--no-reuseaddr" => o.no_reuseaddr = true,
             "--connections" => {
                 o.connections = args
                     .next()
                     .and_then(|v| v.parse::<usize>().ok())
-                    .filter(|&n| (1..=500).contains(&n))
-                    .ok_or("--connections needs a number from 1 to 500")?;
+                    .filter(|&n| (1..=2000).contains(&n))
+                    .ok_or("--connections needs a number from 1 to 2000")?;
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -151,8 +160,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     if o.addr.is_none() {
         return Err("--addr is required".into());
     }
-    if o.server && (o.bind.is_some() || o.hold || o.one_by_one) {
-        return Err("--bind, --hold and --one-by-one are client options".into());
+    if o.server && (o.bind.is_some() || o.hold || o.one_by_one || !o.pace.is_zero()) {
+        return Err("--bind, --hold, --one-by-one and --pace-ms are client options".into());
+    }
+    if !o.server && o.no_reuseaddr {
+        return Err("--no-reuseaddr is a server option".into());
+    }
+    if !o.pace.is_zero() && !o.one_by_one {
+        return Err("--pace-ms goes with --one-by-one".into());
     }
     if o.hold && o.wait_go {
         return Err("--hold and --wait-go both read stdin: pick one".into());
@@ -349,8 +364,47 @@ fn each_in_a_thread<T: Send>(
     })
 }
 
+/// A listener made with libc and without `SO_REUSEADDR` (std's
+/// `TcpListener::bind` sets it on Unix): the way a naive server restarts into
+/// EADDRINUSE while its old connections sit in TIME_WAIT.
+fn listen_without_reuseaddr(addr: SocketAddr) -> io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) has no memory preconditions.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (ss, len) = sockaddr(addr);
+    // SAFETY: a valid fd and a sockaddr of the length passed.
+    if unsafe { libc::bind(fd, (&raw const ss).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a valid, bound fd.
+    if unsafe { libc::listen(fd, 128) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpListener::from(owned))
+}
+
 fn server(o: &Opts, addr: SocketAddr) -> io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
+    let bound = if o.no_reuseaddr {
+        listen_without_reuseaddr(addr)
+    } else {
+        TcpListener::bind(addr)
+    };
+    let listener = bound.inspect_err(|e| {
+        say(&format!(
+            "bind-error {} {e}",
+            e.raw_os_error().unwrap_or_default()
+        ));
+    })?;
     say(&format!("ready {}", listener.local_addr()?.port()));
     if o.connections == 1 {
         let (s, peer) = accept(&listener, o.timeout)?;
@@ -378,46 +432,48 @@ fn server(o: &Opts, addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
+/// A `sockaddr_in` or `sockaddr_in6` for libc calls.
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("small"),
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and
+            // suitably aligned for it.
+            unsafe { (&raw mut ss).cast::<libc::sockaddr_in>().write(sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::sa_family_t::try_from(libc::AF_INET6).expect("small"),
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { (&raw mut ss).cast::<libc::sockaddr_in6>().write(sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, libc::socklen_t::try_from(len).expect("small struct"))
+}
+
 /// `socket()`, `SO_REUSEADDR`, `bind(local)`, `connect(addr)` (blocking: on
 /// loopback it succeeds or fails at once). Errors name the step.
 fn connect_from(local: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
     use std::os::fd::{FromRawFd as _, OwnedFd};
 
-    fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match a {
-            SocketAddr::V4(v4) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("small"),
-                    sin_port: v4.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*v4.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than sockaddr_in and
-                // suitably aligned for it.
-                unsafe { (&raw mut ss).cast::<libc::sockaddr_in>().write(sin) };
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(v6) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::sa_family_t::try_from(libc::AF_INET6).expect("small"),
-                    sin6_port: v6.port().to_be(),
-                    sin6_flowinfo: v6.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: v6.ip().octets(),
-                    },
-                    sin6_scope_id: v6.scope_id(),
-                };
-                // SAFETY: as above, for sockaddr_in6.
-                unsafe { (&raw mut ss).cast::<libc::sockaddr_in6>().write(sin6) };
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, libc::socklen_t::try_from(len).expect("small struct"))
-    }
     let step = |what: &str, rc: libc::c_int| {
         if rc == 0 {
             Ok(())
@@ -500,7 +556,12 @@ fn client(o: &Opts, addr: SocketAddr) -> io::Result<()> {
     if o.connections == 1 {
         client_one(o, addr)
     } else if o.one_by_one {
-        (0..o.connections).try_for_each(|_| client_one(o, addr))
+        (0..o.connections).try_for_each(|i| {
+            if i > 0 && !o.pace.is_zero() {
+                thread::sleep(o.pace);
+            }
+            client_one(o, addr)
+        })
     } else {
         each_in_a_thread(vec![addr; o.connections], |a| client_one(o, a))
     }
