@@ -71,6 +71,12 @@ static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
 #[map]
 static HIST: PerCpuHashMap<HistKey, u64> = PerCpuHashMap::with_max_entries(16_384, 0);
 
+/// Dwell histograms by state alone (`--hist` without `--by`): one row of
+/// buckets per state, the maximum last. An array index instead of two hash
+/// operations per transition.
+#[map]
+static HIST_STATE: PerCpuArray<[u64; hist::ROW]> = PerCpuArray::with_max_entries(16, 0);
+
 /// Transitions by `old * 16 + new`, every mode.
 #[map]
 static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(256, 0);
@@ -402,7 +408,26 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         unsafe { *slot += 1 };
     }
     let by = cfg!(hist_by);
-    if by != HistBy::Off as u32 && dwell_ns != DWELL_UNKNOWN {
+    if by == HistBy::State as u32 && dwell_ns != DWELL_UNKNOWN {
+        if let Some(row) = HIST_STATE.get_ptr_mut(old & 15) {
+            // The mask bounds the index for the verifier (slots stop at 495,
+            // below the maximum's index). The volatile read keeps LLVM, which
+            // knows the bound, from dropping the mask.
+            let slot = hist::slot(dwell_ns) as usize;
+            // SAFETY: a read of a local.
+            let s = unsafe { core::ptr::read_volatile(&raw const slot) } & (hist::ROW - 1);
+            // SAFETY: a per-CPU row, only this CPU writes it while we run;
+            // both indices are within the row.
+            unsafe {
+                if s != hist::ROW_MAX {
+                    (*row)[s] += 1;
+                }
+                if (*row)[hist::ROW_MAX] < dwell_ns {
+                    (*row)[hist::ROW_MAX] = dwell_ns;
+                }
+            }
+        }
+    } else if by != HistBy::Off as u32 && dwell_ns != DWELL_UNKNOWN {
         let mut key = HistKey {
             state: old,
             slot: hist::slot(dwell_ns),

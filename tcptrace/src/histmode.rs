@@ -19,7 +19,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use bytes::BytesMut;
-use tcptrace_common::{Config, HistBy, HistKey, TcpState};
+use tcptrace_common::{Config, HistBy, HistKey, TcpState, hist};
 use tokio::time::{MissedTickBehavior, interval, interval_at};
 
 use crate::{
@@ -91,15 +91,36 @@ pub fn read_kernel_hists(
     ebpf: &Ebpf,
     by: HistBy,
 ) -> anyhow::Result<BTreeMap<(TcpState, Option<String>), Hist>> {
+    let mut out: BTreeMap<(TcpState, Option<String>), Hist> = BTreeMap::new();
+    if by == HistBy::State {
+        let rows: PerCpuArray<_, [u64; hist::ROW]> =
+            PerCpuArray::try_from(ebpf.map("HIST_STATE").context("no HIST_STATE map")?)?;
+        for state in TcpState::ALL {
+            let per_cpu = rows.get(&(state as u32), 0)?;
+            let mut h = Hist::default();
+            for slot in 0..hist::ROW_MAX {
+                let n: u64 = per_cpu.iter().map(|r| r[slot]).sum();
+                if n > 0 {
+                    #[expect(clippy::cast_possible_truncation, reason = "slot < 512")]
+                    h.add_bucket(slot as u32, n);
+                }
+            }
+            if h.count() > 0 {
+                let max = per_cpu.iter().map(|r| r[hist::ROW_MAX]).max().unwrap_or(0);
+                h.add_bucket(hist::MAX_SLOT, max);
+                out.insert((state, None), h);
+            }
+        }
+        return Ok(out);
+    }
     let map: PerCpuHashMap<_, HistKey, u64> =
         PerCpuHashMap::try_from(ebpf.map("HIST").context("no HIST map")?)?;
-    let mut out: BTreeMap<(TcpState, Option<String>), Hist> = BTreeMap::new();
     for (key, values) in map.iter().flatten() {
         let Some(state) = TcpState::from_u32(key.state) else {
             continue;
         };
         let h = out.entry((state, group_label(by, &key.group))).or_default();
-        if key.slot == tcptrace_common::hist::MAX_SLOT {
+        if key.slot == hist::MAX_SLOT {
             h.add_bucket(key.slot, values.iter().copied().max().unwrap_or(0));
         } else {
             h.add_bucket(key.slot, values.iter().sum());

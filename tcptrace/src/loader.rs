@@ -64,7 +64,14 @@ pub struct LoadOptions {
     pub config: Config,
     /// Ring-buffer size in bytes: a power of two, a multiple of the page size.
     pub ringbuf_bytes: u32,
+    /// Attach `sock_recv_length`/`sock_send_length`. They run on every recv
+    /// and send of every process; only modes that need owners of accepted
+    /// sockets before their close, or EOF and stacks, ask for them.
+    pub io_hooks: bool,
 }
+
+/// The recv/send hooks, skipped without [`LoadOptions::io_hooks`].
+const IO_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 
 /// Check privileges, read the kernel's tracepoint layouts, load and attach.
 pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
@@ -111,6 +118,10 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         &[]
     };
     for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
+        if !opts.io_hooks && IO_HOOKS.contains(&name) {
+            log::info!("not attaching {group}:{name}: this mode does not need it");
+            continue;
+        }
         let prog: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?

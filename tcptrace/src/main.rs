@@ -74,9 +74,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     filter::apply_kernel_filters(cli, &mut config);
+    // Histograms by state, port or address and the TIME_WAIT census need
+    // owners only from close() (process context, no recv/send hook); --by
+    // comm, the stream and leak reports need the owners of accepted sockets
+    // from their first recv/send, and leak mode their EOF.
+    let io_hooks = !(cli.timewait || (cli.hist && cli.by != Some(HistBy::Comm)));
     let tracer = loader::load(LoadOptions {
         config,
         ringbuf_bytes: cli.ringbuf_kib * 1024,
+        io_hooks,
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
