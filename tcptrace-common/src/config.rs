@@ -105,6 +105,12 @@ pub struct Config {
     pub emit_old_states: u32,
     /// A [`HistBy`] value; 0: no in-kernel histograms.
     pub hist_by: u32,
+    /// Wake the ring buffer's reader only once this many bytes wait; 0: on
+    /// every record the reader has not caught up with (the kernel's default).
+    /// A wakeup costs the kernel an `irq_work` (about a microsecond, far more
+    /// than the record); userspace drains on a timer as well.
+    pub wakeup_bytes: u32,
+    pub _pad2: u32,
 }
 
 /// What in-kernel dwell histograms are split by (`Config::hist_by`).
@@ -125,7 +131,7 @@ pub const EMIT_ALL_STATES: u32 = 0x1ffe;
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 168);
+const _: () = assert!(core::mem::size_of::<Config>() == 176);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

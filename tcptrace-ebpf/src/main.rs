@@ -468,7 +468,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         (*ev).owner_source = owner_source;
         (*ev)._pad = 0;
     }
-    slot.submit(0);
+    slot.submit(submit_flags());
     count(Counter::StateEvents);
     Ok(())
 }
@@ -505,12 +505,32 @@ fn hist_add(key: &HistKey, dwell_ns: u64) {
     }
 }
 
+/// `bpf_ringbuf_submit` flags: `BPF_RB_NO_WAKEUP`, `BPF_RB_FORCE_WAKEUP`,
+/// and the `bpf_ringbuf_query` item `BPF_RB_AVAIL_DATA`.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Batch the reader's wakeups (`Config::wakeup_bytes`): each one costs an
+/// irq_work, which on these machines is most of a transition's cost.
 #[inline(always)]
-fn emit<T: 'static>(ev: T, counter: Counter) {
+fn submit_flags() -> u64 {
+    let threshold = cfg!(wakeup_bytes);
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(threshold) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+fn emit<T: 'static>(ev: T, counter: Counter, flags: u64) {
     match EVENTS.reserve::<T>(0) {
         Some(mut slot) => {
             slot.write(ev);
-            slot.submit(0);
+            slot.submit(flags);
             count(counter);
         }
         None => count(Counter::RingbufFull),
@@ -599,7 +619,7 @@ fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
         reason,
         owner_source,
     };
-    emit(ev, Counter::ResetEvents);
+    emit(ev, Counter::ResetEvents, submit_flags());
     Ok(())
 }
 
@@ -649,7 +669,7 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         reason: 0,
         owner_source,
     };
-    emit(ev, Counter::ResetEvents);
+    emit(ev, Counter::ResetEvents, submit_flags());
     Ok(())
 }
 
@@ -787,7 +807,8 @@ fn on_sys_exit(ctx: &TracePointContext, syscall: u32, errno: i32) -> Result<(), 
             ev.port = port;
         }
     }
-    emit(ev, Counter::FailureEvents);
+    // Rare, and worth printing at once: the reader is woken.
+    emit(ev, Counter::FailureEvents, 0);
     Ok(())
 }
 

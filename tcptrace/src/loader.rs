@@ -81,6 +81,9 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     let (offs, reasons) = offsets::read(&tracefs)?;
     let mut config = opts.config;
     config.offsets = offs;
+    // Every mode also drains the ring on a timer; wake it early only when an
+    // eighth of the ring waits, well before it could fill.
+    config.wakeup_bytes = opts.ringbuf_bytes / 8;
     // Failures come from optional tracepoints: without them --timewait still
     // has its census, and says what it cannot see.
     let mut failures_unavailable = None;

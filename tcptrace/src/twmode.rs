@@ -62,6 +62,25 @@ const LIVE_STATES: [TcpState; 8] = [
     TcpState::Closing,
 ];
 
+/// The timewait and the live sockets bound to `port` (on `addr`, or any
+/// address when either side is a wildcard), as sock_diag shows them now.
+fn sockets_on(addr: IpAddr, port: u16) -> (Vec<DiagSocket>, Vec<DiagSocket>) {
+    let matches = |s: &DiagSocket| {
+        s.lport == port && (addr.is_unspecified() || s.local.is_unspecified() || s.local == addr)
+    };
+    let tw = sockdiag::dump_timewait().map_or_else(
+        |e| {
+            log::warn!("sock_diag dump for a failed bind: {e}");
+            Vec::new()
+        },
+        |v| v.into_iter().filter(|s| matches(s)).collect(),
+    );
+    let live = dump_live()
+        .map(|v| v.into_iter().filter(|s| matches(s)).collect())
+        .unwrap_or_default();
+    (tw, live)
+}
+
 /// Live sockets of the namespace (timewait orphans excluded), and listeners.
 fn dump_live() -> Result<Vec<DiagSocket>, sockdiag::DiagError> {
     let mut states = LIVE_STATES.to_vec();
@@ -255,20 +274,7 @@ impl State {
             b.count += 1;
             return;
         }
-        let matches = |s: &DiagSocket| {
-            s.lport == port
-                && (addr.is_unspecified() || s.local.is_unspecified() || s.local == addr)
-        };
-        let tw: Vec<DiagSocket> = sockdiag::dump_timewait().map_or_else(
-            |e| {
-                log::warn!("sock_diag dump for a failed bind: {e}");
-                Vec::new()
-            },
-            |v| v.into_iter().filter(|s| matches(s)).collect(),
-        );
-        let live: Vec<DiagSocket> = dump_live()
-            .map(|v| v.into_iter().filter(|s| matches(s)).collect())
-            .unwrap_or_default();
+        let (tw, live) = sockets_on(addr, port);
         let time_wait = tw
             .iter()
             .filter(|s| s.state == Some(TcpState::TimeWait))
@@ -818,6 +824,12 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         eprintln!(
             "tcptrace: {} undecodable records dropped",
             state.undecodable
+        );
+    }
+    if end == End::Stopped {
+        eprintln!(
+            "{}",
+            crate::stats::costs_line(&crate::stats::program_costs(&ebpf))
         );
     }
     Ok(if out.closed() { End::BrokenPipe } else { end })

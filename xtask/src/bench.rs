@@ -43,16 +43,18 @@ enum Config {
     Stream,
     Hist,
     Leaks,
+    Timewait,
     BpftraceStates,
     BpftraceHist,
 }
 
 impl Config {
-    const ALL: [Config; 6] = [
+    const ALL: [Config; 7] = [
         Config::None,
         Config::Stream,
         Config::Hist,
         Config::Leaks,
+        Config::Timewait,
         Config::BpftraceStates,
         Config::BpftraceHist,
     ];
@@ -63,6 +65,7 @@ impl Config {
             Config::Stream => "tcptrace --json > /dev/null",
             Config::Hist => "tcptrace --hist",
             Config::Leaks => "tcptrace --closewait-leaks",
+            Config::Timewait => "tcptrace --timewait",
             Config::BpftraceStates => "bpftrace tcpstates-like printf",
             Config::BpftraceHist => "bpftrace dwell hist",
         }
@@ -107,6 +110,11 @@ fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
             c.args(["--hist", "-i", "1h"]);
             c
         }
+        Config::Timewait => {
+            let mut c = Command::new(tcptrace);
+            c.args(["--timewait", "-i", "1h"]);
+            c
+        }
         Config::BpftraceStates | Config::BpftraceHist => {
             let mut c = Command::new("bpftrace");
             c.arg("-e").arg(if cfg == Config::BpftraceStates {
@@ -132,7 +140,10 @@ fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
     // tcptrace says when it is attached; bpftrace attaches within a second
     // or two of start (its banner goes to stdout, discarded here).
     let deadline = Instant::now() + Duration::from_secs(30);
-    if matches!(cfg, Config::Stream | Config::Hist | Config::Leaks) {
+    if matches!(
+        cfg,
+        Config::Stream | Config::Hist | Config::Leaks | Config::Timewait
+    ) {
         loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
