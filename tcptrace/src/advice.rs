@@ -318,6 +318,33 @@ mod tests {
         }
     }
 
+    fn run(
+        census: &Snapshot,
+        sysctls: &Sysctls,
+        binds: &[BindFacts],
+        connects: &[ConnectFacts],
+        overflow: Option<u64>,
+    ) -> Vec<Advice> {
+        advise(&Facts {
+            census,
+            sysctls,
+            binds,
+            connects,
+            overflow,
+        })
+    }
+
+    fn bind_failure(time_wait: u64, listeners: Vec<(u32, String)>) -> [BindFacts; 1] {
+        [BindFacts {
+            pid: 42,
+            comm: "server".into(),
+            port: 7000,
+            count: 1,
+            time_wait,
+            listeners,
+        }]
+    }
+
     fn ids(a: &[Advice]) -> Vec<&'static str> {
         a.iter().map(|a| a.id).collect()
     }
@@ -326,21 +353,8 @@ mod tests {
     fn restart_failure_names_so_reuseaddr_with_the_facts() {
         let census = Snapshot::default();
         let s = sysctls(2);
-        let binds = [BindFacts {
-            pid: 42,
-            comm: "server".into(),
-            port: 7000,
-            count: 1,
-            time_wait: 20,
-            listeners: vec![],
-        }];
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &binds,
-            connects: &[],
-            overflow: Some(0),
-        });
+        let binds = bind_failure(20, vec![]);
+        let a = run(&census, &s, &binds, &[], Some(0));
         assert_eq!(ids(&a), vec!["so_reuseaddr"]);
         assert!(a[0].text.contains("port 7000"), "{}", a[0].text);
         assert!(a[0].text.contains("20 TIME_WAIT"), "{}", a[0].text);
@@ -351,21 +365,8 @@ mod tests {
     fn a_live_listener_is_not_a_reuseaddr_problem() {
         let census = Snapshot::default();
         let s = sysctls(2);
-        let binds = [BindFacts {
-            pid: 42,
-            comm: "server".into(),
-            port: 7000,
-            count: 1,
-            time_wait: 0,
-            listeners: vec![(41, "server".into())],
-        }];
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &binds,
-            connects: &[],
-            overflow: None,
-        });
+        let binds = bind_failure(0, vec![(41, "server".into())]);
+        let a = run(&census, &s, &binds, &[], None);
         assert_eq!(ids(&a), vec!["port_in_use"]);
         assert!(a[0].text.contains("pid 41"));
     }
@@ -384,13 +385,7 @@ mod tests {
             count: 3,
         }];
         let s = sysctls(0);
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &[],
-            connects: &connects,
-            overflow: Some(0),
-        });
+        let a = run(&census, &s, &[], &connects, Some(0));
         assert_eq!(ids(&a), vec!["keepalive", "tcp_tw_reuse", "port_range"]);
         assert!(a[0].text.contains("10.0.0.5:80"), "{}", a[0].text);
         assert!(a[0].text.contains("failed 3 time"), "{}", a[0].text);
@@ -398,23 +393,11 @@ mod tests {
         assert!(a[2].text.contains("40000 40099"), "{}", a[2].text);
         // 2 is loopback only: 10.0.0.5 is not.
         let s = sysctls(2);
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &[],
-            connects: &connects,
-            overflow: None,
-        });
+        let a = run(&census, &s, &[], &connects, None);
         assert!(a[1].text.contains("loopback only"), "{}", a[1].text);
         // Reuse already applies: not suggested again.
         let s = sysctls(1);
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &[],
-            connects: &connects,
-            overflow: None,
-        });
+        let a = run(&census, &s, &[], &connects, None);
         assert!(!ids(&a).contains(&"tcp_tw_reuse"));
         for adv in &a {
             assert!(!adv.text.contains("tcp_tw_recycle"), "never suggested");
@@ -436,13 +419,7 @@ mod tests {
             ..Snapshot::default()
         };
         let s = sysctls(2);
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &[],
-            connects: &[],
-            overflow: None,
-        });
+        let a = run(&census, &s, &[], &[], None);
         assert_eq!(ids(&a), vec!["client_close_first"]);
         assert!(a[0].text.contains("pid 9 (httpd)"), "{}", a[0].text);
         assert!(a[0].text.contains("keep-alive"), "{}", a[0].text);
@@ -454,25 +431,13 @@ mod tests {
         let census = Snapshot::default();
         let mut s = sysctls(0);
         s.tw_recycle = Some(1);
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &[],
-            connects: &[],
-            overflow: Some(5),
-        });
+        let a = run(&census, &s, &[], &[], Some(5));
         assert_eq!(ids(&a), vec!["tcp_tw_recycle", "max_tw_buckets"]);
         assert!(a[0].text.contains("removed"), "{}", a[0].text);
         assert!(a[1].text.contains("5 connection"), "{}", a[1].text);
         // No overflow, nothing measured: no advice at all.
         let s = sysctls(0);
-        let a = advise(&Facts {
-            census: &census,
-            sysctls: &s,
-            binds: &[],
-            connects: &[],
-            overflow: Some(0),
-        });
+        let a = run(&census, &s, &[], &[], Some(0));
         assert!(a.is_empty(), "{a:?}");
     }
 }

@@ -209,6 +209,23 @@ impl State {
         t.get(11..26).unwrap_or(&t).to_owned()
     }
 
+    /// The keys every failure line has.
+    fn failure_json(&self, f: &Failure, addr: IpAddr, port: u16) -> serde_json::Value {
+        serde_json::json!({
+            "type": "failure",
+            "time": self.time(f.ts_ns),
+            "ts_ns": f.ts_ns,
+            "syscall": f.call.syscall(),
+            "errno": f.call.errno(),
+            "pid": f.owner.pid,
+            "tid": f.owner.tid,
+            "comm": f.owner.comm,
+            "fd": f.fd,
+            "addr": addr.to_string(),
+            "port": port,
+        })
+    }
+
     fn push_json<T: Serialize>(&mut self, v: &T) {
         if let Ok(bytes) = serde_json::to_vec(v) {
             self.buf.extend_from_slice(&bytes);
@@ -311,23 +328,11 @@ impl State {
                     })
                 })
                 .collect();
-            let v = serde_json::json!({
-                "type": "failure",
-                "time": self.time(f.ts_ns),
-                "ts_ns": f.ts_ns,
-                "syscall": f.call.syscall(),
-                "errno": f.call.errno(),
-                "pid": f.owner.pid,
-                "tid": f.owner.tid,
-                "comm": f.owner.comm,
-                "fd": f.fd,
-                "addr": addr.to_string(),
-                "port": port,
-                "holders": {
-                    "time_wait": time_wait,
-                    "fin_wait2_orphans": fin_wait2,
-                    "live": live_json,
-                },
+            let mut v = self.failure_json(f, addr, port);
+            v["holders"] = serde_json::json!({
+                "time_wait": time_wait,
+                "fin_wait2_orphans": fin_wait2,
+                "live": live_json,
             });
             self.push_json(&v);
         } else {
@@ -386,21 +391,9 @@ impl State {
         let groups = snap.destination(dest, port);
         if self.json {
             let census: Vec<JsonDest> = groups.iter().map(|g| self.json_dest(g)).collect();
-            let v = serde_json::json!({
-                "type": "failure",
-                "time": self.time(f.ts_ns),
-                "ts_ns": f.ts_ns,
-                "syscall": f.call.syscall(),
-                "errno": f.call.errno(),
-                "pid": f.owner.pid,
-                "tid": f.owner.tid,
-                "comm": f.owner.comm,
-                "fd": f.fd,
-                "addr": dest.to_string(),
-                "port": port,
-                "destination": endpoint(dest, port),
-                "census": census,
-            });
+            let mut v = self.failure_json(f, dest, port);
+            v["destination"] = endpoint(dest, port).into();
+            v["census"] = serde_json::to_value(census).unwrap_or_default();
             self.push_json(&v);
         } else {
             let mut line = format!(

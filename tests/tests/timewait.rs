@@ -152,8 +152,8 @@ fn churn(lab: &Lab, addr: &str, conns: &str) -> (integration_tests::Peer, integr
     (server, client)
 }
 
-/// Exhaustion scenario: 100 ephemeral ports, no tcp_tw_reuse, a client that
-/// closes first until connect() fails. tcptrace reports the EADDRNOTAVAIL
+/// Exhaustion scenario: 100 ephemeral ports, no `tcp_tw_reuse`, a client that
+/// closes first until `connect()` fails. tcptrace reports the EADDRNOTAVAIL
 /// with the client's pid, a census of the destination that matches `ss`,
 /// and had projected exhaustion before the failure.
 #[test]
@@ -169,7 +169,8 @@ fn port_exhaustion_is_projected_then_caught() {
         line.starts_with("connect-error 99 "),
         "EADDRNOTAVAIL: {line}"
     );
-    let in_ss = lab.ss_count("time-wait", &["dport", "=", ":29611"]) as i64;
+    let in_ss =
+        i64::try_from(lab.ss_count("time-wait", &["dport", "=", ":29611"])).expect("a count");
 
     let failure = tracer
         .wait_for_json(SOON, |v| {
@@ -228,8 +229,8 @@ fn port_exhaustion_is_projected_then_caught() {
     assert!(!text.contains("tcp_tw_recycle=1"), "never suggested");
 }
 
-/// The same churn with tcp_tw_reuse=1 does not exhaust the ports: connect()
-/// takes TIME_WAIT ports older than tcp_tw_reuse_delay, and tcptrace shows
+/// The same churn with `tcp_tw_reuse=1` does not exhaust the ports: `connect()`
+/// takes TIME_WAIT ports older than `tcp_tw_reuse_delay`, and tcptrace shows
 /// those TIME_WAIT sockets killed early by reuse.
 #[test]
 fn tw_reuse_prevents_exhaustion_and_shows_early_kills() {

@@ -364,10 +364,8 @@ fn each_in_a_thread<T: Send>(
     })
 }
 
-/// A listener made with libc and without `SO_REUSEADDR` (std's
-/// `TcpListener::bind` sets it on Unix): the way a naive server restarts into
-/// EADDRINUSE while its old connections sit in TIME_WAIT.
-fn listen_without_reuseaddr(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A TCP socket of `addr`'s family, made with libc.
+fn tcp_socket(addr: SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd as _, OwnedFd};
     let family = if addr.is_ipv4() {
         libc::AF_INET
@@ -380,7 +378,16 @@ fn listen_without_reuseaddr(addr: SocketAddr) -> io::Result<TcpListener> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh fd that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A listener made with libc and without `SO_REUSEADDR` (std's
+/// `TcpListener::bind` sets it on Unix): the way a naive server restarts into
+/// EADDRINUSE while its old connections sit in TIME_WAIT.
+fn listen_without_reuseaddr(addr: SocketAddr) -> io::Result<TcpListener> {
+    use std::os::fd::AsRawFd as _;
+    let owned = tcp_socket(addr)?;
+    let fd = owned.as_raw_fd();
     let (ss, len) = sockaddr(addr);
     // SAFETY: a valid fd and a sockaddr of the length passed.
     if unsafe { libc::bind(fd, (&raw const ss).cast(), len) } != 0 {
@@ -472,7 +479,7 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// `socket()`, `SO_REUSEADDR`, `bind(local)`, `connect(addr)` (blocking: on
 /// loopback it succeeds or fails at once). Errors name the step.
 fn connect_from(local: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use std::os::fd::AsRawFd as _;
 
     let step = |what: &str, rc: libc::c_int| {
         if rc == 0 {
@@ -482,18 +489,8 @@ fn connect_from(local: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
             Err(io::Error::new(e.kind(), format!("{what}: {e}")))
         }
     };
-    let family = if local.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: socket(2) has no memory preconditions.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = tcp_socket(local)?;
+    let fd = owned.as_raw_fd();
     let one: libc::c_int = 1;
     let int_len = libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("small");
     // SAFETY: a valid fd and a pointer to a live c_int of the length passed.
