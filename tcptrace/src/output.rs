@@ -104,6 +104,10 @@ pub struct Printer {
     format: Format,
     clock: Clock,
     reasons: ResetReasons,
+    /// The RFC 3339 text of the last whole second printed, up to and with
+    /// the `.`: events come in bursts within one second, and formatting a
+    /// date per event was a good part of the stream's CPU.
+    second: std::cell::RefCell<(u64, String)>,
 }
 
 /// The header line of the text format.
@@ -133,25 +137,6 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-#[derive(Serialize)]
-struct JsonOwner<'a> {
-    pid: Option<u32>,
-    tid: Option<u32>,
-    comm: Option<&'a str>,
-    owner_source: &'static str,
-}
-
-impl<'a> JsonOwner<'a> {
-    fn new(o: Option<&'a Owner>) -> Self {
-        Self {
-            pid: o.map(|o| o.pid),
-            tid: o.map(|o| o.tid),
-            comm: o.map(|o| o.comm.as_str()),
-            owner_source: owner_source(o),
-        }
-    }
-}
-
 fn owner_source(o: Option<&Owner>) -> &'static str {
     match o.map(|o| o.source) {
         Some(tcptrace_common::OwnerSource::Syscall) => "syscall",
@@ -161,42 +146,41 @@ fn owner_source(o: Option<&Owner>) -> &'static str {
     }
 }
 
+/// One event line. Flat, not `#[serde(flatten)]`-composed: flatten goes
+/// through serde's buffering map serializer, several times slower. Keys of
+/// the other event type are left out (`None`); an inner `None` is a JSON null.
 #[derive(Serialize)]
-struct JsonCommon<'a> {
+struct JsonEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     time: String,
     ts_ns: u64,
-    #[serde(flatten)]
-    owner: JsonOwner<'a>,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    comm: Option<&'a str>,
+    owner_source: &'static str,
     family: &'static str,
     saddr: String,
     sport: u16,
     daddr: String,
     dport: u16,
     skaddr: String,
-}
-
-#[derive(Serialize)]
-struct JsonState<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    common: JsonCommon<'a>,
-    old_state: &'static str,
-    new_state: &'static str,
-    dwell_ns: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct JsonReset<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    common: JsonCommon<'a>,
-    direction: &'static str,
-    state: Option<&'static str>,
-    reason: Option<String>,
-    reason_code: Option<u32>,
-    sock_cookie: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dwell_ns: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Option<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_code: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sock_cookie: Option<Option<u64>>,
 }
 
 impl Printer {
@@ -206,6 +190,7 @@ impl Printer {
             format,
             clock,
             reasons,
+            second: std::cell::RefCell::new((u64::MAX, String::new())),
         }
     }
 
@@ -215,8 +200,23 @@ impl Printer {
         (self.format == Format::Text).then_some(TEXT_HEADER)
     }
 
+    /// `2026-11-21T16:05:27.123456Z`, as `humantime::format_rfc3339_micros`.
     fn time(&self, ts_ns: u64) -> String {
-        humantime::format_rfc3339_micros(self.clock.wall(ts_ns)).to_string()
+        let wall = self.clock.wall(ts_ns);
+        let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (sec, micros) = (since.as_secs(), since.subsec_micros());
+        let mut cache = self.second.borrow_mut();
+        if cache.0 != sec {
+            let full = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(sec))
+                .to_string();
+            // `...:27Z` -> `...:27.`
+            cache.1 = format!("{}.", full.trim_end_matches('Z'));
+            cache.0 = sec;
+        }
+        let mut t = String::with_capacity(cache.1.len() + 7);
+        t.push_str(&cache.1);
+        let _ = write!(t, "{micros:06}Z");
+        t
     }
 
     /// Append one event, newline-terminated, to the batch `out`.
@@ -240,45 +240,57 @@ impl Printer {
 
     fn common<'a>(
         &self,
+        kind: &'static str,
         ts_ns: u64,
         owner: Option<&'a Owner>,
         e: &Endpoints,
         skaddr: u64,
-    ) -> JsonCommon<'a> {
-        JsonCommon {
+    ) -> JsonEvent<'a> {
+        JsonEvent {
+            kind,
             time: self.time(ts_ns),
             ts_ns,
-            owner: JsonOwner::new(owner),
+            pid: owner.map(|o| o.pid),
+            tid: owner.map(|o| o.tid),
+            comm: owner.map(|o| o.comm.as_str()),
+            owner_source: owner_source(owner),
             family: if e.is_ipv6() { "ipv6" } else { "ipv4" },
             saddr: e.local.to_string(),
             sport: e.lport,
             daddr: e.remote.to_string(),
             dport: e.rport,
             skaddr: format!("{skaddr:#x}"),
+            old_state: None,
+            new_state: None,
+            dwell_ns: None,
+            direction: None,
+            state: None,
+            reason: None,
+            reason_code: None,
+            sock_cookie: None,
         }
     }
 
-    fn json_state<'a>(&self, s: &'a StateChange) -> JsonState<'a> {
-        JsonState {
-            kind: "state",
-            common: self.common(s.ts_ns, s.owner.as_ref(), &s.endpoints, s.skaddr),
-            old_state: s.old.name(),
-            new_state: s.new.name(),
-            dwell_ns: s
-                .dwell
-                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    fn json_state<'a>(&self, s: &'a StateChange) -> JsonEvent<'a> {
+        JsonEvent {
+            old_state: Some(s.old.name()),
+            new_state: Some(s.new.name()),
+            dwell_ns: Some(
+                s.dwell
+                    .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            ),
+            ..self.common("state", s.ts_ns, s.owner.as_ref(), &s.endpoints, s.skaddr)
         }
     }
 
-    fn json_reset<'a>(&self, r: &'a Reset) -> JsonReset<'a> {
-        JsonReset {
-            kind: "reset",
-            common: self.common(r.ts_ns, r.owner.as_ref(), &r.endpoints, r.skaddr),
-            direction: r.direction.as_str(),
-            state: r.state.map(tcptrace_common::TcpState::name),
-            reason: r.reason.map(|c| self.reasons.name(c)),
-            reason_code: r.reason,
-            sock_cookie: (r.cookie != 0).then_some(r.cookie),
+    fn json_reset<'a>(&self, r: &'a Reset) -> JsonEvent<'a> {
+        JsonEvent {
+            direction: Some(r.direction.as_str()),
+            state: Some(r.state.map(tcptrace_common::TcpState::name)),
+            reason: Some(r.reason.map(|c| self.reasons.name(c))),
+            reason_code: Some(r.reason),
+            sock_cookie: Some((r.cookie != 0).then_some(r.cookie)),
+            ..self.common("reset", r.ts_ns, r.owner.as_ref(), &r.endpoints, r.skaddr)
         }
     }
 
@@ -413,6 +425,29 @@ mod tests {
                 .ends_with("ESTABLISHED -> CLOSE_WAIT after 1.50ms"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn cached_second_formats_like_humantime() {
+        let p = Printer::new(
+            Format::Json,
+            Clock::fixed(1_763_740_000_000_000_000),
+            ResetReasons::default(),
+        );
+        // Within one second, across a second, backwards, and micros at both ends.
+        for ts in [
+            0u64,
+            999,
+            1_000,
+            999_999_000,
+            1_000_000_000,
+            1_000_000_001,
+            5,
+            86_400_999_999_999,
+        ] {
+            let want = humantime::format_rfc3339_micros(p.clock.wall(ts)).to_string();
+            assert_eq!(p.time(ts), want, "ts {ts}");
+        }
     }
 
     #[test]
