@@ -150,6 +150,10 @@ fn owner_source(o: Option<&Owner>) -> &'static str {
 /// through serde's buffering map serializer, several times slower. Keys of
 /// the other event type are left out (`None`); an inner `None` is a JSON null.
 #[derive(Serialize)]
+#[expect(
+    clippy::option_option,
+    reason = "outer None: the key is absent; inner None: JSON null"
+)]
 struct JsonEvent<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
