@@ -153,6 +153,20 @@ struct JsonPort {
     closers: Vec<JsonCloser>,
 }
 
+/// The top three closers: `pid comm (count), ...`, or `?`.
+fn closers_text(closers: &[(u32, String, u64)]) -> String {
+    let who: Vec<String> = closers
+        .iter()
+        .take(3)
+        .map(|(p, c, n)| format!("{p} {c} ({n})"))
+        .collect();
+    if who.is_empty() {
+        "?".to_owned()
+    } else {
+        who.join(", ")
+    }
+}
+
 /// "at 40.0/s, 100 of 100 ports to 10.0.0.5:80 in use within 2.5 s:
 /// exhaustion".
 fn projection_text(g: &DestGroup) -> String {
@@ -650,12 +664,6 @@ impl State {
                 "LOCAL", "DESTINATION", "TIME_WAIT", "LIVE", "NEW/s"
             );
             for g in &snap.destinations {
-                let who: Vec<String> = g
-                    .closers
-                    .iter()
-                    .take(3)
-                    .map(|(p, c, n)| format!("{p} {c} ({n})"))
-                    .collect();
                 let _ = writeln!(
                     t,
                     "  {:<lw$} {:<dw$} {:>9} {:>5} {:>8.1}  {}",
@@ -664,11 +672,7 @@ impl State {
                     g.time_wait,
                     g.live,
                     g.rate_per_s,
-                    if who.is_empty() {
-                        "?".to_owned()
-                    } else {
-                        who.join(", ")
-                    }
+                    closers_text(&g.closers)
                 );
                 let _ = writeln!(t, "    {}", projection_text(g));
             }
@@ -681,12 +685,6 @@ impl State {
                 "PORT", "TIME_WAIT", "NEW/s", "LISTENING"
             );
             for g in &snap.local_ports {
-                let who: Vec<String> = g
-                    .closers
-                    .iter()
-                    .take(3)
-                    .map(|(p, c, n)| format!("{p} {c} ({n})"))
-                    .collect();
                 let _ = writeln!(
                     t,
                     "  {:<6} {:>9} {:>8.1} {:<10} {}",
@@ -694,11 +692,7 @@ impl State {
                     g.time_wait,
                     g.rate_per_s,
                     if g.listening { "yes" } else { "no" },
-                    if who.is_empty() {
-                        "?".to_owned()
-                    } else {
-                        who.join(", ")
-                    }
+                    closers_text(&g.closers)
                 );
             }
         }
