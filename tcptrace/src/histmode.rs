@@ -20,7 +20,6 @@ use aya::{
 };
 use bytes::BytesMut;
 use tcptrace_common::{Config, HistBy, HistKey, TcpState, hist};
-use tokio::time::{MissedTickBehavior, interval, interval_at};
 
 use crate::{
     cli::Cli,
@@ -32,7 +31,7 @@ use crate::{
     output::StdoutSink,
     stats::KernelCounters,
     stop::Stop,
-    stream::{End, READY},
+    stream::{End, READY, drain_when_woken, timer},
     timewait::Tracker,
 };
 
@@ -428,21 +427,15 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
     };
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;
-    let mut poll = interval(TW_POLL);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut report = interval_at(tokio::time::Instant::now() + opts.interval, opts.interval);
-    report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut poll = timer(Duration::ZERO, TW_POLL);
+    let mut report = timer(opts.interval, opts.interval);
     eprintln!(
         "{READY} TCP state dwell times: histograms every {} (Ctrl-C for the final one)",
         humantime::format_duration(opts.interval)
     );
     let end = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                state.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
+            r = drain_when_woken(&mut ring, |r| state.drain(r)) => r?,
             _ = poll.tick() => {
                 state.drain(ring.get_mut());
                 state.poll_timewait();

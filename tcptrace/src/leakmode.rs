@@ -23,7 +23,6 @@ use bytes::BytesMut;
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, OwnerSource, SockInfo, StackRef, TcpState,
 };
-use tokio::time::{MissedTickBehavior, interval_at};
 
 use crate::{
     cli::Cli,
@@ -35,7 +34,7 @@ use crate::{
     procs, sockdiag,
     stats::KernelCounters,
     stop::Stop,
-    stream::{End, READY},
+    stream::{End, READY, drain_when_woken, timer},
     symbolize::{Stack, Symbols},
 };
 
@@ -353,8 +352,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
     };
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;
-    let mut tick = interval_at(tokio::time::Instant::now() + opts.interval, opts.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = timer(opts.interval, opts.interval);
     eprintln!(
         "{READY} CLOSE_WAIT leaks: reporting sockets older than {} every {} (Ctrl-C for the final report)",
         humantime::format_duration(opts.min_age),
@@ -363,11 +361,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
 
     let end = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                state.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
+            r = drain_when_woken(&mut ring, |r| state.drain(r)) => r?,
             _ = tick.tick() => {
                 state.drain(ring.get_mut());
                 if let Some(l) = logger.as_mut() {

@@ -25,6 +25,30 @@ use crate::{
 /// missed. Tests wait for it.
 pub const READY: &str = "tcptrace: tracing";
 
+/// Wait for the kernel to wake the ring buffer's reader, then drain it with
+/// `drain`. Every mode's event loop has this arm.
+pub async fn drain_when_woken<T>(
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    drain: impl FnOnce(&mut RingBuf<MapData>) -> T,
+) -> anyhow::Result<T> {
+    let mut guard = ring
+        .readable_mut()
+        .await
+        .context("waiting on the ring buffer")?;
+    let out = drain(guard.get_inner_mut());
+    guard.clear_ready();
+    Ok(out)
+}
+
+/// A timer that first fires after `first`, then every `period`; a late tick
+/// delays the next ones instead of bursting to catch up.
+#[must_use]
+pub fn timer(first: Duration, period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 /// How the run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
@@ -123,11 +147,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
 
     let end = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                drain.drain(guard.get_inner_mut())?;
-                guard.clear_ready();
-            }
+            r = drain_when_woken(&mut ring, |r| drain.drain(r)) => r??,
             _ = tick.tick() => {
                 drain.drain(ring.get_mut())?;
                 if let Some(l) = logger.as_mut() {

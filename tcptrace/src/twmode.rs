@@ -20,12 +20,10 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use bytes::BytesMut;
 use serde::Serialize;
 use tcptrace_common::{Config, TcpState};
-use tokio::time::{MissedTickBehavior, interval, interval_at};
 
 use crate::{
     advice::{self, Advice, BindFacts, ConnectFacts},
@@ -38,7 +36,7 @@ use crate::{
     procs::{self, NetnsFilter},
     sockdiag::{self, DiagSocket},
     stop::Stop,
-    stream::{End, READY},
+    stream::{End, READY, drain_when_woken, timer},
     sysctl::{self, Sysctls},
     timewait::{self, Tracker},
 };
@@ -539,7 +537,6 @@ impl State {
     }
 
     fn report(&mut self, final_report: bool) {
-        self.sysctls = Sysctls::read(&self.sysctl_root);
         match dump_live() {
             Ok(l) => self.live = l,
             Err(e) => log::warn!("sock_diag dump of live sockets: {e}"),
@@ -768,25 +765,20 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
     state.poll_listeners();
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;
-    let mut poll = interval(TW_POLL);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut report = interval_at(tokio::time::Instant::now() + opts.interval, opts.interval);
-    report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut poll = timer(Duration::ZERO, TW_POLL);
+    let mut report = timer(opts.interval, opts.interval);
     eprintln!(
         "{READY} TIME_WAIT and port failures: a census every {} (Ctrl-C for the final one)",
         humantime::format_duration(opts.interval)
     );
     let end = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                state.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
+            r = drain_when_woken(&mut ring, |r| state.drain(r)) => r?,
             _ = poll.tick() => {
                 state.drain(ring.get_mut());
                 state.poll_listeners();
                 state.poll_timewait();
+                // The one place the sysctls are re-read: reports use these.
                 state.sysctls = Sysctls::read(&state.sysctl_root);
                 state.check_projections();
                 if let Some(l) = logger.as_mut() {

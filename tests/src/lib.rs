@@ -1255,44 +1255,19 @@ impl Drop for LeakyServer {
 /// A running `tcptrace --closewait-leaks` inside a test's namespace: sockets
 /// already in `CLOSE_WAIT` at start-up are found through `sock_diag`, which
 /// only sees tcptrace's own namespace. Killed on drop if still running.
-pub struct LeakTracer {
-    args: Vec<String>,
-    child: Child,
-    stderr: Option<StderrWatch>,
-    lines: Arc<Mutex<Vec<String>>>,
-    stdout: Option<JoinHandle<()>>,
-}
+pub struct LeakTracer(ModeTracer);
 
 impl LeakTracer {
     /// `ip netns exec NS tcptrace --closewait-leaks ARGS`, once it traces.
     #[must_use]
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        require_root();
-        let mut all = vec!["--closewait-leaks"];
-        all.extend_from_slice(args);
-        let (mut child, stderr) = spawn_ready_with(ns.command(&tracer_bin()), &all, Stdio::piped());
-        let out = child.stdout.take().expect("piped");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&lines);
-        let stdout = thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                shared.lock().expect("not poisoned").push(line);
-            }
-        });
-        Self {
-            args: all.iter().map(ToString::to_string).collect(),
-            child,
-            stderr: Some(stderr),
-            lines,
-            stdout: Some(stdout),
-        }
+        Self(ModeTracer::start_mode(ns, "--closewait-leaks", args))
     }
 
     /// The stdout lines printed so far.
     #[must_use]
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("not poisoned").clone()
+        self.0.lines()
     }
 
     /// The JSON reports printed so far (with `--json`).
@@ -1308,66 +1283,33 @@ impl LeakTracer {
         timeout: Duration,
         done: impl Fn(&LeakReport) -> bool,
     ) -> Option<LeakReport> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.reports().into_iter().find(|r| done(r)) {
-                return Some(r);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        self.0.wait_until(timeout, |lines| {
+            LeakReport::parse_all(lines).into_iter().find(|r| done(r))
+        })
     }
 
     /// SIGINT (the final report), wait for the exit, return everything.
     #[must_use]
     pub fn stop(self) -> LeakRun {
-        signal(&self.child, libc::SIGINT);
-        self.finish(EXIT_TIMEOUT)
+        LeakRun(self.0.stop())
     }
 
     /// Wait (at most `timeout`) for a run with `-d` to end by itself.
     #[must_use]
     pub fn wait_end(self, timeout: Duration) -> LeakRun {
-        self.finish(timeout)
-    }
-
-    fn finish(mut self, timeout: Duration) -> LeakRun {
-        let status = wait_exit(&mut self.child, "tcptrace --closewait-leaks", timeout);
-        if let Some(t) = self.stdout.take() {
-            let _ = t.join();
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(StderrWatch::finish)
-            .unwrap_or_default();
-        let stdout = std::mem::take(&mut *self.lines.lock().expect("not poisoned"));
-        LeakRun {
-            args: std::mem::take(&mut self.args),
-            stdout,
-            stderr,
-            status,
-        }
-    }
-}
-
-impl Drop for LeakTracer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        LeakRun(self.0.wait_end(timeout))
     }
 }
 
 /// Everything one `--closewait-leaks` run printed, and how it ended.
-pub struct LeakRun {
-    pub args: Vec<String>,
-    pub stdout: Vec<String>,
-    pub stderr: String,
-    pub status: ExitStatus,
+pub struct LeakRun(ModeRun);
+
+impl std::ops::Deref for LeakRun {
+    type Target = ModeRun;
+
+    fn deref(&self) -> &ModeRun {
+        &self.0
+    }
 }
 
 /// The start of the summary line of a leak run.
@@ -1472,11 +1414,7 @@ impl LeakRun {
 
 impl fmt::Display for LeakRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "tcptrace {:?} ({}); stdout:", self.args, self.status)?;
-        for l in &self.stdout {
-            writeln!(f, "  {l}")?;
-        }
-        write!(f, "stderr:\n{}", self.stderr)
+        self.0.fmt(f)
     }
 }
 
@@ -2504,7 +2442,8 @@ impl fmt::Display for HistReport {
     }
 }
 
-/// A running `tcptrace` in a reporting mode (`--hist`, `--timewait`) inside
+/// A running `tcptrace` in a reporting mode (`--hist`, `--timewait`,
+/// `--closewait-leaks`) inside
 /// a test's namespace: timewait sockets are polled through `sock_diag`, which
 /// only sees tcptrace's own namespace, and a `--prometheus` listener is
 /// reachable only from inside it. Killed on drop if still running.
@@ -2569,6 +2508,31 @@ impl ModeTracer {
             .unwrap_or_default()
     }
 
+    /// The stdout lines printed so far.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    /// Poll stdout until `find` finds something in it, at most `timeout`;
+    /// `None` then (the caller's assertion says what is missing).
+    pub fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        find: impl Fn(&[String]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = find(&self.lines.lock().expect("not poisoned")) {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The complete JSON reports printed so far (with `--json --hist`).
     #[must_use]
     pub fn reports(&self) -> Vec<HistReport> {
@@ -2584,16 +2548,9 @@ impl ModeTracer {
 
     /// Poll the JSON lines until one satisfies `done`, at most `timeout`.
     pub fn wait_for_json(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = self.json_lines().into_iter().find(|v| done(v)) {
-                return Some(v);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_until(timeout, |lines| {
+            json_objects(lines).into_iter().find(|v| done(v))
+        })
     }
 
     /// Poll the reports until one satisfies `done`, at most `timeout`;
@@ -2604,16 +2561,9 @@ impl ModeTracer {
         timeout: Duration,
         done: impl Fn(&HistReport) -> bool,
     ) -> Option<HistReport> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.reports().into_iter().find(|r| done(r)) {
-                return Some(r);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_until(timeout, |lines| {
+            HistReport::parse_all(lines).into_iter().find(|r| done(r))
+        })
     }
 
     /// The last complete report, if any.
