@@ -494,95 +494,50 @@ pub fn signal(child: &Child, sig: libc::c_int) {
     );
 }
 
-/// A running `tcptrace --json`.
-pub struct Tracer {
-    args: Vec<String>,
-    child: Child,
-    stderr: Option<StderrWatch>,
-    lines: Arc<Mutex<Vec<String>>>,
-    stdout: Option<JoinHandle<()>>,
-}
+/// A running `tcptrace --json` (in the test process's own namespace).
+pub struct Tracer(ModeTracer);
 
 impl Tracer {
     /// Start `tcptrace --json ARGS` and wait until it traces. Always pass a
     /// port filter of the test's own.
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
-        require_root();
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let (mut child, stderr) = spawn_ready(&all, Stdio::piped());
-        let out = child.stdout.take().expect("piped");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&lines);
-        let stdout = thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                shared.lock().expect("not poisoned").push(line);
-            }
-        });
-        Self {
-            args: all.iter().map(ToString::to_string).collect(),
-            child,
-            stderr: Some(stderr),
-            lines,
-            stdout: Some(stdout),
-        }
+        Self(ModeTracer::start_with(
+            Command::new(tracer_bin()),
+            "--json",
+            args,
+        ))
     }
 
     /// The events printed so far.
     #[must_use]
     pub fn events(&self) -> Vec<Event> {
-        let lines = self.lines.lock().expect("not poisoned").clone();
-        lines.iter().map(|l| Event::parse(l)).collect()
+        self.0.lines().iter().map(|l| Event::parse(l)).collect()
     }
 
     /// Poll the events printed so far until `done` holds, at most
     /// [`EVENTS_TIMEOUT`]. Returns whether it did; the assertions that follow
     /// say what is missing.
     pub fn wait_for(&self, done: impl Fn(&[Event]) -> bool) -> bool {
-        let deadline = Instant::now() + EVENTS_TIMEOUT;
-        loop {
-            if done(&self.events()) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                eprintln!("note: the expected events did not all arrive within {EVENTS_TIMEOUT:?}");
-                return false;
-            }
-            thread::sleep(POLL);
+        let met = self.0.wait_until(EVENTS_TIMEOUT, |lines| {
+            let events: Vec<Event> = lines.iter().map(|l| Event::parse(l)).collect();
+            done(&events).then_some(())
+        });
+        if met.is_none() {
+            eprintln!("note: the expected events did not all arrive within {EVENTS_TIMEOUT:?}");
         }
+        met.is_some()
     }
 
     /// SIGINT, wait for the exit, and return everything it printed.
     #[must_use]
-    pub fn stop(mut self) -> Trace {
-        signal(&self.child, libc::SIGINT);
-        let status = wait_exit(&mut self.child, "tcptrace", EXIT_TIMEOUT);
-        if let Some(t) = self.stdout.take() {
-            let _ = t.join();
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(StderrWatch::finish)
-            .unwrap_or_default();
-        let lines = std::mem::take(&mut *self.lines.lock().expect("not poisoned"));
-        let events = lines.iter().map(|l| Event::parse(l)).collect();
+    pub fn stop(self) -> Trace {
+        let run = self.0.stop();
         Trace {
-            args: std::mem::take(&mut self.args),
-            events,
-            stderr,
-            status,
-        }
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            events: run.stdout.iter().map(|l| Event::parse(l)).collect(),
+            args: run.args,
+            stderr: run.stderr,
+            status: run.status,
         }
     }
 }
@@ -2529,7 +2484,7 @@ impl ModeTracer {
             if Instant::now() >= deadline {
                 return None;
             }
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(POLL);
         }
     }
 
@@ -2586,7 +2541,7 @@ impl ModeTracer {
     }
 
     fn finish(mut self, timeout: Duration) -> ModeRun {
-        let status = wait_exit(&mut self.child, "tcptrace (report mode)", timeout);
+        let status = wait_exit(&mut self.child, "tcptrace", timeout);
         if let Some(t) = self.stdout.take() {
             let _ = t.join();
         }
