@@ -58,6 +58,47 @@ pub struct SockLengthOffsets {
     pub ret: u32,
 }
 
+impl SetStateOffsets {
+    /// The layout of every kernel since 4.16 (when the tracepoint gained
+    /// `protocol`), this one included.
+    pub const STANDARD: Self = Self {
+        skaddr: 8,
+        oldstate: 16,
+        newstate: 20,
+        sport: 24,
+        dport: 26,
+        family: 28,
+        protocol: 30,
+        saddr: 32,
+        daddr: 36,
+        saddr_v6: 40,
+        daddr_v6: 56,
+    };
+}
+
+impl SockLengthOffsets {
+    /// The layout since the tracepoints appeared (6.3).
+    pub const STANDARD: Self = Self {
+        sk: 8,
+        family: 16,
+        protocol: 18,
+        ret: 20,
+    };
+}
+
+/// `skaddr` of `tcp:tcp_destroy_sock` in every layout so far.
+pub const DESTROY_SKADDR_STANDARD: u32 = 8;
+
+/// `Config::direct_ctx` bit: `inet_sock_set_state` has
+/// [`SetStateOffsets::STANDARD`].
+pub const DIRECT_SET_STATE: u8 = 1;
+/// `Config::direct_ctx` bit: `sock_recv_length` and `sock_send_length` have
+/// [`SockLengthOffsets::STANDARD`].
+pub const DIRECT_SOCK_LENGTH: u8 = 2;
+/// `Config::direct_ctx` bit: `tcp_destroy_sock` has `skaddr` at
+/// [`DESTROY_SKADDR_STANDARD`].
+pub const DIRECT_DESTROY: u8 = 4;
+
 /// Every tracepoint layout the eBPF programs read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +113,28 @@ pub struct TpOffsets {
     /// `ret` of `syscalls:sys_exit_bind` and `sys_exit_connect` (one layout);
     /// 0 when those tracepoints are not used.
     pub sys_exit_ret: u32,
+}
+
+impl TpOffsets {
+    /// The `DIRECT_*` bits of the layouts that match the standard ones: the
+    /// eBPF programs compiled for those layouts skip the record copy. Other
+    /// layouts still work, through the copy at the offsets read here.
+    #[must_use]
+    pub fn direct_ctx(&self) -> u8 {
+        let mut bits = 0;
+        if self.set_state == SetStateOffsets::STANDARD {
+            bits |= DIRECT_SET_STATE;
+        }
+        if self.recv_length == SockLengthOffsets::STANDARD
+            && self.send_length == SockLengthOffsets::STANDARD
+        {
+            bits |= DIRECT_SOCK_LENGTH;
+        }
+        if self.destroy_skaddr == DESTROY_SKADDR_STANDARD {
+            bits |= DIRECT_DESTROY;
+        }
+        bits
+    }
 }
 
 /// `Config::families` bit for IPv4.
@@ -99,7 +162,11 @@ pub struct Config {
     /// 1: emit `bind()` EADDRINUSE and `connect()` EADDRNOTAVAIL failures
     /// (`--timewait`).
     pub emit_failures: u8,
-    pub _pad: [u8; 3],
+    /// `DIRECT_*` bits: which tracepoints have the standard layout, so that
+    /// their programs load fields straight from the context at constant
+    /// offsets instead of copying the record through a helper first.
+    pub direct_ctx: u8,
+    pub _pad: [u8; 2],
     /// Emit a state record for `old -> new` when bit `1 << old` is set.
     /// Modes that aggregate elsewhere ask for few or none.
     pub emit_old_states: u32,
@@ -196,3 +263,59 @@ pub struct HistKey {
 }
 
 const _: () = assert!(core::mem::size_of::<HistKey>() == 24);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standard() -> TpOffsets {
+        TpOffsets {
+            set_state: SetStateOffsets::STANDARD,
+            recv_length: SockLengthOffsets::STANDARD,
+            send_length: SockLengthOffsets::STANDARD,
+            destroy_skaddr: DESTROY_SKADDR_STANDARD,
+            ..TpOffsets::default()
+        }
+    }
+
+    #[test]
+    fn standard_layouts_are_read_directly() {
+        assert_eq!(
+            standard().direct_ctx(),
+            DIRECT_SET_STATE | DIRECT_SOCK_LENGTH | DIRECT_DESTROY
+        );
+    }
+
+    #[test]
+    fn any_moved_field_falls_back_to_the_copy_for_that_tracepoint_only() {
+        let mut o = standard();
+        o.set_state.protocol = 32;
+        assert_eq!(o.direct_ctx(), DIRECT_SOCK_LENGTH | DIRECT_DESTROY);
+        let mut o = standard();
+        o.send_length.ret = 24;
+        assert_eq!(o.direct_ctx(), DIRECT_SET_STATE | DIRECT_DESTROY);
+        let mut o = standard();
+        o.destroy_skaddr = 16;
+        assert_eq!(o.direct_ctx(), DIRECT_SET_STATE | DIRECT_SOCK_LENGTH);
+        assert_eq!(TpOffsets::default().direct_ctx(), 0);
+    }
+
+    #[test]
+    fn standard_offsets_suit_aligned_context_loads() {
+        // The verifier refuses a context load whose offset is not a multiple
+        // of its size: the direct path loads each field at its own size, and
+        // the IPv6 addresses as two 8-byte halves.
+        let s = SetStateOffsets::STANDARD;
+        assert_eq!(s.skaddr % 8, 0);
+        for f in [s.oldstate, s.newstate, s.saddr, s.daddr] {
+            assert_eq!(f % 4, 0);
+        }
+        for f in [s.sport, s.dport, s.family, s.protocol] {
+            assert_eq!(f % 2, 0);
+        }
+        assert_eq!((s.saddr_v6 % 8, s.daddr_v6 % 8), (0, 0));
+        let l = SockLengthOffsets::STANDARD;
+        assert_eq!((l.sk % 8, l.protocol % 2, l.ret % 4), (0, 0, 0));
+        assert_eq!(DESTROY_SKADDR_STANDARD % 8, 0);
+    }
+}

@@ -33,7 +33,10 @@ use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
     SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
-    config::SockLengthOffsets,
+    config::{
+        DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
+        SetStateOffsets, SockLengthOffsets,
+    },
     track::{OwnerSource, apply_transition, io_needs_owner_update, is_owner_transition},
 };
 use tcptrace_common::{DWELL_UNKNOWN, HistBy, HistKey, StackRef, hist};
@@ -47,10 +50,6 @@ const BPF_NOEXIST: u64 = 1;
 // SAFETY: `Config` is plain integers; all-zero is a valid value.
 static CONFIG: Config = unsafe { core::mem::zeroed() };
 
-/// The value new socket entries start from.
-// SAFETY: `SockInfo` is plain integers; all-zero is a valid value.
-static EMPTY: SockInfo = unsafe { core::mem::zeroed() };
-
 /// Per-transition and reset records. Userspace may resize it before load.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -60,6 +59,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// by userspace as inserts - deletes - live entries.
 #[map]
 static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Where a new socket's entry is built before its insert (per CPU: the
+/// 512-byte BPF stack has no room for it).
+#[map]
+static NEW_SOCK: PerCpuArray<SockInfo> = PerCpuArray::with_max_entries(1, 0);
 
 /// User stacks of first touch and EOF read (leak mode). Identical stacks
 /// share one id, so the map holds code paths, not sockets.
@@ -176,6 +180,28 @@ impl Raw<RECORD> {
         let slot = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
         Self::fill(ctx, slot)
     }
+}
+
+/// One field of the tracepoint record, loaded straight from the context.
+/// `OFFSET` must be a multiple of `T`'s size (the verifier's rule for
+/// tracepoint contexts) and a constant, so that it lands in the load
+/// instruction: the verifier refuses a context pointer moved by a register.
+#[inline(always)]
+fn ctx_field<T: Copy, const OFFSET: usize>(ctx: &TracePointContext) -> T {
+    // SAFETY: the kernel hands tracepoint programs a buffer of
+    // PERF_MAX_TRACE_SIZE bytes, and the verifier checks the offset, size and
+    // alignment of every context load. Used only when userspace found the
+    // standard layout, so that OFFSET is this field's offset.
+    unsafe { ctx.as_ptr().cast::<u8>().add(OFFSET).cast::<T>().read() }
+}
+
+/// Sixteen address bytes from two 8-byte halves (aligned context loads).
+#[inline(always)]
+fn v6_bytes(lo: u64, hi: u64) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&lo.to_ne_bytes());
+    a[8..].copy_from_slice(&hi.to_ne_bytes());
+    a
 }
 
 #[inline(always)]
@@ -331,59 +357,172 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The fixed-size fields of an `inet_sock_set_state` record.
+struct SetStateHead {
+    skaddr: u64,
+    old: u32,
+    new: u32,
+    sport: u16,
+    dport: u16,
+    family: u16,
+    protocol: u16,
+}
+
+/// An `inet_sock_set_state` record, wherever its fields are read from.
+trait SetStateRecord {
+    fn head(&self) -> Result<SetStateHead, i64>;
+    fn addrs(&self, h: &SetStateHead) -> Result<Addrs, i64>;
+}
+
+/// The standard layout ([`SetStateOffsets::STANDARD`]), loaded straight
+/// from the context: no helper call, no copy.
+struct DirectSetState<'a>(&'a TracePointContext);
+
+/// The standard `inet_sock_set_state` layout, for [`ctx_field`] offsets.
+const STD: SetStateOffsets = SetStateOffsets::STANDARD;
+
+impl SetStateRecord for DirectSetState<'_> {
+    #[inline(always)]
+    fn head(&self) -> Result<SetStateHead, i64> {
+        let c = self.0;
+        #[expect(clippy::cast_sign_loss, reason = "TCP states are 1..=12")]
+        Ok(SetStateHead {
+            skaddr: ctx_field::<u64, { STD.skaddr as usize }>(c),
+            old: ctx_field::<i32, { STD.oldstate as usize }>(c) as u32,
+            new: ctx_field::<i32, { STD.newstate as usize }>(c) as u32,
+            sport: ctx_field::<u16, { STD.sport as usize }>(c),
+            dport: ctx_field::<u16, { STD.dport as usize }>(c),
+            family: ctx_field::<u16, { STD.family as usize }>(c),
+            protocol: ctx_field::<u16, { STD.protocol as usize }>(c),
+        })
+    }
+
+    #[inline(always)]
+    fn addrs(&self, h: &SetStateHead) -> Result<Addrs, i64> {
+        let c = self.0;
+        let mut a = Addrs {
+            family: h.family,
+            sport: h.sport,
+            dport: h.dport,
+            ..Addrs::default()
+        };
+        if h.family == AF_INET {
+            a.saddr[..4]
+                .copy_from_slice(&ctx_field::<u32, { STD.saddr as usize }>(c).to_ne_bytes());
+            a.daddr[..4]
+                .copy_from_slice(&ctx_field::<u32, { STD.daddr as usize }>(c).to_ne_bytes());
+        } else {
+            a.saddr = v6_bytes(
+                ctx_field::<u64, { STD.saddr_v6 as usize }>(c),
+                ctx_field::<u64, { STD.saddr_v6 as usize + 8 }>(c),
+            );
+            a.daddr = v6_bytes(
+                ctx_field::<u64, { STD.daddr_v6 as usize }>(c),
+                ctx_field::<u64, { STD.daddr_v6 as usize + 8 }>(c),
+            );
+        }
+        Ok(a)
+    }
+}
+
+/// Any other layout: the record copied once, fields read at the offsets
+/// tracefs gave.
+struct CopiedSetState {
+    raw: Raw<RECORD>,
+    o: SetStateOffsets,
+}
+
+impl SetStateRecord for CopiedSetState {
+    #[inline(always)]
+    fn head(&self) -> Result<SetStateHead, i64> {
+        let (raw, o) = (&self.raw, &self.o);
+        let old: i32 = raw.get(o.oldstate)?;
+        let new: i32 = raw.get(o.newstate)?;
+        #[expect(clippy::cast_sign_loss, reason = "TCP states are 1..=12")]
+        Ok(SetStateHead {
+            skaddr: raw.get(o.skaddr)?,
+            old: old as u32,
+            new: new as u32,
+            sport: raw.get(o.sport)?,
+            dport: raw.get(o.dport)?,
+            family: raw.get(o.family)?,
+            protocol: raw.get(o.protocol)?,
+        })
+    }
+
+    #[inline(always)]
+    fn addrs(&self, h: &SetStateHead) -> Result<Addrs, i64> {
+        let o = &self.o;
+        read_split_addrs(
+            &self.raw,
+            h.family,
+            h.sport,
+            h.dport,
+            [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6],
+        )
+    }
+}
+
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let o = cfg!(offsets.set_state);
+    // CONFIG is read-only and frozen, so the verifier knows this branch's
+    // outcome and drops the other path.
+    if cfg!(direct_ctx) & DIRECT_SET_STATE != 0 {
+        set_state(ctx, &DirectSetState(ctx))
+    } else {
+        let rec = CopiedSetState {
+            raw: Raw::<RECORD>::load(ctx)?,
+            o: cfg!(offsets.set_state),
+        };
+        set_state(ctx, &rec)
+    }
+}
+
+#[inline(always)]
+fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i64> {
+    let h = rec.head()?;
     // Cheap filters first: protocol, family, ports.
-    let raw = Raw::<RECORD>::load(ctx)?;
-    let protocol: u16 = raw.get(o.protocol)?;
-    if protocol != IPPROTO_TCP {
+    if h.protocol != IPPROTO_TCP || !accepts(h.family, h.sport, h.dport) {
         return Ok(());
     }
-    let family: u16 = raw.get(o.family)?;
-    let sport: u16 = raw.get(o.sport)?;
-    let dport: u16 = raw.get(o.dport)?;
-    if !accepts(family, sport, dport) {
-        return Ok(());
-    }
-    let skaddr: u64 = raw.get(o.skaddr)?;
-    let old: i32 = raw.get(o.oldstate)?;
-    let new: i32 = raw.get(o.newstate)?;
-    #[expect(clippy::cast_sign_loss, reason = "TCP states are 1..=12")]
-    let (old, new) = (old as u32, new as u32);
+    let SetStateHead {
+        skaddr,
+        old,
+        new,
+        sport,
+        dport,
+        ..
+    } = h;
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let addr_offsets = [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6];
-
-    // The entry is updated in place (the BPF stack is 512 bytes).
-    let mut ptr = SOCKS.get_ptr_mut(skaddr);
-    let known = ptr.is_some();
-    // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
-    // removes it. A socket first seen at CLOSE has nothing worth keeping.
-    // New entries are inserted zeroed, then updated in place like the rest:
-    // the BPF stack (512 bytes) has no room for a second SockInfo.
-    if !known && new != TcpState::Close as u32 {
-        // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
-        // LISTEN->SYN_RECV (a child cloned from its listener). Any other
-        // first sighting is a socket older than the tracer, or evicted.
-        if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
-            count(Counter::SockUnknown);
+    // A known entry is updated in place (the BPF stack is 512 bytes). A new
+    // one is built in a per-CPU slot and inserted whole: no second lookup.
+    let found = SOCKS.get_ptr_mut(skaddr);
+    let known = found.is_some();
+    let (ptr, fresh) = match found {
+        Some(p) => (Some(p), false),
+        // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
+        // removes it. A socket first seen at CLOSE has nothing worth keeping.
+        None if new != TcpState::Close as u32 => {
+            // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
+            // LISTEN->SYN_RECV (a child cloned from its listener). Any other
+            // first sighting is a socket older than the tracer, or evicted.
+            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
+                count(Counter::SockUnknown);
+            }
+            (NEW_SOCK.get_ptr_mut(0), true)
         }
-        if SOCKS.insert(skaddr, &EMPTY, BPF_NOEXIST).is_ok() {
-            count(Counter::SockInserts);
-            ptr = SOCKS.get_ptr_mut(skaddr);
-        } else {
-            count(Counter::SockInsertErrors);
-            aya_log_ebpf::warn!(ctx, "socket map insert failed");
-        }
-    }
+        None => (None, false),
+    };
     let (dwell_ns, owner, owner_source) = match ptr {
         Some(p) => {
-            // SAFETY: a pointer into the map value returned by the lookup
-            // helper, valid for the duration of this program run.
+            // SAFETY: a pointer into a map value (the socket's entry, or this
+            // CPU's slot) returned by the lookup helper, valid for the
+            // duration of this program run.
             let info = unsafe { &mut *p };
+            // For a fresh slot (`known` false) this rewrites every field.
             let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
             if new == TcpState::CloseWait as u32 {
-                info.addrs = read_split_addrs(&raw, family, sport, dport, addr_offsets)?;
+                info.addrs = rec.addrs(&h)?;
             }
             // connect() is the owner's first touch of an outgoing socket.
             if cfg!(capture_stacks) != 0
@@ -392,6 +531,16 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 && !info.first_stack.is_some()
             {
                 info.first_stack = capture_stack(ctx, info.owner.tgid);
+            }
+            if fresh {
+                if SOCKS.insert(skaddr, &*info, BPF_NOEXIST).is_ok() {
+                    count(Counter::SockInserts);
+                } else {
+                    // Reported like any untracked socket: unknown dwell,
+                    // the owner only from an owner transition.
+                    count(Counter::SockInsertErrors);
+                    aya_log_ebpf::warn!(ctx, "socket map insert failed");
+                }
             }
             (dwell_ns, info.owner, info.owner_source)
         }
@@ -438,7 +587,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         } else if by == HistBy::RemotePort as u32 {
             key.group[..2].copy_from_slice(&dport.to_ne_bytes());
         } else if by == HistBy::RemoteAddr as u32 {
-            key.group = read_split_addrs(&raw, family, sport, dport, addr_offsets)?.daddr;
+            key.group = rec.addrs(&h)?.daddr;
         } else if by == HistBy::Comm as u32 {
             key.group = owner.comm;
         }
@@ -449,7 +598,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     if old >= 32 || emit & (1 << old) == 0 {
         return Ok(());
     }
-    let addrs = read_split_addrs(&raw, family, sport, dport, addr_offsets)?;
+    let addrs = rec.addrs(&h)?;
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());
@@ -554,7 +703,12 @@ fn owner_of(skaddr: u64) -> (Owner, u32) {
 /// tcp_v4_destroy_sock). Every socket that had an entry passes here.
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    match read::<u64>(&ctx, cfg!(offsets.destroy_skaddr)) {
+    let skaddr = if cfg!(direct_ctx) & DIRECT_DESTROY != 0 {
+        Ok(ctx_field::<u64, { DESTROY_SKADDR_STANDARD as usize }>(&ctx))
+    } else {
+        read::<u64>(&ctx, cfg!(offsets.destroy_skaddr))
+    };
+    match skaddr {
         Ok(skaddr) => {
             if SOCKS.remove(skaddr).is_ok() {
                 count(Counter::SockDeletes);
@@ -678,13 +832,23 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
 /// rare cases (new owner, first touch, first EOF) do the rest.
 #[inline(always)]
 fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result<(), i64> {
-    let mut buf = [0u8; IO_RECORD];
-    let raw = Raw::<IO_RECORD>::fill(ctx, &raw mut buf)?;
-    let protocol: u16 = raw.get(o.protocol)?;
+    // (protocol, sk, ret): straight from the context for the standard
+    // layout, else from one copy of the record.
+    let (protocol, sk, ret) = if cfg!(direct_ctx) & DIRECT_SOCK_LENGTH != 0 {
+        const O: SockLengthOffsets = SockLengthOffsets::STANDARD;
+        (
+            ctx_field::<u16, { O.protocol as usize }>(ctx),
+            ctx_field::<u64, { O.sk as usize }>(ctx),
+            ctx_field::<i32, { O.ret as usize }>(ctx),
+        )
+    } else {
+        let mut buf = [0u8; IO_RECORD];
+        let raw = Raw::<IO_RECORD>::fill(ctx, &raw mut buf)?;
+        (raw.get(o.protocol)?, raw.get(o.sk)?, raw.get(o.ret)?)
+    };
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sk: u64 = raw.get(o.sk)?;
     let Some(info) = SOCKS.get_ptr_mut(sk) else {
         return Ok(());
     };
@@ -701,7 +865,6 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
         info.first_stack = capture_stack(ctx, tgid);
     }
     if is_recv && info.eof_ns == 0 {
-        let ret: i32 = raw.get(o.ret)?;
         if ret == 0 {
             // SAFETY: no preconditions.
             info.eof_ns = unsafe { bpf_ktime_get_ns() };

@@ -70,6 +70,28 @@ pub struct LoadOptions {
     pub io_hooks: bool,
 }
 
+/// How each hot program reads its tracepoint record, for `-v`: straight from
+/// the context (the standard layout) or through a copy at tracefs offsets.
+fn record_access(direct: u8) -> String {
+    use tcptrace_common::config::{DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH};
+    [
+        ("inet_sock_set_state", DIRECT_SET_STATE),
+        ("sock_recv_length/sock_send_length", DIRECT_SOCK_LENGTH),
+        ("tcp_destroy_sock", DIRECT_DESTROY),
+    ]
+    .iter()
+    .map(|&(name, bit)| {
+        let how = if direct & bit != 0 {
+            "direct"
+        } else {
+            "copied"
+        };
+        format!("{name} {how}")
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// The recv/send hooks, skipped without [`LoadOptions::io_hooks`].
 const IO_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 
@@ -81,6 +103,15 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     let (offs, reasons) = offsets::read(&tracefs)?;
     let mut config = opts.config;
     config.offsets = offs;
+    // Standard layouts are read straight from the tracepoint context; the
+    // copy at tracefs offsets stays for the others, and tests force it with
+    // TCPTRACE_COPY_RECORDS=1 so that both paths keep working.
+    config.direct_ctx = if std::env::var_os("TCPTRACE_COPY_RECORDS").is_some_and(|v| v == "1") {
+        0
+    } else {
+        offs.direct_ctx()
+    };
+    log::info!("record access: {}", record_access(config.direct_ctx));
     // Every mode also drains the ring on a timer; wake it early only when an
     // eighth of the ring waits, well before it could fill.
     config.wakeup_bytes = opts.ringbuf_bytes / 8;

@@ -509,6 +509,14 @@ impl Tracer {
         ))
     }
 
+    /// [`Tracer::start`] with extra environment variables for tcptrace.
+    #[must_use]
+    pub fn start_env(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut cmd = Command::new(tracer_bin());
+        cmd.envs(env.iter().copied());
+        Self(ModeTracer::start_with(cmd, "--json", args))
+    }
+
     /// The events printed so far.
     #[must_use]
     pub fn events(&self) -> Vec<Event> {

@@ -27,6 +27,44 @@ fn active_close_by_client_ipv4() {
     assert_active_close(&t, &conn, "ipv4", "127.0.0.1");
 }
 
+/// Test 1b: the same lifecycle through each way of reading tracepoint
+/// records. This kernel has the standard layouts, read straight from the
+/// context; `TCPTRACE_COPY_RECORDS=1` forces the copy at tracefs offsets that
+/// kernels with other layouts get. Both must trace the same thing.
+#[test]
+fn active_close_through_direct_loads_and_through_the_record_copy() {
+    for (copy, port, access) in [
+        (
+            "0",
+            29107,
+            "inet_sock_set_state direct, sock_recv_length/sock_send_length direct, \
+             tcp_destroy_sock direct",
+        ),
+        (
+            "1",
+            29108,
+            "inet_sock_set_state copied, sock_recv_length/sock_send_length copied, \
+             tcp_destroy_sock copied",
+        ),
+    ] {
+        let lab = lab!();
+        let addr = format!("127.0.0.1:{port}");
+        let sc = ActiveClose::new(&lab, &addr);
+        let p = port.to_string();
+        let tracer = Tracer::start_env(&[("TCPTRACE_COPY_RECORDS", copy)], &["--port", &p, "-v"]);
+        let conn = sc.run();
+        tracer.wait_for(|evs| active_close_done(&conn, evs));
+        let t = tracer.stop();
+        assert!(
+            t.stderr.contains(&format!("record access: {access}")),
+            "TCPTRACE_COPY_RECORDS={copy}: expected `{access}` in:\n{}",
+            t.stderr
+        );
+        t.assert_clean_exit();
+        assert_active_close(&t, &conn, "ipv4", "127.0.0.1");
+    }
+}
+
 /// Test 2: the server closes first. Now the server child is the active closer
 /// (`FIN_WAIT1`, `FIN_WAIT2`) and the client waits in `CLOSE_WAIT`.
 #[test]
