@@ -38,10 +38,14 @@ impl ResetReasons {
     /// The kernel's name for `reason`, or `UNKNOWN(n)`.
     #[must_use]
     pub fn name(&self, reason: u32) -> String {
-        self.0
-            .get(&reason)
-            .cloned()
-            .unwrap_or_else(|| format!("UNKNOWN({reason})"))
+        self.get(reason)
+            .map_or_else(|| format!("UNKNOWN({reason})"), str::to_owned)
+    }
+
+    /// The kernel's name for `reason`, if it has one; no allocation.
+    #[must_use]
+    pub fn get(&self, reason: u32) -> Option<&str> {
+        self.0.get(&reason).map(String::as_str)
     }
 }
 
