@@ -711,6 +711,7 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     match skaddr {
         Ok(skaddr) => {
             if SOCKS.remove(skaddr).is_ok() {
+                bump_io_generation(io_slot(skaddr));
                 count(Counter::SockDeletes);
             }
         }
@@ -827,6 +828,66 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// A (socket, process) pair whose socket entry needs nothing from that
+/// process's recv/send: its owner is that process and its first-touch stack
+/// is taken. Valid while its slot's [`IO_GEN`] equals `generation`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IoSlot {
+    sk: u64,
+    generation: u64,
+    tgid: u32,
+    _pad: u32,
+}
+
+/// Slots per CPU, direct-mapped by socket address.
+const IO_SLOTS: usize = 64;
+
+/// Per-CPU cache of settled pairs in front of the `SOCKS` lookup in the
+/// recv/send hooks, which run on every recv and send of every process:
+/// keep-alive traffic finds its pair here and does no hash lookup.
+#[map]
+static IO_CACHE: PerCpuArray<[IoSlot; IO_SLOTS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// One generation per slot index, shared by all CPUs. Bumped when a cached
+/// pair in that slot may have gone stale on any CPU: a socket's entry
+/// removed (its address may come back as another socket) or an owner
+/// rewritten by another process's I/O. Per slot, so that the sockets a busy
+/// host closes every second invalidate 1/64 of the cache each, not all of
+/// it. Not bumped on an LRU eviction: an evicted socket's pair skips
+/// nothing that the missing entry would not. A plain increment: two CPUs
+/// racing may lose one, but the value still moves past every stamp taken
+/// before either change.
+#[unsafe(no_mangle)]
+static mut IO_GEN: [Generation; IO_SLOTS] = [Generation(0); IO_SLOTS];
+
+/// One generation per cache line: a socket closed on one CPU does not slow
+/// the recv of an unrelated socket on another.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Generation(u64);
+
+#[inline(always)]
+fn bump_io_generation(i: usize) {
+    // SAFETY: an aligned global, `i` below IO_SLOTS (from io_slot); see
+    // IO_GEN for why a racy increment is enough.
+    unsafe {
+        let g = core::ptr::read_volatile(&raw const IO_GEN[i].0);
+        core::ptr::write_volatile(&raw mut IO_GEN[i].0, g.wrapping_add(1));
+    }
+}
+
+/// The cache slot of a socket: `struct sock`s are slab objects over a
+/// kilobyte apart, so the bits above the low ten spread them.
+#[inline(always)]
+fn io_slot(sk: u64) -> usize {
+    #[expect(clippy::cast_possible_truncation, reason = "masked to IO_SLOTS")]
+    let i = ((sk >> 10) ^ (sk >> 16)) as usize;
+    // SAFETY: a read of a local; volatile so that LLVM keeps the mask the
+    // verifier needs to bound the index.
+    unsafe { core::ptr::read_volatile(&raw const i) & (IO_SLOTS - 1) }
+}
+
 /// Shared body of the recv/send hooks. They fire on every recv and send of
 /// every process, so the common path is a cheap filter and one lookup; the
 /// rare cases (new owner, first touch, first EOF) do the rest.
@@ -849,14 +910,40 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
+    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let i = io_slot(sk);
+    // The generation is read before the entry: a change made after this
+    // read bumps it past the stamp written below.
+    // SAFETY: a read of an aligned global; `i` is below IO_SLOTS.
+    let generation = unsafe { core::ptr::read_volatile(&raw const IO_GEN[i].0) };
+    let slot = IO_CACHE.get_ptr_mut(0).map(|slots| {
+        // SAFETY: this CPU's slots, only this CPU touches them while we
+        // run; `i` is below IO_SLOTS.
+        unsafe { &mut (*slots)[i] }
+    });
+    // The common path: the same process again on a settled socket, and not
+    // an EOF (which has work to do).
+    let eof = is_recv && ret == 0;
+    if let Some(slot) = &slot
+        && slot.sk == sk
+        && slot.tgid == tgid
+        && slot.generation == generation
+        && !eof
+    {
+        return Ok(());
+    }
     let Some(info) = SOCKS.get_ptr_mut(sk) else {
         return Ok(());
     };
-    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: lookup result, valid for this program run; updated in place.
     let info = unsafe { &mut *info };
     if io_needs_owner_update(info, tgid) {
+        // Another CPU may hold a pair for a previous owner (none can while
+        // the owner is unknown: pairs are only stamped for the owner).
+        if info.owner_source != OwnerSource::Unknown as u32 {
+            bump_io_generation(i);
+        }
         info.owner = current_owner();
         info.owner_source = OwnerSource::Io as u32;
     }
@@ -864,14 +951,24 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     if capture && !info.first_stack.is_some() {
         info.first_stack = capture_stack(ctx, tgid);
     }
-    if is_recv && info.eof_ns == 0 {
-        if ret == 0 {
-            // SAFETY: no preconditions.
-            info.eof_ns = unsafe { bpf_ktime_get_ns() };
-            if capture {
-                info.eof_stack = capture_stack(ctx, tgid);
-            }
+    if eof && info.eof_ns == 0 {
+        // SAFETY: no preconditions.
+        info.eof_ns = unsafe { bpf_ktime_get_ns() };
+        if capture {
+            info.eof_stack = capture_stack(ctx, tgid);
         }
+    }
+    // Settled: this process owns it, and its first-touch stack (when asked
+    // for) is taken. Only an EOF or another process has work to do now.
+    if let Some(slot) = slot
+        && (!capture || info.first_stack.is_some())
+    {
+        *slot = IoSlot {
+            sk,
+            generation,
+            tgid,
+            _pad: 0,
+        };
     }
     Ok(())
 }
