@@ -166,7 +166,11 @@ pub struct Config {
     /// their programs load fields straight from the context at constant
     /// offsets instead of copying the record through a helper first.
     pub direct_ctx: u8,
-    pub _pad: [u8; 2],
+    /// 1: keep sockets in the lean map (`LEAN`, [`crate::LeanSock`]):
+    /// state, entry time and owner pid only. For modes that read nothing
+    /// else from the socket map and emit no comm.
+    pub lean_socks: u8,
+    pub _pad: u8,
     /// Emit a state record for `old -> new` when bit `1 << old` is set.
     /// Modes that aggregate elsewhere ask for few or none.
     pub emit_old_states: u32,

@@ -149,6 +149,26 @@ impl StackRef {
     }
 }
 
+/// Value of the lean per-socket map (`LEAN`), used instead of [`SockInfo`]
+/// by modes that need no comm, stacks or addresses from it (`--hist` without
+/// `--by comm`): a quarter of a cache line per socket instead of two and a
+/// half, which is what a socket's insert, lookups and delete touch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeanSock {
+    /// Current TCP state.
+    pub state: u32,
+    /// The owner's process and thread, from owner transitions only; 0 if
+    /// unknown.
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad: u32,
+    /// When `state` was entered (`CLOCK_MONOTONIC` ns).
+    pub entered_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<LeanSock>() == 24);
+
 /// Value of the per-socket LRU map, keyed by socket address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -152,6 +152,7 @@ pub fn apply_transition(
     // a RST sent right after CLOSE (linger-0 close, close with unread data)
     // still finds its owner. Leaving CLOSE again (a new connect or listen on
     // the same socket) starts a new life: nothing of the old one carries over.
+    let dwell_ns = dwell(known, info.state, info.entered_ns, now);
     let known = known && info.state != CLOSE;
     if !known {
         // Field by field: a whole-struct assignment would build a 120-byte
@@ -163,11 +164,6 @@ pub fn apply_transition(
         info.first_stack = crate::StackRef::default();
         info.addrs = crate::Addrs::default();
     }
-    let dwell_ns = if known && info.entered_ns != 0 && info.entered_ns <= now {
-        now - info.entered_ns
-    } else {
-        DWELL_UNKNOWN
-    };
     if is_owner_transition(old, new) {
         info.owner = current();
         info.owner_source = OwnerSource::Syscall as u32;
@@ -175,6 +171,21 @@ pub fn apply_transition(
     info.state = new;
     info.entered_ns = now;
     dwell_ns
+}
+
+/// The time a socket spent in `state`, entered at `entered_ns`, when it
+/// leaves it at `now`: [`DWELL_UNKNOWN`] without an entry (`known` false),
+/// without an entry time, or when the entry is a finished life (CLOSE: the
+/// entry outlives CLOSE until the socket is destroyed, and leaving CLOSE
+/// again starts a new life).
+#[inline(always)]
+#[must_use]
+pub const fn dwell(known: bool, state: u32, entered_ns: u64, now: u64) -> u64 {
+    if known && state != CLOSE && entered_ns != 0 && entered_ns <= now {
+        now - entered_ns
+    } else {
+        DWELL_UNKNOWN
+    }
 }
 
 /// Whether a recv/send by `tgid` on a tracked socket must (re)write its owner.
@@ -236,6 +247,20 @@ mod tests {
     use TcpState::{
         Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
     };
+
+    #[test]
+    fn dwell_needs_an_entry_a_time_and_a_live_state() {
+        let est = TcpState::Established as u32;
+        assert_eq!(dwell(true, est, 1_000, 3_500), 2_500);
+        assert_eq!(dwell(false, est, 1_000, 3_500), crate::DWELL_UNKNOWN);
+        assert_eq!(dwell(true, est, 0, 3_500), crate::DWELL_UNKNOWN);
+        assert_eq!(dwell(true, est, 4_000, 3_500), crate::DWELL_UNKNOWN);
+        assert_eq!(
+            dwell(true, TcpState::Close as u32, 1_000, 3_500),
+            crate::DWELL_UNKNOWN,
+            "leaving CLOSE starts a new life"
+        );
+    }
 
     #[test]
     fn client_owner_comes_from_connect_not_from_softirq_tasks() {

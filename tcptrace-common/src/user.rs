@@ -2,7 +2,7 @@
 //! globals, and checked conversions from raw values.
 
 use crate::{
-    Config, RecordKind, ResetEvent, SockInfo, StateEvent,
+    Config, LeanSock, RecordKind, ResetEvent, SockInfo, StateEvent,
     record::{Header, Owner},
 };
 
@@ -12,6 +12,8 @@ use crate::{
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SockInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LeanSock {}
 // SAFETY: as above.
 unsafe impl aya::Pod for StateEvent {}
 // SAFETY: as above.

@@ -31,13 +31,13 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
-    NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
+    LeanSock, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
     SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
         SetStateOffsets, SockLengthOffsets,
     },
-    track::{OwnerSource, apply_transition, io_needs_owner_update, is_owner_transition},
+    track::{OwnerSource, apply_transition, dwell, io_needs_owner_update, is_owner_transition},
 };
 use tcptrace_common::{DWELL_UNKNOWN, HistBy, HistKey, StackRef, hist};
 
@@ -59,6 +59,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// by userspace as inserts - deletes - live entries.
 #[map]
 static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The lean alternative to `SOCKS` (`Config::lean_socks`): 24 bytes per
+/// socket. Userspace sizes the map not in use down to almost nothing.
+#[map]
+static LEAN: LruHashMap<u64, LeanSock> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Where a new socket's entry is built before its insert (per CPU: the
 /// 512-byte BPF stack has no room for it).
@@ -494,62 +499,10 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     } = h;
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // A known entry is updated in place (the BPF stack is 512 bytes). A new
-    // one is built in a per-CPU slot and inserted whole: no second lookup.
-    let found = SOCKS.get_ptr_mut(skaddr);
-    let known = found.is_some();
-    let (ptr, fresh) = match found {
-        Some(p) => (Some(p), false),
-        // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
-        // removes it. A socket first seen at CLOSE has nothing worth keeping.
-        None if new != TcpState::Close as u32 => {
-            // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
-            // LISTEN->SYN_RECV (a child cloned from its listener). Any other
-            // first sighting is a socket older than the tracer, or evicted.
-            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
-                count(Counter::SockUnknown);
-            }
-            (NEW_SOCK.get_ptr_mut(0), true)
-        }
-        None => (None, false),
-    };
-    let (dwell_ns, owner, owner_source) = match ptr {
-        Some(p) => {
-            // SAFETY: a pointer into a map value (the socket's entry, or this
-            // CPU's slot) returned by the lookup helper, valid for the
-            // duration of this program run.
-            let info = unsafe { &mut *p };
-            // For a fresh slot (`known` false) this rewrites every field.
-            let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
-            if new == TcpState::CloseWait as u32 {
-                info.addrs = rec.addrs(&h)?;
-            }
-            // connect() is the owner's first touch of an outgoing socket.
-            if cfg!(capture_stacks) != 0
-                && is_owner_transition(old, new)
-                && new == TcpState::SynSent as u32
-                && !info.first_stack.is_some()
-            {
-                info.first_stack = capture_stack(ctx, info.owner.tgid);
-            }
-            if fresh {
-                if SOCKS.insert(skaddr, &*info, BPF_NOEXIST).is_ok() {
-                    count(Counter::SockInserts);
-                } else {
-                    // Reported like any untracked socket: unknown dwell,
-                    // the owner only from an owner transition.
-                    count(Counter::SockInsertErrors);
-                    aya_log_ebpf::warn!(ctx, "socket map insert failed");
-                }
-            }
-            (dwell_ns, info.owner, info.owner_source)
-        }
-        // Untracked (first seen at CLOSE, or the insert failed): the same
-        // rule without an entry.
-        None if is_owner_transition(old, new) => {
-            (DWELL_UNKNOWN, current_owner(), OwnerSource::Syscall as u32)
-        }
-        None => (DWELL_UNKNOWN, Owner::default(), OwnerSource::Unknown as u32),
+    let (dwell_ns, owner, owner_source) = if cfg!(lean_socks) != 0 {
+        lean_transition(skaddr, old, new, now)
+    } else {
+        full_transition(ctx, rec, &h, now)?
     };
 
     if let Some(slot) = TRANSITIONS.get_ptr_mut((old & 15) * 16 + (new & 15)) {
@@ -622,6 +575,139 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     Ok(())
 }
 
+/// A transition in the full socket map (`SOCKS`): state, entry time,
+/// owner, stacks and CLOSE_WAIT endpoints. Returns the dwell in the old
+/// state and the owner to report.
+#[inline(always)]
+fn full_transition(
+    ctx: &TracePointContext,
+    rec: &impl SetStateRecord,
+    h: &SetStateHead,
+    now: u64,
+) -> Result<(u64, Owner, u32), i64> {
+    let (skaddr, old, new) = (h.skaddr, h.old, h.new);
+    // A known entry is updated in place (the BPF stack is 512 bytes). A new
+    // one is built in a per-CPU slot and inserted whole: no second lookup.
+    let found = SOCKS.get_ptr_mut(skaddr);
+    let known = found.is_some();
+    let (ptr, fresh) = match found {
+        Some(p) => (Some(p), false),
+        // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
+        // removes it. A socket first seen at CLOSE has nothing worth keeping.
+        None if new != TcpState::Close as u32 => {
+            // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
+            // LISTEN->SYN_RECV (a child cloned from its listener). Any other
+            // first sighting is a socket older than the tracer, or evicted.
+            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
+                count(Counter::SockUnknown);
+            }
+            (NEW_SOCK.get_ptr_mut(0), true)
+        }
+        None => (None, false),
+    };
+    Ok(match ptr {
+        Some(p) => {
+            // SAFETY: a pointer into a map value (the socket's entry, or this
+            // CPU's slot) returned by the lookup helper, valid for the
+            // duration of this program run.
+            let info = unsafe { &mut *p };
+            // For a fresh slot (`known` false) this rewrites every field.
+            let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
+            if new == TcpState::CloseWait as u32 {
+                info.addrs = rec.addrs(h)?;
+            }
+            // connect() is the owner's first touch of an outgoing socket.
+            if cfg!(capture_stacks) != 0
+                && is_owner_transition(old, new)
+                && new == TcpState::SynSent as u32
+                && !info.first_stack.is_some()
+            {
+                info.first_stack = capture_stack(ctx, info.owner.tgid);
+            }
+            if fresh {
+                if SOCKS.insert(skaddr, &*info, BPF_NOEXIST).is_ok() {
+                    count(Counter::SockInserts);
+                } else {
+                    // Reported like any untracked socket: unknown dwell,
+                    // the owner only from an owner transition.
+                    count(Counter::SockInsertErrors);
+                    aya_log_ebpf::warn!(ctx, "socket map insert failed");
+                }
+            }
+            (dwell_ns, info.owner, info.owner_source)
+        }
+        // Untracked (first seen at CLOSE, or the insert failed): the same
+        // rule without an entry.
+        None if is_owner_transition(old, new) => {
+            (DWELL_UNKNOWN, current_owner(), OwnerSource::Syscall as u32)
+        }
+        None => (DWELL_UNKNOWN, Owner::default(), OwnerSource::Unknown as u32),
+    })
+}
+
+/// A transition in the lean socket map (`LEAN`): state, entry time and the
+/// owner's pid from owner transitions; no comm (`Config::lean_socks`).
+#[inline(always)]
+fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
+    let found = LEAN.get_ptr_mut(skaddr);
+    let known = found.is_some();
+    let mut e = match found {
+        // SAFETY: lookup result, valid for this program run.
+        Some(p) => unsafe { *p },
+        None => LeanSock::default(),
+    };
+    let dwell_ns = dwell(known, e.state, e.entered_ns, now);
+    if !known || e.state == TcpState::Close as u32 {
+        // A new life: nothing of the old one carries over.
+        e.tgid = 0;
+        e.tid = 0;
+    }
+    if is_owner_transition(old, new) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
+        {
+            e.tgid = (pid_tgid >> 32) as u32;
+            e.tid = pid_tgid as u32;
+        }
+    }
+    e.state = new;
+    e.entered_ns = now;
+    match found {
+        // SAFETY: as above; 24 bytes written back in place.
+        Some(p) => unsafe { *p = e },
+        // As in full_transition: first sightings at CLOSE are not kept.
+        None if new != TcpState::Close as u32 => {
+            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
+                count(Counter::SockUnknown);
+            }
+            if LEAN.insert(skaddr, &e, BPF_NOEXIST).is_ok() {
+                count(Counter::SockInserts);
+            } else {
+                count(Counter::SockInsertErrors);
+            }
+        }
+        None => {}
+    }
+    let (owner, source) = lean_owner(&e);
+    (dwell_ns, owner, source)
+}
+
+/// The owner a lean entry records: pid and tid, no comm.
+#[inline(always)]
+fn lean_owner(e: &LeanSock) -> (Owner, u32) {
+    let source = if e.tgid == 0 {
+        OwnerSource::Unknown
+    } else {
+        OwnerSource::Syscall
+    };
+    let owner = Owner {
+        tgid: e.tgid,
+        tid: e.tid,
+        comm: [0; 16],
+    };
+    (owner, source as u32)
+}
+
 /// Count one dwell in its bucket and raise the group's maximum.
 #[inline(always)]
 fn hist_add(key: &HistKey, dwell_ns: u64) {
@@ -686,16 +772,27 @@ fn emit<T: 'static>(ev: T, counter: Counter, flags: u64) {
     }
 }
 
-/// The owner recorded for `skaddr`, if the socket is tracked.
+/// The state and owner recorded for `skaddr`, from whichever socket map is
+/// in use; state 0 and no owner if the socket is not tracked.
 #[inline(always)]
-fn owner_of(skaddr: u64) -> (Owner, u32) {
+fn tracked(skaddr: u64) -> (u32, Owner, u32) {
+    let unknown = (0, Owner::default(), OwnerSource::Unknown as u32);
     if skaddr == 0 {
-        return (Owner::default(), OwnerSource::Unknown as u32);
+        return unknown;
+    }
+    if cfg!(lean_socks) != 0 {
+        let Some(p) = LEAN.get_ptr(skaddr) else {
+            return unknown;
+        };
+        // SAFETY: lookup result, valid for this program run.
+        let e = unsafe { *p };
+        let (owner, source) = lean_owner(&e);
+        return (e.state, owner, source);
     }
     match SOCKS.get_ptr(skaddr) {
         // SAFETY: lookup result, valid for this program run.
-        Some(p) => unsafe { ((*p).owner, (*p).owner_source) },
-        None => (Owner::default(), OwnerSource::Unknown as u32),
+        Some(p) => unsafe { ((*p).state, (*p).owner, (*p).owner_source) },
+        None => unknown,
     }
 }
 
@@ -710,7 +807,12 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     };
     match skaddr {
         Ok(skaddr) => {
-            if SOCKS.remove(skaddr).is_ok() {
+            let removed = if cfg!(lean_socks) != 0 {
+                LEAN.remove(skaddr)
+            } else {
+                SOCKS.remove(skaddr)
+            };
+            if removed.is_ok() {
                 bump_io_generation(io_slot(skaddr));
                 count(Counter::SockDeletes);
             }
@@ -760,7 +862,7 @@ fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let skaddr: u64 = read(ctx, o.skaddr)?;
     let state: i32 = read(ctx, o.state)?;
     let reason: u32 = read(ctx, o.reason)?;
-    let (owner, owner_source) = owner_of(skaddr);
+    let (_, owner, owner_source) = tracked(skaddr);
     #[expect(clippy::cast_sign_loss, reason = "TCP states are 0..=12")]
     let ev = ResetEvent {
         // SAFETY: no preconditions.
@@ -807,11 +909,7 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         dport,
         [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6],
     )?;
-    let (state, owner, owner_source) = match SOCKS.get_ptr(skaddr) {
-        // SAFETY: lookup result, valid for this program run.
-        Some(p) => unsafe { ((*p).state, (*p).owner, (*p).owner_source) },
-        None => (0, Owner::default(), OwnerSource::Unknown as u32),
-    };
+    let (state, owner, owner_source) = tracked(skaddr);
     let ev = ResetEvent {
         // SAFETY: no preconditions.
         header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),

@@ -44,6 +44,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         // FIN_WAIT2 or CLOSING) and resets stream.
         Config {
             hist_by: cli.by.unwrap_or(HistBy::State) as u32,
+            // Only dwell and the closer's pid are needed: the lean socket
+            // map, unless histograms are split by comm.
+            lean_socks: u8::from(cli.by != Some(HistBy::Comm)),
             emit_resets: 1,
             emit_old_states: (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32)),
             ..Config::default()
