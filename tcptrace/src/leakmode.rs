@@ -312,6 +312,7 @@ impl State<'_> {
                 k.get(tcptrace_common::Counter::StackErrors),
                 self.undecodable
             );
+            let _ = write!(s, "\n{}", k.socket_map_line());
         }
         s
     }

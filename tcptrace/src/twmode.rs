@@ -806,6 +806,10 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         );
     }
     if end == End::Stopped {
+        match crate::stats::KernelCounters::read(&ebpf) {
+            Ok(k) => eprintln!("{}", k.socket_map_line()),
+            Err(e) => log::warn!("reading kernel counters: {e}"),
+        }
         eprintln!(
             "{}",
             crate::stats::costs_line(&crate::stats::program_costs(&ebpf))
