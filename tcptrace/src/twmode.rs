@@ -314,7 +314,7 @@ impl State {
         let mut listeners: Vec<(u32, String)> = live
             .iter()
             .filter_map(|s| holders.get(&u64::from(s.inode)))
-            .map(|h| (h.pid, h.comm.clone()))
+            .map(|h| (h.pid, h.comm.to_string()))
             .collect();
         listeners.sort();
         listeners.dedup();
@@ -336,7 +336,7 @@ impl State {
                         "local": endpoint(s.local, s.lport),
                         "remote": endpoint(s.remote, s.rport),
                         "pid": h.map(|h| h.pid),
-                        "comm": h.map(|h| h.comm.clone()),
+                        "comm": h.map(|h| h.comm.to_string()),
                     })
                 })
                 .collect();
