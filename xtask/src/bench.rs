@@ -364,7 +364,7 @@ pub fn run(rounds: u32, seconds: f64) -> Result<()> {
         "--bin",
         "tcptrace-load",
     ]))?;
-    let target = workspace_root().join("target").join("release");
+    let target = crate::target_dir().join("release");
     let (tcptrace, loadgen) = (target.join("tcptrace"), target.join("tcptrace-load"));
 
     let _ = Command::new("ip").args(["netns", "del", NETNS]).status();

@@ -75,6 +75,15 @@ pub(crate) fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace)
+/// when set, else `target/` in the workspace.
+pub(crate) fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d))
+}
+
 pub(crate) fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root());
@@ -105,8 +114,7 @@ fn build(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     status(&mut c)?;
-    Ok(workspace_root()
-        .join("target")
+    Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("tcptrace"))
 }
