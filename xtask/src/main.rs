@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod paths;
+mod scale;
 mod setup;
 
 #[derive(Parser)]
@@ -42,7 +43,8 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Benchmarks (root): throughput with no tracer, tcptrace and bpftrace,
-    /// interleaved; writes docs/benchmarks.md and docs/benchmarks.json.
+    /// interleaved; then tcptrace's memory and CPU with 100k held
+    /// connections. Writes docs/benchmarks.md and docs/benchmarks.json.
     Bench {
         /// Rounds of every configuration (medians are over rounds).
         #[arg(long, default_value_t = 3)]
@@ -50,6 +52,10 @@ enum Task {
         /// Seconds of each load phase (churn, then keep-alive).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Run one stage only and update only its table: `throughput`, or
+        /// `scale` (100k held connections, about 2-4 minutes).
+        #[arg(long, value_enum, value_name = "STAGE")]
+        only: Option<bench::Stage>,
     },
     /// Run every test: formatting, unit tests, then the root integration tests.
     Test {
@@ -152,7 +158,11 @@ fn run(args: Args) -> Result<()> {
             std::process::exit(st.code().unwrap_or(1));
         }
         Task::Test { args } => test(&args),
-        Task::Bench { rounds, seconds } => bench::run(rounds.max(1), seconds),
+        Task::Bench {
+            rounds,
+            seconds,
+            only,
+        } => bench::run(rounds.max(1), seconds, only),
     }
 }
 
