@@ -56,7 +56,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Live TCP sockets keyed by `struct sock` address. LRU so that a flood of
 /// sockets evicts the oldest instead of failing inserts; evictions are derived
-/// by userspace as inserts - deletes - live entries.
+/// by userspace as inserts - deletes - live entries. Userspace sets the size
+/// at load (`--max-sockets`, default 131072); this one is only the object's.
 #[map]
 static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
 

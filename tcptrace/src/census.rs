@@ -37,6 +37,9 @@ pub enum Side {
 /// remote port). Ephemeral ports are spent per destination.
 pub type DestKey = (IpAddr, IpAddr, u16);
 
+/// Live client sockets by destination.
+pub type LiveCounts = BTreeMap<DestKey, u64>;
+
 /// New TIME_WAIT sockets per second over the last [`RATE_WINDOW_S`].
 #[derive(Clone, Debug, Default)]
 struct Rate {
@@ -311,13 +314,27 @@ impl Census {
         }
     }
 
+    /// Count one live socket (from a dump of the other states) in `live`:
+    /// client sockets by destination, the only ones a projection needs.
+    /// Counting as the dump is read keeps no socket: a namespace with 200k
+    /// live sockets costs a handful of destinations.
+    pub fn count_live(&self, live: &mut LiveCounts, s: &DiagSocket, sysctls: &Sysctls) {
+        if s.state == Some(TcpState::Listen) || s.timer == 3 {
+            return;
+        }
+        let (l, lport, r, rport) = canonical_tuple((s.local, s.lport, s.remote, s.rport));
+        if side(lport, rport, &self.listening, sysctls) == Side::Client {
+            *live.entry((l, r, rport)).or_default() += 1;
+        }
+    }
+
     /// Group `timewait` sockets (one sock_diag poll) and `live` ones (the
-    /// last dump of the other states) at `now_ns`.
+    /// last dump of the other states, see [`Census::count_live`]) at `now_ns`.
     pub fn snapshot(
         &mut self,
         now_ns: u64,
         timewait: &[DiagSocket],
-        live: &[DiagSocket],
+        live: &LiveCounts,
         sysctls: &Sysctls,
     ) -> Snapshot {
         #[derive(Default)]
@@ -360,15 +377,9 @@ impl Census {
                 c.fw2 += 1;
             }
         }
-        for s in live {
-            if s.state == Some(TcpState::Listen) {
-                continue;
-            }
-            let (l, lport, r, rport) = canonical_tuple((s.local, s.lport, s.remote, s.rport));
-            if side(lport, rport, &self.listening, sysctls) == Side::Client
-                && let Some(c) = dests.get_mut(&(l, r, rport))
-            {
-                c.live += 1;
+        for (key, n) in live {
+            if let Some(c) = dests.get_mut(key) {
+                c.live += n;
             }
         }
         // Destinations and ports whose rate is still counting are shown even
@@ -550,7 +561,17 @@ mod tests {
             .map(|i| sock(TcpState::TimeWait, 40000 + i, SERVER, 80))
             .chain((0..3u16).map(|i| sock(TcpState::TimeWait, 8080, SERVER, 50000 + i)))
             .collect();
-        let live = vec![sock(TcpState::Established, 40050, SERVER, 80)];
+        let mut live = LiveCounts::new();
+        for l in [
+            sock(TcpState::Established, 40050, SERVER, 80),
+            sock(TcpState::Listen, 8080, SERVER, 0),
+            // A server-side socket: not a port this host's clients use.
+            sock(TcpState::CloseWait, 8080, SERVER, 40051),
+        ] {
+            let l = DiagSocket { timer: 0, ..l };
+            c.count_live(&mut live, &l, &s);
+        }
+        assert_eq!(live.len(), 1, "{live:?}");
         let snap = c.snapshot(11 * NS, &tw, &live, &s);
         assert_eq!(snap.time_wait, 43);
         let d = &snap.destinations[0];

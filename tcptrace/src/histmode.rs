@@ -230,8 +230,9 @@ impl State {
         ebpf: &Ebpf,
     ) -> anyhow::Result<BTreeMap<(TcpState, Option<String>), Hist>> {
         let hists = read_kernel_hists(ebpf, self.opts.by)?;
-        let kernel = KernelCounters::read(ebpf).ok();
-        let close_wait = count_close_wait(ebpf);
+        let kernel = KernelCounters::read(ebpf)
+            .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
+            .ok();
         let mut snap = self
             .snapshot
             .lock()
@@ -257,7 +258,6 @@ impl State {
             .iter()
             .map(|((d, r), n)| (*d, r.clone(), *n))
             .collect();
-        snap.close_wait = close_wait;
         snap.time_wait = self.tw.population_time_wait;
         snap.fin_wait2_orphans = self.tw.population_fin_wait2;
         snap.timewait_entered = self.tw.entered;
@@ -265,6 +265,7 @@ impl State {
         snap.timewait_killed_early = self.tw.killed_early;
         snap.timewait_never_seen = self.tw.never_seen;
         if let Some(k) = kernel {
+            snap.close_wait = k.close_wait;
             snap.ringbuf_full = k.get(tcptrace_common::Counter::RingbufFull);
             snap.evictions = k.evictions();
         }
@@ -383,21 +384,6 @@ fn push_json<T: serde::Serialize>(buf: &mut BytesMut, v: &T) -> anyhow::Result<(
     Ok(())
 }
 
-/// Sockets the kernel map holds in CLOSE_WAIT (every namespace).
-fn count_close_wait(ebpf: &Ebpf) -> u64 {
-    let Some(map) = ebpf.map("SOCKS") else {
-        return 0;
-    };
-    let Ok(socks) = aya::maps::HashMap::<_, u64, tcptrace_common::SockInfo>::try_from(map) else {
-        return 0;
-    };
-    socks
-        .iter()
-        .flatten()
-        .filter(|(_, v)| v.state == TcpState::CloseWait as u32)
-        .count() as u64
-}
-
 /// Run hist mode on a loaded tracer.
 pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result<End> {
     let Tracer {
@@ -459,6 +445,10 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
     state.poll_timewait();
     if end == End::Stopped {
         state.report(&ebpf, &mut out, true)?;
+        match KernelCounters::read(&ebpf) {
+            Ok(k) => eprintln!("{}", k.socket_map_line()),
+            Err(e) => log::warn!("reading kernel counters: {e}"),
+        }
         eprintln!(
             "{}",
             crate::stats::costs_line(&crate::stats::program_costs(&ebpf))

@@ -11,6 +11,7 @@ use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -28,7 +29,7 @@ use crate::{
     cli::Cli,
     event::{Event, decode},
     filter::Filter,
-    leaks::{self, Group, JsonGroup, LeakClass, LeakSocket, ProcessInfo},
+    leaks::{self, Group, Grouper, JsonGroup, LeakClass, LeakSocket, ProcessInfo},
     loader::Tracer,
     output::{StdoutSink, human_duration},
     procs, sockdiag,
@@ -74,13 +75,6 @@ struct State<'a> {
     undecodable: u64,
 }
 
-/// Everything the kernel map says about one CLOSE_WAIT socket.
-struct KernelSocket {
-    info: SockInfo,
-    tuple: Tuple,
-    age: Duration,
-}
-
 fn stack_of(
     symbols: &mut Symbols,
     stacks: Option<&StackTraceMap<&MapData>>,
@@ -94,129 +88,238 @@ fn stack_of(
     Some(symbols.stack(r.tgid, &ips, r.sp_word))
 }
 
-/// Sockets the kernel map has seen in CLOSE_WAIT for at least `min_age_ns`.
-fn kernel_sockets(ebpf: &Ebpf, now: u64, min_age_ns: u64) -> anyhow::Result<Vec<KernelSocket>> {
-    let socks: BpfHashMap<_, u64, SockInfo> =
-        BpfHashMap::try_from(ebpf.map("SOCKS").context("no SOCKS map")?)?;
-    let mut kernel = Vec::new();
-    // An entry can vanish between key and value reads: skip it.
-    for (_, info) in socks.iter().flatten() {
-        if info.state != TcpState::CloseWait as u32 || info.entered_ns == 0 {
-            continue;
+/// What sock_diag says about one CLOSE_WAIT socket of the namespace. A
+/// report keeps one per socket, sorted by tuple for lookups: a sorted `Vec`
+/// is half the size of a hash map.
+struct Diag {
+    /// Canonical (v4-mapped v6 as v4).
+    tuple: Tuple,
+    inode: u32,
+    recv_queue: u32,
+    /// An IPv6 socket (a dual-stack one too, whatever its tuple shows), for
+    /// the kernel's family filter.
+    ipv6: bool,
+    /// The kernel map has the socket too.
+    in_kernel: bool,
+}
+
+/// A kernel-map socket whose owner the kernel side never saw (accepted,
+/// never touched): resolved through its inode after the `/proc` scan.
+struct Unowned {
+    /// Index into the sorted sock_diag sockets.
+    diag: u32,
+    age: Duration,
+    eof_seen: bool,
+    eof_stack: StackRef,
+    first_stack: StackRef,
+}
+
+/// Symbolized stacks of one report, one per captured stack: the sockets of a
+/// leak share a few code paths.
+struct StackCache<'a> {
+    map: Option<StackTraceMap<&'a MapData>>,
+    cache: HashMap<(u32, u32, u64), Option<Arc<Stack>>>,
+}
+
+impl StackCache<'_> {
+    fn get(&mut self, symbols: &mut Symbols, r: &StackRef) -> Option<Arc<Stack>> {
+        if !r.is_some() {
+            return None;
         }
-        let age_ns = now.saturating_sub(info.entered_ns);
-        if age_ns < min_age_ns {
-            continue;
-        }
-        let Some(tuple) = tuple(&info.addrs) else {
-            continue;
-        };
-        kernel.push(KernelSocket {
-            info,
-            tuple,
-            age: Duration::from_nanos(age_ns),
-        });
+        let map = self.map.as_ref();
+        self.cache
+            .entry((r.tgid, r.id_plus_one, r.sp_word))
+            .or_insert_with(|| stack_of(symbols, map, r).map(Arc::new))
+            .clone()
     }
-    Ok(kernel)
 }
 
 impl State<'_> {
-    /// Collect the sockets to report now.
-    fn collect(&mut self, ebpf: &Ebpf) -> anyhow::Result<Vec<LeakSocket>> {
+    /// This namespace's CLOSE_WAIT sockets from sock_diag, sorted by tuple.
+    fn diag_sockets() -> Vec<Diag> {
+        let mut diag = Vec::new();
+        sockdiag::dump_with(&[TcpState::CloseWait], |d| {
+            diag.push(Diag {
+                tuple: canonical_tuple((d.local, d.lport, d.remote, d.rport)),
+                inode: d.inode,
+                recv_queue: d.recv_queue,
+                ipv6: d.local.is_ipv6(),
+                in_kernel: false,
+            });
+        })
+        .inspect_err(|e| log::warn!("sock_diag: {e}"))
+        .unwrap_or_default();
+        diag.sort_unstable_by_key(|d| d.tuple);
+        diag
+    }
+
+    /// Group the sockets to report now, one at a time: the kernel map's
+    /// CLOSE_WAIT sockets past `min_age`, and those sock_diag found at
+    /// start-up that the map never saw.
+    fn collect(&mut self, ebpf: &Ebpf) -> anyhow::Result<Grouper> {
         let now = crate::output::monotonic_ns();
         let min_age_ns = u64::try_from(self.opts.min_age.as_nanos()).unwrap_or(u64::MAX);
+        // Recv-Q and inodes of this namespace's sockets first, so that each
+        // kernel socket is joined to them as it is read.
+        let mut diag = Self::diag_sockets();
+        let mut stacks = StackCache {
+            map: ebpf
+                .map("STACKS")
+                .map(StackTraceMap::try_from)
+                .transpose()?,
+            cache: HashMap::new(),
+        };
+        self.symbols.clear();
+        let mut grouper = Grouper::default();
+        let unowned =
+            self.kernel_sockets(ebpf, now, min_age_ns, &mut diag, &mut stacks, &mut grouper)?;
 
-        let kernel = kernel_sockets(ebpf, now, min_age_ns)?;
-
-        // sock_diag: Recv-Q and inodes for this namespace's sockets, and the
-        // CLOSE_WAIT sockets older than the tracer.
-        let diag = sockdiag::dump(&[TcpState::CloseWait])
-            .inspect_err(|e| log::warn!("sock_diag: {e}"))
-            .unwrap_or_default();
-        let by_tuple: HashMap<Tuple, &sockdiag::DiagSocket> = diag
-            .iter()
-            .map(|d| (canonical_tuple((d.local, d.lport, d.remote, d.rport)), d))
-            .collect();
-        let kernel_tuples: HashSet<Tuple> =
-            kernel.iter().map(|k| canonical_tuple(k.tuple)).collect();
+        // sock_diag's sockets already in CLOSE_WAIT at start-up that the
+        // kernel map does not have.
         let observed_ns = now.saturating_sub(self.start_ns);
-        let seeded: Vec<&sockdiag::DiagSocket> = diag
-            .iter()
-            .filter(|d| d.inode != 0 && self.seeded.contains(&d.inode))
-            .filter(|d| {
-                let family = if d.local.is_ipv4() { AF_INET } else { AF_INET6 };
-                self.kernel_filters.accepts(family, d.lport, d.rport)
-            })
-            .filter(|d| {
-                !kernel_tuples.contains(&canonical_tuple((d.local, d.lport, d.remote, d.rport)))
-            })
-            .filter(|_| observed_ns >= min_age_ns)
-            .collect();
+        let seeded: Vec<usize> = if observed_ns < min_age_ns {
+            Vec::new()
+        } else {
+            diag.iter()
+                .enumerate()
+                .filter(|(_, d)| {
+                    let family = if d.ipv6 { AF_INET6 } else { AF_INET };
+                    !d.in_kernel
+                        && d.inode != 0
+                        && self.seeded.contains(&d.inode)
+                        && self.kernel_filters.accepts(family, d.tuple.1, d.tuple.3)
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
 
         // Owners the kernel side never saw: by inode, one /proc scan.
-        let mut wanted: HashSet<u64> = seeded.iter().map(|d| u64::from(d.inode)).collect();
-        for k in &kernel {
-            if k.info.owner_source == OwnerSource::Unknown as u32
-                && let Some(d) = by_tuple.get(&canonical_tuple(k.tuple))
-                && d.inode != 0
-            {
-                wanted.insert(u64::from(d.inode));
-            }
-        }
+        let wanted: HashSet<u64> = unowned
+            .iter()
+            .map(|u| u.diag as usize)
+            .chain(seeded.iter().copied())
+            .filter_map(|i| diag.get(i))
+            .map(|d| u64::from(d.inode))
+            .collect();
         let holders = procs::socket_holders(&wanted);
-
-        let stacks_map = ebpf
-            .map("STACKS")
-            .map(StackTraceMap::try_from)
-            .transpose()?;
-        self.symbols.clear();
-        let mut out = Vec::new();
-        for k in kernel {
-            let d = by_tuple.get(&canonical_tuple(k.tuple));
-            let (pid, comm) = if k.info.owner_source == OwnerSource::Unknown as u32 {
-                d.and_then(|d| holders.get(&u64::from(d.inode)))
-                    .map_or((None, None), |h| (Some(h.pid), Some(h.comm.clone())))
-            } else {
-                (
-                    Some(k.info.owner.tgid),
-                    Some(k.info.owner.comm_lossy().to_string()),
-                )
-            };
-            let recv_queue = d.map(|d| d.recv_queue);
-            out.push(LeakSocket {
-                pid,
-                comm,
-                local: k.tuple.0,
-                lport: k.tuple.1,
-                remote: k.tuple.2,
-                rport: k.tuple.3,
-                age: k.age,
-                age_lower_bound: false,
-                class: LeakClass::classify(Some(k.info.eof_ns != 0), recv_queue),
-                recv_queue,
-                eof_stack: stack_of(&mut self.symbols, stacks_map.as_ref(), &k.info.eof_stack),
-                first_stack: stack_of(&mut self.symbols, stacks_map.as_ref(), &k.info.first_stack),
-            });
-        }
-        for d in seeded {
+        drop(wanted);
+        let from_diag = |d: &Diag, age: Duration| {
             let h = holders.get(&u64::from(d.inode));
-            out.push(LeakSocket {
+            LeakSocket {
                 pid: h.map(|h| h.pid),
-                comm: h.map(|h| h.comm.clone()),
-                local: d.local,
-                lport: d.lport,
-                remote: d.remote,
-                rport: d.rport,
-                age: Duration::from_nanos(observed_ns),
-                age_lower_bound: true,
+                comm: h.map(|h| h.comm.to_string()),
+                local: d.tuple.0,
+                lport: d.tuple.1,
+                remote: d.tuple.2,
+                rport: d.tuple.3,
+                age,
+                age_lower_bound: false,
                 class: LeakClass::classify(None, Some(d.recv_queue)),
                 recv_queue: Some(d.recv_queue),
                 eof_stack: None,
                 first_stack: None,
-            });
+            }
+        };
+        for u in unowned {
+            let Some(d) = diag.get(u.diag as usize) else {
+                continue;
+            };
+            let s = LeakSocket {
+                class: LeakClass::classify(Some(u.eof_seen), Some(d.recv_queue)),
+                eof_stack: stacks.get(&mut self.symbols, &u.eof_stack),
+                first_stack: stacks.get(&mut self.symbols, &u.first_stack),
+                ..from_diag(d, u.age)
+            };
+            self.add(&mut grouper, s);
         }
-        out.retain(|s| self.keep(s));
-        Ok(out)
+        for i in seeded {
+            if let Some(d) = diag.get(i) {
+                let s = LeakSocket {
+                    age_lower_bound: true,
+                    ..from_diag(d, Duration::from_nanos(observed_ns))
+                };
+                self.add(&mut grouper, s);
+            }
+        }
+        Ok(grouper)
+    }
+
+    /// Group the kernel map's CLOSE_WAIT sockets past `min_age_ns` whose
+    /// owner is known, marking them in `diag`; return those whose owner is
+    /// to be found by inode.
+    fn kernel_sockets(
+        &mut self,
+        ebpf: &Ebpf,
+        now: u64,
+        min_age_ns: u64,
+        diag: &mut [Diag],
+        stacks: &mut StackCache<'_>,
+        grouper: &mut Grouper,
+    ) -> anyhow::Result<Vec<Unowned>> {
+        let mut unowned = Vec::new();
+        let socks: BpfHashMap<_, u64, SockInfo> =
+            BpfHashMap::try_from(ebpf.map("SOCKS").context("no SOCKS map")?)?;
+        // An entry can vanish between key and value reads: skip it.
+        for (_, info) in socks.iter().flatten() {
+            if info.state != TcpState::CloseWait as u32 || info.entered_ns == 0 {
+                continue;
+            }
+            let age_ns = now.saturating_sub(info.entered_ns);
+            if age_ns < min_age_ns {
+                continue;
+            }
+            let Some(t) = tuple(&info.addrs) else {
+                continue;
+            };
+            let t = canonical_tuple(t);
+            let at = diag.binary_search_by(|d| d.tuple.cmp(&t)).ok();
+            let (inode, recv_queue) = match at.and_then(|i| diag.get_mut(i)) {
+                Some(d) => {
+                    d.in_kernel = true;
+                    (d.inode, Some(d.recv_queue))
+                }
+                None => (0, None),
+            };
+            let age = Duration::from_nanos(age_ns);
+            let eof_seen = info.eof_ns != 0;
+            let known = info.owner_source != OwnerSource::Unknown as u32;
+            if !known
+                && inode != 0
+                && let Some(i) = at.and_then(|i| u32::try_from(i).ok())
+            {
+                unowned.push(Unowned {
+                    diag: i,
+                    age,
+                    eof_seen,
+                    eof_stack: info.eof_stack,
+                    first_stack: info.first_stack,
+                });
+                continue;
+            }
+            let s = LeakSocket {
+                pid: known.then_some(info.owner.tgid),
+                comm: known.then(|| info.owner.comm_lossy().to_string()),
+                local: t.0,
+                lport: t.1,
+                remote: t.2,
+                rport: t.3,
+                age,
+                age_lower_bound: false,
+                class: LeakClass::classify(Some(eof_seen), recv_queue),
+                recv_queue,
+                eof_stack: stacks.get(&mut self.symbols, &info.eof_stack),
+                first_stack: stacks.get(&mut self.symbols, &info.first_stack),
+            };
+            self.add(grouper, s);
+        }
+        Ok(unowned)
+    }
+
+    /// Group `s` unless the userspace filters (pid, comm) drop it.
+    fn add(&self, grouper: &mut Grouper, s: LeakSocket) {
+        if self.keep(&s) {
+            grouper.add(s);
+        }
     }
 
     /// The userspace filters (pid, comm) applied to a leak.
@@ -232,8 +335,7 @@ impl State<'_> {
         out: &mut StdoutSink,
         final_report: bool,
     ) -> anyhow::Result<()> {
-        let sockets = self.collect(ebpf)?;
-        let groups: Vec<Group> = leaks::group(sockets, |pid| {
+        let groups: Vec<Group> = self.collect(ebpf)?.finish(|pid| {
             let i = procs::info(pid);
             ProcessInfo {
                 cmdline: i.cmdline,
@@ -312,6 +414,7 @@ impl State<'_> {
                 k.get(tcptrace_common::Counter::StackErrors),
                 self.undecodable
             );
+            let _ = write!(s, "\n{}", k.socket_map_line());
         }
         s
     }

@@ -2,7 +2,13 @@
 //! process and code path, and how a report reads (text and JSON). Pure: the
 //! runtime in `leakmode` feeds it sockets and resolved stacks.
 
-use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -49,8 +55,9 @@ pub struct LeakSocket {
     pub class: LeakClass,
     /// Unread bytes (sock_diag Recv-Q), when known.
     pub recv_queue: Option<u32>,
-    pub eof_stack: Option<Stack>,
-    pub first_stack: Option<Stack>,
+    /// Shared: thousands of sockets of one leak have the same stacks.
+    pub eof_stack: Option<Arc<Stack>>,
+    pub first_stack: Option<Arc<Stack>>,
 }
 
 /// Process details for a group's header.
@@ -119,81 +126,174 @@ fn endpoint(ip: IpAddr, port: u16) -> String {
 
 /// Group leaking sockets by process and code path (the EOF stack and the
 /// first-touch stack), largest groups first. `info` looks up process details.
-pub fn group(sockets: Vec<LeakSocket>, mut info: impl FnMut(u32) -> ProcessInfo) -> Vec<Group> {
-    type Key = (Option<u32>, Vec<String>, Vec<String>);
-    let mut groups: BTreeMap<Key, Vec<LeakSocket>> = BTreeMap::new();
+pub fn group(sockets: Vec<LeakSocket>, info: impl FnMut(u32) -> ProcessInfo) -> Vec<Group> {
+    let mut g = Grouper::default();
     for s in sockets {
+        g.add(s);
+    }
+    g.finish(info)
+}
+
+/// What a group keeps of its sockets: per socket only its age, the rest as
+/// sums and counts, so that 100k leaking sockets cost 16 bytes each.
+#[derive(Default)]
+struct Acc {
+    pid: Option<u32>,
+    comm: Option<String>,
+    ages: Vec<Duration>,
+    age_lower_bound: bool,
+    classes: Classes,
+    unread_bytes: u64,
+    /// (local address, local port, remote address): remote ports are
+    /// ephemeral, aggregated away.
+    endpoints: BTreeMap<(IpAddr, u16, IpAddr), usize>,
+    eof_stack: Option<Arc<Stack>>,
+    first_stack: Option<Arc<Stack>>,
+}
+
+impl Acc {
+    fn add(&mut self, s: LeakSocket) {
+        if self.ages.is_empty() {
+            self.pid = s.pid;
+        }
+        if self.comm.is_none() {
+            self.comm = s.comm;
+        }
+        self.ages.push(s.age);
+        self.age_lower_bound |= s.age_lower_bound;
+        match s.class {
+            LeakClass::NeverReadToEof => self.classes.never_read_to_eof += 1,
+            LeakClass::ReadEofNotClosed => self.classes.read_eof_not_closed += 1,
+        }
+        self.unread_bytes += s.recv_queue.map_or(0, u64::from);
+        *self
+            .endpoints
+            .entry((s.local, s.lport, s.remote))
+            .or_default() += 1;
+        if self.eof_stack.is_none() {
+            self.eof_stack = s.eof_stack;
+        }
+        if self.first_stack.is_none() {
+            self.first_stack = s.first_stack;
+        }
+    }
+
+    fn merge(&mut self, mut o: Acc) {
+        if self.ages.is_empty() {
+            self.pid = o.pid;
+        }
+        if self.comm.is_none() {
+            self.comm = o.comm.take();
+        }
+        self.ages.append(&mut o.ages);
+        self.age_lower_bound |= o.age_lower_bound;
+        self.classes.never_read_to_eof += o.classes.never_read_to_eof;
+        self.classes.read_eof_not_closed += o.classes.read_eof_not_closed;
+        self.unread_bytes += o.unread_bytes;
+        for (k, n) in o.endpoints {
+            *self.endpoints.entry(k).or_default() += n;
+        }
+        if self.eof_stack.is_none() {
+            self.eof_stack = o.eof_stack;
+        }
+        if self.first_stack.is_none() {
+            self.first_stack = o.first_stack;
+        }
+    }
+
+    fn into_group(mut self, info: &mut impl FnMut(u32) -> ProcessInfo) -> Group {
+        self.ages.sort_unstable();
+        let n = self.ages.len();
+        let age = |i: usize| self.ages.get(i).copied().unwrap_or_default();
+        let oldest = age(n.saturating_sub(1));
+        let mut endpoints: Vec<EndpointCount> = self
+            .endpoints
+            .into_iter()
+            .map(|((l, lport, r), count)| EndpointCount {
+                local: endpoint(l, lport),
+                remote: r.to_string(),
+                count,
+            })
+            .collect();
+        endpoints.sort_by(|a, b| (&a.local, &a.remote).cmp(&(&b.local, &b.remote)));
+        endpoints.sort_by_key(|e| std::cmp::Reverse(e.count));
+        endpoints.truncate(5);
+        let eof = self.eof_stack.as_deref();
+        let first = self.first_stack.as_deref();
+        Group {
+            pid: self.pid,
+            comm: self.comm,
+            process: self.pid.map(info).unwrap_or_default(),
+            count: n,
+            oldest_age_s: secs(oldest),
+            age_lower_bound: self.age_lower_bound,
+            ages: Ages {
+                min_s: secs(age(0)),
+                p50_s: secs(age(n / 2)),
+                max_s: secs(oldest),
+            },
+            classes: self.classes,
+            unread_bytes: self.unread_bytes,
+            endpoints,
+            eof_stack_truncated: eof.is_some_and(|s| s.truncated),
+            eof_stack: eof.map(|s| s.frames.clone()).unwrap_or_default(),
+            first_stack_truncated: first.is_some_and(|s| s.truncated),
+            first_stack: first.map(|s| s.frames.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Identity of a shared stack (0 for none): sockets whose stacks are the
+/// same `Arc` group without comparing frames.
+fn stack_id(s: Option<&Arc<Stack>>) -> usize {
+    s.map_or(0, |s| Arc::as_ptr(s) as usize)
+}
+
+/// Groups leaking sockets as they come, one at a time: a report over 100k
+/// sockets never holds them all.
+#[derive(Default)]
+pub struct Grouper {
+    /// By (pid, EOF stack, first stack) identity; merged by code path in
+    /// [`Grouper::finish`]. The `Acc` keeps its stacks alive, so an identity
+    /// is never reused while it is a key.
+    groups: HashMap<(Option<u32>, usize, usize), Acc>,
+}
+
+impl Grouper {
+    pub fn add(&mut self, s: LeakSocket) {
         let key = (
             s.pid,
-            s.eof_stack.as_ref().map(Stack::path).unwrap_or_default(),
-            s.first_stack.as_ref().map(Stack::path).unwrap_or_default(),
+            stack_id(s.eof_stack.as_ref()),
+            stack_id(s.first_stack.as_ref()),
         );
-        groups.entry(key).or_default().push(s);
+        self.groups.entry(key).or_default().add(s);
     }
-    let mut out: Vec<Group> = groups
-        .into_values()
-        .map(|mut members| {
-            members.sort_by_key(|m| m.age);
-            let n = members.len();
-            let first = &members[0];
-            let oldest = members[n - 1].age;
-            let mut endpoints: BTreeMap<(String, String), usize> = BTreeMap::new();
-            for m in &members {
-                // Remote ports are ephemeral: aggregate them away.
-                *endpoints
-                    .entry((endpoint(m.local, m.lport), m.remote.to_string()))
-                    .or_default() += 1;
+
+    /// The groups by process and code path, largest first.
+    pub fn finish(self, mut info: impl FnMut(u32) -> ProcessInfo) -> Vec<Group> {
+        type Key = (Option<u32>, Vec<String>, Vec<String>);
+        let path = |s: Option<&Arc<Stack>>| s.map(|s| s.path()).unwrap_or_default();
+        let mut by_path: BTreeMap<Key, Acc> = BTreeMap::new();
+        for acc in self.groups.into_values() {
+            let key = (
+                acc.pid,
+                path(acc.eof_stack.as_ref()),
+                path(acc.first_stack.as_ref()),
+            );
+            match by_path.get_mut(&key) {
+                Some(a) => a.merge(acc),
+                None => {
+                    by_path.insert(key, acc);
+                }
             }
-            let mut endpoints: Vec<EndpointCount> = endpoints
-                .into_iter()
-                .map(|((local, remote), count)| EndpointCount {
-                    local,
-                    remote,
-                    count,
-                })
-                .collect();
-            endpoints.sort_by_key(|e| std::cmp::Reverse(e.count));
-            endpoints.truncate(5);
-            let classes = Classes {
-                never_read_to_eof: members
-                    .iter()
-                    .filter(|m| m.class == LeakClass::NeverReadToEof)
-                    .count(),
-                read_eof_not_closed: members
-                    .iter()
-                    .filter(|m| m.class == LeakClass::ReadEofNotClosed)
-                    .count(),
-            };
-            let eof = members.iter().find_map(|m| m.eof_stack.clone());
-            let first_stack = members.iter().find_map(|m| m.first_stack.clone());
-            Group {
-                pid: first.pid,
-                comm: first.comm.clone(),
-                process: first.pid.map(&mut info).unwrap_or_default(),
-                count: n,
-                oldest_age_s: secs(oldest),
-                age_lower_bound: members.iter().any(|m| m.age_lower_bound),
-                ages: Ages {
-                    min_s: secs(members[0].age),
-                    p50_s: secs(members[n / 2].age),
-                    max_s: secs(oldest),
-                },
-                classes,
-                unread_bytes: members
-                    .iter()
-                    .filter_map(|m| m.recv_queue)
-                    .map(u64::from)
-                    .sum(),
-                endpoints,
-                eof_stack_truncated: eof.as_ref().is_some_and(|s| s.truncated),
-                eof_stack: eof.map(|s| s.frames).unwrap_or_default(),
-                first_stack_truncated: first_stack.as_ref().is_some_and(|s| s.truncated),
-                first_stack: first_stack.map(|s| s.frames).unwrap_or_default(),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
-    out
+        }
+        let mut out: Vec<Group> = by_path
+            .into_values()
+            .map(|a| a.into_group(&mut info))
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+        out
+    }
 }
 
 /// One JSON line per group per report.
@@ -356,8 +456,8 @@ mod tests {
             age_lower_bound: false,
             class: LeakClass::classify(Some(eof.is_some()), None),
             recv_queue: Some(1),
-            eof_stack: eof.map(stack),
-            first_stack: Some(stack(first)),
+            eof_stack: eof.map(|e| Arc::new(stack(e))),
+            first_stack: Some(Arc::new(stack(first))),
         }
     }
 
@@ -431,6 +531,33 @@ mod tests {
     }
 
     #[test]
+    fn shared_and_equal_stacks_group_together_one_socket_at_a_time() {
+        let shared = Arc::new(stack(&["recv", "handler", "main"]));
+        let mut g = Grouper::default();
+        for i in 0..4 {
+            let mut s = sock(10, 5 + i, None, &[], 40_000);
+            s.first_stack = Some(Arc::clone(&shared));
+            g.add(s);
+        }
+        // Symbolized apart (another stack id), the same code path.
+        let mut s = sock(10, 1, None, &[], 40_001);
+        s.first_stack = Some(Arc::new(stack(&["recv", "handler", "main"])));
+        g.add(s);
+        let groups = g.finish(|_| ProcessInfo::default());
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        let g = &groups[0];
+        assert_eq!(g.count, 5);
+        assert!((g.ages.min_s - 1.0).abs() < 1e-9);
+        assert!((g.ages.p50_s - 6.0).abs() < 1e-9);
+        assert!((g.oldest_age_s - 8.0).abs() < 1e-9);
+        assert_eq!(g.unread_bytes, 5);
+        assert_eq!(g.classes.never_read_to_eof, 5);
+        assert_eq!(g.endpoints.len(), 1);
+        assert_eq!(g.endpoints[0].count, 5);
+        assert_eq!(g.first_stack[1].function.as_deref(), Some("handler"));
+    }
+
+    #[test]
     fn json_group_has_the_documented_keys() {
         let g = group(
             vec![sock(10, 12, Some(&["recv", "h"]), &["recv", "h"], 1)],
@@ -467,7 +594,7 @@ mod tests {
     #[test]
     fn text_names_process_path_and_truncation() {
         let mut s = sock(10, 12, Some(&["__libc_recv", "eof_handler"]), &["x"], 1);
-        if let Some(st) = s.eof_stack.as_mut() {
+        if let Some(st) = s.eof_stack.as_mut().map(Arc::make_mut) {
             st.truncated = true;
             st.frames[1].recovered = true;
         }

@@ -86,6 +86,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         config,
         ringbuf_bytes: cli.ringbuf_kib * 1024,
         io_hooks,
+        max_sockets: cli.max_sockets,
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,7 @@
 //! `/proc/<pid>/fd`), and a process's command line and cgroup. Processes may
 //! vanish at any point of a scan; that is skipped, never an error.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use procfs::process::{FDTarget, Process};
 
@@ -10,7 +10,8 @@ use procfs::process::{FDTarget, Process};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
     pub pid: u32,
-    pub comm: String,
+    /// Shared by every socket of the process.
+    pub comm: Arc<str>,
 }
 
 /// Map socket inodes to the process holding them, scanning every process
@@ -28,19 +29,18 @@ pub fn socket_holders<S: std::hash::BuildHasher>(
     };
     for p in all.flatten() {
         let Ok(fds) = p.fd() else { continue };
+        // Read once per process, on its first wanted socket.
+        let mut holder: Option<Holder> = None;
         for fd in fds.flatten() {
             if let FDTarget::Socket(inode) = fd.target
                 && wanted.contains(&inode)
                 && !out.contains_key(&inode)
             {
-                let comm = p.stat().map(|s| s.comm).unwrap_or_default();
-                out.insert(
-                    inode,
-                    Holder {
-                        pid: u32::try_from(p.pid).unwrap_or(0),
-                        comm,
-                    },
-                );
+                let h = holder.get_or_insert_with(|| Holder {
+                    pid: u32::try_from(p.pid).unwrap_or(0),
+                    comm: p.stat().map(|s| s.comm).unwrap_or_default().into(),
+                });
+                out.insert(inode, h.clone());
             }
         }
         if out.len() == wanted.len() {

@@ -1,13 +1,16 @@
 //! Event and loss accounting: the kernel's per-CPU counters, the socket map's
 //! occupancy, and userspace's own counts, summarised at exit.
 
-use std::fmt;
+use std::{
+    fmt,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapError, PerCpuArray},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
 };
-use tcptrace_common::{Counter, NUM_COUNTERS, SockInfo};
+use tcptrace_common::{Counter, NUM_COUNTERS, SockInfo, TcpState};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,24 +18,92 @@ pub struct KernelCounters {
     pub values: [u64; NUM_COUNTERS as usize],
     /// Entries in the socket map when read.
     pub live_sockets: u64,
+    /// Of those, sockets in CLOSE_WAIT.
+    pub close_wait: u64,
+    /// The socket map's size (`--max-sockets`); 0 if unknown.
+    pub capacity: u32,
+    /// The socket map's kernel memory (`memlock` in its fdinfo), if readable.
+    pub memlock_bytes: Option<u64>,
+}
+
+/// `memlock:` of a map, from `/proc/self/fdinfo/<fd>`: the kernel memory
+/// the map holds (preallocated for hash maps, whether entries are used or not).
+#[must_use]
+pub fn map_memlock(map: &MapData) -> Option<u64> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    parse_memlock(&info)
+}
+
+/// The `memlock:` field of a map's fdinfo.
+#[must_use]
+pub fn parse_memlock(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl KernelCounters {
     /// Read the `COUNTERS` array and count the `SOCKS` map's entries.
+    ///
+    /// Sockets come and go during the count. Inserts are read before it and
+    /// deletes after it, so that [`Self::evictions`] never counts a socket
+    /// destroyed mid-read as evicted: every entry inserted before the count
+    /// is then live in it, deleted, or really evicted.
     pub fn read(ebpf: &Ebpf) -> Result<Self, MapError> {
         let mut out = Self::default();
-        if let Some(map) = ebpf.map("COUNTERS") {
-            let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let counters = ebpf
+            .map("COUNTERS")
+            .map(PerCpuArray::<_, u64>::try_from)
+            .transpose()?;
+        let sum = |arr: &PerCpuArray<_, u64>, i: usize| -> Result<u64, MapError> {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            Ok(arr.get(&i, 0)?.iter().sum())
+        };
+        if let Some(arr) = &counters {
             for (i, slot) in out.values.iter_mut().enumerate() {
-                let i = u32::try_from(i).unwrap_or(u32::MAX);
-                *slot = arr.get(&i, 0)?.iter().sum();
+                *slot = sum(arr, i)?;
             }
         }
         if let Some(map) = ebpf.map("SOCKS") {
+            if let Map::LruHashMap(data) | Map::HashMap(data) = map {
+                out.capacity = data.info().map_or(0, |i| i.max_entries());
+                out.memlock_bytes = map_memlock(data);
+            }
             let socks: HashMap<_, u64, SockInfo> = HashMap::try_from(map)?;
-            out.live_sockets = socks.keys().flatten().count() as u64;
+            // An entry can vanish between key and value reads: skip it.
+            for (_, info) in socks.iter().flatten() {
+                out.live_sockets += 1;
+                if info.state == TcpState::CloseWait as u32 {
+                    out.close_wait += 1;
+                }
+            }
+        }
+        if let Some(arr) = &counters {
+            let deletes = Counter::SockDeletes as usize;
+            out.values[deletes] = sum(arr, deletes)?;
         }
         Ok(out)
+    }
+
+    /// The socket map's occupancy, for the exit summary of every mode:
+    /// `tcptrace: socket map: 200004 of 262144 entries in use (100000 in
+    /// CLOSE_WAIT), 0 evicted, 49.2 MiB of kernel memory (--max-sockets)`.
+    #[must_use]
+    pub fn socket_map_line(&self) -> String {
+        let memory = self.memlock_bytes.map_or_else(String::new, |b| {
+            #[expect(clippy::cast_precision_loss, reason = "MiB for people")]
+            let mib = b as f64 / f64::from(1u32 << 20);
+            format!(", {mib:.1} MiB of kernel memory")
+        });
+        format!(
+            "tcptrace: socket map: {} of {} entries in use ({} in CLOSE_WAIT), {} evicted{memory} (--max-sockets)",
+            self.live_sockets,
+            self.capacity,
+            self.close_wait,
+            self.evictions(),
+        )
     }
 
     #[must_use]
@@ -139,6 +210,9 @@ impl fmt::Display for Summary {
             ),
             None => write!(f, "tcptrace: kernel counters unavailable"),
         }?;
+        if let Some(k) = &self.kernel {
+            write!(f, "\n{}", k.socket_map_line())?;
+        }
         write!(f, "\n{}", costs_line(&self.costs))
     }
 }
@@ -156,6 +230,35 @@ mod tests {
         assert_eq!(k.evictions(), 10);
         k.live_sockets = 50; // racing reads never underflow
         assert_eq!(k.evictions(), 0);
+    }
+
+    #[test]
+    fn socket_map_line_says_occupancy_evictions_and_memory() {
+        let mut k = KernelCounters {
+            live_sockets: 200_004,
+            close_wait: 100_000,
+            capacity: 262_144,
+            memlock_bytes: Some(50 << 20),
+            ..KernelCounters::default()
+        };
+        k.values[Counter::SockInserts as usize] = 200_010;
+        k.values[Counter::SockDeletes as usize] = 1;
+        assert_eq!(
+            k.socket_map_line(),
+            "tcptrace: socket map: 200004 of 262144 entries in use (100000 in CLOSE_WAIT), \
+             5 evicted, 50.0 MiB of kernel memory (--max-sockets)"
+        );
+        k.memlock_bytes = None;
+        assert!(k.socket_map_line().contains("5 evicted (--max-sockets)"));
+    }
+
+    #[test]
+    fn memlock_from_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t9\n\
+                    key_size:\t8\nvalue_size:\t120\nmax_entries:\t65536\nmap_flags:\t0x0\n\
+                    map_extra:\t0x0\nmemlock:\t12345678\nmap_id:\t42\nfrozen:\t0\n";
+        assert_eq!(parse_memlock(info), Some(12_345_678));
+        assert_eq!(parse_memlock("map_type:\t9\n"), None);
     }
 
     #[test]
@@ -179,6 +282,7 @@ mod tests {
         assert!(s.contains("3 ring-buffer full"), "{s}");
         assert!(s.contains("evictions"), "{s}");
         assert!(s.contains("sock_recv_length 25 ns x 4"), "{s}");
+        assert!(s.contains("tcptrace: socket map: 0 of 0 entries"), "{s}");
         let off = costs_line(&[ProgramCost {
             name: "x".into(),
             run_count: 0,

@@ -27,7 +27,7 @@ use tcptrace_common::{Config, TcpState};
 
 use crate::{
     advice::{self, Advice, BindFacts, ConnectFacts},
-    census::{Census, DestGroup, PortGroup, Snapshot},
+    census::{Census, DestGroup, LiveCounts, PortGroup, Snapshot},
     cli::Cli,
     event::{Event, FailedCall, Failure, decode},
     histmode::{TW_POLL, timewait_overflow},
@@ -73,18 +73,28 @@ fn sockets_on(addr: IpAddr, port: u16) -> (Vec<DiagSocket>, Vec<DiagSocket>) {
         },
         |v| v.into_iter().filter(|s| matches(s)).collect(),
     );
-    let live = dump_live()
-        .map(|v| v.into_iter().filter(|s| matches(s)).collect())
-        .unwrap_or_default();
+    let live = dump_live(matches).unwrap_or_default();
     (tw, live)
 }
 
-/// Live sockets of the namespace (timewait orphans excluded), and listeners.
-fn dump_live() -> Result<Vec<DiagSocket>, sockdiag::DiagError> {
+/// The states of live sockets, and listeners.
+fn live_states() -> Vec<TcpState> {
     let mut states = LIVE_STATES.to_vec();
     states.push(TcpState::Listen);
-    let mut v = sockdiag::dump(&states)?;
-    v.retain(|s| s.timer != 3);
+    states
+}
+
+/// Live sockets of the namespace (timewait orphans excluded), and listeners,
+/// that `keep` accepts.
+fn dump_live(
+    mut keep: impl FnMut(&DiagSocket) -> bool,
+) -> Result<Vec<DiagSocket>, sockdiag::DiagError> {
+    let mut v = Vec::new();
+    sockdiag::dump_with(&live_states(), |s| {
+        if s.timer != 3 && keep(&s) {
+            v.push(s);
+        }
+    })?;
     Ok(v)
 }
 
@@ -200,7 +210,7 @@ struct State {
     netns: NetnsFilter,
     /// The last polls: timewait sockets every second, live ones per report.
     timewait: Vec<DiagSocket>,
-    live: Vec<DiagSocket>,
+    live: LiveCounts,
     overflow_at_start: Option<u64>,
     binds: BTreeMap<(u32, u16), BindFacts>,
     connects: BTreeMap<(u32, IpAddr, u16), ConnectFacts>,
@@ -314,7 +324,7 @@ impl State {
         let mut listeners: Vec<(u32, String)> = live
             .iter()
             .filter_map(|s| holders.get(&u64::from(s.inode)))
-            .map(|h| (h.pid, h.comm.clone()))
+            .map(|h| (h.pid, h.comm.to_string()))
             .collect();
         listeners.sort();
         listeners.dedup();
@@ -336,7 +346,7 @@ impl State {
                         "local": endpoint(s.local, s.lport),
                         "remote": endpoint(s.remote, s.rport),
                         "pid": h.map(|h| h.pid),
-                        "comm": h.map(|h| h.comm.clone()),
+                        "comm": h.map(|h| h.comm.to_string()),
                     })
                 })
                 .collect();
@@ -396,9 +406,7 @@ impl State {
         );
         // A fresh look, as of the failure.
         self.poll_timewait();
-        if let Ok(live) = dump_live() {
-            self.live = live;
-        }
+        self.count_live();
         let snap = self.snapshot();
         let groups = snap.destination(dest, port);
         if self.json {
@@ -450,6 +458,17 @@ impl State {
                 self.timewait = socks;
             }
             Err(e) => log::warn!("sock_diag poll of timewait sockets: {e}"),
+        }
+    }
+
+    /// Refresh the live client sockets by destination (one dump).
+    fn count_live(&mut self) {
+        let mut live = LiveCounts::new();
+        match sockdiag::dump_with(&live_states(), |s| {
+            self.census.count_live(&mut live, &s, &self.sysctls);
+        }) {
+            Ok(()) => self.live = live,
+            Err(e) => log::warn!("sock_diag dump of live sockets: {e}"),
         }
     }
 
@@ -537,10 +556,7 @@ impl State {
     }
 
     fn report(&mut self, final_report: bool) {
-        match dump_live() {
-            Ok(l) => self.live = l,
-            Err(e) => log::warn!("sock_diag dump of live sockets: {e}"),
-        }
+        self.count_live();
         let snap = self.snapshot();
         let overflow = timewait_overflow()
             .zip(self.overflow_at_start)
@@ -753,7 +769,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         census: Census::default(),
         netns: NetnsFilter::default(),
         timewait: Vec::new(),
-        live: Vec::new(),
+        live: LiveCounts::new(),
         overflow_at_start: timewait_overflow(),
         binds: BTreeMap::new(),
         connects: BTreeMap::new(),
@@ -806,6 +822,10 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         );
     }
     if end == End::Stopped {
+        match crate::stats::KernelCounters::read(&ebpf) {
+            Ok(k) => eprintln!("{}", k.socket_map_line()),
+            Err(e) => log::warn!("reading kernel counters: {e}"),
+        }
         eprintln!(
             "{}",
             crate::stats::costs_line(&crate::stats::program_costs(&ebpf))

@@ -5,13 +5,18 @@
 //!
 //! Load: the project's own generator (`tcptrace-load`), server inside a
 //! network namespace made here, clients in the same namespace, loopback only.
+//!
+//! Two stages, each with its own table between markers in
+//! docs/benchmarks.md and its own keys in docs/benchmarks.json:
+//! `throughput` (here) and `scale` (100k held connections, scale.rs);
+//! `--only STAGE` runs one.
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -175,7 +180,20 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+/// Clock ticks per second, for [`cpu_ticks`].
+fn ticks_per_s() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
+}
+
+/// user+sys CPU seconds of a process.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    #[expect(clippy::cast_precision_loss, reason = "seconds of CPU")]
+    Some(cpu_ticks(pid)? as f64 / ticks_per_s() as f64)
+}
+
+/// `VmHWM` of a process in KiB; 0 if unreadable.
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -239,12 +257,7 @@ fn parse_costs(line: &str) -> BTreeMap<String, f64> {
 fn stop_tracer(cfg: Config, t: Tracer, run: &mut Run) -> Result<()> {
     let pid = t.child.id();
     let wall = t.started.elapsed().as_secs_f64();
-    let ticks = cpu_ticks(pid).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    #[expect(clippy::cast_precision_loss, reason = "seconds of CPU")]
-    let cpu = ticks as f64 / hz as f64;
-    run.cpu_per_s = cpu / wall;
+    run.cpu_per_s = cpu_seconds(pid).unwrap_or(0.0) / wall;
     run.rss_kib = peak_rss_kib(pid);
     let fd_costs = fdinfo_costs(pid);
     // SAFETY: plain kill(2) on our own child.
@@ -345,12 +358,26 @@ fn ensure_bpftrace() -> Result<()> {
     .context("installing bpftrace failed; install it by hand: apt-get install bpftrace")
 }
 
-/// Run the benchmarks and write the reports.
-pub fn run(rounds: u32, seconds: f64) -> Result<()> {
+/// The stages of `cargo xtask bench`; each writes its own table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// Throughput under churn and keep-alive load: no tracer, tcptrace's
+    /// modes and bpftrace, interleaved over rounds.
+    Throughput,
+    /// tcptrace's memory and CPU with 100k held connections (100k sockets in
+    /// CLOSE_WAIT, 100k in FIN_WAIT2), mode by mode.
+    Scale,
+}
+
+/// Run the benchmarks (every stage, or `only` one) and write the reports.
+pub fn run(rounds: u32, seconds: f64, only: Option<Stage>) -> Result<()> {
     if !is_root() {
         bail!("the benchmarks load BPF programs and make a network namespace: run as root");
     }
-    ensure_bpftrace()?;
+    let stage = |s: Stage| only.is_none_or(|o| o == s);
+    if stage(Stage::Throughput) {
+        ensure_bpftrace()?;
+    }
     crate::setup::ensure()?;
     status(cargo().args([
         "build",
@@ -364,9 +391,26 @@ pub fn run(rounds: u32, seconds: f64) -> Result<()> {
         "--bin",
         "tcptrace-load",
     ]))?;
-    let target = workspace_root().join("target").join("release");
+    let target = crate::target_dir().join("release");
     let (tcptrace, loadgen) = (target.join("tcptrace"), target.join("tcptrace-load"));
+    let docs = workspace_root().join("docs");
+    fs::create_dir_all(&docs)?;
+    if stage(Stage::Throughput) {
+        throughput(&tcptrace, &loadgen, rounds, seconds)?;
+    }
+    if stage(Stage::Scale) {
+        let (md, json) = crate::scale::run(&tcptrace, &loadgen)?;
+        update_json(&docs.join("benchmarks.json"), |doc| {
+            doc.insert("scale".to_owned(), json);
+        })?;
+        splice(&docs.join("benchmarks.md"), SCALE_MARKERS, &md)?;
+        eprintln!("xtask: wrote the scale table to docs/benchmarks.md and .json\n{md}");
+    }
+    Ok(())
+}
 
+/// The throughput stage.
+fn throughput(tcptrace: &Path, loadgen: &Path, rounds: u32, seconds: f64) -> Result<()> {
     let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
     status(Command::new("ip").args(["netns", "add", NETNS]))?;
     let _guard = NetnsGuard;
@@ -375,7 +419,7 @@ pub fn run(rounds: u32, seconds: f64) -> Result<()> {
     let total = f64::from(rounds) * Config::ALL.len() as f64 * (2.0 * seconds + 6.0) + 60.0;
     let mut server = Command::new("ip")
         .args(["netns", "exec", NETNS])
-        .arg(&loadgen)
+        .arg(loadgen)
         .args([
             "serve",
             "--addr",
@@ -396,10 +440,10 @@ pub fn run(rounds: u32, seconds: f64) -> Result<()> {
         for round in 0..rounds {
             for cfg in Config::ALL {
                 eprintln!("xtask: round {}/{rounds}: {}", round + 1, cfg.name());
-                let tracer = spawn_tracer(cfg, &tcptrace)?;
+                let tracer = spawn_tracer(cfg, tcptrace)?;
                 let mut run = Run::default();
-                (run.conns_per_s, _) = load(&loadgen, "churn", 2, seconds)?;
-                (_, run.reqs_per_s) = load(&loadgen, "keepalive", 2, seconds)?;
+                (run.conns_per_s, _) = load(loadgen, "churn", 2, seconds)?;
+                (_, run.reqs_per_s) = load(loadgen, "keepalive", 2, seconds)?;
                 if let Some(t) = tracer {
                     stop_tracer(cfg, t, &mut run)?;
                 }
@@ -527,28 +571,92 @@ fn write_reports(
         "],\"rounds\":{rounds},\"seconds\":{seconds},\"decode_bench\":{micro}}}"
     );
     let docs = workspace_root().join("docs");
-    fs::create_dir_all(&docs)?;
-    fs::write(docs.join("benchmarks.json"), json + "\n")?;
-    splice_table(&docs.join("benchmarks.md"), &md, micro)?;
+    let fresh: serde_json::Value =
+        serde_json::from_str(&json).context("the throughput JSON is malformed")?;
+    update_json(&docs.join("benchmarks.json"), |doc| {
+        if let serde_json::Value::Object(fresh) = fresh {
+            doc.extend(fresh);
+        }
+    })?;
+    let table = format!("{md}\nUserspace decode + filter + format, one core: `{micro}`\n");
+    splice(&docs.join("benchmarks.md"), THROUGHPUT_MARKERS, &table)?;
     eprintln!("xtask: wrote docs/benchmarks.md and docs/benchmarks.json\n{md}\n{micro}");
     Ok(())
 }
 
-/// Replace the measured table in docs/benchmarks.md (between markers), keeping
-/// the prose around it.
-fn splice_table(path: &PathBuf, table: &str, micro: &str) -> Result<()> {
-    const BEGIN: &str = "<!-- bench:begin -->";
-    const END: &str = "<!-- bench:end -->";
-    let doc =
-        fs::read_to_string(path).unwrap_or_else(|_| format!("# Benchmarks\n\n{BEGIN}\n{END}\n"));
-    let (head, rest) = doc
-        .split_once(BEGIN)
-        .ok_or_else(|| anyhow!("{} lacks {BEGIN}", path.display()))?;
-    let (_, tail) = rest
-        .split_once(END)
-        .ok_or_else(|| anyhow!("{} lacks {END}", path.display()))?;
-    let body =
-        format!("{BEGIN}\n{table}\nUserspace decode + filter + format, one core: `{micro}`\n{END}");
-    fs::write(path, format!("{head}{body}{tail}"))?;
-    Ok(())
+/// A generated table's begin and end markers in docs/benchmarks.md.
+type Markers = (&'static str, &'static str);
+const THROUGHPUT_MARKERS: Markers = ("<!-- bench:begin -->", "<!-- bench:end -->");
+const SCALE_MARKERS: Markers = ("<!-- scale:begin -->", "<!-- scale:end -->");
+
+/// Rewrite docs/benchmarks.json with `edit` applied to its top-level object,
+/// keeping what other stages wrote.
+fn update_json(
+    path: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<()> {
+    let mut doc = fs::read_to_string(path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| match v {
+            serde_json::Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default();
+    edit(&mut doc);
+    fs::write(path, serde_json::to_string(&doc)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replace one generated table in docs/benchmarks.md (between its markers),
+/// keeping the prose around it.
+fn splice(path: &Path, markers: Markers, body: &str) -> Result<()> {
+    let doc = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    fs::write(path, spliced(&doc, markers, body))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `doc` with the text between `markers` replaced by `body`; the markers and
+/// `body` are appended when `doc` lacks them.
+fn spliced(doc: &str, (begin, end): Markers, body: &str) -> String {
+    let body = format!("{begin}\n{}\n{end}", body.trim_end());
+    match doc
+        .split_once(begin)
+        .and_then(|(head, rest)| Some((head, rest.split_once(end)?.1)))
+    {
+        Some((head, tail)) => format!("{head}{body}{tail}"),
+        None => format!("{}\n\n{body}\n", doc.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splices_between_markers_and_keeps_the_prose() {
+        let doc = "# B\n\nintro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nafter\n\
+                   <!-- scale:begin -->\nold scale\n<!-- scale:end -->\nend\n";
+        let out = spliced(doc, SCALE_MARKERS, "| new |\n");
+        assert_eq!(
+            out,
+            "# B\n\nintro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nafter\n\
+             <!-- scale:begin -->\n| new |\n<!-- scale:end -->\nend\n"
+        );
+        let out = spliced(&out, THROUGHPUT_MARKERS, "t");
+        assert!(
+            out.contains("<!-- bench:begin -->\nt\n<!-- bench:end -->\nafter"),
+            "{out}"
+        );
+        assert!(out.contains("| new |"), "{out}");
+    }
+
+    #[test]
+    fn appends_missing_markers() {
+        let out = spliced("# B\n\ntext\n", SCALE_MARKERS, "x");
+        assert_eq!(
+            out,
+            "# B\n\ntext\n\n<!-- scale:begin -->\nx\n<!-- scale:end -->\n"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod paths;
+mod scale;
 mod setup;
 
 #[derive(Parser)]
@@ -42,7 +43,8 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Benchmarks (root): throughput with no tracer, tcptrace and bpftrace,
-    /// interleaved; writes docs/benchmarks.md and docs/benchmarks.json.
+    /// interleaved; then tcptrace's memory and CPU with 100k held
+    /// connections. Writes docs/benchmarks.md and docs/benchmarks.json.
     Bench {
         /// Rounds of every configuration (medians are over rounds).
         #[arg(long, default_value_t = 3)]
@@ -50,6 +52,10 @@ enum Task {
         /// Seconds of each load phase (churn, then keep-alive).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Run one stage only and update only its table: `throughput`, or
+        /// `scale` (100k held connections, about 2-4 minutes).
+        #[arg(long, value_enum, value_name = "STAGE")]
+        only: Option<bench::Stage>,
     },
     /// Run every test: formatting, unit tests, then the root integration tests.
     Test {
@@ -73,6 +79,15 @@ pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace)
+/// when set, else `target/` in the workspace.
+pub(crate) fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d))
 }
 
 pub(crate) fn cargo() -> Command {
@@ -105,8 +120,7 @@ fn build(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     status(&mut c)?;
-    Ok(workspace_root()
-        .join("target")
+    Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("tcptrace"))
 }
@@ -144,7 +158,11 @@ fn run(args: Args) -> Result<()> {
             std::process::exit(st.code().unwrap_or(1));
         }
         Task::Test { args } => test(&args),
-        Task::Bench { rounds, seconds } => bench::run(rounds.max(1), seconds),
+        Task::Bench {
+            rounds,
+            seconds,
+            only,
+        } => bench::run(rounds.max(1), seconds, only),
     }
 }
 

@@ -1,0 +1,104 @@
+//! `--max-sockets`: the socket map's size, and what a full map does (evict
+//! the least recently used entries) and says (the exit summary's
+//! `socket map` line). Needs root; run with `sudo cargo xtask test -- socket_map`.
+
+use std::{
+    io,
+    net::{TcpListener, TcpStream},
+    thread,
+    time::Duration,
+};
+
+use integration_tests::{EXIT_TIMEOUT, signal, spawn_tracer_raw, wait_exit};
+
+/// `tcptrace: socket map: L of C entries in use (W in CLOSE_WAIT), E evicted, ...`
+/// as (L, C, E).
+fn socket_map_line(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("tcptrace: socket map: "))
+        .unwrap_or_else(|| panic!("no socket map line at exit:\n{stderr}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(n.len() >= 4, "{line}");
+    assert!(line.contains("MiB of kernel memory"), "{line}");
+    (n[0], n[1], n[3])
+}
+
+/// Raise this process's soft open-file limit to `n` (or its hard limit).
+fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the one rlimit given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 && lim.rlim_cur < n {
+            lim.rlim_cur = n.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= n,
+        "this test needs {n} open files; the hard limit is {}",
+        lim.rlim_max
+    );
+}
+
+/// A 1024-entry map and 1500 held loopback connections (3000 sockets): the
+/// map never holds more than its size, and at least the 1976 sockets that
+/// did not fit are counted as evicted.
+#[test]
+fn a_full_socket_map_evicts_and_counts_it() {
+    raise_nofile(3100);
+    let (mut child, stderr) = spawn_tracer_raw(&["--hist", "-i", "1h", "--max-sockets", "1024"]);
+    let mut out = child.stdout.take().expect("stdout");
+    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let mut held = Vec::new();
+    for _ in 0..1500 {
+        let client = TcpStream::connect(addr).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        held.push((client, server));
+    }
+    // The last transitions reach the map before the exit summary reads it.
+    thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
+    let _ = drain.join();
+    let err = stderr();
+    assert!(status.success(), "{status}:\n{err}");
+    let (live, capacity, evicted) = socket_map_line(&err);
+    assert_eq!(capacity, 1024, "{err}");
+    assert!(live <= 1024, "{err}");
+    assert!(evicted >= 3000 - 1024, "{err}");
+    drop(held);
+}
+
+/// The default map holds 131072 sockets; an impossible size is a usage error.
+#[test]
+fn the_default_map_and_bad_sizes() {
+    let (mut child, stderr) = spawn_tracer_raw(&["--hist", "-i", "1h"]);
+    let mut out = child.stdout.take().expect("stdout");
+    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
+    let _ = drain.join();
+    let err = stderr();
+    assert!(status.success(), "{status}:\n{err}");
+    let (_, capacity, _) = socket_map_line(&err);
+    assert_eq!(capacity, 131_072, "{err}");
+
+    let out = integration_tests::run_bounded(
+        std::process::Command::new(integration_tests::tracer_bin()).args(["--max-sockets", "0"]),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("from 1024 to 16777216"), "{err}");
+}
