@@ -26,12 +26,13 @@ pub enum LoadError {
     #[error("loading the eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
     #[error(
-        "creating the socket map with --max-sockets {max_sockets} ({} of preallocated kernel \
-         memory): {source}; try a smaller --max-sockets",
-        approx_map_size(*max_sockets)
+        "creating the socket map with --max-sockets {max_sockets} ({memory} of preallocated \
+         kernel memory): {source}; try a smaller --max-sockets"
     )]
     SocketMap {
         max_sockets: u32,
+        /// `approx_map_size` of the map that failed.
+        memory: String,
         #[source]
         source: std::io::Error,
     },
@@ -92,14 +93,42 @@ pub struct LoadOptions {
 /// 128Ki, 256Ki and 1Mi entries, i.e. 192 bytes per entry.
 #[must_use]
 pub fn socket_map_bytes(entries: u32) -> u64 {
+    map_bytes(entries, std::mem::size_of::<tcptrace_common::SockInfo>())
+}
+
+/// [`socket_map_bytes`] for the lean map (`LEAN`, 24-byte [`LeanSock`]
+/// values) that `--hist` uses unless split by comm.
+///
+/// [`LeanSock`]: tcptrace_common::LeanSock
+#[must_use]
+pub fn lean_map_bytes(entries: u32) -> u64 {
+    map_bytes(entries, std::mem::size_of::<tcptrace_common::LeanSock>())
+}
+
+fn map_bytes(entries: u32, value: usize) -> u64 {
     const ELEM_HEADER: u64 = 48;
     const KEY: u64 = 8;
     const BUCKET: u64 = 16;
     const MAP: u64 = 896;
-    let value = (std::mem::size_of::<tcptrace_common::SockInfo>() as u64).next_multiple_of(8);
+    let value = (value as u64).next_multiple_of(8);
     let n = u64::from(entries);
     n * (ELEM_HEADER + KEY + value) + n.next_power_of_two() * BUCKET + MAP
 }
+
+/// The socket map the programs use with `config`: the lean one
+/// (`Config::lean_socks`) or the full one.
+#[must_use]
+pub fn socket_map_name(config: &Config) -> &'static str {
+    if config.lean_socks != 0 {
+        "LEAN"
+    } else {
+        "SOCKS"
+    }
+}
+
+/// Entries of the socket map not in use: the kernel preallocates every
+/// entry, so the idle map is made as small as an LRU map may be.
+const IDLE_MAP_ENTRIES: u32 = 64;
 
 /// Bytes per entry of a power-of-two socket map, for `--help`.
 #[must_use]
@@ -107,13 +136,10 @@ pub fn socket_map_bytes_per_entry() -> u64 {
     socket_map_bytes(1 << 20) >> 20
 }
 
-/// `--max-sockets` as kernel memory, for messages: "about 25 MiB".
+/// A map's kernel memory for messages: "about 25 MiB".
 #[must_use]
-pub fn approx_map_size(max_sockets: u32) -> String {
-    format!(
-        "about {} MiB",
-        (socket_map_bytes(max_sockets) + (1 << 19)) >> 20
-    )
+pub fn approx_map_size(bytes: u64) -> String {
+    format!("about {} MiB", (bytes + (1 << 19)) >> 20)
 }
 
 /// How each hot program reads its tracepoint record, for `-v`: straight from
@@ -180,26 +206,35 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     }
     log::debug!("tracepoint offsets: {:?}", config.offsets);
 
+    let in_use = socket_map_name(&config);
+    let idle = if in_use == "LEAN" { "SOCKS" } else { "LEAN" };
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
-        .map_max_entries("SOCKS", opts.max_sockets)
+        .map_max_entries(in_use, opts.max_sockets)
+        .map_max_entries(idle, IDLE_MAP_ENTRIES)
         .load(EBPF_OBJECT)
         .map_err(|e| match e {
             aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
-                if name == "SOCKS" =>
+                if name == in_use =>
             {
+                let bytes = if in_use == "LEAN" {
+                    lean_map_bytes(opts.max_sockets)
+                } else {
+                    socket_map_bytes(opts.max_sockets)
+                };
                 LoadError::SocketMap {
                     max_sockets: opts.max_sockets,
+                    memory: approx_map_size(bytes),
                     source: io_error,
                 }
             }
             e => LoadError::Object(e),
         })?;
 
-    if let Some(aya::maps::Map::LruHashMap(m)) = ebpf.map("SOCKS") {
+    if let Some(aya::maps::Map::LruHashMap(m)) = ebpf.map(in_use) {
         log::info!(
-            "socket map: {} entries, {} bytes of kernel memory (memlock)",
+            "socket map ({in_use}): {} entries, {} bytes of kernel memory (memlock)",
             opts.max_sockets,
             crate::stats::map_memlock(m).map_or_else(|| "?".to_owned(), |b| b.to_string())
         );
@@ -270,7 +305,10 @@ mod tests {
             socket_map_bytes(131_072) - socket_map_bytes(100_000),
             31_072 * (per_entry - 16)
         );
-        assert_eq!(approx_map_size(131_072), "about 24 MiB");
-        assert_eq!(approx_map_size(262_144), "about 48 MiB");
+        assert_eq!(approx_map_size(socket_map_bytes(131_072)), "about 24 MiB");
+        assert_eq!(approx_map_size(socket_map_bytes(262_144)), "about 48 MiB");
+        // 24-byte values: 48 + 8 + 24 + 16 bytes per entry.
+        assert_eq!(lean_map_bytes(1 << 20) >> 20, 96);
+        assert_eq!(approx_map_size(lean_map_bytes(131_072)), "about 12 MiB");
     }
 }

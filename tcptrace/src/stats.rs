@@ -10,7 +10,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, Map, MapData, MapError, PerCpuArray},
 };
-use tcptrace_common::{Counter, NUM_COUNTERS, SockInfo, TcpState};
+use tcptrace_common::{Counter, LeanSock, NUM_COUNTERS, SockInfo, TcpState};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +44,22 @@ pub fn parse_memlock(fdinfo: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Entries of a socket map, and how many are in CLOSE_WAIT. An entry can
+/// vanish between key and value reads: it is skipped.
+fn count_states<V: aya::Pod>(
+    map: &HashMap<&aya::maps::MapData, u64, V>,
+    state: impl Fn(&V) -> u32,
+) -> (u64, u64) {
+    let (mut live, mut close_wait) = (0, 0);
+    for (_, v) in map.iter().flatten() {
+        live += 1;
+        if state(&v) == TcpState::CloseWait as u32 {
+            close_wait += 1;
+        }
+    }
+    (live, close_wait)
+}
+
 impl KernelCounters {
     /// Read the `COUNTERS` array and count the `SOCKS` map's entries.
     ///
@@ -66,19 +82,24 @@ impl KernelCounters {
                 *slot = sum(arr, i)?;
             }
         }
-        if let Some(map) = ebpf.map("SOCKS") {
+        // Both socket maps: the one not in use (see loader::socket_map_name)
+        // is empty and holds a few dozen entries.
+        for name in ["SOCKS", "LEAN"] {
+            let Some(map) = ebpf.map(name) else { continue };
             if let Map::LruHashMap(data) | Map::HashMap(data) = map {
-                out.capacity = data.info().map_or(0, |i| i.max_entries());
-                out.memlock_bytes = map_memlock(data);
-            }
-            let socks: HashMap<_, u64, SockInfo> = HashMap::try_from(map)?;
-            // An entry can vanish between key and value reads: skip it.
-            for (_, info) in socks.iter().flatten() {
-                out.live_sockets += 1;
-                if info.state == TcpState::CloseWait as u32 {
-                    out.close_wait += 1;
+                let capacity = data.info().map_or(0, |i| i.max_entries());
+                out.capacity = out.capacity.max(capacity);
+                if let Some(b) = map_memlock(data) {
+                    out.memlock_bytes = Some(out.memlock_bytes.unwrap_or(0) + b);
                 }
             }
+            let (live, close_wait) = if name == "LEAN" {
+                count_states(&HashMap::<_, u64, LeanSock>::try_from(map)?, |e| e.state)
+            } else {
+                count_states(&HashMap::<_, u64, SockInfo>::try_from(map)?, |e| e.state)
+            };
+            out.live_sockets += live;
+            out.close_wait += close_wait;
         }
         if let Some(arr) = &counters {
             let deletes = Counter::SockDeletes as usize;
