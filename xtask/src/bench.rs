@@ -42,6 +42,16 @@ const BPFTRACE_HIST: &str = r"tracepoint:sock:inet_sock_set_state /args->protoco
   if (args->newstate == 7) { delete(@start[$sk]); } else { @start[$sk] = nsecs; }
 }";
 
+/// Calibration: what a program that does nothing costs on this machine in
+/// the kernel's own accounting (`bpf_stats_enabled` times every run with
+/// two clock reads), on both hot tracepoints: the floor under every figure.
+const BPFTRACE_EMPTY: &str =
+    "tracepoint:sock:inet_sock_set_state { } tracepoint:sock:sock_recv_length { }";
+
+/// Calibration: the floor plus one `bpf_ktime_get_ns()`, which every
+/// dwell measurement needs once per transition.
+const BPFTRACE_CLOCK: &str = "tracepoint:sock:inet_sock_set_state { $t = nsecs; }";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Config {
     None,
@@ -51,10 +61,12 @@ enum Config {
     Timewait,
     BpftraceStates,
     BpftraceHist,
+    BpftraceEmpty,
+    BpftraceClock,
 }
 
 impl Config {
-    const ALL: [Config; 7] = [
+    const ALL: [Config; 9] = [
         Config::None,
         Config::Stream,
         Config::Hist,
@@ -62,6 +74,8 @@ impl Config {
         Config::Timewait,
         Config::BpftraceStates,
         Config::BpftraceHist,
+        Config::BpftraceEmpty,
+        Config::BpftraceClock,
     ];
 
     fn name(self) -> &'static str {
@@ -73,6 +87,8 @@ impl Config {
             Config::Timewait => "tcptrace --timewait",
             Config::BpftraceStates => "bpftrace tcpstates-like printf",
             Config::BpftraceHist => "bpftrace dwell hist",
+            Config::BpftraceEmpty => "calibration: bpftrace, empty programs",
+            Config::BpftraceClock => "calibration: bpftrace, one timestamp",
         }
     }
 }
@@ -87,6 +103,9 @@ struct Run {
     rss_kib: u64,
     /// Kernel ns per invocation, per program name (tcptrace) or fd (bpftrace).
     ns_per_call: BTreeMap<String, f64>,
+    /// The same during the churn load only, and the keep-alive load only.
+    ns_churn: BTreeMap<String, f64>,
+    ns_keepalive: BTreeMap<String, f64>,
     events_per_s: f64,
     losses: u64,
 }
@@ -120,12 +139,16 @@ fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
             c.args(["--timewait", "-i", "1h"]);
             c
         }
-        Config::BpftraceStates | Config::BpftraceHist => {
+        Config::BpftraceStates
+        | Config::BpftraceHist
+        | Config::BpftraceEmpty
+        | Config::BpftraceClock => {
             let mut c = Command::new("bpftrace");
-            c.arg("-e").arg(if cfg == Config::BpftraceStates {
-                BPFTRACE_STATES
-            } else {
-                BPFTRACE_HIST
+            c.arg("-e").arg(match cfg {
+                Config::BpftraceStates => BPFTRACE_STATES,
+                Config::BpftraceHist => BPFTRACE_HIST,
+                Config::BpftraceEmpty => BPFTRACE_EMPTY,
+                _ => BPFTRACE_CLOCK,
             });
             c
         }
@@ -236,6 +259,75 @@ fn fdinfo_costs(pid: u32) -> BTreeMap<String, f64> {
         }
     }
     out
+}
+
+/// tcptrace's programs; the kernel keeps the first 15 characters of a name.
+const PROGRAMS: [&str; 8] = [
+    "inet_sock_set_state",
+    "tcp_destroy_sock",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "sock_recv_length",
+    "sock_send_length",
+    "sys_exit_bind",
+    "sys_exit_connect",
+];
+
+/// Cumulative kernel run time (ns) and invocations of each BPF program that
+/// process `pid` holds, by program: tcptrace's by name, bpftrace's by the
+/// tracepoint its name ends with (`tracepoint_sock_inet_sock_set_state_1`
+/// is cut to 15 characters, so its tag's probe is matched instead).
+fn program_stats(pid: u32) -> BTreeMap<String, (f64, f64)> {
+    let mut ids = std::collections::BTreeSet::new();
+    if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        for fd in fds.flatten() {
+            let Ok(info) = fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            if let Some(id) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                ids.insert(id);
+            }
+        }
+    }
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for info in aya::programs::loaded_programs().flatten() {
+        if !ids.contains(&info.id()) {
+            continue;
+        }
+        let short = info.name_as_str().unwrap_or_default();
+        let name = PROGRAMS
+            .iter()
+            .find(|p| !short.is_empty() && p.starts_with(short))
+            .map_or_else(|| format!("prog {short}"), |p| (*p).to_owned());
+        #[expect(clippy::cast_precision_loss, reason = "ns and counts as f64")]
+        let (t, n) = (info.run_time().as_nanos() as f64, info.run_count() as f64);
+        let e = out.entry(name).or_default();
+        e.0 += t;
+        e.1 += n;
+    }
+    out
+}
+
+/// Fewer calls than this in a phase give no figure: a handful of cold runs
+/// (the keep-alive load opens 2 connections) says nothing about a program.
+const MIN_PHASE_CALLS: f64 = 1000.0;
+
+/// ns per call of each program between two [`program_stats`] readings.
+fn phase_costs(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, &(t, n))| {
+            let (t0, n0) = before.get(k).copied().unwrap_or_default();
+            (n - n0 >= MIN_PHASE_CALLS).then(|| (k.clone(), (t - t0) / (n - n0)))
+        })
+        .collect()
 }
 
 /// `tcptrace: kernel cost per call: a 12 ns x 5, b 30 ns x 2`
@@ -442,8 +534,15 @@ fn throughput(tcptrace: &Path, loadgen: &Path, rounds: u32, seconds: f64) -> Res
                 eprintln!("xtask: round {}/{rounds}: {}", round + 1, cfg.name());
                 let tracer = spawn_tracer(cfg, tcptrace)?;
                 let mut run = Run::default();
+                let pid = tracer.as_ref().map(|t| t.child.id());
+                let stats = || pid.map(program_stats).unwrap_or_default();
+                let start = stats();
                 (run.conns_per_s, _) = load(loadgen, "churn", 2, seconds)?;
+                let mid = stats();
                 (_, run.reqs_per_s) = load(loadgen, "keepalive", 2, seconds)?;
+                let end = stats();
+                run.ns_churn = phase_costs(&start, &mid);
+                run.ns_keepalive = phase_costs(&mid, &end);
                 if let Some(t) = tracer {
                     stop_tracer(cfg, t, &mut run)?;
                 }
@@ -502,9 +601,12 @@ fn write_reports(
     let mut json = String::from("{\"configs\":[");
     let _ = writeln!(
         md,
-        "| configuration | conn/s | vs none | req/s | vs none | tracer CPU (cores) | peak RSS | events/s | ring-buffer losses | kernel ns/call |"
+        "| configuration | conn/s | vs none | req/s | vs none | tracer CPU (cores) | CPU per 100k events/s | peak RSS | events/s | ring-buffer losses | kernel ns/call, churn | kernel ns/call, keep-alive |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
     for (i, (cfg, rs)) in runs.iter().enumerate() {
         let m = |f: fn(&Run) -> f64| median(rs.iter().map(f).collect());
         let (c, r) = (m(|x| x.conns_per_s), m(|x| x.reqs_per_s));
@@ -514,15 +616,46 @@ fn write_reports(
                 per_prog.entry(k.clone()).or_default().push(*v);
             }
         }
-        let costs: Vec<String> = per_prog
-            .iter()
-            .map(|(k, v)| format!("{k} {:.0}", median(v.clone())))
-            .collect();
+        // Median ns/call per program over rounds, for one load phase.
+        let phase = |f: fn(&Run) -> &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+            let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for run in rs {
+                for (k, v) in f(run) {
+                    by.entry(k.clone()).or_default().push(*v);
+                }
+            }
+            by.into_iter().map(|(k, v)| (k, median(v))).collect()
+        };
+        let cell = |m: &BTreeMap<String, f64>| -> String {
+            if m.is_empty() {
+                return "-".to_owned();
+            }
+            m.iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let json_map = |m: &BTreeMap<String, f64>| -> String {
+            m.iter()
+                .map(|(k, v)| format!("\"{k}\":{v:.1}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (churn_ns, keepalive_ns) = (phase(|r| &r.ns_churn), phase(|r| &r.ns_keepalive));
+        let (churn, keepalive) = (cell(&churn_ns), cell(&keepalive_ns));
+        let events = m(|x| x.events_per_s);
+        // Tracer CPU scaled to 100k events/s (the streaming target); only
+        // where the tracer handles events.
+        let per_100k = if events >= 1000.0 {
+            format!("{:.1}%", 100.0 * m(|x| x.cpu_per_s) * 100_000.0 / events)
+        } else {
+            "-".to_owned()
+        };
         let losses: u64 = rs.iter().map(|x| x.losses).sum();
         let rss = rs.iter().map(|x| x.rss_kib).max().unwrap_or(0);
         let _ = writeln!(
             md,
-            "| {} | {c:.0} | {:.1}% | {r:.0} | {:.1}% | {:.3} | {} | {:.0} | {losses} | {} |",
+            "| {} | {c:.0} | {:.1}% | {r:.0} | {:.1}% | {:.3} | {per_100k} | {} | {events:.0} | {losses} | {churn} | {keepalive} |",
             cfg.name(),
             100.0 * c / base_c,
             100.0 * r / base_r,
@@ -535,16 +668,10 @@ fn write_reports(
                     f64::from(u32::try_from(rss).unwrap_or(u32::MAX)) / 1024.0
                 )
             },
-            m(|x| x.events_per_s),
-            if costs.is_empty() {
-                "-".to_owned()
-            } else {
-                costs.join(", ")
-            },
         );
         let _ = write!(
             json,
-            "{}{{\"config\":\"{}\",\"conns_per_s\":[{}],\"reqs_per_s\":[{}],\"cpu_per_s\":[{}],\"peak_rss_kib\":{rss},\"losses\":{losses},\"ns_per_call\":{{{}}}}}",
+            "{}{{\"config\":\"{}\",\"conns_per_s\":[{}],\"reqs_per_s\":[{}],\"cpu_per_s\":[{}],\"peak_rss_kib\":{rss},\"losses\":{losses},\"ns_per_call\":{{{}}},\"ns_per_call_churn\":{{{}}},\"ns_per_call_keepalive\":{{{}}}}}",
             if i == 0 { "" } else { "," },
             cfg.name(),
             rs.iter()
@@ -564,6 +691,8 @@ fn write_reports(
                 .map(|(k, v)| format!("\"{k}\":{:.1}", median(v.clone())))
                 .collect::<Vec<_>>()
                 .join(","),
+            json_map(&churn_ns),
+            json_map(&keepalive_ns),
         );
     }
     let _ = write!(
