@@ -584,6 +584,36 @@ fn microbench() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Median ns/call per program over rounds, for one load phase.
+fn phase_medians(rs: &[Run], f: fn(&Run) -> &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for run in rs {
+        for (k, v) in f(run) {
+            by.entry(k.clone()).or_default().push(*v);
+        }
+    }
+    by.into_iter().map(|(k, v)| (k, median(v))).collect()
+}
+
+/// `a 12, b 30` for the table, `-` when empty.
+fn cost_cell(m: &BTreeMap<String, f64>) -> String {
+    if m.is_empty() {
+        return "-".to_owned();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `"a":12.0,"b":30.0` for the JSON.
+fn json_costs(m: &BTreeMap<String, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("\"{k}\":{v:.1}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn write_reports(
     runs: &BTreeMap<Config, Vec<Run>>,
     rounds: u32,
@@ -616,33 +646,9 @@ fn write_reports(
                 per_prog.entry(k.clone()).or_default().push(*v);
             }
         }
-        // Median ns/call per program over rounds, for one load phase.
-        let phase = |f: fn(&Run) -> &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
-            let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            for run in rs {
-                for (k, v) in f(run) {
-                    by.entry(k.clone()).or_default().push(*v);
-                }
-            }
-            by.into_iter().map(|(k, v)| (k, median(v))).collect()
-        };
-        let cell = |m: &BTreeMap<String, f64>| -> String {
-            if m.is_empty() {
-                return "-".to_owned();
-            }
-            m.iter()
-                .map(|(k, v)| format!("{k} {v:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let json_map = |m: &BTreeMap<String, f64>| -> String {
-            m.iter()
-                .map(|(k, v)| format!("\"{k}\":{v:.1}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let (churn_ns, keepalive_ns) = (phase(|r| &r.ns_churn), phase(|r| &r.ns_keepalive));
-        let (churn, keepalive) = (cell(&churn_ns), cell(&keepalive_ns));
+        let churn_ns = phase_medians(rs, |r| &r.ns_churn);
+        let keepalive_ns = phase_medians(rs, |r| &r.ns_keepalive);
+        let (churn, keepalive) = (cost_cell(&churn_ns), cost_cell(&keepalive_ns));
         let events = m(|x| x.events_per_s);
         // Tracer CPU scaled to 100k events/s (the streaming target); only
         // where the tracer handles events.
@@ -691,8 +697,8 @@ fn write_reports(
                 .map(|(k, v)| format!("\"{k}\":{:.1}", median(v.clone())))
                 .collect::<Vec<_>>()
                 .join(","),
-            json_map(&churn_ns),
-            json_map(&keepalive_ns),
+            json_costs(&churn_ns),
+            json_costs(&keepalive_ns),
         );
     }
     let _ = write!(

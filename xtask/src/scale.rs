@@ -159,9 +159,11 @@ fn final_leak_count(stdout: &[String]) -> Option<u64> {
     total
 }
 
-/// `max_entries` and `memlock` of the process's LRU hash map (the socket map
-/// is tcptrace's only one), from `/proc/PID/fdinfo`.
+/// `max_entries` and `memlock` of the process's largest LRU hash map, from
+/// `/proc/PID/fdinfo`: tcptrace has two socket maps (`SOCKS` and the lean
+/// `LEAN`) and sizes the one its mode does not use down to a few entries.
 fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
+    let mut largest: Option<(u32, u64)> = None;
     for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
         if fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:bpf-map" {
             continue;
@@ -172,11 +174,13 @@ fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
         )) else {
             continue;
         };
-        if let Some(found) = parse_map_fdinfo(&info) {
-            return Some(found);
+        if let Some(found) = parse_map_fdinfo(&info)
+            && largest.is_none_or(|(n, _)| found.0 > n)
+        {
+            largest = Some(found);
         }
     }
-    None
+    largest
 }
 
 /// `(max_entries, memlock)` of an LRU hash map's fdinfo; `None` for others.
