@@ -170,7 +170,10 @@ pub struct Config {
     /// state, entry time and owner pid only. For modes that read nothing
     /// else from the socket map and emit no comm.
     pub lean_socks: u8,
-    pub _pad: u8,
+    /// 1: `sock_recv_length`/`sock_send_length` are attached, so their
+    /// per-CPU cache of (socket, process) pairs must be invalidated when a
+    /// socket goes or changes owner. Without them that work is skipped.
+    pub io_hooks: u8,
     /// Emit a state record for `old -> new` when bit `1 << old` is set.
     /// Modes that aggregate elsewhere ask for few or none.
     pub emit_old_states: u32,

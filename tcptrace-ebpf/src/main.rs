@@ -576,6 +576,17 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     Ok(())
 }
 
+/// A socket without an entry is about to get one at a transition out of
+/// `old`. A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
+/// LISTEN->SYN_RECV (a child cloned from its listener). Any other first
+/// sighting is a socket older than the tracer, or evicted: counted.
+#[inline(always)]
+fn first_sighting(old: u32) {
+    if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
+        count(Counter::SockUnknown);
+    }
+}
+
 /// A transition in the full socket map (`SOCKS`): state, entry time,
 /// owner, stacks and CLOSE_WAIT endpoints. Returns the dwell in the old
 /// state and the owner to report.
@@ -596,12 +607,7 @@ fn full_transition(
         // The entry outlives CLOSE (see apply_transition); tcp_destroy_sock
         // removes it. A socket first seen at CLOSE has nothing worth keeping.
         None if new != TcpState::Close as u32 => {
-            // A socket starts its life at CLOSE->SYN_SENT, CLOSE->LISTEN or
-            // LISTEN->SYN_RECV (a child cloned from its listener). Any other
-            // first sighting is a socket older than the tracer, or evicted.
-            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
-                count(Counter::SockUnknown);
-            }
+            first_sighting(old);
             (NEW_SOCK.get_ptr_mut(0), true)
         }
         None => (None, false),
@@ -612,8 +618,13 @@ fn full_transition(
             // CPU's slot) returned by the lookup helper, valid for the
             // duration of this program run.
             let info = unsafe { &mut *p };
+            let before = (info.owner_source, info.owner.tgid);
             // For a fresh slot (`known` false) this rewrites every field.
             let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
+            // close()/shutdown() by another process than the last owner.
+            if known {
+                owner_replaced(skaddr, before, info.owner.tgid);
+            }
             if new == TcpState::CloseWait as u32 {
                 info.addrs = rec.addrs(h)?;
             }
@@ -678,9 +689,7 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
         Some(p) => unsafe { *p = e },
         // As in full_transition: first sightings at CLOSE are not kept.
         None if new != TcpState::Close as u32 => {
-            if old != TcpState::Close as u32 && old != TcpState::Listen as u32 {
-                count(Counter::SockUnknown);
-            }
+            first_sighting(old);
             if LEAN.insert(skaddr, &e, BPF_NOEXIST).is_ok() {
                 count(Counter::SockInserts);
             } else {
@@ -814,7 +823,10 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
                 SOCKS.remove(skaddr)
             };
             if removed.is_ok() {
-                bump_io_generation(io_slot(skaddr));
+                // Its address may come back as another socket.
+                if cfg!(io_hooks) != 0 {
+                    bump_io_generation(io_slot(skaddr));
+                }
                 count(Counter::SockDeletes);
             }
         }
@@ -950,8 +962,8 @@ static IO_CACHE: PerCpuArray<[IoSlot; IO_SLOTS]> = PerCpuArray::with_max_entries
 
 /// One generation per slot index, shared by all CPUs. Bumped when a cached
 /// pair in that slot may have gone stale on any CPU: a socket's entry
-/// removed (its address may come back as another socket) or an owner
-/// rewritten by another process's I/O. Per slot, so that the sockets a busy
+/// removed (its address may come back as another socket) or a known owner
+/// replaced (by another process's I/O, close or shutdown). Per slot, so that the sockets a busy
 /// host closes every second invalidate 1/64 of the cache each, not all of
 /// it. Not bumped on an LRU eviction: an evicted socket's pair skips
 /// nothing that the missing entry would not. A plain increment: two CPUs
@@ -976,6 +988,18 @@ fn bump_io_generation(i: usize) {
     }
 }
 
+/// A socket's owner went from `before` (source, tgid) to `tgid`: another
+/// CPU may hold a pair for the previous owner, which must no longer skip
+/// that owner's recv/send (it would take the socket back). None can exist
+/// while the owner is unknown: pairs are only stamped for the owner.
+#[inline(always)]
+fn owner_replaced(sk: u64, before: (u32, u32), tgid: u32) {
+    let (source, previous) = before;
+    if cfg!(io_hooks) != 0 && source != OwnerSource::Unknown as u32 && previous != tgid {
+        bump_io_generation(io_slot(sk));
+    }
+}
+
 /// The cache slot of a socket: `struct sock`s are slab objects over a
 /// kilobyte apart, so the bits above the low ten spread them.
 #[inline(always)]
@@ -988,8 +1012,9 @@ fn io_slot(sk: u64) -> usize {
 }
 
 /// Shared body of the recv/send hooks. They fire on every recv and send of
-/// every process, so the common path is a cheap filter and one lookup; the
-/// rare cases (new owner, first touch, first EOF) do the rest.
+/// every process, so the common path is a cheap filter and a hit in the
+/// per-CPU pair cache, else one lookup; the rare cases (new owner, first
+/// touch, first EOF) do the rest.
 #[inline(always)]
 fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result<(), i64> {
     // (protocol, sk, ret): straight from the context for the standard
@@ -1038,11 +1063,7 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     // SAFETY: lookup result, valid for this program run; updated in place.
     let info = unsafe { &mut *info };
     if io_needs_owner_update(info, tgid) {
-        // Another CPU may hold a pair for a previous owner (none can while
-        // the owner is unknown: pairs are only stamped for the owner).
-        if info.owner_source != OwnerSource::Unknown as u32 {
-            bump_io_generation(i);
-        }
+        owner_replaced(sk, (info.owner_source, info.owner.tgid), tgid);
         info.owner = current_owner();
         info.owner_source = OwnerSource::Io as u32;
     }

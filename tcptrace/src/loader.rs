@@ -175,6 +175,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     let (offs, reasons) = offsets::read(&tracefs)?;
     let mut config = opts.config;
     config.offsets = offs;
+    config.io_hooks = u8::from(opts.io_hooks);
     // Standard layouts are read straight from the tracepoint context; the
     // copy at tracefs offsets stays for the others, and tests force it with
     // TCPTRACE_COPY_RECORDS=1 so that both paths keep working.
