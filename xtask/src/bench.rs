@@ -227,40 +227,6 @@ pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `run_time_ns / run_cnt` of every BPF program a process holds, by fd.
-fn fdinfo_costs(pid: u32) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return out;
-    };
-    for fd in fds.flatten() {
-        let Ok(target) = fs::read_link(fd.path()) else {
-            continue;
-        };
-        if target.to_string_lossy() != "anon_inode:bpf-prog" {
-            continue;
-        }
-        let Ok(info) = fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        )) else {
-            continue;
-        };
-        let field = |k: &str| -> Option<f64> {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse().ok())
-        };
-        if let (Some(t), Some(n), Some(id)) =
-            (field("run_time_ns:"), field("run_cnt:"), field("prog_id:"))
-            && n > 0.0
-        {
-            out.insert(format!("prog {id}"), t / n);
-        }
-    }
-    out
-}
-
 /// tcptrace's programs; the kernel keeps the first 15 characters of a name.
 const PROGRAMS: [&str; 8] = [
     "inet_sock_set_state",
@@ -274,9 +240,9 @@ const PROGRAMS: [&str; 8] = [
 ];
 
 /// Cumulative kernel run time (ns) and invocations of each BPF program that
-/// process `pid` holds, by program: tcptrace's by name, bpftrace's by the
-/// tracepoint its name ends with (`tracepoint_sock_inet_sock_set_state_1`
-/// is cut to 15 characters, so its tag's probe is matched instead).
+/// process `pid` holds, by name. The kernel keeps 15 characters of a name;
+/// tcptrace's programs, and bpftrace's (named after their tracepoint), are
+/// completed from [`PROGRAMS`].
 fn program_stats(pid: u32) -> BTreeMap<String, (f64, f64)> {
     let mut ids = std::collections::BTreeSet::new();
     if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) {
@@ -351,7 +317,7 @@ fn stop_tracer(cfg: Config, t: Tracer, run: &mut Run) -> Result<()> {
     let wall = t.started.elapsed().as_secs_f64();
     run.cpu_per_s = cpu_seconds(pid).unwrap_or(0.0) / wall;
     run.rss_kib = peak_rss_kib(pid);
-    let fd_costs = fdinfo_costs(pid);
+    let totals = program_stats(pid);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap_or(0), libc::SIGINT) };
     let mut child = t.child;
@@ -368,17 +334,13 @@ fn stop_tracer(cfg: Config, t: Tracer, run: &mut Run) -> Result<()> {
         .iter()
         .map(|l| parse_costs(l))
         .find(|m| !m.is_empty())
+        // bpftrace prints no costs: the kernel's program info has them.
         .unwrap_or_else(|| {
-            // bpftrace's scripts have one probe, inet_sock_set_state; its
-            // program ids change every run, so name the cost by the probe.
-            let v: Vec<f64> = fd_costs.into_values().collect();
-            if v.is_empty() {
-                BTreeMap::new()
-            } else {
-                #[expect(clippy::cast_precision_loss, reason = "a handful of programs")]
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                BTreeMap::from([("inet_sock_set_state".to_owned(), mean)])
-            }
+            totals
+                .into_iter()
+                .filter(|&(_, (_, n))| n > 0.0)
+                .map(|(k, (t, n))| (k, t / n))
+                .collect()
         });
     for l in &lines {
         if let Some(rest) = l.strip_prefix("tcptrace: ")
