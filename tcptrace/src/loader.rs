@@ -115,14 +115,14 @@ fn map_bytes(entries: u32, value: usize) -> u64 {
     n * (ELEM_HEADER + KEY + value) + n.next_power_of_two() * BUCKET + MAP
 }
 
-/// The socket map the programs use with `config`: the lean one
-/// (`Config::lean_socks`) or the full one.
-#[must_use]
-pub fn socket_map_name(config: &Config) -> &'static str {
+/// The socket maps with `config`: the one the programs use (the lean one
+/// with `Config::lean_socks`, else the full one), the idle one, and the
+/// kernel memory of the one in use for a number of entries.
+fn socket_maps(config: &Config) -> (&'static str, &'static str, fn(u32) -> u64) {
     if config.lean_socks != 0 {
-        "LEAN"
+        ("LEAN", "SOCKS", lean_map_bytes)
     } else {
-        "SOCKS"
+        ("SOCKS", "LEAN", socket_map_bytes)
     }
 }
 
@@ -207,8 +207,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     }
     log::debug!("tracepoint offsets: {:?}", config.offsets);
 
-    let in_use = socket_map_name(&config);
-    let idle = if in_use == "LEAN" { "SOCKS" } else { "LEAN" };
+    let (in_use, idle, map_bytes) = socket_maps(&config);
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
@@ -219,14 +218,9 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
             aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
                 if name == in_use =>
             {
-                let bytes = if in_use == "LEAN" {
-                    lean_map_bytes(opts.max_sockets)
-                } else {
-                    socket_map_bytes(opts.max_sockets)
-                };
                 LoadError::SocketMap {
                     max_sockets: opts.max_sockets,
-                    memory: approx_map_size(bytes),
+                    memory: approx_map_size(map_bytes(opts.max_sockets)),
                     source: io_error,
                 }
             }

@@ -82,7 +82,7 @@ impl KernelCounters {
                 *slot = sum(arr, i)?;
             }
         }
-        // Both socket maps: the one not in use (see loader::socket_map_name)
+        // Both socket maps: the one not in use (see loader::socket_maps)
         // is empty and holds a few dozen entries.
         for name in ["SOCKS", "LEAN"] {
             let Some(map) = ebpf.map(name) else { continue };

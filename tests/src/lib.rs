@@ -502,11 +502,7 @@ impl Tracer {
     /// port filter of the test's own.
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
-        Self(ModeTracer::start_with(
-            Command::new(tracer_bin()),
-            "--json",
-            args,
-        ))
+        Self::start_env(&[], args)
     }
 
     /// [`Tracer::start`] with extra environment variables for tcptrace.
