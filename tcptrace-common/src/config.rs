@@ -184,7 +184,9 @@ pub struct Config {
     /// A wakeup costs the kernel an `irq_work` (about a microsecond, far more
     /// than the record); userspace drains on a timer as well.
     pub wakeup_bytes: u32,
-    pub _pad2: u32,
+    /// Buckets of the lean socket table minus one (a power of two minus
+    /// one; [`crate::table`]); used with `lean_socks`.
+    pub lean_table_mask: u32,
 }
 
 /// What in-kernel dwell histograms are split by (`Config::hist_by`).

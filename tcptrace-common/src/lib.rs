@@ -13,6 +13,7 @@
 pub mod config;
 pub mod hist;
 pub mod record;
+pub mod table;
 pub mod track;
 
 #[cfg(feature = "user")]

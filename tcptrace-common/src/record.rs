@@ -149,10 +149,9 @@ impl StackRef {
     }
 }
 
-/// Value of the lean per-socket map (`LEAN`), used instead of [`SockInfo`]
-/// by modes that need no comm, stacks or addresses from it (`--hist` without
-/// `--by comm`): a quarter of a cache line per socket instead of two and a
-/// half, which is what a socket's insert, lookups and delete touch.
+/// A socket's entry in the lean socket table and map ([`crate::table`],
+/// `LEAN`), used instead of [`SockInfo`] by modes that need no comm, stacks
+/// or addresses from it (`--hist` without `--by comm`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LeanSock {
@@ -162,7 +161,8 @@ pub struct LeanSock {
     /// unknown.
     pub tgid: u32,
     pub tid: u32,
-    pub _pad: u32,
+    /// In a table slot, [`crate::table::seal`] over the slot; 0 in the map.
+    pub seal: u32,
     /// When `state` was entered (`CLOCK_MONOTONIC` ns).
     pub entered_ns: u64,
 }

@@ -8,7 +8,7 @@
 //! So the owner is recorded only at transitions that the owner's own system
 //! calls cause, and at its recv/send calls.
 
-use crate::record::{DWELL_UNKNOWN, Owner, SockInfo};
+use crate::record::{DWELL_UNKNOWN, LeanSock, Owner, SockInfo};
 
 /// TCP states as numbered in `include/net/tcp_states.h` (stable UAPI values).
 #[repr(u32)]
@@ -152,7 +152,7 @@ pub fn apply_transition(
     // a RST sent right after CLOSE (linger-0 close, close with unread data)
     // still finds its owner. Leaving CLOSE again (a new connect or listen on
     // the same socket) starts a new life: nothing of the old one carries over.
-    let dwell_ns = dwell(known, info.state, info.entered_ns, now);
+    let dwell_ns = dwell(known, info.state, old, info.entered_ns, now);
     let known = known && info.state != CLOSE;
     if !known {
         // Field by field: a whole-struct assignment would build a 120-byte
@@ -173,19 +173,55 @@ pub fn apply_transition(
     dwell_ns
 }
 
-/// The time a socket spent in `state`, entered at `entered_ns`, when it
-/// leaves it at `now`: [`DWELL_UNKNOWN`] without an entry (`known` false),
-/// without an entry time, or when the entry is a finished life (CLOSE: the
-/// entry outlives CLOSE until the socket is destroyed, and leaving CLOSE
-/// again starts a new life).
+/// The time a socket spent in `old`, according to its entry (`state`,
+/// entered at `entered_ns`), when it leaves it at `now`: [`DWELL_UNKNOWN`]
+/// without an entry (`known` false), without an entry time, when the entry
+/// is in another state than the one the kernel says the socket leaves (a
+/// stale entry), or when it is a finished life (CLOSE: the entry outlives
+/// CLOSE until the socket is destroyed, and leaving CLOSE again starts a new
+/// life).
 #[inline(always)]
 #[must_use]
-pub const fn dwell(known: bool, state: u32, entered_ns: u64, now: u64) -> u64 {
-    if known && state != CLOSE && entered_ns != 0 && entered_ns <= now {
+pub const fn dwell(known: bool, state: u32, old: u32, entered_ns: u64, now: u64) -> u64 {
+    if known && state == old && state != CLOSE && entered_ns != 0 && entered_ns <= now {
         now - entered_ns
     } else {
         DWELL_UNKNOWN
     }
+}
+
+/// [`apply_transition`] for a lean entry ([`LeanSock`]): the owner's pid and
+/// tid from owner transitions, from `pid_tgid` (the kernel's
+/// `bpf_get_current_pid_tgid`), called only then.
+#[inline(always)]
+pub fn apply_lean_transition(
+    e: &mut LeanSock,
+    known: bool,
+    old: u32,
+    new: u32,
+    now: u64,
+    pid_tgid: impl FnOnce() -> u64,
+) -> u64 {
+    let dwell_ns = dwell(known, e.state, old, e.entered_ns, now);
+    if !known || e.state == CLOSE {
+        // A new life: nothing of the old one carries over.
+        e.tgid = 0;
+        e.tid = 0;
+    }
+    if is_owner_transition(old, new) {
+        let p = pid_tgid();
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "tgid in the upper half, tid in the lower"
+        )]
+        {
+            e.tgid = (p >> 32) as u32;
+            e.tid = p as u32;
+        }
+    }
+    e.state = new;
+    e.entered_ns = now;
+    dwell_ns
 }
 
 /// Whether a recv/send by `tgid` on a tracked socket must (re)write its owner.
@@ -251,14 +287,20 @@ mod tests {
     #[test]
     fn dwell_needs_an_entry_a_time_and_a_live_state() {
         let est = TcpState::Established as u32;
-        assert_eq!(dwell(true, est, 1_000, 3_500), 2_500);
-        assert_eq!(dwell(false, est, 1_000, 3_500), crate::DWELL_UNKNOWN);
-        assert_eq!(dwell(true, est, 0, 3_500), crate::DWELL_UNKNOWN);
-        assert_eq!(dwell(true, est, 4_000, 3_500), crate::DWELL_UNKNOWN);
+        assert_eq!(dwell(true, est, est, 1_000, 3_500), 2_500);
+        assert_eq!(dwell(false, est, est, 1_000, 3_500), crate::DWELL_UNKNOWN);
+        assert_eq!(dwell(true, est, est, 0, 3_500), crate::DWELL_UNKNOWN);
+        assert_eq!(dwell(true, est, est, 4_000, 3_500), crate::DWELL_UNKNOWN);
+        let close = TcpState::Close as u32;
         assert_eq!(
-            dwell(true, TcpState::Close as u32, 1_000, 3_500),
+            dwell(true, close, close, 1_000, 3_500),
             crate::DWELL_UNKNOWN,
             "leaving CLOSE starts a new life"
+        );
+        assert_eq!(
+            dwell(true, TcpState::SynSent as u32, est, 1_000, 3_500),
+            crate::DWELL_UNKNOWN,
+            "an entry in another state than the one left is stale"
         );
     }
 
@@ -412,5 +454,40 @@ mod lifetime_tests {
         assert_eq!(d, crate::DWELL_UNKNOWN);
         assert_eq!(info.owner.tgid, 8);
         assert_eq!(info.eof_ns, 0, "nothing carries over from the old life");
+    }
+
+    #[test]
+    fn a_lean_entry_times_each_state_and_keeps_the_pid_of_owner_transitions() {
+        let (close, syn_sent, est, fin_wait1, fin_wait2) = (
+            TcpState::Close as u32,
+            TcpState::SynSent as u32,
+            TcpState::Established as u32,
+            TcpState::FinWait1 as u32,
+            TcpState::FinWait2 as u32,
+        );
+        let not_asked = || -> u64 { panic!("not an owner transition") };
+        let mut e = LeanSock::default();
+        let d = apply_lean_transition(&mut e, false, close, syn_sent, 10, || (7 << 32) | 8);
+        assert_eq!(d, DWELL_UNKNOWN);
+        assert_eq!((e.state, e.tgid, e.tid, e.entered_ns), (syn_sent, 7, 8, 10));
+        // Softirq: the task on CPU is not the owner and is not asked.
+        assert_eq!(
+            apply_lean_transition(&mut e, true, syn_sent, est, 25, not_asked),
+            15
+        );
+        assert_eq!(
+            apply_lean_transition(&mut e, true, est, fin_wait1, 45, || 9 << 32),
+            20
+        );
+        assert_eq!(e.tgid, 9, "close() by another process");
+        // The kernel says the socket leaves FIN_WAIT2, the entry says
+        // FIN_WAIT1: a transition was missed, the entry is stale.
+        let d = apply_lean_transition(&mut e, true, fin_wait2, close, 60, not_asked);
+        assert_eq!(d, DWELL_UNKNOWN);
+        assert_eq!(e.tgid, 9, "the owner outlives CLOSE");
+        // connect() again: a new life.
+        let d = apply_lean_transition(&mut e, true, close, syn_sent, 70, || 3 << 32);
+        assert_eq!(d, DWELL_UNKNOWN);
+        assert_eq!((e.tgid, e.tid), (3, 0));
     }
 }

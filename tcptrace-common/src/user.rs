@@ -15,6 +15,8 @@ unsafe impl aya::Pod for SockInfo {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LeanSock {}
 // SAFETY: as above.
+unsafe impl aya::Pod for crate::table::LeanBucket {}
+// SAFETY: as above.
 unsafe impl aya::Pod for StateEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ResetEvent {}

@@ -26,7 +26,7 @@ use aya_ebpf::{
         },
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
 use tcptrace_common::{
@@ -37,11 +37,17 @@ use tcptrace_common::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
         SetStateOffsets, SockLengthOffsets,
     },
-    track::{OwnerSource, apply_transition, dwell, io_needs_owner_update, is_owner_transition},
+    table::{self, LeanBucket, LeanSlot},
+    track::{
+        OwnerSource, apply_lean_transition, apply_transition, io_needs_owner_update,
+        is_owner_transition,
+    },
 };
 use tcptrace_common::{DWELL_UNKNOWN, HistBy, HistKey, StackRef, hist};
 
 const IPPROTO_TCP: u16 = 6;
+/// `BPF_F_MMAPABLE`: an array userspace can mmap.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
@@ -61,8 +67,16 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
 
-/// The lean alternative to `SOCKS` (`Config::lean_socks`): 24 bytes per
-/// socket. Userspace sizes the map not in use down to almost nothing.
+/// The lean alternative to `SOCKS` (`Config::lean_socks`), first part: a
+/// table of two-slot buckets indexed by a hash of the socket's address
+/// (`tcptrace_common::table`). Mappable, so that userspace counts its
+/// sockets without a system call per slot.
+#[map]
+static LEAN_TABLE: Array<LeanBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The lean alternative's second part: sockets whose bucket was full, 24
+/// bytes each, LRU like `SOCKS`. Userspace sizes the socket store not in use
+/// down to almost nothing.
 #[map]
 static LEAN: LruHashMap<u64, LeanSock> = LruHashMap::with_max_entries(65_536, 0);
 
@@ -657,47 +671,121 @@ fn full_transition(
     })
 }
 
-/// A transition in the lean socket map (`LEAN`): state, entry time and the
-/// owner's pid from owner transitions; no comm (`Config::lean_socks`).
+/// A transition in the lean socket store (`Config::lean_socks`): the table
+/// first, then the `LEAN` map. State, entry time and the owner's pid from
+/// owner transitions; no comm.
 #[inline(always)]
 fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
-    let found = LEAN.get_ptr_mut(skaddr);
-    let known = found.is_some();
-    let mut e = match found {
-        // SAFETY: lookup result, valid for this program run.
-        Some(p) => unsafe { *p },
-        None => LeanSock::default(),
+    let bucket = lean_bucket(skaddr);
+    if let Some(b) = bucket
+        && let Some(slot) = table_find(b, skaddr)
+    {
+        return table_transition(slot, skaddr, old, new, now);
+    }
+    // A listener's child is new to both; anything else may be in the map.
+    let found = if table::is_birth(old, new) {
+        None
+    } else {
+        LEAN.get_ptr_mut(skaddr)
     };
-    let dwell_ns = dwell(known, e.state, e.entered_ns, now);
-    if !known || e.state == TcpState::Close as u32 {
-        // A new life: nothing of the old one carries over.
-        e.tgid = 0;
-        e.tid = 0;
+    if let Some(p) = found {
+        // SAFETY: lookup result, valid for this program run; 24 bytes
+        // copied out and written back in place.
+        let mut e = unsafe { *p };
+        let dwell_ns = apply_lean_transition(&mut e, true, old, new, now, bpf_get_current_pid_tgid);
+        // SAFETY: as above.
+        unsafe { *p = e };
+        let (owner, source) = lean_owner(&e);
+        return (dwell_ns, owner, source);
     }
-    if is_owner_transition(old, new) {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
-        {
-            e.tgid = (pid_tgid >> 32) as u32;
-            e.tid = pid_tgid as u32;
+    let mut e = LeanSock::default();
+    let dwell_ns = apply_lean_transition(&mut e, false, old, new, now, bpf_get_current_pid_tgid);
+    // As in full_transition: first sightings at CLOSE are not kept.
+    if new != TcpState::Close as u32 {
+        first_sighting(old);
+        if bucket.is_some_and(|b| table_claim(b, skaddr, &e)) {
+            count(Counter::SockInserts);
+        } else if LEAN.insert(skaddr, &e, BPF_NOEXIST).is_ok() {
+            count(Counter::SockInserts);
+        } else {
+            count(Counter::SockInsertErrors);
         }
     }
-    e.state = new;
-    e.entered_ns = now;
-    match found {
-        // SAFETY: as above; 24 bytes written back in place.
-        Some(p) => unsafe { *p = e },
-        // As in full_transition: first sightings at CLOSE are not kept.
-        None if new != TcpState::Close as u32 => {
-            first_sighting(old);
-            if LEAN.insert(skaddr, &e, BPF_NOEXIST).is_ok() {
-                count(Counter::SockInserts);
-            } else {
-                count(Counter::SockInsertErrors);
-            }
+    let (owner, source) = lean_owner(&e);
+    (dwell_ns, owner, source)
+}
+
+/// The table bucket of `skaddr` (an inlined array index, no helper call).
+#[inline(always)]
+fn lean_bucket(skaddr: u64) -> Option<*mut LeanBucket> {
+    LEAN_TABLE.get_ptr_mut(table::bucket_of(skaddr, cfg!(lean_table_mask)))
+}
+
+/// The slot of bucket `b` that holds `skaddr`.
+#[inline(always)]
+fn table_find(b: *mut LeanBucket, skaddr: u64) -> Option<*mut LeanSlot> {
+    // SAFETY: `b` is an array value returned by the lookup, valid for this
+    // program run; the index is a constant below `table::SLOTS`.
+    unsafe {
+        let s0 = &raw mut (*b).slots[0];
+        if (*s0).skaddr == skaddr {
+            return Some(s0);
         }
-        None => {}
+        let s1 = &raw mut (*b).slots[1];
+        if (*s1).skaddr == skaddr {
+            return Some(s1);
+        }
     }
+    None
+}
+
+/// Write `e` and its seal into `slot` for `skaddr`.
+#[inline(always)]
+fn table_store(slot: *mut LeanSlot, skaddr: u64, e: &LeanSock) {
+    let sealed = LeanSock {
+        seal: table::seal(skaddr, e),
+        ..*e
+    };
+    // SAFETY: a slot of an array value, valid for this program run. The
+    // stores may interleave with a racing claim's: the seal tells.
+    unsafe {
+        (*slot).skaddr = skaddr;
+        (*slot).sock = sealed;
+    }
+}
+
+/// Take a free slot of bucket `b` for `skaddr`; false when both are taken.
+#[inline(always)]
+fn table_claim(b: *mut LeanBucket, skaddr: u64, e: &LeanSock) -> bool {
+    match table_find(b, 0) {
+        Some(slot) => {
+            table_store(slot, skaddr, e);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A transition of a socket found in the table.
+#[inline(always)]
+fn table_transition(
+    slot: *mut LeanSlot,
+    skaddr: u64,
+    old: u32,
+    new: u32,
+    now: u64,
+) -> (u64, Owner, u32) {
+    // SAFETY: a slot of an array value, valid for this program run.
+    let s = unsafe { *slot };
+    // A slot torn by a racing claim has no trustworthy entry: this
+    // transition starts it again (see tcptrace_common::table).
+    let intact = s.is_intact();
+    if !intact {
+        count(Counter::SockUnknown);
+    }
+    let mut e = s.sock;
+    let dwell_ns = apply_lean_transition(&mut e, intact, old, new, now, bpf_get_current_pid_tgid);
+    table_store(slot, skaddr, &e);
     let (owner, source) = lean_owner(&e);
     (dwell_ns, owner, source)
 }
@@ -791,11 +879,19 @@ fn tracked(skaddr: u64) -> (u32, Owner, u32) {
         return unknown;
     }
     if cfg!(lean_socks) != 0 {
-        let Some(p) = LEAN.get_ptr(skaddr) else {
+        let e = if let Some(slot) = lean_bucket(skaddr).and_then(|b| table_find(b, skaddr)) {
+            // SAFETY: a slot of an array value, valid for this program run.
+            let s = unsafe { *slot };
+            if !s.is_intact() {
+                return unknown;
+            }
+            s.sock
+        } else if let Some(p) = LEAN.get_ptr(skaddr) {
+            // SAFETY: lookup result, valid for this program run.
+            unsafe { *p }
+        } else {
             return unknown;
         };
-        // SAFETY: lookup result, valid for this program run.
-        let e = unsafe { *p };
         let (owner, source) = lean_owner(&e);
         return (e.state, owner, source);
     }
@@ -818,7 +914,14 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     match skaddr {
         Ok(skaddr) => {
             let removed = if cfg!(lean_socks) != 0 {
-                LEAN.remove(skaddr)
+                if let Some(slot) = lean_bucket(skaddr).and_then(|b| table_find(b, skaddr)) {
+                    // SAFETY: a slot of an array value, valid for this
+                    // program run. Key 0: free for the next claim.
+                    unsafe { (*slot).skaddr = 0 };
+                    Ok(())
+                } else {
+                    LEAN.remove(skaddr)
+                }
             } else {
                 SOCKS.remove(skaddr)
             };

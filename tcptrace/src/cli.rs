@@ -64,8 +64,11 @@ SOCKET TABLE (--max-sockets)
   entry ({elem}-byte entry, 16-byte hash bucket; buckets round up to a power
   of two), so {default_mib} MiB for {default} entries and {double_mib} MiB for {double} (memlock
   in the map's /proc/PID/fdinfo, measured on Linux 6.18 x86_64). --hist
-  (unless --by comm) keeps only state, entry time and pid, in a lean map of
-  {lean_per_entry} bytes per entry ({lean_default_mib} MiB for {default}). Size it for
+  (unless --by comm) keeps only state, entry time and pid, in a lean store:
+  half of --max-sockets in a table of 32-byte slots (the socket's address
+  picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
+  bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all
+  for {default}). Size it for
   the most TCP sockets the host holds at once; both ends of a local
   connection count. When it is full, each new socket evicts the least
   recently used entry (evictions can start a few hundred entries early: the
@@ -94,17 +97,17 @@ PRIVILEGES
 
 /// [`AFTER_HELP`] with the socket map's sizes filled in from the entry layout.
 fn after_help() -> String {
-    use crate::loader::{lean_map_bytes, socket_map_bytes, socket_map_bytes_per_entry};
+    use crate::loader::{lean_store_bytes, socket_map_bytes, socket_map_bytes_per_entry};
     let mib = |n: u32| ((socket_map_bytes(n) + (1 << 19)) >> 20).to_string();
     let per_entry = socket_map_bytes_per_entry();
     AFTER_HELP
         .replace(
             "{lean_per_entry}",
-            &(lean_map_bytes(1 << 20) >> 20).to_string(),
+            &crate::loader::lean_map_bytes_per_entry().to_string(),
         )
         .replace(
             "{lean_default_mib}",
-            &((lean_map_bytes(DEFAULT_MAX_SOCKETS) + (1 << 19)) >> 20).to_string(),
+            &((lean_store_bytes(DEFAULT_MAX_SOCKETS) + (1 << 19)) >> 20).to_string(),
         )
         .replace("{default}", &DEFAULT_MAX_SOCKETS.to_string())
         .replace("{double}", &(2 * DEFAULT_MAX_SOCKETS).to_string())

@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, TracePoint},
 };
-use tcptrace_common::Config;
+use tcptrace_common::{Config, table};
 use thiserror::Error;
 
 use crate::{
@@ -79,7 +79,9 @@ pub struct LoadOptions {
     /// and send of every process; only modes that need owners of accepted
     /// sockets before their close, or EOF and stacks, ask for them.
     pub io_hooks: bool,
-    /// Entries of the `SOCKS` LRU map: sockets tracked at once.
+    /// Sockets tracked at once (`--max-sockets`): the entries of the `SOCKS`
+    /// LRU map, or in lean mode the lean table's slots and the `LEAN` map's
+    /// entries together ([`tcptrace_common::table::split`]).
     pub max_sockets: u32,
 }
 
@@ -96,13 +98,34 @@ pub fn socket_map_bytes(entries: u32) -> u64 {
     map_bytes(entries, std::mem::size_of::<tcptrace_common::SockInfo>())
 }
 
-/// [`socket_map_bytes`] for the lean map (`LEAN`, 24-byte [`LeanSock`]
-/// values) that `--hist` uses unless split by comm.
+/// Kernel memory of the lean socket store that `--hist` uses unless split by
+/// comm, for `--max-sockets max_sockets`: the table's buckets (one cache line
+/// per two sockets, in one mappable array, rounded up to pages) and the
+/// `LEAN` LRU map's entries (24-byte [`LeanSock`] values).
 ///
 /// [`LeanSock`]: tcptrace_common::LeanSock
 #[must_use]
-pub fn lean_map_bytes(entries: u32) -> u64 {
-    map_bytes(entries, std::mem::size_of::<tcptrace_common::LeanSock>())
+pub fn lean_store_bytes(max_sockets: u32) -> u64 {
+    let (buckets, map_entries) = table::split(max_sockets);
+    table_bytes(buckets)
+        + map_bytes(
+            map_entries,
+            std::mem::size_of::<tcptrace_common::LeanSock>(),
+        )
+}
+
+/// Bytes per entry of the lean store's LRU map (`LEAN`), for `--help`.
+#[must_use]
+pub fn lean_map_bytes_per_entry() -> u64 {
+    map_bytes(1 << 20, std::mem::size_of::<tcptrace_common::LeanSock>()) >> 20
+}
+
+/// Kernel memory of the lean table with `buckets` buckets: a mappable array
+/// is allocated in whole pages, after a page for the map itself.
+fn table_bytes(buckets: u32) -> u64 {
+    const PAGE: u64 = 4096;
+    let data = u64::from(buckets) * std::mem::size_of::<table::LeanBucket>() as u64;
+    data.next_multiple_of(PAGE) + PAGE
 }
 
 fn map_bytes(entries: u32, value: usize) -> u64 {
@@ -115,20 +138,51 @@ fn map_bytes(entries: u32, value: usize) -> u64 {
     n * (ELEM_HEADER + KEY + value) + n.next_power_of_two() * BUCKET + MAP
 }
 
-/// The socket maps with `config`: the one the programs use (the lean one
-/// with `Config::lean_socks`, else the full one), the idle one, and the
-/// kernel memory of the one in use for a number of entries.
-fn socket_maps(config: &Config) -> (&'static str, &'static str, fn(u32) -> u64) {
-    if config.lean_socks != 0 {
-        ("LEAN", "SOCKS", lean_map_bytes)
-    } else {
-        ("SOCKS", "LEAN", socket_map_bytes)
-    }
-}
-
-/// Entries of the socket map not in use: the kernel preallocates every
+/// Entries of a socket map not in use: the kernel preallocates every
 /// entry, so the idle map is made as small as an LRU map may be.
 const IDLE_MAP_ENTRIES: u32 = 64;
+
+/// The per-socket maps and their sizes for `--max-sockets max_sockets`:
+/// the lean store (`LEAN_TABLE` buckets and `LEAN` entries) with
+/// `Config::lean_socks`, else the full `SOCKS` map; the maps not in use are
+/// made as small as they may be. Also the kernel memory of what is in use.
+struct SocketStore {
+    sizes: [(&'static str, u32); 3],
+    in_use: &'static [&'static str],
+    bytes: u64,
+}
+
+impl SocketStore {
+    fn new(lean: bool, max_sockets: u32) -> Self {
+        if lean {
+            let (buckets, map_entries) = table::split(max_sockets);
+            SocketStore {
+                sizes: [
+                    ("LEAN_TABLE", buckets),
+                    ("LEAN", map_entries),
+                    ("SOCKS", IDLE_MAP_ENTRIES),
+                ],
+                in_use: &["LEAN_TABLE", "LEAN"],
+                bytes: lean_store_bytes(max_sockets),
+            }
+        } else {
+            SocketStore {
+                sizes: [
+                    ("LEAN_TABLE", 1),
+                    ("LEAN", IDLE_MAP_ENTRIES),
+                    ("SOCKS", max_sockets),
+                ],
+                in_use: &["SOCKS"],
+                bytes: socket_map_bytes(max_sockets),
+            }
+        }
+    }
+
+    /// The lean table's buckets.
+    fn table_buckets(&self) -> u32 {
+        self.sizes[0].1
+    }
+}
 
 /// Bytes per entry of a power-of-two socket map, for `--help`.
 #[must_use]
@@ -207,32 +261,38 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     }
     log::debug!("tracepoint offsets: {:?}", config.offsets);
 
-    let (in_use, idle, map_bytes) = socket_maps(&config);
-    let mut ebpf = EbpfLoader::new()
+    let store = SocketStore::new(config.lean_socks != 0, opts.max_sockets);
+    config.lean_table_mask = store.table_buckets() - 1;
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global("CONFIG", &config, true)
-        .map_max_entries("EVENTS", opts.ringbuf_bytes)
-        .map_max_entries(in_use, opts.max_sockets)
-        .map_max_entries(idle, IDLE_MAP_ENTRIES)
-        .load(EBPF_OBJECT)
-        .map_err(|e| match e {
-            aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
-                if name == in_use =>
-            {
-                LoadError::SocketMap {
-                    max_sockets: opts.max_sockets,
-                    memory: approx_map_size(map_bytes(opts.max_sockets)),
-                    source: io_error,
-                }
+        .map_max_entries("EVENTS", opts.ringbuf_bytes);
+    for (name, entries) in store.sizes {
+        loader.map_max_entries(name, entries);
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
+        aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
+            if store.in_use.contains(&name.as_str()) =>
+        {
+            LoadError::SocketMap {
+                max_sockets: opts.max_sockets,
+                memory: approx_map_size(store.bytes),
+                source: io_error,
             }
-            e => LoadError::Object(e),
-        })?;
+        }
+        e => LoadError::Object(e),
+    })?;
 
-    if let Some(aya::maps::Map::LruHashMap(m)) = ebpf.map(in_use) {
-        log::info!(
-            "socket map ({in_use}): {} entries, {} bytes of kernel memory (memlock)",
-            opts.max_sockets,
-            crate::stats::map_memlock(m).map_or_else(|| "?".to_owned(), |b| b.to_string())
-        );
+    for &(name, entries) in &store.sizes {
+        if !store.in_use.contains(&name) {
+            continue;
+        }
+        if let Some(aya::maps::Map::LruHashMap(m) | aya::maps::Map::Array(m)) = ebpf.map(name) {
+            log::info!(
+                "socket store ({name}): {entries} entries, {} bytes of kernel memory (memlock)",
+                crate::stats::map_memlock(m).map_or_else(|| "?".to_owned(), |b| b.to_string())
+            );
+        }
     }
 
     // The eBPF side logs only rare failures (a socket-map insert refused);
@@ -302,8 +362,10 @@ mod tests {
         );
         assert_eq!(approx_map_size(socket_map_bytes(131_072)), "about 24 MiB");
         assert_eq!(approx_map_size(socket_map_bytes(262_144)), "about 48 MiB");
-        // 24-byte values: 48 + 8 + 24 + 16 bytes per entry.
-        assert_eq!(lean_map_bytes(1 << 20) >> 20, 96);
-        assert_eq!(approx_map_size(lean_map_bytes(131_072)), "about 12 MiB");
+        // Half the sockets in table slots (32 bytes), half in the map
+        // (24-byte values: 48 + 8 + 24 + 16 bytes per entry).
+        assert_eq!(lean_store_bytes(1 << 20) >> 20, 64);
+        assert_eq!(lean_map_bytes_per_entry(), 96);
+        assert_eq!(approx_map_size(lean_store_bytes(131_072)), "about 8 MiB");
     }
 }

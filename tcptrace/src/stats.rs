@@ -3,14 +3,20 @@
 
 use std::{
     fmt,
+    num::NonZeroUsize,
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
 use aya::{
     Ebpf,
     maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    sys::SyscallError,
 };
-use tcptrace_common::{Counter, LeanSock, NUM_COUNTERS, SockInfo, TcpState};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use tcptrace_common::{
+    Counter, LeanSock, NUM_COUNTERS, SockInfo, TcpState,
+    table::{self, LeanBucket},
+};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +66,49 @@ fn count_states<V: aya::Pod>(
     (live, close_wait)
 }
 
+/// Live sockets and those in CLOSE_WAIT in the lean table (`LEAN_TABLE`,
+/// `buckets` buckets), read through a read-only shared mapping of the array:
+/// one pass over memory instead of a system call per slot. The kernel keeps
+/// writing it; each bucket is copied with a volatile read, and a slot caught
+/// mid-write fails its seal and is not counted.
+fn count_table(data: &MapData, buckets: u32) -> Result<(u64, u64), MapError> {
+    let n = usize::try_from(buckets).unwrap_or(0);
+    let Some(len) = NonZeroUsize::new(n * size_of::<LeanBucket>()) else {
+        return Ok((0, 0));
+    };
+    let syscall = |call, e: nix::Error| SyscallError {
+        call,
+        io_error: std::io::Error::from(e),
+    };
+    // SAFETY: a new read-only shared mapping of the array's `len` bytes of
+    // values (a BPF_F_MMAPABLE array maps them from offset 0); it is
+    // unmapped below and no reference to it escapes.
+    let ptr = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_SHARED,
+            data.fd().as_fd(),
+            0,
+        )
+    }
+    .map_err(|e| syscall("mmap", e))?;
+    let base = ptr.as_ptr().cast::<LeanBucket>();
+    let (mut live, mut close_wait) = (0, 0);
+    for i in 0..n {
+        // SAFETY: bucket i < n lies within the mapping, page-aligned and so
+        // aligned for LeanBucket, whose every bit pattern is valid.
+        let b = unsafe { base.add(i).read_volatile() };
+        let (l, c) = table::count_states(std::slice::from_ref(&b));
+        live += l;
+        close_wait += c;
+    }
+    // SAFETY: the mapping made above; `base` is not used after this.
+    unsafe { munmap(ptr, len.get()) }.map_err(|e| syscall("munmap", e))?;
+    Ok((live, close_wait))
+}
+
 impl KernelCounters {
     /// Read the `COUNTERS` array and count the `SOCKS` map's entries.
     ///
@@ -82,25 +131,37 @@ impl KernelCounters {
                 *slot = sum(arr, i)?;
             }
         }
-        // Both socket maps: the one not in use (see loader::socket_maps)
-        // is empty and holds a few dozen entries.
-        for name in ["SOCKS", "LEAN"] {
+        // The full socket map, and the lean store (table and map): the one
+        // not in use (see loader::SocketStore) is empty and a few dozen
+        // entries large.
+        let (mut full_capacity, mut lean_capacity) = (0, 0);
+        for name in ["SOCKS", "LEAN", "LEAN_TABLE"] {
             let Some(map) = ebpf.map(name) else { continue };
-            if let Map::LruHashMap(data) | Map::HashMap(data) = map {
-                let capacity = data.info().map_or(0, |i| i.max_entries());
-                out.capacity = out.capacity.max(capacity);
-                if let Some(b) = map_memlock(data) {
-                    out.memlock_bytes = Some(out.memlock_bytes.unwrap_or(0) + b);
-                }
+            let (Map::LruHashMap(data) | Map::HashMap(data) | Map::Array(data)) = map else {
+                continue;
+            };
+            let entries = data.info().map_or(0, |i| i.max_entries());
+            if let Some(b) = map_memlock(data) {
+                out.memlock_bytes = Some(out.memlock_bytes.unwrap_or(0) + b);
             }
-            let (live, close_wait) = if name == "LEAN" {
-                count_states(&HashMap::<_, u64, LeanSock>::try_from(map)?, |e| e.state)
-            } else {
-                count_states(&HashMap::<_, u64, SockInfo>::try_from(map)?, |e| e.state)
+            let (live, close_wait) = match name {
+                "SOCKS" => {
+                    full_capacity = entries;
+                    count_states(&HashMap::<_, u64, SockInfo>::try_from(map)?, |e| e.state)
+                }
+                "LEAN" => {
+                    lean_capacity += entries;
+                    count_states(&HashMap::<_, u64, LeanSock>::try_from(map)?, |e| e.state)
+                }
+                _ => {
+                    lean_capacity += entries.saturating_mul(table::SLOTS_U32);
+                    count_table(data, entries)?
+                }
             };
             out.live_sockets += live;
             out.close_wait += close_wait;
         }
+        out.capacity = full_capacity.max(lean_capacity);
         if let Some(arr) = &counters {
             let deletes = Counter::SockDeletes as usize;
             out.values[deletes] = sum(arr, deletes)?;

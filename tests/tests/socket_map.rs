@@ -80,6 +80,57 @@ fn a_full_socket_map_evicts_and_counts_it() {
     drop(held);
 }
 
+/// `--hist` keeps sockets in the lean store: most in the table, which the
+/// exit summary counts through a mapping of it, the rest in the LRU map.
+/// 300 held connections, 100 of them half-closed by the client (their
+/// server ends sit in CLOSE_WAIT): all 600 sockets are counted, and the 100
+/// in CLOSE_WAIT (other work on the machine can only add to both).
+#[test]
+fn the_lean_store_counts_every_held_socket_and_close_wait() {
+    raise_nofile(700);
+    let (mut child, stderr) = spawn_tracer_raw(&["--hist", "-i", "1h"]);
+    let mut out = child.stdout.take().expect("stdout");
+    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let client = TcpStream::connect(addr).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        if i % 3 == 0 {
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown");
+        }
+        held.push((client, server));
+    }
+    thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
+    let _ = drain.join();
+    let err = stderr();
+    assert!(status.success(), "{status}:\n{err}");
+    let (live, capacity, _) = socket_map_line(&err);
+    let close_wait = close_wait_count(&err);
+    assert_eq!(capacity, 131_072, "{err}");
+    assert!(live >= 600, "{err}");
+    assert!(close_wait >= 100, "{err}");
+    drop(held);
+}
+
+/// `(W in CLOSE_WAIT)` of the exit summary's socket map line.
+fn close_wait_count(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("tcptrace: socket map: "))
+        .unwrap_or_else(|| panic!("no socket map line at exit:\n{stderr}"));
+    let (_, rest) = line.split_once('(').expect("(W in CLOSE_WAIT)");
+    rest.split_once(' ')
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
 /// The default map holds 131072 sockets; an impossible size is a usage error.
 #[test]
 fn the_default_map_and_bad_sizes() {
