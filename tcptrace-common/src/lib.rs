@@ -22,7 +22,7 @@ pub mod user;
 pub use config::{Config, HistBy, HistKey, TpOffsets};
 pub use record::{
     AF_INET, AF_INET6, Addrs, COMM_LEN, Counter, DWELL_UNKNOWN, EADDRINUSE, EADDRNOTAVAIL,
-    FailureEvent, Header, LeanSock, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind,
-    ResetEvent, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent,
+    FailureEvent, Header, LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT,
+    RecordKind, ResetEvent, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent,
 };
 pub use track::{OwnerSource, TcpState};

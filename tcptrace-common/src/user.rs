@@ -19,6 +19,8 @@ unsafe impl aya::Pod for crate::table::LeanBucket {}
 // SAFETY: as above.
 unsafe impl aya::Pod for StateEvent {}
 // SAFETY: as above.
+unsafe impl aya::Pod for crate::LeanStateEvent {}
+// SAFETY: as above.
 unsafe impl aya::Pod for ResetEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Header {}
@@ -41,6 +43,7 @@ impl TryFrom<u32> for RecordKind {
             1 => Ok(RecordKind::State),
             2 => Ok(RecordKind::Reset),
             3 => Ok(RecordKind::Failure),
+            4 => Ok(RecordKind::LeanState),
             other => Err(UnknownKind(other)),
         }
     }

@@ -31,8 +31,8 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
-    LeanSock, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
-    SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
+    LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
+    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
         SetStateOffsets, SockLengthOffsets,
@@ -562,11 +562,23 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         hist_add(&key, dwell_ns);
     }
 
-    let emit = cfg!(emit_old_states);
-    if old >= 32 || emit & (1 << old) == 0 {
+    let emit_old = cfg!(emit_old_states);
+    if old >= 32 || emit_old & (1 << old) == 0 {
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
+    if cfg!(lean_socks) != 0 {
+        #[expect(clippy::cast_possible_truncation, reason = "TCP states are 1..=12")]
+        let ev = LeanStateEvent {
+            header: header(RecordKind::LeanState, now),
+            addrs,
+            tgid: owner.tgid,
+            old_state: old as u16,
+            new_state: new as u16,
+        };
+        emit(ev, Counter::StateEvents, submit_flags());
+        return Ok(());
+    }
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());

@@ -83,7 +83,7 @@ fn a_full_socket_map_evicts_and_counts_it() {
 /// `--hist` keeps sockets in the lean store: most in the table, which the
 /// exit summary counts through a mapping of it, the rest in the LRU map.
 /// 300 held connections, 100 of them half-closed by the client (their
-/// server ends sit in CLOSE_WAIT): all 600 sockets are counted, and the 100
+/// server ends sit in `CLOSE_WAIT`): all 600 sockets are counted, and the 100
 /// in CLOSE_WAIT (other work on the machine can only add to both).
 #[test]
 fn the_lean_store_counts_every_held_socket_and_close_wait() {
