@@ -159,11 +159,14 @@ fn final_leak_count(stdout: &[String]) -> Option<u64> {
     total
 }
 
-/// `max_entries` and `memlock` of the process's largest LRU hash map, from
-/// `/proc/PID/fdinfo`: tcptrace has two socket maps (`SOCKS` and the lean
-/// `LEAN`) and sizes the one its mode does not use down to a few entries.
+/// Sockets the process's socket store holds and its kernel memory
+/// (`memlock`), from `/proc/PID/fdinfo`: the largest LRU hash map (tcptrace
+/// has two, `SOCKS` and the lean `LEAN`, and sizes the one its mode does not
+/// use down to a few entries), plus, in lean mode, the lean table (a
+/// mappable array of 64-byte buckets of two sockets each).
 fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
     let mut largest: Option<(u32, u64)> = None;
+    let mut table: Option<(u32, u64)> = None;
     for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
         if fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:bpf-map" {
             continue;
@@ -174,30 +177,53 @@ fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
         )) else {
             continue;
         };
-        if let Some(found) = parse_map_fdinfo(&info)
-            && largest.is_none_or(|(n, _)| found.0 > n)
-        {
-            largest = Some(found);
+        match parse_map_fdinfo(&info) {
+            Some(SocketMap::Lru(n, b)) if largest.is_none_or(|(l, _)| n > l) => {
+                largest = Some((n, b));
+            }
+            // One bucket: the idle table of a mode that does not use it.
+            Some(SocketMap::Table(n, b)) if n > 1 => table = Some((n * 2, b)),
+            _ => {}
         }
     }
-    largest
+    let (n, b) = largest?;
+    let (tn, tb) = table.unwrap_or_default();
+    Some((n + tn, b + tb))
 }
 
-/// `(max_entries, memlock)` of an LRU hash map's fdinfo; `None` for others.
-fn parse_map_fdinfo(info: &str) -> Option<(u32, u64)> {
+/// A socket map found in fdinfo: `(max_entries or slots, memlock)`.
+#[derive(Debug, PartialEq, Eq)]
+enum SocketMap {
+    /// An LRU hash map: entries.
+    Lru(u32, u64),
+    /// The lean table: buckets of two sockets.
+    Table(u32, u64),
+}
+
+/// An LRU hash map or the lean table in a map's fdinfo; `None` for others.
+fn parse_map_fdinfo(info: &str) -> Option<SocketMap> {
+    /// `BPF_MAP_TYPE_ARRAY` and `BPF_F_MMAPABLE`.
+    const ARRAY: u64 = 2;
+    const MMAPABLE: u64 = 0x400;
     let field = |k: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(k))
             .map(str::trim)
             .and_then(|v| v.parse::<u64>().ok())
     };
-    if field("map_type:")? != u64::from(LRU_HASH) {
-        return None;
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("map_flags:"))
+        .and_then(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())?;
+    let entries = u32::try_from(field("max_entries:")?).ok()?;
+    let memlock = field("memlock:")?;
+    match field("map_type:")? {
+        t if t == u64::from(LRU_HASH) => Some(SocketMap::Lru(entries, memlock)),
+        ARRAY if flags & MMAPABLE != 0 && field("value_size:")? == 64 => {
+            Some(SocketMap::Table(entries, memlock))
+        }
+        _ => None,
     }
-    Some((
-        u32::try_from(field("max_entries:")?).ok()?,
-        field("memlock:")?,
-    ))
 }
 
 /// Lines of a child's pipe, each with its arrival time, from a thread.
@@ -697,11 +723,22 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_lru_map_in_fdinfo() {
+    fn finds_the_socket_maps_in_fdinfo() {
         let lru = "pos:\t0\nflags:\t02000002\nmap_type:\t9\nkey_size:\t8\nvalue_size:\t120\n\
                    max_entries:\t262144\nmap_flags:\t0x0\nmemlock:\t52428800\nmap_id:\t7\n";
-        assert_eq!(parse_map_fdinfo(lru), Some((262_144, 52_428_800)));
+        assert_eq!(
+            parse_map_fdinfo(lru),
+            Some(SocketMap::Lru(262_144, 52_428_800))
+        );
         let ring = lru.replace("map_type:\t9", "map_type:\t27");
         assert_eq!(parse_map_fdinfo(&ring), None);
+        let table = "pos:\t0\nflags:\t02000002\nmap_type:\t2\nkey_size:\t4\nvalue_size:\t64\n\
+                     max_entries:\t65536\nmap_flags:\t0x400\nmemlock:\t4202496\nmap_id:\t8\n";
+        assert_eq!(
+            parse_map_fdinfo(table),
+            Some(SocketMap::Table(65_536, 4_202_496))
+        );
+        let bss = table.replace("value_size:\t64", "value_size:\t4096");
+        assert_eq!(parse_map_fdinfo(&bss), None, "another mappable array");
     }
 }
