@@ -19,7 +19,8 @@
 //! CAS), so instead every slot carries a **seal**, a hash over its other
 //! fields written with them. A slot whose fields come from two writers fails
 //! its seal: its socket is then reported as untracked for that one
-//! transition (unknown dwell) and the slot rewritten, and the loser of the
+//! transition (unknown dwell, counted as a socket first seen mid-life) and
+//! the slot rewritten, and the loser of the
 //! race finds its key gone and starts again in the hash map. Readers that are
 //! not the socket's own transitions (the reset programs, userspace's count)
 //! skip slots that fail their seal.
