@@ -704,14 +704,13 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
         // SAFETY: lookup result, valid for this program run; 24 bytes
         // copied out and written back in place.
         let mut e = unsafe { *p };
-        let dwell_ns = apply_lean_transition(&mut e, true, old, new, now, bpf_get_current_pid_tgid);
+        let reported = lean_advance(&mut e, true, old, new, now);
         // SAFETY: as above.
         unsafe { *p = e };
-        let (owner, source) = lean_owner(&e);
-        return (dwell_ns, owner, source);
+        return reported;
     }
     let mut e = LeanSock::default();
-    let dwell_ns = apply_lean_transition(&mut e, false, old, new, now, bpf_get_current_pid_tgid);
+    let reported = lean_advance(&mut e, false, old, new, now);
     // As in full_transition: first sightings at CLOSE are not kept.
     if new != TcpState::Close as u32 {
         first_sighting(old);
@@ -723,7 +722,15 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
             count(Counter::SockInsertErrors);
         }
     }
-    let (owner, source) = lean_owner(&e);
+    reported
+}
+
+/// Apply `old -> new` at `now` to a lean entry: the dwell in `old` and the
+/// owner to report.
+#[inline(always)]
+fn lean_advance(e: &mut LeanSock, known: bool, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
+    let dwell_ns = apply_lean_transition(e, known, old, new, now, bpf_get_current_pid_tgid);
+    let (owner, source) = lean_owner(e);
     (dwell_ns, owner, source)
 }
 
@@ -731,6 +738,12 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
 #[inline(always)]
 fn lean_bucket(skaddr: u64) -> Option<*mut LeanBucket> {
     LEAN_TABLE.get_ptr_mut(table::bucket_of(skaddr, cfg!(lean_table_mask)))
+}
+
+/// The table slot that holds `skaddr`, if any.
+#[inline(always)]
+fn lean_slot(skaddr: u64) -> Option<*mut LeanSlot> {
+    lean_bucket(skaddr).and_then(|b| table_find(b, skaddr))
 }
 
 /// The slot of bucket `b` that holds `skaddr`.
@@ -796,10 +809,9 @@ fn table_transition(
         count(Counter::SockUnknown);
     }
     let mut e = s.sock;
-    let dwell_ns = apply_lean_transition(&mut e, intact, old, new, now, bpf_get_current_pid_tgid);
+    let reported = lean_advance(&mut e, intact, old, new, now);
     table_store(slot, skaddr, &e);
-    let (owner, source) = lean_owner(&e);
-    (dwell_ns, owner, source)
+    reported
 }
 
 /// The owner a lean entry records: pid and tid, no comm.
@@ -891,7 +903,7 @@ fn tracked(skaddr: u64) -> (u32, Owner, u32) {
         return unknown;
     }
     if cfg!(lean_socks) != 0 {
-        let e = if let Some(slot) = lean_bucket(skaddr).and_then(|b| table_find(b, skaddr)) {
+        let e = if let Some(slot) = lean_slot(skaddr) {
             // SAFETY: a slot of an array value, valid for this program run.
             let s = unsafe { *slot };
             if !s.is_intact() {
@@ -926,7 +938,7 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     match skaddr {
         Ok(skaddr) => {
             let removed = if cfg!(lean_socks) != 0 {
-                if let Some(slot) = lean_bucket(skaddr).and_then(|b| table_find(b, skaddr)) {
+                if let Some(slot) = lean_slot(skaddr) {
                     // SAFETY: a slot of an array value, valid for this
                     // program run. Key 0: free for the next claim.
                     unsafe { (*slot).skaddr = 0 };

@@ -117,7 +117,12 @@ pub fn lean_store_bytes(max_sockets: u32) -> u64 {
 /// Bytes per entry of the lean store's LRU map (`LEAN`), for `--help`.
 #[must_use]
 pub fn lean_map_bytes_per_entry() -> u64 {
-    map_bytes(1 << 20, std::mem::size_of::<tcptrace_common::LeanSock>()) >> 20
+    bytes_per_entry(std::mem::size_of::<tcptrace_common::LeanSock>())
+}
+
+/// Bytes per entry of a power-of-two LRU map with `value`-byte values.
+fn bytes_per_entry(value: usize) -> u64 {
+    map_bytes(1 << 20, value) >> 20
 }
 
 /// Kernel memory of the lean table with `buckets` buckets: a mappable array
@@ -187,7 +192,7 @@ impl SocketStore {
 /// Bytes per entry of a power-of-two socket map, for `--help`.
 #[must_use]
 pub fn socket_map_bytes_per_entry() -> u64 {
-    socket_map_bytes(1 << 20) >> 20
+    bytes_per_entry(std::mem::size_of::<tcptrace_common::SockInfo>())
 }
 
 /// A map's kernel memory for messages: "about 25 MiB".

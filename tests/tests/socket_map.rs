@@ -11,9 +11,16 @@ use std::{
 
 use integration_tests::{EXIT_TIMEOUT, signal, spawn_tracer_raw, wait_exit};
 
-/// `tcptrace: socket map: L of C entries in use (W in CLOSE_WAIT), E evicted, ...`
-/// as (L, C, E).
-fn socket_map_line(stderr: &str) -> (u64, u64, u64) {
+/// The exit summary's `tcptrace: socket map: L of C entries in use (W in
+/// CLOSE_WAIT), E evicted, ...` line.
+struct SocketMapLine {
+    live: u64,
+    capacity: u64,
+    close_wait: u64,
+    evicted: u64,
+}
+
+fn socket_map_line(stderr: &str) -> SocketMapLine {
     let line = stderr
         .lines()
         .find(|l| l.starts_with("tcptrace: socket map: "))
@@ -24,8 +31,52 @@ fn socket_map_line(stderr: &str) -> (u64, u64, u64) {
         .map(|w| w.parse().unwrap())
         .collect();
     assert!(n.len() >= 4, "{line}");
+    assert!(line.contains("in CLOSE_WAIT"), "{line}");
     assert!(line.contains("MiB of kernel memory"), "{line}");
-    (n[0], n[1], n[3])
+    SocketMapLine {
+        live: n[0],
+        capacity: n[1],
+        close_wait: n[2],
+        evicted: n[3],
+    }
+}
+
+/// Run tcptrace with `args` while `open` opens connections and keeps them,
+/// then stop it with SIGINT: its stderr, with the exit summary. The
+/// connections close after tcptrace has exited.
+fn stderr_after<T>(args: &[&str], open: impl FnOnce() -> T) -> String {
+    let (mut child, stderr) = spawn_tracer_raw(args);
+    let mut out = child.stdout.take().expect("stdout");
+    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
+    let connections = open();
+    // The last transitions reach the map before the exit summary reads it.
+    thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
+    let _ = drain.join();
+    let err = stderr();
+    assert!(status.success(), "{status}:\n{err}");
+    drop(connections);
+    err
+}
+
+/// `n` loopback connections, both ends kept; the client half-closes those
+/// for which `half_close(i)` holds (their server ends go to CLOSE_WAIT).
+fn hold_connections(n: usize, half_close: impl Fn(usize) -> bool) -> Vec<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    (0..n)
+        .map(|i| {
+            let client = TcpStream::connect(addr).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            if half_close(i) {
+                client
+                    .shutdown(std::net::Shutdown::Write)
+                    .expect("shutdown");
+            }
+            (client, server)
+        })
+        .collect()
 }
 
 /// Raise this process's soft open-file limit to `n` (or its hard limit).
@@ -54,30 +105,13 @@ fn raise_nofile(n: u64) {
 #[test]
 fn a_full_socket_map_evicts_and_counts_it() {
     raise_nofile(3100);
-    let (mut child, stderr) = spawn_tracer_raw(&["--hist", "-i", "1h", "--max-sockets", "1024"]);
-    let mut out = child.stdout.take().expect("stdout");
-    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
-
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    let mut held = Vec::new();
-    for _ in 0..1500 {
-        let client = TcpStream::connect(addr).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        held.push((client, server));
-    }
-    // The last transitions reach the map before the exit summary reads it.
-    thread::sleep(Duration::from_millis(200));
-    signal(&child, libc::SIGINT);
-    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
-    let _ = drain.join();
-    let err = stderr();
-    assert!(status.success(), "{status}:\n{err}");
-    let (live, capacity, evicted) = socket_map_line(&err);
-    assert_eq!(capacity, 1024, "{err}");
-    assert!(live <= 1024, "{err}");
-    assert!(evicted >= 3000 - 1024, "{err}");
-    drop(held);
+    let err = stderr_after(&["--hist", "-i", "1h", "--max-sockets", "1024"], || {
+        hold_connections(1500, |_| false)
+    });
+    let m = socket_map_line(&err);
+    assert_eq!(m.capacity, 1024, "{err}");
+    assert!(m.live <= 1024, "{err}");
+    assert!(m.evicted >= 3000 - 1024, "{err}");
 }
 
 /// `--hist` keeps sockets in the lean store: most in the table, which the
@@ -88,62 +122,20 @@ fn a_full_socket_map_evicts_and_counts_it() {
 #[test]
 fn the_lean_store_counts_every_held_socket_and_close_wait() {
     raise_nofile(700);
-    let (mut child, stderr) = spawn_tracer_raw(&["--hist", "-i", "1h"]);
-    let mut out = child.stdout.take().expect("stdout");
-    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
-
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    let mut held = Vec::new();
-    for i in 0..300 {
-        let client = TcpStream::connect(addr).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        if i % 3 == 0 {
-            client
-                .shutdown(std::net::Shutdown::Write)
-                .expect("shutdown");
-        }
-        held.push((client, server));
-    }
-    thread::sleep(Duration::from_millis(200));
-    signal(&child, libc::SIGINT);
-    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
-    let _ = drain.join();
-    let err = stderr();
-    assert!(status.success(), "{status}:\n{err}");
-    let (live, capacity, _) = socket_map_line(&err);
-    let close_wait = close_wait_count(&err);
-    assert_eq!(capacity, 131_072, "{err}");
-    assert!(live >= 600, "{err}");
-    assert!(close_wait >= 100, "{err}");
-    drop(held);
-}
-
-/// `(W in CLOSE_WAIT)` of the exit summary's socket map line.
-fn close_wait_count(stderr: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("tcptrace: socket map: "))
-        .unwrap_or_else(|| panic!("no socket map line at exit:\n{stderr}"));
-    let (_, rest) = line.split_once('(').expect("(W in CLOSE_WAIT)");
-    rest.split_once(' ')
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"))
+    let err = stderr_after(&["--hist", "-i", "1h"], || {
+        hold_connections(300, |i| i % 3 == 0)
+    });
+    let m = socket_map_line(&err);
+    assert_eq!(m.capacity, 131_072, "{err}");
+    assert!(m.live >= 600, "{err}");
+    assert!(m.close_wait >= 100, "{err}");
 }
 
 /// The default map holds 131072 sockets; an impossible size is a usage error.
 #[test]
 fn the_default_map_and_bad_sizes() {
-    let (mut child, stderr) = spawn_tracer_raw(&["--hist", "-i", "1h"]);
-    let mut out = child.stdout.take().expect("stdout");
-    let drain = thread::spawn(move || io::copy(&mut out, &mut io::sink()));
-    signal(&child, libc::SIGINT);
-    let status = wait_exit(&mut child, "tcptrace", EXIT_TIMEOUT);
-    let _ = drain.join();
-    let err = stderr();
-    assert!(status.success(), "{status}:\n{err}");
-    let (_, capacity, _) = socket_map_line(&err);
-    assert_eq!(capacity, 131_072, "{err}");
+    let err = stderr_after(&["--hist", "-i", "1h"], || ());
+    assert_eq!(socket_map_line(&err).capacity, 131_072, "{err}");
 
     let out = integration_tests::run_bounded(
         std::process::Command::new(integration_tests::tracer_bin()).args(["--max-sockets", "0"]),
