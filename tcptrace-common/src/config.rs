@@ -166,9 +166,9 @@ pub struct Config {
     /// their programs load fields straight from the context at constant
     /// offsets instead of copying the record through a helper first.
     pub direct_ctx: u8,
-    /// 1: keep sockets in the lean map (`LEAN`, [`crate::LeanSock`]):
-    /// state, entry time and owner pid only. For modes that read nothing
-    /// else from the socket map and emit no comm.
+    /// 1: keep sockets in the lean store (`LEAN_TABLE` and `LEAN`,
+    /// [`crate::LeanSock`]): state, entry time and the owner's pid and tid
+    /// only. For modes that read nothing else from the socket store.
     pub lean_socks: u8,
     /// 1: `sock_recv_length`/`sock_send_length` are attached, so their
     /// per-CPU cache of (socket, process) pairs must be invalidated when a
@@ -187,6 +187,16 @@ pub struct Config {
     /// Buckets of the lean socket table minus one (a power of two minus
     /// one; [`crate::table`]); used with `lean_socks`.
     pub lean_table_mask: u32,
+    /// With `lean_socks`: records out of a state whose bit `1 << old` is set
+    /// name their owner. They are full [`crate::StateEvent`]s whose comm
+    /// comes from the comm cache ([`crate::comms`]); records out of other
+    /// states are [`crate::LeanStateEvent`]s (`--timewait` names the
+    /// closers of TIME_WAIT entries).
+    pub named_old_states: u32,
+    /// With `lean_socks`: an owner transition into a state whose bit
+    /// `1 << new` is set notes the thread's comm in the comm cache
+    /// (`--timewait`: `close()`, into FIN_WAIT1).
+    pub noted_new_states: u32,
 }
 
 /// What in-kernel dwell histograms are split by (`Config::hist_by`).
@@ -207,7 +217,7 @@ pub const EMIT_ALL_STATES: u32 = 0x1ffe;
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 176);
+const _: () = assert!(core::mem::size_of::<Config>() == 184);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

@@ -10,6 +10,7 @@
     reason = "shared with the eBPF side, where these must be inlined into each program"
 )]
 
+pub mod comms;
 pub mod config;
 pub mod hist;
 pub mod record;

@@ -78,8 +78,8 @@ pub struct StateEvent {
 }
 
 /// A transition reported by a mode that keeps the lean store
-/// (`Config::lean_socks`: `--hist` without `--by comm`): its dwell went to the
-/// in-kernel histograms, and the store has no comm, so the record carries
+/// (`Config::lean_socks`: `--hist` without `--by comm`, `--timewait`) and
+/// does not name its owner (`Config::named_old_states`): the record carries
 /// only the endpoints and the owner's pid. One cache line (64 bytes) instead
 /// of two for [`StateEvent`]: writing fresh ring-buffer memory is most of a
 /// record's cost.
@@ -172,7 +172,8 @@ impl StackRef {
 
 /// A socket's entry in the lean socket table and map ([`crate::table`],
 /// `LEAN`), used instead of [`SockInfo`] by modes that need no comm, stacks
-/// or addresses from it (`--hist` without `--by comm`).
+/// or addresses from it (`--hist` without `--by comm`, and `--timewait`,
+/// which looks comms up in [`crate::comms`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LeanSock {

@@ -33,6 +33,7 @@ use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
     SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
+    comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
         SetStateOffsets, SockLengthOffsets,
@@ -79,6 +80,14 @@ static LEAN_TABLE: Array<LeanBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE
 /// down to almost nothing.
 #[map]
 static LEAN: LruHashMap<u64, LeanSock> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The comm cache (`tcptrace_common::comms`): the comms of the threads
+/// whose owner transitions `Config::noted_new_states` asks for, by thread
+/// id. The lean store keeps pid and tid only; the records that name an
+/// owner look its comm up here. Userspace sizes it down to one slot when
+/// the mode names nobody.
+#[map]
+static COMMS: Array<CommSlot> = Array::with_max_entries(comms::SLOTS, 0);
 
 /// Where a new socket's entry is built before its insert (per CPU: the
 /// 512-byte BPF stack has no room for it).
@@ -567,7 +576,7 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
-    if cfg!(lean_socks) != 0 {
+    if cfg!(lean_socks) != 0 && cfg!(named_old_states) & (1 << old) == 0 {
         #[expect(clippy::cast_possible_truncation, reason = "TCP states are 1..=12")]
         let ev = LeanStateEvent {
             header: header(RecordKind::LeanState, now),
@@ -583,6 +592,8 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         count(Counter::RingbufFull);
         return Ok(());
     };
+    // The lean store keeps no comm: it comes from the comm cache.
+    let lean = cfg!(lean_socks) != 0;
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
     // of the right size; every field is written before submit.
@@ -591,6 +602,9 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         (*ev).skaddr = skaddr;
         (*ev).dwell_ns = dwell_ns;
         (*ev).owner = owner;
+        if lean {
+            note_comm_into(&raw mut (*ev).owner.comm, owner.tgid, owner.tid);
+        }
         (*ev).addrs = addrs;
         (*ev).old_state = old;
         (*ev).new_state = new;
@@ -729,7 +743,13 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
 /// owner to report.
 #[inline(always)]
 fn lean_advance(e: &mut LeanSock, known: bool, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
-    let dwell_ns = apply_lean_transition(e, known, old, new, now, bpf_get_current_pid_tgid);
+    let dwell_ns = apply_lean_transition(e, known, old, new, now, || {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if cfg!(noted_new_states) & (1 << (new & 31)) != 0 {
+            note_comm(pid_tgid);
+        }
+        pid_tgid
+    });
     let (owner, source) = lean_owner(e);
     (dwell_ns, owner, source)
 }
@@ -812,6 +832,37 @@ fn table_transition(
     let reported = lean_advance(&mut e, intact, old, new, now);
     table_store(slot, skaddr, &e);
     reported
+}
+
+/// Note the current thread's comm in the comm cache unless its slot holds
+/// it already. Threads rarely rename themselves, so the common path is an
+/// array index and a compare, and no write to a line other CPUs read.
+#[inline(always)]
+fn note_comm(pid_tgid: u64) {
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    if let Some(slot) = COMMS.get_ptr_mut(comms::slot_of(pid_tgid)) {
+        // SAFETY: an array value, valid for this program run. A racing
+        // writer of the same slot is caught by the seal.
+        unsafe {
+            if !(*slot).holds(pid_tgid, &comm) {
+                *slot = CommSlot::new(pid_tgid, comm);
+            }
+        }
+    }
+}
+
+/// Write the comm `note_comm` recorded for a thread to `dst`; zeros if none
+/// (userspace then asks /proc).
+#[inline(always)]
+fn note_comm_into(dst: *mut [u8; 16], tgid: u32, tid: u32) {
+    let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+    let comm = COMMS
+        .get_ptr(comms::slot_of(pid_tgid))
+        // SAFETY: an array value, valid for this program run.
+        .and_then(|slot| unsafe { &*slot }.comm_of(pid_tgid))
+        .unwrap_or([0; 16]);
+    // SAFETY: the caller's valid destination.
+    unsafe { *dst = comm };
 }
 
 /// The owner a lean entry records: pid and tid, no comm.

@@ -284,7 +284,17 @@ impl Census {
     ) {
         let (l, lport, r, rport) = canonical_tuple(tuple);
         let pid = closer.map(|(pid, comm)| {
-            self.comms.entry(pid).or_insert_with(|| comm.to_owned());
+            let known = self.comms.entry(pid).or_default();
+            if known.is_empty() {
+                // A record without a comm: the kernel's comm cache had
+                // lost the closer's thread to another one. /proc has it
+                // while the process lives.
+                *known = if comm.is_empty() {
+                    crate::procs::comm(pid).unwrap_or_default()
+                } else {
+                    comm.to_owned()
+                };
+            }
             pid
         });
         match side(lport, rport, &self.listening, sysctls) {
@@ -588,6 +598,30 @@ mod tests {
         // The first projection time sticks.
         let snap = c.snapshot(12 * NS, &tw, &live, &s);
         assert_eq!(snap.destinations[0].exhaustion_projected_ns, Some(11 * NS));
+    }
+
+    #[test]
+    fn a_closer_without_a_comm_is_named_from_proc_or_a_later_record() {
+        let s = sysctls((40000, 40099), 0);
+        let me = std::process::id();
+        let my_comm = crate::procs::comm(me).expect("our own /proc entry");
+        let mut c = Census::default();
+        c.on_entry((ME, 40000, SERVER, 80), 10 * NS, Some((me, "")), &s);
+        // A pid that cannot exist: its first record has no comm and /proc
+        // has none, its second record names it.
+        let gone = u32::MAX;
+        c.on_entry((ME, 40001, SERVER, 80), 10 * NS, Some((gone, "")), &s);
+        c.on_entry((ME, 40002, SERVER, 80), 10 * NS, Some((gone, "late")), &s);
+        let tw: Vec<_> = (0..3u16)
+            .map(|i| sock(TcpState::TimeWait, 40000 + i, SERVER, 80))
+            .collect();
+        let snap = c.snapshot(11 * NS, &tw, &LiveCounts::new(), &s);
+        let mut closers = snap.destinations[0].closers.clone();
+        closers.sort();
+        assert_eq!(
+            closers,
+            vec![(me, my_comm, 1), (gone, "late".to_owned(), 2)]
+        );
     }
 
     #[test]

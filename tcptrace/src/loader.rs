@@ -275,6 +275,9 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     for (name, entries) in store.sizes {
         loader.map_max_entries(name, entries);
     }
+    if config.lean_socks == 0 || config.noted_new_states == 0 {
+        loader.map_max_entries("COMMS", 1);
+    }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
         aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
             if store.in_use.contains(&name.as_str()) =>

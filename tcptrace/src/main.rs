@@ -56,6 +56,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         // closed first), connects (to see tcp_tw_reuse kill a TIME_WAIT),
         // and failed bind()/connect() calls.
         Config {
+            // State, entry time and the closer's pid and tid per socket;
+            // the closer's comm is noted per thread and joined to the
+            // TIME_WAIT entry's record in the kernel. Connects need only
+            // their endpoints.
+            lean_socks: 1,
+            named_old_states: (1 << (TcpState::FinWait2 as u32))
+                | (1 << (TcpState::Closing as u32)),
+            noted_new_states: 1 << (TcpState::FinWait1 as u32),
             emit_failures: 1,
             emit_old_states: (1 << (TcpState::FinWait2 as u32))
                 | (1 << (TcpState::Closing as u32))

@@ -59,6 +59,13 @@ pub struct ProcInfo {
     pub container_id: Option<String>,
 }
 
+/// A process's comm, while it lives.
+#[must_use]
+pub fn comm(pid: u32) -> Option<String> {
+    let p = Process::new(i32::try_from(pid).ok()?).ok()?;
+    p.stat().ok().map(|s| s.comm)
+}
+
 /// Read a process's command line and cgroup.
 #[must_use]
 pub fn info(pid: u32) -> ProcInfo {

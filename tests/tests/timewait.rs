@@ -120,6 +120,9 @@ fn restart_failure_is_explained_and_advises_so_reuseaddr() {
         .unwrap_or_else(|| panic!("no census for port 29601: {report:#}"));
     assert_eq!(p["time_wait"], N, "{p}");
     assert_eq!(p["closers"][0]["pid"], server_pid, "{p}");
+    // Named after it exited: the comm came from the kernel's comm cache,
+    // noted at its close(), not from /proc.
+    assert_eq!(p["closers"][0]["comm"], "tcptrace-peer", "{p}");
     assert_eq!(p["closers"][0]["count"], N, "{p}");
     let bind = &report["failures"]["bind"][0];
     assert_eq!(bind["pid"], restarted.pid(), "{report:#}");

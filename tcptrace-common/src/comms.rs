@@ -1,0 +1,147 @@
+//! The comm cache (`COMMS`): the names of the threads that owner transitions
+//! saw, for the lean store, which keeps only a socket owner's pid and tid.
+//!
+//! `--timewait` names the process that closed first, but the socket enters
+//! TIME_WAIT in softirq, long after that process's `close()`. The full socket
+//! map kept a 16-byte comm per socket for it; the lean store keeps none, so
+//! the closer's thread notes its comm here at its `close()`, and the TIME_WAIT
+//! entry's record looks it up by the pid and tid the lean entry kept.
+//!
+//! A plain BPF array of 32-byte slots indexed by the thread id: an inlined
+//! array index, no hash-map helper call. Thread ids are handed out in order,
+//! so live threads rarely share a slot; when two do, the later one takes it
+//! and the earlier one's records carry no comm (userspace reads it from
+//! /proc while the process lives). Each slot is tagged with its thread's
+//! pid and tid and sealed like the lean table's slots
+//! ([`crate::table`]): two threads writing one slot at the same instant
+//! leave a slot that fails its seal and names nobody, never a wrong name.
+
+/// Slots in the cache: 32 bytes each, 512 KiB in all.
+pub const SLOTS: u32 = 16_384;
+
+/// One thread's comm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommSlot {
+    /// `bpf_get_current_pid_tgid()` of the thread: tgid in the upper half.
+    pub pid_tgid: u64,
+    pub comm: [u8; 16],
+    /// [`seal`] over the other fields; never 0.
+    pub seal: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<CommSlot>() == 32);
+
+/// The slot of a thread: its tid, modulo [`SLOTS`].
+#[inline(always)]
+#[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "the tid is the lower half")]
+pub const fn slot_of(pid_tgid: u64) -> u32 {
+    (pid_tgid as u32) & (SLOTS - 1)
+}
+
+/// The seal of a slot holding `pid_tgid` and `comm`: never 0, so that a
+/// zeroed slot is never intact.
+#[inline(always)]
+#[must_use]
+pub const fn seal(pid_tgid: u64, comm: &[u8; 16]) -> u64 {
+    let lo = u64::from_ne_bytes([
+        comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
+    ]);
+    let hi = u64::from_ne_bytes([
+        comm[8], comm[9], comm[10], comm[11], comm[12], comm[13], comm[14], comm[15],
+    ]);
+    let x = pid_tgid ^ lo.rotate_left(21) ^ hi.rotate_left(43);
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+impl CommSlot {
+    /// A sealed slot for `pid_tgid` and `comm`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn new(pid_tgid: u64, comm: [u8; 16]) -> Self {
+        CommSlot {
+            pid_tgid,
+            comm,
+            seal: seal(pid_tgid, &comm),
+        }
+    }
+
+    /// Whether this slot names thread `pid_tgid` as `comm` already.
+    #[inline(always)]
+    #[must_use]
+    pub fn holds(&self, pid_tgid: u64, comm: &[u8; 16]) -> bool {
+        self.pid_tgid == pid_tgid && self.comm == *comm
+    }
+
+    /// The comm of thread `pid_tgid`, if this intact slot is that thread's.
+    #[inline(always)]
+    #[must_use]
+    pub fn comm_of(&self, pid_tgid: u64) -> Option<[u8; 16]> {
+        (pid_tgid != 0 && self.pid_tgid == pid_tgid && self.seal == seal(self.pid_tgid, &self.comm))
+            .then_some(self.comm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pid_tgid` of pid 100's thread 101, and of a thread of another pid
+    /// whose thread id is `SLOTS` higher.
+    const A: u64 = pid_tgid(100, 101);
+    const B: u64 = pid_tgid(200, 101 + SLOTS);
+
+    const fn pid_tgid(process: u32, thread: u32) -> u64 {
+        ((process as u64) << 32) + thread as u64
+    }
+
+    fn comm(s: &[u8]) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..s.len()].copy_from_slice(s);
+        c
+    }
+
+    #[test]
+    fn threads_ids_apart_by_the_size_share_a_slot() {
+        assert_eq!(slot_of(A), slot_of(B));
+        assert_ne!(slot_of(A), slot_of(A + 1));
+    }
+
+    #[test]
+    fn a_slot_names_only_its_own_thread() {
+        let s = CommSlot::new(A, comm(b"nginx"));
+        assert_eq!(s.comm_of(A), Some(comm(b"nginx")));
+        assert_eq!(s.comm_of(B), None);
+        assert!(s.holds(A, &comm(b"nginx")));
+        assert!(!s.holds(A, &comm(b"nginx: worker")));
+        assert_eq!(CommSlot::default().comm_of(0), None);
+        assert_eq!(CommSlot::default().comm_of(A), None);
+    }
+
+    /// Two writers racing on one slot: every mix of their three fields that
+    /// is not wholly one writer's names nobody.
+    #[test]
+    fn a_torn_slot_names_nobody() {
+        let a = CommSlot::new(A, comm(b"client"));
+        let b = CommSlot::new(B, comm(b"server"));
+        for mask in 0u8..8 {
+            let pick = |bit: u8| mask & (1 << bit) != 0;
+            let s = CommSlot {
+                pid_tgid: if pick(0) { b.pid_tgid } else { a.pid_tgid },
+                comm: if pick(1) { b.comm } else { a.comm },
+                seal: if pick(2) { b.seal } else { a.seal },
+            };
+            let whole = mask == 0 || mask == 7;
+            let named = s.comm_of(A).or(s.comm_of(B));
+            assert_eq!(named.is_some(), whole, "mix {mask:03b}");
+        }
+        // Same thread, a renamed comm racing the old one.
+        let renamed = CommSlot::new(A, comm(b"client-2"));
+        let torn = CommSlot {
+            comm: renamed.comm,
+            ..a
+        };
+        assert_eq!(torn.comm_of(A), None);
+    }
+}
