@@ -197,6 +197,18 @@ pub struct Config {
     /// `1 << new` is set notes the thread's comm in the comm cache
     /// (`--timewait`: `close()`, into FIN_WAIT1).
     pub noted_new_states: u32,
+    /// 1 (with `lean_socks`, leak mode): sockets that see their owner's
+    /// recv/send or enter CLOSE_WAIT also get a [`crate::SockInfo`] in
+    /// `SOCKS`: owner with comm, first-touch and EOF stacks, EOF time, and
+    /// state, entry time and endpoints from CLOSE_WAIT entry on. Only
+    /// transitions into and out of CLOSE_WAIT touch it.
+    pub sock_details: u32,
+    /// Read the clock at a transition into or out of a state whose bit is
+    /// set (and for every record): the dwell of the other states is not
+    /// timed (unknown), which saves a clock read on transitions that no
+    /// report of the mode needs (a third of a lean transition's cost).
+    /// [`ALL_STATES`] for dwell everywhere.
+    pub timed_states: u32,
 }
 
 /// What in-kernel dwell histograms are split by (`Config::hist_by`).
@@ -212,12 +224,13 @@ pub enum HistBy {
     Comm = 5,
 }
 
-/// `emit_old_states` value that emits every transition.
-pub const EMIT_ALL_STATES: u32 = 0x1ffe;
+/// Every TCP state's bit: `emit_old_states` that emits every transition,
+/// `timed_states` that times every dwell.
+pub const ALL_STATES: u32 = 0x1ffe;
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 184);
+const _: () = assert!(core::mem::size_of::<Config>() == 192);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

@@ -206,8 +206,8 @@ pub struct SockInfo {
     pub eof_ns: u64,
     /// Where the owner read EOF (leak mode only).
     pub eof_stack: StackRef,
-    /// Where the owner first touched the socket: connect, or its first recv
-    /// or send after accept (leak mode only).
+    /// Where the owner first touched the socket: its first recv or send
+    /// (leak mode only).
     pub first_stack: StackRef,
     /// Endpoints, recorded when the socket enters CLOSE_WAIT (family 0
     /// before): the one state whose sockets userspace reports from the map.

@@ -32,7 +32,7 @@ use aya_ebpf::{
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
-    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StateEvent, TcpState,
+    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, TcpState,
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
@@ -44,7 +44,7 @@ use tcptrace_common::{
         is_owner_transition,
     },
 };
-use tcptrace_common::{DWELL_UNKNOWN, HistBy, HistKey, StackRef, hist};
+use tcptrace_common::{DWELL_UNKNOWN, HistBy, HistKey, hist};
 
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_F_MMAPABLE`: an array userspace can mmap.
@@ -521,13 +521,29 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         dport,
         ..
     } = h;
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let (dwell_ns, owner, owner_source) = if cfg!(lean_socks) != 0 {
+    // The clock only where the mode times a dwell or emits a record (the
+    // mask bounds the shifts; states are 1..=12).
+    let emit_old = cfg!(emit_old_states);
+    let timed = cfg!(timed_states);
+    let now = if timed & ((1 << (old & 31)) | (1 << (new & 31))) != 0
+        || emit_old & (1 << (old & 31)) != 0
+    {
+        // SAFETY: no preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
+    let (dwell_ns, mut owner, mut owner_source) = if cfg!(lean_socks) != 0 {
         lean_transition(skaddr, old, new, now)
     } else {
         full_transition(ctx, rec, &h, now)?
     };
+    if cfg!(sock_details) != 0
+        && (old == TcpState::CloseWait as u32 || new == TcpState::CloseWait as u32)
+        && let Some(reported) = detail_transition(rec, &h, now)?
+    {
+        (owner, owner_source) = reported;
+    }
 
     if let Some(slot) = TRANSITIONS.get_ptr_mut((old & 15) * 16 + (new & 15)) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
@@ -571,7 +587,6 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         hist_add(&key, dwell_ns);
     }
 
-    let emit_old = cfg!(emit_old_states);
     if old >= 32 || emit_old & (1 << old) == 0 {
         return Ok(());
     }
@@ -592,8 +607,9 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         count(Counter::RingbufFull);
         return Ok(());
     };
-    // The lean store keeps no comm: it comes from the comm cache.
-    let lean = cfg!(lean_socks) != 0;
+    // The lean store keeps no comm: it comes from the comm cache, unless
+    // the socket's details named the owner (leak mode).
+    let from_cache = cfg!(lean_socks) != 0 && owner.comm[0] == 0;
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
     // of the right size; every field is written before submit.
@@ -602,7 +618,7 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         (*ev).skaddr = skaddr;
         (*ev).dwell_ns = dwell_ns;
         (*ev).owner = owner;
-        if lean {
+        if from_cache {
             note_comm_into(&raw mut (*ev).owner.comm, owner.tgid, owner.tid);
         }
         (*ev).addrs = addrs;
@@ -668,14 +684,6 @@ fn full_transition(
             if new == TcpState::CloseWait as u32 {
                 info.addrs = rec.addrs(h)?;
             }
-            // connect() is the owner's first touch of an outgoing socket.
-            if cfg!(capture_stacks) != 0
-                && is_owner_transition(old, new)
-                && new == TcpState::SynSent as u32
-                && !info.first_stack.is_some()
-            {
-                info.first_stack = capture_stack(ctx, info.owner.tgid);
-            }
             if fresh {
                 if SOCKS.insert(skaddr, &*info, BPF_NOEXIST).is_ok() {
                     count(Counter::SockInserts);
@@ -695,6 +703,66 @@ fn full_transition(
         }
         None => (DWELL_UNKNOWN, Owner::default(), OwnerSource::Unknown as u32),
     })
+}
+
+/// A transition into or out of CLOSE_WAIT in the socket details
+/// (`Config::sock_details`, `SOCKS`): CLOSE_WAIT entry records the state,
+/// time and endpoints, creating the details if the socket's owner has not
+/// touched it yet; leaving it records the new state, so that leak reports
+/// skip it. Returns the owner to report when the socket has details:
+/// `close()`'s caller for CLOSE_WAIT -> LAST_ACK, else the owner the
+/// details hold.
+#[inline(always)]
+fn detail_transition(
+    rec: &impl SetStateRecord,
+    h: &SetStateHead,
+    now: u64,
+) -> Result<Option<(Owner, u32)>, i64> {
+    let (skaddr, old, new) = (h.skaddr, h.old, h.new);
+    let entering = new == TcpState::CloseWait as u32;
+    let mut found = SOCKS.get_ptr_mut(skaddr);
+    if found.is_none() && entering {
+        // New details, built in this CPU's slot. A recv/send racing on
+        // another CPU may insert first: then both update that entry.
+        if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, only this program run uses it.
+            let f = unsafe { &mut *fresh };
+            fresh_details(f);
+            let _ = SOCKS.insert(skaddr, &*f, BPF_NOEXIST);
+        }
+        found = SOCKS.get_ptr_mut(skaddr);
+    }
+    let Some(p) = found else {
+        return Ok(None);
+    };
+    // SAFETY: lookup result, valid for this program run; updated in place.
+    let info = unsafe { &mut *p };
+    if entering {
+        info.addrs = rec.addrs(h)?;
+    }
+    info.state = new;
+    info.entered_ns = now;
+    if is_owner_transition(old, new) {
+        let before = (info.owner_source, info.owner.tgid);
+        info.owner = current_owner();
+        info.owner_source = OwnerSource::Syscall as u32;
+        owner_replaced(skaddr, before, info.owner.tgid);
+    }
+    Ok(Some((info.owner, info.owner_source)))
+}
+
+/// Reset `info` to details that know nothing yet, field by field (a
+/// whole-struct assignment would build a temporary on the 512-byte stack).
+#[inline(always)]
+fn fresh_details(info: &mut SockInfo) {
+    info.state = 0;
+    info.entered_ns = 0;
+    info.owner = Owner::default();
+    info.owner_source = OwnerSource::Unknown as u32;
+    info.eof_ns = 0;
+    info.eof_stack = StackRef::default();
+    info.first_stack = StackRef::default();
+    info.addrs = Addrs::default();
 }
 
 /// A transition in the lean socket store (`Config::lean_socks`): the table
@@ -1000,12 +1068,14 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
             } else {
                 SOCKS.remove(skaddr)
             };
+            // Details are counted with nothing: the store counts sockets.
+            let details = cfg!(sock_details) != 0 && SOCKS.remove(skaddr).is_ok();
             if removed.is_ok() {
-                // Its address may come back as another socket.
-                if cfg!(io_hooks) != 0 {
-                    bump_io_generation(io_slot(skaddr));
-                }
                 count(Counter::SockDeletes);
+            }
+            // Its address may come back as another socket.
+            if (removed.is_ok() || details) && cfg!(io_hooks) != 0 {
+                bump_io_generation(io_slot(skaddr));
             }
         }
         Err(_) => count(Counter::ReadErrors),
@@ -1235,7 +1305,20 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     {
         return Ok(());
     }
-    let Some(info) = SOCKS.get_ptr_mut(sk) else {
+    let mut found = SOCKS.get_ptr_mut(sk);
+    if found.is_none() && cfg!(sock_details) != 0 {
+        // The owner's first touch: new details, built in this CPU's slot
+        // and filled in below. A racing insert (CLOSE_WAIT entry on another
+        // CPU) wins; both update its entry.
+        if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, only this program run uses it.
+            let f = unsafe { &mut *fresh };
+            fresh_details(f);
+            let _ = SOCKS.insert(sk, &*f, BPF_NOEXIST);
+        }
+        found = SOCKS.get_ptr_mut(sk);
+    }
+    let Some(info) = found else {
         return Ok(());
     };
     // SAFETY: lookup result, valid for this program run; updated in place.

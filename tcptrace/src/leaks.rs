@@ -107,8 +107,8 @@ pub struct Group {
     /// Where the owner read EOF; empty when it never did.
     pub eof_stack: Vec<crate::symbolize::Frame>,
     pub eof_stack_truncated: bool,
-    /// Where the owner first touched the socket (connect, or the first
-    /// recv/send after accept); empty when not captured.
+    /// Where the owner first touched the socket (its first recv/send);
+    /// empty when not captured.
     pub first_stack: Vec<crate::symbolize::Frame>,
     pub first_stack_truncated: bool,
 }

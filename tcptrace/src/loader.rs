@@ -149,8 +149,10 @@ const IDLE_MAP_ENTRIES: u32 = 64;
 
 /// The per-socket maps and their sizes for `--max-sockets max_sockets`:
 /// the lean store (`LEAN_TABLE` buckets and `LEAN` entries) with
-/// `Config::lean_socks`, else the full `SOCKS` map; the maps not in use are
-/// made as small as they may be. Also the kernel memory of what is in use.
+/// `Config::lean_socks`, else the full `SOCKS` map, which also holds the
+/// lean store's details with `Config::sock_details`; the maps not in use
+/// are made as small as they may be. Also the kernel memory of what is in
+/// use.
 struct SocketStore {
     sizes: [(&'static str, u32); 3],
     in_use: &'static [&'static str],
@@ -158,17 +160,34 @@ struct SocketStore {
 }
 
 impl SocketStore {
-    fn new(lean: bool, max_sockets: u32) -> Self {
-        if lean {
+    fn new(config: &Config, max_sockets: u32) -> Self {
+        if config.lean_socks != 0 {
             let (buckets, map_entries) = table::split(max_sockets);
+            let details = config.sock_details != 0;
             SocketStore {
                 sizes: [
                     ("LEAN_TABLE", buckets),
                     ("LEAN", map_entries),
-                    ("SOCKS", IDLE_MAP_ENTRIES),
+                    (
+                        "SOCKS",
+                        if details {
+                            max_sockets
+                        } else {
+                            IDLE_MAP_ENTRIES
+                        },
+                    ),
                 ],
-                in_use: &["LEAN_TABLE", "LEAN"],
-                bytes: lean_store_bytes(max_sockets),
+                in_use: if details {
+                    &["LEAN_TABLE", "LEAN", "SOCKS"]
+                } else {
+                    &["LEAN_TABLE", "LEAN"]
+                },
+                bytes: lean_store_bytes(max_sockets)
+                    + if details {
+                        socket_map_bytes(max_sockets)
+                    } else {
+                        0
+                    },
             }
         } else {
             SocketStore {
@@ -266,7 +285,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     }
     log::debug!("tracepoint offsets: {:?}", config.offsets);
 
-    let store = SocketStore::new(config.lean_socks != 0, opts.max_sockets);
+    let store = SocketStore::new(&config, opts.max_sockets);
     config.lean_table_mask = store.table_buckets() - 1;
     let mut loader = EbpfLoader::new();
     loader

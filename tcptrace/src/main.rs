@@ -15,7 +15,7 @@ use tcptrace::{
     stream::{self, End},
     twmode::{self, TimewaitOptions},
 };
-use tcptrace_common::{Config, HistBy, TcpState, config::EMIT_ALL_STATES};
+use tcptrace_common::{Config, HistBy, TcpState, config::ALL_STATES};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,6 +44,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         // FIN_WAIT2 or CLOSING) and resets stream.
         Config {
             hist_by: cli.by.unwrap_or(HistBy::State) as u32,
+            timed_states: ALL_STATES,
             // Only dwell and the closer's pid are needed: the lean socket
             // map, unless histograms are split by comm.
             lean_socks: u8::from(cli.by != Some(HistBy::Comm)),
@@ -64,6 +65,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             named_old_states: (1 << (TcpState::FinWait2 as u32))
                 | (1 << (TcpState::Closing as u32)),
             noted_new_states: 1 << (TcpState::FinWait1 as u32),
+            // No dwell: the census times TIME_WAIT from its entry record
+            // and the kernel's timers.
+            timed_states: 0,
             emit_failures: 1,
             emit_old_states: (1 << (TcpState::FinWait2 as u32))
                 | (1 << (TcpState::Closing as u32))
@@ -73,14 +77,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else if cli.closewait_leaks {
         // Reports come from the socket map; only CLOSE_WAIT exits stream.
         Config {
+            // State and entry time of every socket in the lean store;
+            // owner, stacks, EOF and endpoints only for sockets that their
+            // owner reads or writes, or that enter CLOSE_WAIT.
+            lean_socks: 1,
+            sock_details: 1,
             capture_stacks: 1,
+            // Reports need the CLOSE_WAIT dwell only.
+            timed_states: 1 << (TcpState::CloseWait as u32),
+            // CLOSE_WAIT exits stream with their owner from the details.
+            named_old_states: 1 << (TcpState::CloseWait as u32),
             emit_old_states: 1 << (TcpState::CloseWait as u32),
             ..Config::default()
         }
     } else {
         Config {
             emit_resets: 1,
-            emit_old_states: EMIT_ALL_STATES,
+            emit_old_states: ALL_STATES,
+            timed_states: ALL_STATES,
             ..Config::default()
         }
     };

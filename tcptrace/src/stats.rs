@@ -133,7 +133,16 @@ impl KernelCounters {
         }
         // The full socket map, and the lean store (table and map): the one
         // not in use (see loader::SocketStore) is empty and a few dozen
-        // entries large.
+        // entries large. With the lean store in use (a table of more than
+        // one bucket), `SOCKS` holds details of some of its sockets (leak
+        // mode): counted in memory, not in sockets.
+        let lean = ebpf
+            .map("LEAN_TABLE")
+            .and_then(|m| match m {
+                Map::Array(data) => data.info().ok(),
+                _ => None,
+            })
+            .is_some_and(|i| i.max_entries() > 1);
         let (mut full_capacity, mut lean_capacity) = (0, 0);
         for name in ["SOCKS", "LEAN", "LEAN_TABLE"] {
             let Some(map) = ebpf.map(name) else { continue };
@@ -145,6 +154,7 @@ impl KernelCounters {
                 out.memlock_bytes = Some(out.memlock_bytes.unwrap_or(0) + b);
             }
             let (live, close_wait) = match name {
+                "SOCKS" if lean => (0, 0),
                 "SOCKS" => {
                     full_capacity = entries;
                     count_states(&HashMap::<_, u64, SockInfo>::try_from(map)?, |e| e.state)

@@ -160,13 +160,16 @@ fn final_leak_count(stdout: &[String]) -> Option<u64> {
 }
 
 /// Sockets the process's socket store holds and its kernel memory
-/// (`memlock`), from `/proc/PID/fdinfo`: the largest LRU hash map (tcptrace
-/// has two, `SOCKS` and the lean `LEAN`, and sizes the one its mode does not
-/// use down to a few entries), plus, in lean mode, the lean table (a
-/// mappable array of 64-byte buckets of two sockets each).
+/// (`memlock`), from `/proc/PID/fdinfo`. The memory is that of both LRU hash
+/// maps (`SOCKS` and the lean `LEAN`; the one a mode does not use is sized
+/// down to a few entries, and leak mode uses both) and of the lean table (a
+/// mappable array of 64-byte buckets of two sockets each). The sockets are
+/// the table's slots and `LEAN`'s entries in lean mode, else `SOCKS`'s.
 fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
     let mut largest: Option<(u32, u64)> = None;
-    let mut table: Option<(u32, u64)> = None;
+    let mut lean_entries = 0;
+    let mut memory = 0;
+    let mut table: Option<u32> = None;
     for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
         if fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:bpf-map" {
             continue;
@@ -178,24 +181,43 @@ fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
             continue;
         };
         match parse_map_fdinfo(&info) {
-            Some(SocketMap::Lru(n, b)) if largest.is_none_or(|(l, _)| n > l) => {
-                largest = Some((n, b));
+            Some(SocketMap::Lru {
+                entries,
+                memlock,
+                value_size,
+            }) => {
+                memory += memlock;
+                if value_size == LEAN_VALUE {
+                    lean_entries = entries;
+                }
+                if largest.is_none_or(|(l, _)| entries > l) {
+                    largest = Some((entries, memlock));
+                }
             }
             // One bucket: the idle table of a mode that does not use it.
-            Some(SocketMap::Table(n, b)) if n > 1 => table = Some((n * 2, b)),
+            Some(SocketMap::Table(n, b)) if n > 1 => {
+                memory += b;
+                table = Some(n * 2);
+            }
             _ => {}
         }
     }
-    let (n, b) = largest?;
-    let (tn, tb) = table.unwrap_or_default();
-    Some((n + tn, b + tb))
+    let (n, _) = largest?;
+    Some((table.map_or(n, |slots| slots + lean_entries), memory))
 }
+
+/// Value size of the lean LRU map (`LeanSock`).
+const LEAN_VALUE: u64 = 24;
 
 /// A socket map found in fdinfo: `(max_entries or slots, memlock)`.
 #[derive(Debug, PartialEq, Eq)]
 enum SocketMap {
-    /// An LRU hash map: entries.
-    Lru(u32, u64),
+    /// An LRU hash map.
+    Lru {
+        entries: u32,
+        memlock: u64,
+        value_size: u64,
+    },
     /// The lean table: buckets of two sockets.
     Table(u32, u64),
 }
@@ -218,7 +240,11 @@ fn parse_map_fdinfo(info: &str) -> Option<SocketMap> {
     let entries = u32::try_from(field("max_entries:")?).ok()?;
     let memlock = field("memlock:")?;
     match field("map_type:")? {
-        t if t == u64::from(LRU_HASH) => Some(SocketMap::Lru(entries, memlock)),
+        t if t == u64::from(LRU_HASH) => Some(SocketMap::Lru {
+            entries,
+            memlock,
+            value_size: field("value_size:")?,
+        }),
         ARRAY if flags & MMAPABLE != 0 && field("value_size:")? == 64 => {
             Some(SocketMap::Table(entries, memlock))
         }
@@ -728,7 +754,11 @@ mod tests {
                    max_entries:\t262144\nmap_flags:\t0x0\nmemlock:\t52428800\nmap_id:\t7\n";
         assert_eq!(
             parse_map_fdinfo(lru),
-            Some(SocketMap::Lru(262_144, 52_428_800))
+            Some(SocketMap::Lru {
+                entries: 262_144,
+                memlock: 52_428_800,
+                value_size: 120
+            })
         );
         let ring = lru.replace("map_type:\t9", "map_type:\t27");
         assert_eq!(parse_map_fdinfo(&ring), None);
