@@ -722,14 +722,9 @@ fn detail_transition(
     let entering = new == TcpState::CloseWait as u32;
     let mut found = SOCKS.get_ptr_mut(skaddr);
     if found.is_none() && entering {
-        // New details, built in this CPU's slot. A recv/send racing on
-        // another CPU may insert first: then both update that entry.
-        if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot, only this program run uses it.
-            let f = unsafe { &mut *fresh };
-            fresh_details(f);
-            let _ = SOCKS.insert(skaddr, &*f, BPF_NOEXIST);
-        }
+        // A recv/send racing on another CPU may insert first: then both
+        // update that entry.
+        insert_details(skaddr);
         found = SOCKS.get_ptr_mut(skaddr);
     }
     let Some(p) = found else {
@@ -749,6 +744,19 @@ fn detail_transition(
         owner_replaced(skaddr, before, info.owner.tgid);
     }
     Ok(Some((info.owner, info.owner_source)))
+}
+
+/// Insert details that know nothing yet for `skaddr`, unless it has some,
+/// built in this CPU's slot. Once per socket: a BPF subprogram, so that the
+/// hot paths that call it keep their registers.
+#[inline(never)]
+fn insert_details(skaddr: u64) {
+    if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, only this program run uses it.
+        let info = unsafe { &mut *fresh };
+        fresh_details(info);
+        let _ = SOCKS.insert(skaddr, &*info, BPF_NOEXIST);
+    }
 }
 
 /// Reset `info` to details that know nothing yet, field by field (a
@@ -1307,15 +1315,10 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     }
     let mut found = SOCKS.get_ptr_mut(sk);
     if found.is_none() && cfg!(sock_details) != 0 {
-        // The owner's first touch: new details, built in this CPU's slot
-        // and filled in below. A racing insert (CLOSE_WAIT entry on another
-        // CPU) wins; both update its entry.
-        if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot, only this program run uses it.
-            let f = unsafe { &mut *fresh };
-            fresh_details(f);
-            let _ = SOCKS.insert(sk, &*f, BPF_NOEXIST);
-        }
+        // The owner's first touch: new details, filled in below. A racing
+        // insert (CLOSE_WAIT entry on another CPU) wins; both update its
+        // entry.
+        insert_details(sk);
         found = SOCKS.get_ptr_mut(sk);
     }
     let Some(info) = found else {
