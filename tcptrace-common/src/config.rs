@@ -206,8 +206,9 @@ pub struct Config {
     /// Read the clock at a transition into or out of a state whose bit is
     /// set (and for every record): the dwell of the other states is not
     /// timed (unknown), which saves a clock read on transitions that no
-    /// report of the mode needs (a third of a lean transition's cost).
-    /// [`ALL_STATES`] for dwell everywhere.
+    /// report of the mode needs (on these VMs as dear as the kernel's
+    /// accounting of an empty program: the calibration rows of
+    /// docs/benchmarks.md). [`ALL_STATES`] for dwell everywhere.
     pub timed_states: u32,
 }
 

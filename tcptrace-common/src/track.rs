@@ -155,14 +155,7 @@ pub fn apply_transition(
     let dwell_ns = dwell(known, info.state, old, info.entered_ns, now);
     let known = known && info.state != CLOSE;
     if !known {
-        // Field by field: a whole-struct assignment would build a 120-byte
-        // temporary on the 512-byte BPF stack.
-        info.owner = Owner::default();
-        info.owner_source = OwnerSource::Unknown as u32;
-        info.eof_ns = 0;
-        info.eof_stack = crate::StackRef::default();
-        info.first_stack = crate::StackRef::default();
-        info.addrs = crate::Addrs::default();
+        forget_life(info);
     }
     if is_owner_transition(old, new) {
         info.owner = current();
@@ -171,6 +164,20 @@ pub fn apply_transition(
     info.state = new;
     info.entered_ns = now;
     dwell_ns
+}
+
+/// Clear what an entry knows of a socket's life (owner, EOF, stacks,
+/// endpoints), keeping its state and entry time. Field by field: a
+/// whole-struct assignment would build a 120-byte temporary on the
+/// 512-byte BPF stack.
+#[inline(always)]
+pub fn forget_life(info: &mut SockInfo) {
+    info.owner = Owner::default();
+    info.owner_source = OwnerSource::Unknown as u32;
+    info.eof_ns = 0;
+    info.eof_stack = crate::StackRef::default();
+    info.first_stack = crate::StackRef::default();
+    info.addrs = crate::Addrs::default();
 }
 
 /// The time a socket spent in `old`, according to its entry (`state`,

@@ -40,7 +40,7 @@ use tcptrace_common::{
     },
     table::{self, LeanBucket, LeanSlot},
     track::{
-        OwnerSource, apply_lean_transition, apply_transition, io_needs_owner_update,
+        OwnerSource, apply_lean_transition, apply_transition, forget_life, io_needs_owner_update,
         is_owner_transition,
     },
 };
@@ -607,9 +607,9 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         count(Counter::RingbufFull);
         return Ok(());
     };
-    // The lean store keeps no comm: it comes from the comm cache, unless
-    // the socket's details named the owner (leak mode).
-    let from_cache = cfg!(lean_socks) != 0 && owner.comm[0] == 0;
+    // The lean store keeps no comm: it comes from the comm cache where the
+    // mode notes comms, unless the socket's details named the owner.
+    let from_cache = cfg!(noted_new_states) != 0 && owner.comm[0] == 0;
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
     // of the right size; every field is written before submit.
@@ -720,14 +720,7 @@ fn detail_transition(
 ) -> Result<Option<(Owner, u32)>, i64> {
     let (skaddr, old, new) = (h.skaddr, h.old, h.new);
     let entering = new == TcpState::CloseWait as u32;
-    let mut found = SOCKS.get_ptr_mut(skaddr);
-    if found.is_none() && entering {
-        // A recv/send racing on another CPU may insert first: then both
-        // update that entry.
-        insert_details(skaddr);
-        found = SOCKS.get_ptr_mut(skaddr);
-    }
-    let Some(p) = found else {
+    let Some(p) = details(skaddr, entering) else {
         return Ok(None);
     };
     // SAFETY: lookup result, valid for this program run; updated in place.
@@ -746,6 +739,19 @@ fn detail_transition(
     Ok(Some((info.owner, info.owner_source)))
 }
 
+/// The details of `skaddr`; with `create`, new ones that know nothing yet
+/// if it has none. A racing insert on another CPU (a recv/send, a
+/// CLOSE_WAIT entry) may win: both callers then update its entry.
+#[inline(always)]
+fn details(skaddr: u64, create: bool) -> Option<*mut SockInfo> {
+    let found = SOCKS.get_ptr_mut(skaddr);
+    if found.is_some() || !create {
+        return found;
+    }
+    insert_details(skaddr);
+    SOCKS.get_ptr_mut(skaddr)
+}
+
 /// Insert details that know nothing yet for `skaddr`, unless it has some,
 /// built in this CPU's slot. Once per socket: a BPF subprogram, so that the
 /// hot paths that call it keep their registers.
@@ -754,23 +760,11 @@ fn insert_details(skaddr: u64) {
     if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
         // SAFETY: this CPU's slot, only this program run uses it.
         let info = unsafe { &mut *fresh };
-        fresh_details(info);
+        info.state = 0;
+        info.entered_ns = 0;
+        forget_life(info);
         let _ = SOCKS.insert(skaddr, &*info, BPF_NOEXIST);
     }
-}
-
-/// Reset `info` to details that know nothing yet, field by field (a
-/// whole-struct assignment would build a temporary on the 512-byte stack).
-#[inline(always)]
-fn fresh_details(info: &mut SockInfo) {
-    info.state = 0;
-    info.entered_ns = 0;
-    info.owner = Owner::default();
-    info.owner_source = OwnerSource::Unknown as u32;
-    info.eof_ns = 0;
-    info.eof_stack = StackRef::default();
-    info.first_stack = StackRef::default();
-    info.addrs = Addrs::default();
 }
 
 /// A transition in the lean socket store (`Config::lean_socks`): the table
@@ -1313,15 +1307,8 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     {
         return Ok(());
     }
-    let mut found = SOCKS.get_ptr_mut(sk);
-    if found.is_none() && cfg!(sock_details) != 0 {
-        // The owner's first touch: new details, filled in below. A racing
-        // insert (CLOSE_WAIT entry on another CPU) wins; both update its
-        // entry.
-        insert_details(sk);
-        found = SOCKS.get_ptr_mut(sk);
-    }
-    let Some(info) = found else {
+    // The owner's first touch creates the details, filled in below.
+    let Some(info) = details(sk, cfg!(sock_details) != 0) else {
         return Ok(());
     };
     // SAFETY: lookup result, valid for this program run; updated in place.

@@ -163,31 +163,22 @@ impl SocketStore {
     fn new(config: &Config, max_sockets: u32) -> Self {
         if config.lean_socks != 0 {
             let (buckets, map_entries) = table::split(max_sockets);
-            let details = config.sock_details != 0;
-            SocketStore {
+            let lean = SocketStore {
                 sizes: [
                     ("LEAN_TABLE", buckets),
                     ("LEAN", map_entries),
-                    (
-                        "SOCKS",
-                        if details {
-                            max_sockets
-                        } else {
-                            IDLE_MAP_ENTRIES
-                        },
-                    ),
+                    ("SOCKS", IDLE_MAP_ENTRIES),
                 ],
-                in_use: if details {
-                    &["LEAN_TABLE", "LEAN", "SOCKS"]
-                } else {
-                    &["LEAN_TABLE", "LEAN"]
-                },
-                bytes: lean_store_bytes(max_sockets)
-                    + if details {
-                        socket_map_bytes(max_sockets)
-                    } else {
-                        0
-                    },
+                in_use: &["LEAN_TABLE", "LEAN"],
+                bytes: lean_store_bytes(max_sockets),
+            };
+            if config.sock_details == 0 {
+                return lean;
+            }
+            SocketStore {
+                sizes: [lean.sizes[0], lean.sizes[1], ("SOCKS", max_sockets)],
+                in_use: &["LEAN_TABLE", "LEAN", "SOCKS"],
+                bytes: lean.bytes + socket_map_bytes(max_sockets),
             }
         } else {
             SocketStore {

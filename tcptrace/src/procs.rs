@@ -38,7 +38,7 @@ pub fn socket_holders<S: std::hash::BuildHasher>(
             {
                 let h = holder.get_or_insert_with(|| Holder {
                     pid: u32::try_from(p.pid).unwrap_or(0),
-                    comm: p.stat().map(|s| s.comm).unwrap_or_default().into(),
+                    comm: comm_of(&p).unwrap_or_default().into(),
                 });
                 out.insert(inode, h.clone());
             }
@@ -62,7 +62,10 @@ pub struct ProcInfo {
 /// A process's comm, while it lives.
 #[must_use]
 pub fn comm(pid: u32) -> Option<String> {
-    let p = Process::new(i32::try_from(pid).ok()?).ok()?;
+    comm_of(&Process::new(i32::try_from(pid).ok()?).ok()?)
+}
+
+fn comm_of(p: &Process) -> Option<String> {
     p.stat().ok().map(|s| s.comm)
 }
 

@@ -166,7 +166,7 @@ fn final_leak_count(stdout: &[String]) -> Option<u64> {
 /// mappable array of 64-byte buckets of two sockets each). The sockets are
 /// the table's slots and `LEAN`'s entries in lean mode, else `SOCKS`'s.
 fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
-    let mut largest: Option<(u32, u64)> = None;
+    let mut largest: Option<u32> = None;
     let mut lean_entries = 0;
     let mut memory = 0;
     let mut table: Option<u32> = None;
@@ -190,8 +190,8 @@ fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
                 if value_size == LEAN_VALUE {
                     lean_entries = entries;
                 }
-                if largest.is_none_or(|(l, _)| entries > l) {
-                    largest = Some((entries, memlock));
+                if largest.is_none_or(|l| entries > l) {
+                    largest = Some(entries);
                 }
             }
             // One bucket: the idle table of a mode that does not use it.
@@ -202,7 +202,7 @@ fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
             _ => {}
         }
     }
-    let (n, _) = largest?;
+    let n = largest?;
     Some((table.map_or(n, |slots| slots + lean_entries), memory))
 }
 
