@@ -210,6 +210,10 @@ pub struct Config {
     /// accounting of an empty program: the calibration rows of
     /// docs/benchmarks.md). [`ALL_STATES`] for dwell everywhere.
     pub timed_states: u32,
+    /// With `hist_by` [`HistBy::State`]: a dwell at least this long also
+    /// counts in [`crate::Counter::LongDwells`] (leak mode: CLOSE_WAIT
+    /// exits past `--min-age`, the leaks that ended); 0: not counted.
+    pub long_dwell_ns: u64,
 }
 
 /// What in-kernel dwell histograms are split by (`Config::hist_by`).
@@ -231,7 +235,7 @@ pub const ALL_STATES: u32 = 0x1ffe;
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 192);
+const _: () = assert!(core::mem::size_of::<Config>() == 200);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

@@ -11,11 +11,15 @@ const SUB_U32: u32 = 1 << SUB_BITS;
 /// Buckets for values up to `u64::MAX`.
 pub const SLOTS: u32 = (64 - SUB_BITS + 1) * SUB_U32;
 /// Length of one state's row in the by-state histogram array: every slot,
-/// then the maximum at [`ROW_MAX`].
+/// then the minimum (inverted) at [`ROW_MIN_INV`] and the maximum at
+/// [`ROW_MAX`].
 pub const ROW: usize = 512;
 /// The index of the maximum in a row.
 pub const ROW_MAX: usize = ROW - 1;
-const _: () = assert!((SLOTS as usize) < ROW_MAX && ROW.is_power_of_two());
+/// The index of the minimum in a row, stored as `!min` so that the largest
+/// value wins and 0 means none (a minimum of `u64::MAX` is no dwell).
+pub const ROW_MIN_INV: usize = ROW - 2;
+const _: () = assert!((SLOTS as usize) < ROW_MIN_INV && ROW.is_power_of_two());
 
 /// The `HistKey::slot` holding the maximum value seen.
 pub const MAX_SLOT: u32 = 0xffff;

@@ -239,9 +239,12 @@ pub enum Counter {
     StackErrors = 8,
     /// `bind()`/`connect()` failure records emitted (`--timewait`).
     FailureEvents = 9,
+    /// Dwells of at least `Config::long_dwell_ns` (leak mode: CLOSE_WAIT
+    /// sockets closed after leaking longer than `--min-age`).
+    LongDwells = 10,
 }
 
-pub const NUM_COUNTERS: u32 = 10;
+pub const NUM_COUNTERS: u32 = 11;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 16);
 const _: () = assert!(core::mem::size_of::<Owner>() == 24);

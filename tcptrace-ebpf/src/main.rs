@@ -553,21 +553,28 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     if by == HistBy::State as u32 && dwell_ns != DWELL_UNKNOWN {
         if let Some(row) = HIST_STATE.get_ptr_mut(old & 15) {
             // The mask bounds the index for the verifier (slots stop at 495,
-            // below the maximum's index). The volatile read keeps LLVM, which
-            // knows the bound, from dropping the mask.
+            // below the minimum's and maximum's indices). The volatile read
+            // keeps LLVM, which knows the bound, from dropping the mask.
             let slot = hist::slot(dwell_ns) as usize;
             // SAFETY: a read of a local.
             let s = unsafe { core::ptr::read_volatile(&raw const slot) } & (hist::ROW - 1);
             // SAFETY: a per-CPU row, only this CPU writes it while we run;
-            // both indices are within the row.
+            // every index is within the row.
             unsafe {
-                if s != hist::ROW_MAX {
+                if s < hist::ROW_MIN_INV {
                     (*row)[s] += 1;
                 }
                 if (*row)[hist::ROW_MAX] < dwell_ns {
                     (*row)[hist::ROW_MAX] = dwell_ns;
                 }
+                if (*row)[hist::ROW_MIN_INV] < !dwell_ns {
+                    (*row)[hist::ROW_MIN_INV] = !dwell_ns;
+                }
             }
+        }
+        let long = cfg!(long_dwell_ns);
+        if long != 0 && dwell_ns >= long {
+            count(Counter::LongDwells);
         }
     } else if by != HistBy::Off as u32 && dwell_ns != DWELL_UNKNOWN {
         let mut key = HistKey {

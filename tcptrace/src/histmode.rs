@@ -2,9 +2,10 @@
 //!
 //! Full-socket states are counted in the kernel (no per-transition records).
 //! TIME_WAIT and orphaned FIN_WAIT2 live in timewait sockets that the
-//! tracepoint never sees: their entries stream from the kernel
-//! (`FIN_WAIT2/CLOSING -> CLOSE`, one small record per active close) and their
-//! lives are followed by polling sock_diag for timewait sockets only.
+//! tracepoint never sees: they are followed by polling sock_diag for
+//! timewait sockets only, entries included ([`Tracker::from_polls`]), so
+//! that they are the sockets of tcptrace's namespace and no record streams
+//! per connection. Only resets stream.
 
 use std::{
     collections::BTreeMap,
@@ -85,6 +86,35 @@ fn group_label(by: HistBy, g: &[u8; 16]) -> Option<String> {
     }
 }
 
+/// One state's row of the kernel's by-state histograms (`HIST_STATE`),
+/// summed over CPUs: the histogram, its maximum included, and the exact
+/// minimum. None when the row counted no dwell.
+pub fn read_state_row(ebpf: &Ebpf, state: TcpState) -> anyhow::Result<Option<(Hist, u64)>> {
+    let rows: PerCpuArray<_, [u64; hist::ROW]> =
+        PerCpuArray::try_from(ebpf.map("HIST_STATE").context("no HIST_STATE map")?)?;
+    let per_cpu = rows.get(&(state as u32), 0)?;
+    let mut h = Hist::default();
+    for slot in 0..hist::ROW_MIN_INV {
+        let n: u64 = per_cpu.iter().map(|r| r[slot]).sum();
+        if n > 0 {
+            #[expect(clippy::cast_possible_truncation, reason = "slot < 512")]
+            h.add_bucket(slot as u32, n);
+        }
+    }
+    if h.count() == 0 {
+        return Ok(None);
+    }
+    let max = per_cpu.iter().map(|r| r[hist::ROW_MAX]).max().unwrap_or(0);
+    h.add_bucket(hist::MAX_SLOT, max);
+    // Stored inverted: the largest is the smallest dwell, 0 is none.
+    let min = !per_cpu
+        .iter()
+        .map(|r| r[hist::ROW_MIN_INV])
+        .max()
+        .unwrap_or(0);
+    Ok(Some((h, min)))
+}
+
 /// Histograms by (state, group) from the kernel's `HIST` map.
 pub fn read_kernel_hists(
     ebpf: &Ebpf,
@@ -92,21 +122,8 @@ pub fn read_kernel_hists(
 ) -> anyhow::Result<BTreeMap<(TcpState, Option<String>), Hist>> {
     let mut out: BTreeMap<(TcpState, Option<String>), Hist> = BTreeMap::new();
     if by == HistBy::State {
-        let rows: PerCpuArray<_, [u64; hist::ROW]> =
-            PerCpuArray::try_from(ebpf.map("HIST_STATE").context("no HIST_STATE map")?)?;
         for state in TcpState::ALL {
-            let per_cpu = rows.get(&(state as u32), 0)?;
-            let mut h = Hist::default();
-            for slot in 0..hist::ROW_MAX {
-                let n: u64 = per_cpu.iter().map(|r| r[slot]).sum();
-                if n > 0 {
-                    #[expect(clippy::cast_possible_truncation, reason = "slot < 512")]
-                    h.add_bucket(slot as u32, n);
-                }
-            }
-            if h.count() > 0 {
-                let max = per_cpu.iter().map(|r| r[hist::ROW_MAX]).max().unwrap_or(0);
-                h.add_bucket(hist::MAX_SLOT, max);
+            if let Some((h, _)) = read_state_row(ebpf, state)? {
                 out.insert((state, None), h);
             }
         }
@@ -171,31 +188,12 @@ struct State {
     overflow_at_start: Option<u64>,
     snapshot: Arc<Mutex<Snapshot>>,
     undecodable: u64,
-    netns: crate::procs::NetnsFilter,
 }
 
 impl State {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(Event::State(s))
-                    if s.new == TcpState::Close
-                        && matches!(s.old, TcpState::FinWait2 | TcpState::Closing) =>
-                {
-                    // The tracepoint is global; the sock_diag polls see only
-                    // our namespace. Skip entries owned by another one.
-                    if let Some(o) = &s.owner
-                        && !self.netns.is_ours(o.pid)
-                    {
-                        continue;
-                    }
-                    let e = s.endpoints;
-                    self.tw.on_entry(
-                        (e.local, e.lport, e.remote, e.rport),
-                        s.ts_ns,
-                        s.owner.map(|o| o.pid),
-                    );
-                }
                 Ok(Event::Reset(r)) => {
                     let reason = r
                         .reason
@@ -215,7 +213,6 @@ impl State {
     }
 
     fn poll_timewait(&mut self) {
-        self.netns.forget();
         match crate::timewait::poll_sockets(&self.filters) {
             Ok(socks) => {
                 self.tw
@@ -263,7 +260,6 @@ impl State {
         snap.timewait_entered = self.tw.entered;
         snap.timewait_expired = self.tw.expired;
         snap.timewait_killed_early = self.tw.killed_early;
-        snap.timewait_never_seen = self.tw.never_seen;
         if let Some(k) = kernel {
             snap.close_wait = k.close_wait;
             snap.ringbuf_full = k.get(tcptrace_common::Counter::RingbufFull);
@@ -314,7 +310,6 @@ impl State {
                     "live_fin_wait2_orphans": self.tw.population_fin_wait2,
                     "expired": self.tw.expired,
                     "killed_early": self.tw.killed_early,
-                    "never_seen": self.tw.never_seen,
                     "overflow": overflow,
                     "predicted_dwell_ns": {
                         "count": predicted.len(),
@@ -351,13 +346,12 @@ impl State {
             let _ = writeln!(
                 t,
                 "TIME_WAIT now: {} sockets (+{} orphaned FIN_WAIT2); entered {}, expired {}, killed early {} \
-                 (port reuse or RST), never seen {}{}",
+                 (port reuse or RST){}",
                 self.tw.population_time_wait,
                 self.tw.population_fin_wait2,
                 self.tw.entered,
                 self.tw.expired,
                 self.tw.killed_early,
-                self.tw.never_seen,
                 overflow
                     .map(|o| format!(", tcp_max_tw_buckets overflow {o}"))
                     .unwrap_or_default()
@@ -403,13 +397,18 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: HistOptions) -> anyhow::Result
         opts,
         json: cli.json,
         filters,
-        tw: Tracker::default(),
+        tw: Tracker::from_polls(
+            crate::sysctl::Sysctls::read(std::path::Path::new(crate::sysctl::ROOT))
+                .fin_timeout_s
+                .inspect_err(|e| log::warn!("orphan FIN_WAIT2 dwell not timed: {e}"))
+                .ok()
+                .map(|s| Duration::from_secs(u64::from(s))),
+        ),
         resets: BTreeMap::new(),
         reasons,
         overflow_at_start: timewait_overflow(),
         snapshot,
         undecodable: 0,
-        netns: crate::procs::NetnsFilter::default(),
     };
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;

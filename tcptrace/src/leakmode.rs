@@ -1,11 +1,12 @@
 //! `--closewait-leaks`: every `--interval`, report the sockets that have sat in
 //! CLOSE_WAIT longer than `--min-age`, grouped by owner and code path.
 //!
-//! No per-transition stream: the kernel's socket map already holds each
-//! socket's state, entry time, owner, EOF time and stacks, so a report is a
-//! scan of that map. Only CLOSE_WAIT exits are streamed, for the summary of
-//! leaks that ended. Sockets older than the tracer come from sock_diag, with
-//! owners from a `/proc/<pid>/fd` scan.
+//! No record streams: the kernel's socket store already holds each socket's
+//! state, entry time, owner, EOF time and stacks, so a report is a scan of
+//! it. The summary of CLOSE_WAIT sockets closed during the run (leaks that
+//! ended) comes from the kernel's histogram of the CLOSE_WAIT dwell and its
+//! count of those past `--min-age`. Sockets older than the tracer come from
+//! sock_diag, with owners from a `/proc/<pid>/fd` scan.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,7 +19,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
+    maps::{HashMap as BpfHashMap, MapData, StackTraceMap},
 };
 use bytes::BytesMut;
 use tcptrace_common::{
@@ -27,7 +28,6 @@ use tcptrace_common::{
 
 use crate::{
     cli::Cli,
-    event::{Event, decode},
     filter::Filter,
     leaks::{self, Group, Grouper, JsonGroup, LeakClass, LeakSocket, ProcessInfo},
     loader::Tracer,
@@ -35,7 +35,7 @@ use crate::{
     procs, sockdiag,
     stats::KernelCounters,
     stop::Stop,
-    stream::{End, READY, drain_when_woken, timer},
+    stream::{End, READY, timer},
     symbolize::{Stack, Symbols},
 };
 
@@ -68,11 +68,6 @@ struct State<'a> {
     /// Inodes of sockets already in CLOSE_WAIT when tcptrace started.
     seeded: HashSet<u32>,
     symbols: Symbols,
-    /// Dwell of every CLOSE_WAIT that ended during the run.
-    ended: Vec<Duration>,
-    /// Sockets that left CLOSE_WAIT after passing `min_age`: leaks that ended.
-    ended_leaks: u64,
-    undecodable: u64,
 }
 
 fn stack_of(
@@ -367,52 +362,36 @@ impl State<'_> {
         Ok(())
     }
 
-    /// Drain CLOSE_WAIT exits from the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(Event::State(s)) if s.old == TcpState::CloseWait => {
-                    if let Some(d) = s.dwell {
-                        if d >= self.opts.min_age {
-                            self.ended_leaks += 1;
-                        }
-                        self.ended.push(d);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.undecodable += 1;
-                    log::warn!("dropping a record: {e}");
-                }
-            }
-        }
-    }
-
-    fn summary(&mut self, kernel: Option<&KernelCounters>) -> String {
-        self.ended.sort();
-        let n = self.ended.len();
+    /// The exit summary: CLOSE_WAIT sockets closed during the run, from the
+    /// kernel's histogram of the CLOSE_WAIT dwell (count, exact minimum and
+    /// maximum, the median at its bucket's midpoint) and its count of those
+    /// past `--min-age`; then losses and the socket store.
+    fn summary(&self, ebpf: &Ebpf, kernel: Option<&KernelCounters>) -> String {
+        let row = crate::histmode::read_state_row(ebpf, TcpState::CloseWait)
+            .inspect_err(|e| log::warn!("reading the CLOSE_WAIT dwell histogram: {e}"))
+            .ok()
+            .flatten();
+        let n = row.as_ref().map_or(0, |(h, _)| h.count());
+        let ended_leaks = kernel.map_or(0, |k| k.get(tcptrace_common::Counter::LongDwells));
         let mut s = format!(
-            "tcptrace: {n} CLOSE_WAIT sockets closed during the run, {} of them after leaking longer than {}",
-            self.ended_leaks,
+            "tcptrace: {n} CLOSE_WAIT sockets closed during the run, {ended_leaks} of them after leaking longer than {}",
             humantime::format_duration(self.opts.min_age)
         );
-        if n > 0 {
+        if let Some((h, min)) = row {
             let _ = write!(
                 s,
                 "; CLOSE_WAIT dwell min {}, median {}, max {}",
-                human_duration(self.ended[0]),
-                human_duration(self.ended[n / 2]),
-                human_duration(self.ended[n - 1])
+                human_duration(Duration::from_nanos(min)),
+                human_duration(Duration::from_nanos(h.percentile(0.5).unwrap_or(h.max_ns))),
+                human_duration(Duration::from_nanos(h.max_ns))
             );
         }
         if let Some(k) = kernel {
             let _ = write!(
                 s,
-                "\ntcptrace: losses: {} ring-buffer full, {} socket-map evictions, {} stack captures failed, {} undecodable",
-                k.get(tcptrace_common::Counter::RingbufFull),
+                "\ntcptrace: losses: {} socket-map evictions, {} stack captures failed",
                 k.evictions(),
                 k.get(tcptrace_common::Counter::StackErrors),
-                self.undecodable
             );
             let _ = write!(s, "\n{}", k.socket_map_line());
         }
@@ -423,7 +402,7 @@ impl State<'_> {
 /// Run leak mode on a loaded tracer.
 pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result<End> {
     let Tracer {
-        mut ebpf,
+        ebpf,
         mut logger,
         config: kernel_filters,
         ..
@@ -438,7 +417,6 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
         .filter(|d| d.inode != 0)
         .map(|d| d.inode)
         .collect();
-    let mut ring = crate::stream::take_ring(&mut ebpf)?;
 
     let filter = Filter::from_cli(cli);
     let mut state = State {
@@ -449,9 +427,6 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
         start_ns,
         seeded,
         symbols: Symbols::new(),
-        ended: Vec::new(),
-        ended_leaks: 0,
-        undecodable: 0,
     };
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;
@@ -464,9 +439,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
 
     let end = loop {
         tokio::select! {
-            r = drain_when_woken(&mut ring, |r| state.drain(r)) => r?,
             _ = tick.tick() => {
-                state.drain(ring.get_mut());
                 if let Some(l) = logger.as_mut() {
                     l.flush();
                 }
@@ -478,13 +451,12 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: LeakOptions) -> anyhow::Result
             break End::BrokenPipe;
         }
     };
-    state.drain(ring.get_mut());
     if end == End::Stopped {
         state.report(&ebpf, &mut out, true)?;
         let kernel = KernelCounters::read(&ebpf)
             .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
             .ok();
-        eprintln!("{}", state.summary(kernel.as_ref()));
+        eprintln!("{}", state.summary(&ebpf, kernel.as_ref()));
         eprintln!(
             "{}",
             crate::stats::costs_line(&crate::stats::program_costs(&ebpf))

@@ -40,8 +40,8 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut config = if cli.hist {
-        // Dwell is counted in the kernel; only timewait entries (out of
-        // FIN_WAIT2 or CLOSING) and resets stream.
+        // Dwell is counted in the kernel and TIME_WAIT followed through
+        // sock_diag; only resets stream.
         Config {
             hist_by: cli.by.unwrap_or(HistBy::State) as u32,
             timed_states: ALL_STATES,
@@ -49,7 +49,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             // map, unless histograms are split by comm.
             lean_socks: u8::from(cli.by != Some(HistBy::Comm)),
             emit_resets: 1,
-            emit_old_states: (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32)),
             ..Config::default()
         }
     } else if cli.timewait {
@@ -85,9 +84,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             capture_stacks: 1,
             // Reports need the CLOSE_WAIT dwell only.
             timed_states: 1 << (TcpState::CloseWait as u32),
-            // CLOSE_WAIT exits stream with their owner from the details.
-            named_old_states: 1 << (TcpState::CloseWait as u32),
-            emit_old_states: 1 << (TcpState::CloseWait as u32),
+            // No record: the summary of CLOSE_WAIT sockets closed during
+            // the run comes from the kernel's histogram of that dwell (the
+            // only one timed) and its count of those past --min-age.
+            hist_by: HistBy::State as u32,
+            long_dwell_ns: u64::try_from(cli.min_age.as_nanos()).unwrap_or(u64::MAX),
             ..Config::default()
         }
     } else {

@@ -40,7 +40,6 @@ pub struct Snapshot {
     pub timewait_entered: u64,
     pub timewait_expired: u64,
     pub timewait_killed_early: u64,
-    pub timewait_never_seen: u64,
     pub ringbuf_full: u64,
     pub evictions: u64,
 }
@@ -140,7 +139,7 @@ impl Collector for SnapshotCollector {
         {
             let mut m = enc.encode_descriptor(
                 "tcptrace_timewait_sockets",
-                "Timewait sockets by fate: entered, expired, killed early (reuse or RST), never seen (tcp_max_tw_buckets overflow or gone within a poll)",
+                "Timewait sockets of this namespace by fate, as sock_diag polls see them: entered, expired, killed early (reuse or RST)",
                 None,
                 MetricType::Counter,
             )?;
@@ -148,7 +147,6 @@ impl Collector for SnapshotCollector {
                 ("entered", s.timewait_entered),
                 ("expired", s.timewait_expired),
                 ("killed_early", s.timewait_killed_early),
-                ("never_seen", s.timewait_never_seen),
             ] {
                 ConstCounter::new(n).encode(m.encode_family(&[("event", event)])?)?;
             }

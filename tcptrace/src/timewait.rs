@@ -2,14 +2,23 @@
 //! `FIN_WAIT2 -> CLOSE` or `CLOSING -> CLOSE` the kernel swaps the full socket
 //! for a small timewait socket (`tcp_time_wait()`), visible only to sock_diag.
 //!
-//! Entries come from those transitions (exact time). Lives are observed by
-//! polling sock_diag for timewait sockets: their substate (FIN_WAIT2 for an
-//! orphan waiting for the peer's FIN, then TIME_WAIT) and their timer. The
-//! TIME_WAIT timer is `TCP_TIMEWAIT_LEN` (60 s) when set, so the moment a
-//! socket entered TIME_WAIT is `seen - (60 s - remaining)`, and a natural end
-//! is exactly the timer's expiry. A socket that vanishes well before its
-//! expiry was killed early: its port was reused, or it received a RST. Those
-//! ends are known only to the poll interval.
+//! Lives are observed by polling sock_diag for timewait sockets: their
+//! substate (FIN_WAIT2 for an orphan waiting for the peer's FIN, then
+//! TIME_WAIT) and their timer. The TIME_WAIT timer is `TCP_TIMEWAIT_LEN`
+//! (60 s) when set, so the moment a socket entered TIME_WAIT is
+//! `seen - (60 s - remaining)`, and a natural end is exactly the timer's
+//! expiry. A socket that vanishes well before its expiry was killed early:
+//! its port was reused, or it received a RST. Those ends are known only to
+//! the poll interval.
+//!
+//! Entries come either from those transitions' records (`--timewait`: exact
+//! time and closer, [`Tracker::on_entry`]) or from the polls alone
+//! ([`Tracker::from_polls`], `--hist`, which streams no record): an entry is
+//! then a life the polls saw begin, an orphan's FIN_WAIT2 phase starts at
+//! its timer's expiry minus `tcp_fin_timeout` (the timer the kernel sets),
+//! and a TIME_WAIT timer that moved later between two polls is a new life
+//! of its 4-tuple (port reuse within one poll, or a retransmitted FIN
+//! restarting the timer: both rare).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -38,6 +47,12 @@ pub fn poll_sockets(
     Ok(socks)
 }
 
+/// How much later a TIME_WAIT timer may end than the previous poll saw
+/// before it is a new life ([`Tracker::from_polls`]): well above the jitter
+/// of the readings (the timer's jiffy, the dump's own time), well below the
+/// second a reuse needs (`tcp_tw_reuse_delay`).
+const RENEWED_SLACK_NS: u64 = 100_000_000;
+
 /// One timewait socket being followed.
 #[derive(Clone, Debug)]
 struct Tw {
@@ -52,6 +67,21 @@ struct Tw {
     /// A poll saw it in substate FIN_WAIT2 (an orphan waiting for the FIN).
     fin_wait2_seen: bool,
     pub pid: Option<u32>,
+}
+
+impl Tw {
+    /// A socket first seen by a poll at `now_ns`.
+    fn seen_at(now_ns: u64, entered_ns: Option<u64>) -> Self {
+        Tw {
+            entered_ns,
+            time_wait_ns: None,
+            expires_ns: u64::MAX,
+            last_seen_ns: now_ns,
+            seen: true,
+            fin_wait2_seen: false,
+            pid: None,
+        }
+    }
 }
 
 /// How a timewait socket ended.
@@ -84,9 +114,33 @@ pub struct Tracker {
     /// Timewait sockets by substate at the last poll.
     pub population_time_wait: u64,
     pub population_fin_wait2: u64,
+    entries: Entries,
+}
+
+/// Where a [`Tracker`]'s entries come from.
+#[derive(Clone, Copy, Debug, Default)]
+enum Entries {
+    /// [`Tracker::on_entry`], from the kernel's records.
+    #[default]
+    Records,
+    /// The polls alone ([`Tracker::from_polls`]), with `tcp_fin_timeout`
+    /// (the orphan FIN_WAIT2 timer) if readable.
+    Polls { fin_timeout: Option<Duration> },
 }
 
 impl Tracker {
+    /// A tracker fed by polls alone, with no entry record: an entry is a
+    /// life the polls saw begin. `fin_timeout` (`net.ipv4.tcp_fin_timeout`,
+    /// None if unreadable) dates the start of orphan FIN_WAIT2 phases from
+    /// their timers; without it they are not timed.
+    #[must_use]
+    pub fn from_polls(fin_timeout: Option<Duration>) -> Self {
+        Tracker {
+            entries: Entries::Polls { fin_timeout },
+            ..Tracker::default()
+        }
+    }
+
     /// A full socket left FIN_WAIT2 or CLOSING for a timewait socket.
     pub fn on_entry(&mut self, tuple: Tuple, ts_ns: u64, pid: Option<u32>) {
         self.entered += 1;
@@ -146,6 +200,42 @@ impl Tracker {
         true
     }
 
+    /// With entries from polls: a tuple seen for the first time, or whose
+    /// TIME_WAIT timer moved later (a new life: the old one ended between
+    /// the two polls), is an entry.
+    fn poll_entry(
+        &mut self,
+        tuple: Tuple,
+        s: &DiagSocket,
+        now_ns: u64,
+        expires_ns: u64,
+        fin_timeout: Option<Duration>,
+    ) {
+        let renewed = self.live.get(&tuple).is_some_and(|t| {
+            t.seen
+                && t.time_wait_ns.is_some()
+                && expires_ns > t.expires_ns.saturating_add(RENEWED_SLACK_NS)
+        });
+        if renewed && let Some(t) = self.live.remove(&tuple) {
+            if let Some(began) = t.time_wait_ns {
+                let end_ns = t.last_seen_ns + (now_ns - t.last_seen_ns) / 2;
+                self.time_wait.add(end_ns.saturating_sub(began));
+            }
+            self.killed_early += 1;
+            self.killed_by_reuse += 1;
+        }
+        if !self.live.contains_key(&tuple) {
+            self.entered += 1;
+            // An orphan's timer was set to tcp_fin_timeout when it became a
+            // timewait socket.
+            let entered_ns = fin_timeout
+                .filter(|_| s.state != Some(TcpState::TimeWait))
+                .and_then(|f| u64::try_from(f.as_nanos()).ok())
+                .map(|f| expires_ns.saturating_sub(f));
+            self.live.insert(tuple, Tw::seen_at(now_ns, entered_ns));
+        }
+    }
+
     /// One sock_diag poll at `now_ns` (monotonic), with `poll` the interval
     /// between polls. `sockets` are the namespace's timewait sockets.
     pub fn on_poll(
@@ -163,18 +253,17 @@ impl Tracker {
             let tuple = canonical_tuple((s.local, s.lport, s.remote, s.rport));
             present.insert(tuple);
             let remaining_ns = u64::from(s.timer_expires_ms.unwrap_or(0)) * 1_000_000;
-            let t = self.live.entry(tuple).or_insert(Tw {
-                entered_ns: None,
-                time_wait_ns: None,
-                expires_ns: u64::MAX,
-                last_seen_ns: now_ns,
-                seen: true,
-                fin_wait2_seen: false,
-                pid: None,
-            });
+            let expires_ns = now_ns + remaining_ns;
+            if let Entries::Polls { fin_timeout } = self.entries {
+                self.poll_entry(tuple, s, now_ns, expires_ns, fin_timeout);
+            }
+            let t = self
+                .live
+                .entry(tuple)
+                .or_insert_with(|| Tw::seen_at(now_ns, None));
             t.seen = true;
             t.last_seen_ns = now_ns;
-            t.expires_ns = now_ns + remaining_ns;
+            t.expires_ns = expires_ns;
             if s.state == Some(TcpState::TimeWait) {
                 self.population_time_wait += 1;
                 if t.time_wait_ns.is_none() {
@@ -375,6 +464,80 @@ mod tests {
             Duration::from_secs(1),
             &[tw(5004, TcpState::TimeWait, 59_003)],
         );
+        assert_eq!(t.fin_wait2_orphan.count(), 0);
+    }
+
+    #[test]
+    fn polls_alone_count_entries_and_time_the_orphan_phase_from_its_timer() {
+        let mut t = Tracker::from_polls(Some(TIMEWAIT_LEN));
+        // An orphan first seen at 11 s with 59.5 s left of a 60 s
+        // tcp_fin_timeout: it became a timewait socket at 10.5 s.
+        t.on_poll(
+            11 * S,
+            Duration::from_secs(1),
+            &[tw(5010, TcpState::FinWait2, 59_500)],
+        );
+        assert_eq!((t.entered, t.population_fin_wait2), (1, 1));
+        // The peer's FIN at 12 s; the timer now runs 60 s from then.
+        t.on_poll(
+            13 * S,
+            Duration::from_secs(1),
+            &[tw(5010, TcpState::TimeWait, 59_000)],
+        );
+        assert_eq!(t.entered, 1, "the move to TIME_WAIT is not a new life");
+        assert_eq!(t.killed_early, 0);
+        assert_eq!(t.fin_wait2_orphan.count(), 1);
+        assert_eq!(t.fin_wait2_orphan.max_ns, S + S / 2);
+        // Seen again, the same timer: nothing new.
+        t.on_poll(
+            14 * S,
+            Duration::from_secs(1),
+            &[tw(5010, TcpState::TimeWait, 58_000)],
+        );
+        assert_eq!((t.entered, t.never_seen), (1, 0));
+        let ended = t.on_poll(73 * S, Duration::from_secs(1), &[]);
+        assert_eq!(ended, vec![(tuple(5010), End::Expired, None)]);
+        assert_eq!(t.time_wait.max_ns, 60 * S);
+    }
+
+    #[test]
+    fn polls_alone_see_a_renewed_time_wait_timer_as_a_new_life() {
+        let mut t = Tracker::from_polls(None);
+        t.on_poll(
+            11 * S,
+            Duration::from_secs(1),
+            &[tw(5011, TcpState::TimeWait, 59_000)],
+        );
+        // Reused and closed again between two polls, at 11.5 s: the timer
+        // now ends 1.5 s later.
+        t.on_poll(
+            12 * S,
+            Duration::from_secs(1),
+            &[tw(5011, TcpState::TimeWait, 59_500)],
+        );
+        assert_eq!((t.entered, t.killed_early, t.killed_by_reuse), (2, 1, 1));
+        // The old life: from 10 s to between the polls.
+        assert_eq!(t.time_wait.count(), 1);
+        assert_eq!(t.time_wait.max_ns, S + S / 2);
+        assert_eq!(t.population_time_wait, 1);
+        // Without tcp_fin_timeout an orphan's phase is not timed.
+        t.on_poll(
+            12 * S,
+            Duration::from_secs(1),
+            &[
+                tw(5011, TcpState::TimeWait, 59_500),
+                tw(5012, TcpState::FinWait2, 30_000),
+            ],
+        );
+        t.on_poll(
+            13 * S,
+            Duration::from_secs(1),
+            &[
+                tw(5011, TcpState::TimeWait, 58_500),
+                tw(5012, TcpState::TimeWait, 60_000),
+            ],
+        );
+        assert_eq!(t.entered, 3);
         assert_eq!(t.fin_wait2_orphan.count(), 0);
     }
 
