@@ -533,16 +533,15 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     } else {
         0
     };
-    let (dwell_ns, mut owner, mut owner_source) = if cfg!(lean_socks) != 0 {
+    let (dwell_ns, owner, owner_source) = if cfg!(lean_socks) != 0 {
         lean_transition(skaddr, old, new, now)
     } else {
         full_transition(ctx, rec, &h, now)?
     };
     if cfg!(sock_details) != 0
         && (old == TcpState::CloseWait as u32 || new == TcpState::CloseWait as u32)
-        && let Some(reported) = detail_transition(rec, &h, now)?
     {
-        (owner, owner_source) = reported;
+        detail_transition(rec, &h, now)?;
     }
 
     if let Some(slot) = TRANSITIONS.get_ptr_mut((old & 15) * 16 + (new & 15)) {
@@ -716,19 +715,14 @@ fn full_transition(
 /// (`Config::sock_details`, `SOCKS`): CLOSE_WAIT entry records the state,
 /// time and endpoints, creating the details if the socket's owner has not
 /// touched it yet; leaving it records the new state, so that leak reports
-/// skip it. Returns the owner to report when the socket has details:
-/// `close()`'s caller for CLOSE_WAIT -> LAST_ACK, else the owner the
-/// details hold.
+/// skip it (and no record names its owner: the details' owner stays the
+/// one its I/O recorded).
 #[inline(always)]
-fn detail_transition(
-    rec: &impl SetStateRecord,
-    h: &SetStateHead,
-    now: u64,
-) -> Result<Option<(Owner, u32)>, i64> {
-    let (skaddr, old, new) = (h.skaddr, h.old, h.new);
+fn detail_transition(rec: &impl SetStateRecord, h: &SetStateHead, now: u64) -> Result<(), i64> {
+    let (skaddr, new) = (h.skaddr, h.new);
     let entering = new == TcpState::CloseWait as u32;
     let Some(p) = details(skaddr, entering) else {
-        return Ok(None);
+        return Ok(());
     };
     // SAFETY: lookup result, valid for this program run; updated in place.
     let info = unsafe { &mut *p };
@@ -737,13 +731,7 @@ fn detail_transition(
     }
     info.state = new;
     info.entered_ns = now;
-    if is_owner_transition(old, new) {
-        let before = (info.owner_source, info.owner.tgid);
-        info.owner = current_owner();
-        info.owner_source = OwnerSource::Syscall as u32;
-        owner_replaced(skaddr, before, info.owner.tgid);
-    }
-    Ok(Some((info.owner, info.owner_source)))
+    Ok(())
 }
 
 /// The details of `skaddr`; with `create`, new ones that know nothing yet

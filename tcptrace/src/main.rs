@@ -74,7 +74,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             ..Config::default()
         }
     } else if cli.closewait_leaks {
-        // Reports come from the socket map; only CLOSE_WAIT exits stream.
+        // Reports come from the socket store; nothing streams.
         Config {
             // State and entry time of every socket in the lean store;
             // owner, stacks, EOF and endpoints only for sockets that their
