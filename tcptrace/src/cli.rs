@@ -201,7 +201,8 @@ pub struct Cli {
           help_heading = "Modes")]
     pub interval: Option<Duration>,
 
-    /// Ring-buffer size in KiB (a power of two, at least 4).
+    /// Ring-buffer size in KiB (a power of two, at least 4). --closewait-leaks
+    /// emits no record and uses one page whatever this says.
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,
 

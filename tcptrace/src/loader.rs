@@ -199,6 +199,28 @@ impl SocketStore {
     }
 }
 
+/// Whether the kernel side may put a record in the ring buffer with this
+/// configuration: state records, resets or failed `bind()`/`connect()`
+/// calls.
+fn emits_records(config: &Config) -> bool {
+    config.emit_old_states != 0 || config.emit_resets != 0 || config.emit_failures != 0
+}
+
+/// The ring buffer's size, and the wakeup threshold in `config` it sets:
+/// `requested` (`--ringbuf-kib`), or one page, the smallest, for a mode that
+/// emits no record (leak mode), instead of kernel memory it would never use.
+fn size_ring(config: &mut Config, requested: u32) -> u32 {
+    let bytes = if emits_records(config) {
+        requested
+    } else {
+        u32::try_from(procfs::page_size()).unwrap_or(4096)
+    };
+    // Every mode also drains the ring on a timer; wake it early only when an
+    // eighth of the ring waits, well before it could fill.
+    config.wakeup_bytes = bytes / 8;
+    bytes
+}
+
 /// Bytes per entry of a power-of-two socket map, for `--help`.
 #[must_use]
 pub fn socket_map_bytes_per_entry() -> u64 {
@@ -254,9 +276,6 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         offs.direct_ctx()
     };
     log::info!("record access: {}", record_access(config.direct_ctx));
-    // Every mode also drains the ring on a timer; wake it early only when an
-    // eighth of the ring waits, well before it could fill.
-    config.wakeup_bytes = opts.ringbuf_bytes / 8;
     // Failures come from optional tracepoints: without them --timewait still
     // has its census, and says what it cannot see.
     let mut failures_unavailable = None;
@@ -275,13 +294,14 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         }
     }
     log::debug!("tracepoint offsets: {:?}", config.offsets);
+    let ringbuf_bytes = size_ring(&mut config, opts.ringbuf_bytes);
 
     let store = SocketStore::new(&config, opts.max_sockets);
     config.lean_table_mask = store.table_buckets() - 1;
     let mut loader = EbpfLoader::new();
     loader
         .override_global("CONFIG", &config, true)
-        .map_max_entries("EVENTS", opts.ringbuf_bytes);
+        .map_max_entries("EVENTS", ringbuf_bytes);
     for (name, entries) in store.sizes {
         loader.map_max_entries(name, entries);
     }
@@ -356,6 +376,27 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_modes_that_emit_records_need_a_ring() {
+        assert!(!emits_records(&Config::default()), "leak mode's kind");
+        for c in [
+            Config {
+                emit_old_states: 1 << 8,
+                ..Config::default()
+            },
+            Config {
+                emit_resets: 1,
+                ..Config::default()
+            },
+            Config {
+                emit_failures: 1,
+                ..Config::default()
+            },
+        ] {
+            assert!(emits_records(&c), "{c:?}");
+        }
+    }
 
     #[test]
     fn socket_map_memory_matches_the_kernels_memlock() {
