@@ -147,12 +147,62 @@ pub struct FailureEvent {
     pub addr: [u8; 16],
 }
 
+/// Frames a captured stack holds: the kernel's `PERF_MAX_STACK_DEPTH`, the
+/// depth of a `STACKS` entry.
+pub const STACK_DEPTH: usize = 127;
+
+/// [`StackRef::id_plus_one`] bit: the stack is in the `STACK_SPILL` hash map
+/// under this key (bit included), not in `STACKS`.
+///
+/// `STACKS` (`bpf_get_stackid`) has one bucket per entry, indexed by a hash
+/// of the stack, and refuses a stack whose bucket holds another (`EEXIST`):
+/// with k distinct code paths in `n` buckets about k²/2n of them would lose
+/// their stack. Those go to `STACK_SPILL` instead, a hash map keyed by the
+/// stack's own [`stack_hash`], which chains and has no such collisions.
+pub const SPILLED_STACK: u32 = 1 << 31;
+
+/// FNV-1a's 64-bit offset basis and prime, for [`stack_hash`].
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Start of [`stack_hash`].
+pub const STACK_HASH_SEED: u64 = FNV_OFFSET;
+
+/// One frame's step of a stack's hash (FNV-1a over whole addresses). The
+/// eBPF side loops it over the frames of a spilled stack, up to the first
+/// zero (the kernel zero-fills what follows the last frame).
+#[inline(always)]
+#[must_use]
+pub const fn stack_hash_step(hash: u64, ip: u64) -> u64 {
+    (hash ^ ip).wrapping_mul(FNV_PRIME)
+}
+
+/// The hash of a stack's frames, for tests and userspace checks.
+#[must_use]
+pub fn stack_hash(ips: &[u64]) -> u64 {
+    ips.iter()
+        .take_while(|&&ip| ip != 0)
+        .fold(STACK_HASH_SEED, |h, &ip| stack_hash_step(h, ip))
+}
+
+/// The `STACK_SPILL` key of a stack with hash `hash`: 31 bits of it folded,
+/// with [`SPILLED_STACK`] set. Two stacks share a key with probability about
+/// k²/2³² for k spilled stacks; the second then reads as the first.
+#[inline(always)]
+#[must_use]
+pub const fn spill_key(hash: u64) -> u32 {
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 32 bits")]
+    let folded = (hash ^ (hash >> 32)) as u32;
+    SPILLED_STACK | (folded & !SPILLED_STACK)
+}
+
 /// A user stack captured in process context: where a socket's owner was
 /// when something happened to the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackRef {
-    /// `bpf_get_stackid` id + 1 in the `STACKS` map; 0 means none captured.
+    /// `bpf_get_stackid` id + 1 in the `STACKS` map, or a `STACK_SPILL` key
+    /// (with [`SPILLED_STACK`] set); 0 means none captured.
     pub id_plus_one: u32,
     /// The process whose address space the stack belongs to.
     pub tgid: u32,
@@ -163,10 +213,31 @@ pub struct StackRef {
     pub sp_word: u64,
 }
 
+/// Where a [`StackRef`]'s frames are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackLocation {
+    /// This id of the `STACKS` stack-trace map.
+    Stacks(u32),
+    /// This key of the `STACK_SPILL` hash map.
+    Spill(u32),
+}
+
 impl StackRef {
     #[must_use]
     pub const fn is_some(&self) -> bool {
         self.id_plus_one != 0
+    }
+
+    /// Where the frames are; None if no stack was captured.
+    #[must_use]
+    pub const fn location(&self) -> Option<StackLocation> {
+        if self.id_plus_one == 0 {
+            None
+        } else if self.id_plus_one & SPILLED_STACK != 0 {
+            Some(StackLocation::Spill(self.id_plus_one))
+        } else {
+            Some(StackLocation::Stacks(self.id_plus_one - 1))
+        }
     }
 }
 
@@ -235,7 +306,8 @@ pub enum Counter {
     SockUnknown = 6,
     /// Tracepoint field reads that failed.
     ReadErrors = 7,
-    /// `bpf_get_stackid` failures (map full, or no user stack).
+    /// Stacks lost: `STACKS` and `STACK_SPILL` both refused them (full maps).
+    /// A kernel thread's I/O, which has no user stack, is not counted.
     StackErrors = 8,
     /// `bind()`/`connect()` failure records emitted (`--timewait`).
     FailureEvents = 9,
@@ -254,3 +326,39 @@ const _: () = assert!(core::mem::size_of::<ResetEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<StackRef>() == 16);
 const _: () = assert!(core::mem::size_of::<FailureEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spill_keys_never_look_like_stack_map_ids() {
+        for hash in [0, 1, u64::MAX, 0x8000_0000, 0xdead_beef_0000_0000] {
+            let r = StackRef {
+                id_plus_one: spill_key(hash),
+                ..StackRef::default()
+            };
+            assert_eq!(r.location(), Some(StackLocation::Spill(r.id_plus_one)));
+        }
+        let id = StackRef {
+            id_plus_one: 16_384,
+            ..StackRef::default()
+        };
+        assert_eq!(id.location(), Some(StackLocation::Stacks(16_383)));
+        assert_eq!(StackRef::default().location(), None);
+    }
+
+    #[test]
+    fn a_stack_hash_covers_every_frame_up_to_the_zero_fill() {
+        let a = stack_hash(&[0x1000, 0x2000, 0, 0]);
+        assert_eq!(a, stack_hash(&[0x1000, 0x2000]));
+        assert_eq!(
+            a,
+            stack_hash(&[0x1000, 0x2000, 0, 0x3000]),
+            "stops at the fill"
+        );
+        assert_ne!(a, stack_hash(&[0x2000, 0x1000]), "order matters");
+        assert_ne!(a, stack_hash(&[0x1000, 0x2000, 0x3000]));
+        assert_ne!(spill_key(a), spill_key(stack_hash(&[0x1000])));
+    }
+}

@@ -21,18 +21,19 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            self, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-            bpf_task_pt_regs,
+            self, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_stack,
+            bpf_ktime_get_ns, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
-    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, TcpState,
+    STACK_DEPTH, STACK_HASH_SEED, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent,
+    TcpState,
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
@@ -98,6 +99,16 @@ static NEW_SOCK: PerCpuArray<SockInfo> = PerCpuArray::with_max_entries(1, 0);
 /// share one id, so the map holds code paths, not sockets.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
+
+/// The stacks `STACKS` refuses because another stack holds their bucket
+/// (see `tcptrace_common::SPILLED_STACK`), keyed by a hash of their frames.
+#[map]
+static STACK_SPILL: HashMap<u32, [u64; STACK_DEPTH]> = HashMap::with_max_entries(4_096, 0);
+
+/// This CPU's buffer for a stack on its way to `STACK_SPILL` (1 KiB, twice
+/// the BPF stack).
+#[map]
+static STACK_BUF: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Dwell histograms (`--hist`): one counter per (state, bucket, group), per
 /// CPU, so high connection rates cost a map update and no ring-buffer record.
@@ -318,24 +329,72 @@ fn user_sp_word() -> u64 {
     }
 }
 
-/// Capture the current task's user stack.
+/// `bpf_get_stackid` errors (negated): the stack's bucket holds another
+/// stack; there is no user stack (a kernel thread).
+const EEXIST: i32 = 17;
+const EFAULT: i32 = 14;
+
+/// Capture the current task's user stack: in `STACKS`, or in `STACK_SPILL`
+/// when its `STACKS` bucket is taken. A kernel thread has none to capture.
 #[inline(always)]
 fn capture_stack(ctx: &TracePointContext, tgid: u32) -> StackRef {
-    match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+    let id_plus_one = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             reason = "ids are < max_entries"
         )]
-        Ok(id) => StackRef {
-            id_plus_one: id as u32 + 1,
-            tgid,
-            sp_word: user_sp_word(),
+        Ok(id) => id as u32 + 1,
+        Err(e) if e == -EFAULT => return StackRef::default(),
+        Err(e) if e == -EEXIST => match spill_stack(ctx) {
+            Some(key) => key,
+            None => {
+                count(Counter::StackErrors);
+                return StackRef::default();
+            }
         },
         Err(_) => {
             count(Counter::StackErrors);
-            StackRef::default()
+            return StackRef::default();
         }
+    };
+    StackRef {
+        id_plus_one,
+        tgid,
+        sp_word: user_sp_word(),
+    }
+}
+
+/// Copy the current user stack into `STACK_SPILL` under the key of its
+/// frames' hash; the key, or None if it could not be stored. Rare (a bucket
+/// collision in `STACKS`): a BPF subprogram, out of the I/O hooks' hot path.
+#[inline(never)]
+fn spill_stack(ctx: &TracePointContext) -> Option<u32> {
+    let buf = STACK_BUF.get_ptr_mut(0)?;
+    #[expect(clippy::cast_possible_truncation, reason = "1016 bytes")]
+    const SIZE: u32 = core::mem::size_of::<[u64; STACK_DEPTH]>() as u32;
+    // SAFETY: `buf` is this CPU's slot of SIZE bytes; the helper writes the
+    // frames and zero-fills the rest.
+    let n = unsafe { bpf_get_stack(ctx.as_ptr(), buf.cast(), SIZE, u64::from(BPF_F_USER_STACK)) };
+    if n <= 0 {
+        return None;
+    }
+    let mut hash = STACK_HASH_SEED;
+    for i in 0..STACK_DEPTH {
+        // SAFETY: i < STACK_DEPTH, within this CPU's slot.
+        let ip = unsafe { (*buf)[i] };
+        if ip == 0 {
+            break;
+        }
+        hash = tcptrace_common::stack_hash_step(hash, ip);
+    }
+    let key = tcptrace_common::spill_key(hash);
+    // SAFETY: as above; the helper copies the value.
+    match STACK_SPILL.insert(key, unsafe { &*buf }, BPF_NOEXIST) {
+        // Already there: the same frames (the key is their hash).
+        Ok(()) => Some(key),
+        Err(e) if e == -EEXIST => Some(key),
+        Err(_) => None,
     }
 }
 

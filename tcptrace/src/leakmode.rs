@@ -23,7 +23,8 @@ use aya::{
 };
 use bytes::BytesMut;
 use tcptrace_common::{
-    AF_INET, AF_INET6, Addrs, Config, OwnerSource, SockInfo, StackRef, TcpState,
+    AF_INET, AF_INET6, Addrs, Config, OwnerSource, STACK_DEPTH, SockInfo, StackLocation, StackRef,
+    TcpState,
 };
 
 use crate::{
@@ -70,17 +71,41 @@ struct State<'a> {
     symbols: Symbols,
 }
 
-fn stack_of(
-    symbols: &mut Symbols,
-    stacks: Option<&StackTraceMap<&MapData>>,
-    r: &StackRef,
-) -> Option<Stack> {
-    if !r.is_some() {
-        return None;
+/// The kernel's two stack maps: `STACKS`, and `STACK_SPILL` for the stacks
+/// whose `STACKS` bucket was taken.
+struct StackMaps<'a> {
+    stacks: Option<StackTraceMap<&'a MapData>>,
+    spill: Option<BpfHashMap<&'a MapData, u32, [u64; STACK_DEPTH]>>,
+}
+
+impl<'a> StackMaps<'a> {
+    fn new(ebpf: &'a Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            stacks: ebpf
+                .map("STACKS")
+                .map(StackTraceMap::try_from)
+                .transpose()?,
+            spill: ebpf
+                .map("STACK_SPILL")
+                .map(BpfHashMap::try_from)
+                .transpose()?,
+        })
     }
-    let trace = stacks?.get(&(r.id_plus_one - 1), 0).ok()?;
-    let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-    Some(symbols.stack(r.tgid, &ips, r.sp_word))
+
+    /// The frames of `r`, innermost first; None if it has none or they are
+    /// gone.
+    fn frames(&self, r: &StackRef) -> Option<Vec<u64>> {
+        match r.location()? {
+            StackLocation::Stacks(id) => {
+                let trace = self.stacks.as_ref()?.get(&id, 0).ok()?;
+                Some(trace.frames().iter().map(|f| f.ip).collect())
+            }
+            StackLocation::Spill(key) => {
+                let words = self.spill.as_ref()?.get(&key, 0).ok()?;
+                Some(words.into_iter().take_while(|&ip| ip != 0).collect())
+            }
+        }
+    }
 }
 
 /// What sock_diag says about one CLOSE_WAIT socket of the namespace. A
@@ -112,7 +137,7 @@ struct Unowned {
 /// Symbolized stacks of one report, one per captured stack: the sockets of a
 /// leak share a few code paths.
 struct StackCache<'a> {
-    map: Option<StackTraceMap<&'a MapData>>,
+    maps: StackMaps<'a>,
     cache: HashMap<(u32, u32, u64), Option<Arc<Stack>>>,
 }
 
@@ -121,10 +146,13 @@ impl StackCache<'_> {
         if !r.is_some() {
             return None;
         }
-        let map = self.map.as_ref();
+        let maps = &self.maps;
         self.cache
             .entry((r.tgid, r.id_plus_one, r.sp_word))
-            .or_insert_with(|| stack_of(symbols, map, r).map(Arc::new))
+            .or_insert_with(|| {
+                let ips = maps.frames(r)?;
+                Some(Arc::new(symbols.stack(r.tgid, &ips, r.sp_word)))
+            })
             .clone()
     }
 }
@@ -158,10 +186,7 @@ impl State<'_> {
         // kernel socket is joined to them as it is read.
         let mut diag = Self::diag_sockets();
         let mut stacks = StackCache {
-            map: ebpf
-                .map("STACKS")
-                .map(StackTraceMap::try_from)
-                .transpose()?,
+            maps: StackMaps::new(ebpf)?,
             cache: HashMap::new(),
         };
         self.symbols.clear();

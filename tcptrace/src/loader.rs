@@ -221,6 +221,28 @@ fn size_ring(config: &mut Config, requested: u32) -> u32 {
     bytes
 }
 
+/// Sizes of the maps that only some modes use: one entry where the mode
+/// does not (the comm cache without noted comms; the stack maps, 16 MiB and
+/// 4 MiB of kernel memory allocated up front, without stack captures).
+/// `TCPTRACE_STACKS_ENTRIES` sets `STACKS`' size, for the tests that fill it
+/// to see stacks go to `STACK_SPILL`.
+fn mode_map_sizes(config: &Config) -> Vec<(&'static str, u32)> {
+    let mut sizes = Vec::new();
+    if config.lean_socks == 0 || config.noted_new_states == 0 {
+        sizes.push(("COMMS", 1));
+    }
+    if config.capture_stacks == 0 {
+        sizes.extend([("STACKS", 1), ("STACK_SPILL", 1)]);
+    } else if let Some(n) = std::env::var("TCPTRACE_STACKS_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n > 0)
+    {
+        sizes.push(("STACKS", n));
+    }
+    sizes
+}
+
 /// Bytes per entry of a power-of-two socket map, for `--help`.
 #[must_use]
 pub fn socket_map_bytes_per_entry() -> u64 {
@@ -305,8 +327,8 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     for (name, entries) in store.sizes {
         loader.map_max_entries(name, entries);
     }
-    if config.lean_socks == 0 || config.noted_new_states == 0 {
-        loader.map_max_entries("COMMS", 1);
+    for (name, entries) in mode_map_sizes(&config) {
+        loader.map_max_entries(name, entries);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
         aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
@@ -395,6 +417,26 @@ mod tests {
             },
         ] {
             assert!(emits_records(&c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn only_modes_that_capture_stacks_get_stack_maps() {
+        let hist = Config {
+            lean_socks: 1,
+            ..Config::default()
+        };
+        let sizes = mode_map_sizes(&hist);
+        for name in ["STACKS", "STACK_SPILL", "COMMS"] {
+            assert!(sizes.contains(&(name, 1)), "{name}: {sizes:?}");
+        }
+        let leaks = Config {
+            lean_socks: 1,
+            capture_stacks: 1,
+            ..Config::default()
+        };
+        if std::env::var_os("TCPTRACE_STACKS_ENTRIES").is_none() {
+            assert_eq!(mode_map_sizes(&leaks), [("COMMS", 1)], "compiled sizes");
         }
     }
 

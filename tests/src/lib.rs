@@ -1223,6 +1223,14 @@ impl LeakTracer {
         Self(ModeTracer::start_mode(ns, "--closewait-leaks", args))
     }
 
+    /// [`LeakTracer::start`] with extra environment variables for tcptrace.
+    #[must_use]
+    pub fn start_env(ns: &Netns, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut cmd = ns.command(&tracer_bin());
+        cmd.envs(env.iter().copied());
+        Self(ModeTracer::start_with(cmd, "--closewait-leaks", args))
+    }
+
     /// The stdout lines printed so far.
     #[must_use]
     pub fn lines(&self) -> Vec<String> {

@@ -302,6 +302,40 @@ fn reports_each_leaky_handler_as_its_own_group() {
     drop(server);
 }
 
+/// `STACKS` has one bucket per entry and refuses a stack whose bucket holds
+/// another. With a one-entry `STACKS` every code path after the first
+/// collides: they must all reach `STACK_SPILL`, so that both handlers are
+/// still named, with no stack lost.
+#[test]
+fn stacks_that_collide_in_the_stack_map_are_kept() {
+    const PORT: u16 = 29441;
+    let lab = lab!();
+    let leaky = LeakyServerBin::build();
+    let server = leaky.start(&lab.ns, PORT, 60);
+    let pid = server.pid();
+    let tracer = LeakTracer::start_env(
+        &lab.ns,
+        &[("TCPTRACE_STACKS_ENTRIES", "1")],
+        &["--json", "--min-age", "2s", "-i", "1"],
+    );
+    clients(&lab, PORT, N, None);
+    clients(&lab, PORT + 1, N, Some(NOREAD_SEND));
+    wait_close_wait(&lab.ns, PORT, N);
+    wait_close_wait(&lab.ns, PORT + 1, N);
+    let settled = tracer.wait_for_report(REPORT_TIMEOUT, |r| {
+        let g = r.of_pid(pid);
+        !r.is_final() && g.len() == 2 && g.iter().all(|g| g.count() == N)
+    });
+    let run = tracer.stop();
+    // Also: "0 stack captures failed".
+    run.assert_clean_exit();
+    let settled = settled.unwrap_or_else(|| {
+        panic!("no interval report with both groups of {N} within {REPORT_TIMEOUT:?}:\n{run}")
+    });
+    assert_two_leak_groups(&settled, pid, PORT);
+    drop(server);
+}
+
 /// Test 2: leaks made before tcptrace starts are found through sock_diag in
 /// its namespace, with the owner from /proc, an age that is only a lower
 /// bound, no stacks, and the class from Recv-Q. A `--port` filter for another
