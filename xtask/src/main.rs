@@ -57,7 +57,7 @@ enum Task {
         #[arg(long, value_enum, value_name = "STAGE")]
         only: Option<bench::Stage>,
     },
-    /// Run every test: formatting, unit tests, then the root integration tests.
+    /// Run every test: formatting, lints, unit tests, then the root integration tests.
     Test {
         /// Extra arguments for the integration-test harness (e.g. a test name).
         #[arg(last = true)]
@@ -168,11 +168,32 @@ fn run(args: Args) -> Result<()> {
 
 fn test(extra: &[OsString]) -> Result<()> {
     setup::ensure()?;
-    eprintln!("xtask: [1/3] formatting");
+    eprintln!("xtask: [1/4] formatting");
     status(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("code is not formatted: run `cargo fmt --all`")?;
 
-    eprintln!("xtask: [2/3] unit tests (no kernel needed)");
+    // The eBPF crate is left out: it builds for the BPF target only, through
+    // the tcptrace build script.
+    eprintln!("xtask: [2/4] lints (clippy, warnings are errors)");
+    setup::ensure_clippy()?;
+    status(cargo().args([
+        "clippy",
+        "--package",
+        "xtask",
+        "--package",
+        "tcptrace",
+        "--package",
+        "tcptrace-common",
+        "--package",
+        "integration-tests",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems: fix them (see above)")?;
+
+    eprintln!("xtask: [3/4] unit tests (no kernel needed)");
     status(cargo().args([
         "test",
         "--package",
@@ -183,7 +204,7 @@ fn test(extra: &[OsString]) -> Result<()> {
         "xtask",
     ]))?;
 
-    eprintln!("xtask: [3/3] root integration tests (real eBPF, real sockets, network namespaces)");
+    eprintln!("xtask: [4/4] root integration tests (real eBPF, real sockets, network namespaces)");
     let bin = build(false)?;
     // Build the test binaries unprivileged, then run only the harness as root.
     status(cargo().args(["test", "--package", "integration-tests", "--no-run"]))?;

@@ -38,6 +38,22 @@ fn ensure_rust_src(sysroot: &Path) -> Result<()> {
         .context("installing rust-src failed; install it by hand: rustup component add rust-src")
 }
 
+/// Install clippy if this toolchain lacks it (a minimal rustup profile).
+pub fn ensure_clippy() -> Result<()> {
+    let present = crate::cargo()
+        .args(["clippy", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing clippy");
+    status(Command::new("rustup").args(["component", "add", "clippy"]))
+        .context("installing clippy failed; install it by hand: rustup component add clippy")
+}
+
 /// rustc's shared libLLVM, e.g. `libLLVM.so.22.1-rust-1.95.0-stable`.
 fn rustc_libllvm(sysroot: &Path) -> Result<PathBuf> {
     let lib = sysroot.join("lib");
