@@ -165,24 +165,15 @@ pub const SPILLED_STACK: u32 = 1 << 31;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// Start of [`stack_hash`].
-pub const STACK_HASH_SEED: u64 = FNV_OFFSET;
-
-/// One frame's step of a stack's hash (FNV-1a over whole addresses). The
-/// eBPF side loops it over the frames of a spilled stack, up to the first
-/// zero (the kernel zero-fills what follows the last frame).
+/// The hash of a stack's frames (FNV-1a over whole addresses), up to the
+/// first zero: the kernel zero-fills what follows the last frame. The eBPF
+/// side keys `STACK_SPILL` with it.
 #[inline(always)]
-#[must_use]
-pub const fn stack_hash_step(hash: u64, ip: u64) -> u64 {
-    (hash ^ ip).wrapping_mul(FNV_PRIME)
-}
-
-/// The hash of a stack's frames, for tests and userspace checks.
 #[must_use]
 pub fn stack_hash(ips: &[u64]) -> u64 {
     ips.iter()
         .take_while(|&&ip| ip != 0)
-        .fold(STACK_HASH_SEED, |h, &ip| stack_hash_step(h, ip))
+        .fold(FNV_OFFSET, |h, &ip| (h ^ ip).wrapping_mul(FNV_PRIME))
 }
 
 /// The `STACK_SPILL` key of a stack with hash `hash`: 31 bits of it folded,

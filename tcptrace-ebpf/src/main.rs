@@ -32,8 +32,7 @@ use aya_ebpf::{
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
-    STACK_DEPTH, STACK_HASH_SEED, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent,
-    TcpState,
+    STACK_DEPTH, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, TcpState,
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
@@ -379,16 +378,8 @@ fn spill_stack(ctx: &TracePointContext) -> Option<u32> {
     if n <= 0 {
         return None;
     }
-    let mut hash = STACK_HASH_SEED;
-    for i in 0..STACK_DEPTH {
-        // SAFETY: i < STACK_DEPTH, within this CPU's slot.
-        let ip = unsafe { (*buf)[i] };
-        if ip == 0 {
-            break;
-        }
-        hash = tcptrace_common::stack_hash_step(hash, ip);
-    }
-    let key = tcptrace_common::spill_key(hash);
+    // SAFETY: this CPU's slot, written by the helper above.
+    let key = tcptrace_common::spill_key(tcptrace_common::stack_hash(unsafe { &*buf }));
     // SAFETY: as above; the helper copies the value.
     match STACK_SPILL.insert(key, unsafe { &*buf }, BPF_NOEXIST) {
         // Already there: the same frames (the key is their hash).

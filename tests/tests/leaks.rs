@@ -145,6 +145,13 @@ fn assert_handler_path(g: &LeakGroup, frames: &[integration_tests::LeakFrame], f
 
 /// The leaky server's two groups in `r`: (`leaky_eof_handler`,
 /// `leaky_noread_handler`), each exactly as driven.
+/// An interval report in which both leaky handlers of `server` have their
+/// group of N sockets: what [`assert_two_leak_groups`] then checks.
+fn both_groups_settled(r: &LeakReport, server: u32) -> bool {
+    let g = r.of_pid(server);
+    !r.is_final() && g.len() == 2 && g.iter().all(|g| g.count() == N)
+}
+
 fn assert_two_leak_groups(r: &LeakReport, server: u32, port: u16) {
     let groups = r.of_pid(server);
     assert_eq!(
@@ -241,10 +248,7 @@ fn reports_each_leaky_handler_as_its_own_group() {
     wait_close_wait(&lab.ns, PORT, N);
     wait_close_wait(&lab.ns, PORT + 1, N);
 
-    let settled = json.wait_for_report(REPORT_TIMEOUT, |r| {
-        let g = r.of_pid(pid);
-        !r.is_final() && g.len() == 2 && g.iter().all(|g| g.count() == N)
-    });
+    let settled = json.wait_for_report(REPORT_TIMEOUT, |r| both_groups_settled(r, pid));
     let run = json.stop();
     let text = text.stop();
     run.assert_clean_exit();
@@ -322,10 +326,7 @@ fn stacks_that_collide_in_the_stack_map_are_kept() {
     clients(&lab, PORT + 1, N, Some(NOREAD_SEND));
     wait_close_wait(&lab.ns, PORT, N);
     wait_close_wait(&lab.ns, PORT + 1, N);
-    let settled = tracer.wait_for_report(REPORT_TIMEOUT, |r| {
-        let g = r.of_pid(pid);
-        !r.is_final() && g.len() == 2 && g.iter().all(|g| g.count() == N)
-    });
+    let settled = tracer.wait_for_report(REPORT_TIMEOUT, |r| both_groups_settled(r, pid));
     let run = tracer.stop();
     // Also: "0 stack captures failed".
     run.assert_clean_exit();
