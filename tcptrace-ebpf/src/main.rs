@@ -1307,13 +1307,17 @@ fn io_slot(sk: u64) -> usize {
 }
 
 /// Shared body of the recv/send hooks. They fire on every recv and send of
-/// every process, so the common path is a cheap filter and a hit in the
-/// per-CPU pair cache, else one lookup; the rare cases (new owner, first
-/// touch, first EOF) do the rest.
+/// every process, so the common path is kept to a cheap filter and a hit in
+/// the per-CPU pair cache, with no stack spill: the helper call comes first
+/// and the rare cases (new owner, first touch, first EOF) are a BPF
+/// subprogram, [`io_update`], whose registers the common path does not pay
+/// for.
 #[inline(always)]
-fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result<(), i64> {
+fn on_io(ctx: &TracePointContext, is_recv: bool) -> Result<(), i64> {
+    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // (protocol, sk, ret): straight from the context for the standard
-    // layout, else from one copy of the record.
+    // layout, else from one copy of the record at tracefs's offsets.
     let (protocol, sk, ret) = if cfg!(direct_ctx) & DIRECT_SOCK_LENGTH != 0 {
         const O: SockLengthOffsets = SockLengthOffsets::STANDARD;
         (
@@ -1322,6 +1326,11 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
             ctx_field::<i32, { O.ret as usize }>(ctx),
         )
     } else {
+        let o = if is_recv {
+            cfg!(offsets.recv_length)
+        } else {
+            cfg!(offsets.send_length)
+        };
         let mut buf = [0u8; IO_RECORD];
         let raw = Raw::<IO_RECORD>::fill(ctx, &raw mut buf)?;
         (raw.get(o.protocol)?, raw.get(o.sk)?, raw.get(o.ret)?)
@@ -1329,32 +1338,43 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let i = io_slot(sk);
     // The generation is read before the entry: a change made after this
-    // read bumps it past the stamp written below.
+    // read bumps it past the stamp io_update writes.
     // SAFETY: a read of an aligned global; `i` is below IO_SLOTS.
     let generation = unsafe { core::ptr::read_volatile(&raw const IO_GEN[i].0) };
-    let slot = IO_CACHE.get_ptr_mut(0).map(|slots| {
-        // SAFETY: this CPU's slots, only this CPU touches them while we
-        // run; `i` is below IO_SLOTS.
-        unsafe { &mut (*slots)[i] }
-    });
     // The common path: the same process again on a settled socket, and not
     // an EOF (which has work to do).
     let eof = is_recv && ret == 0;
-    if let Some(slot) = &slot
-        && slot.sk == sk
-        && slot.tgid == tgid
-        && slot.generation == generation
-        && !eof
-    {
-        return Ok(());
+    if !eof && let Some(slots) = IO_CACHE.get_ptr(0) {
+        // SAFETY: this CPU's slots, only this CPU touches them while we
+        // run; `i` is below IO_SLOTS.
+        let slot = unsafe { &(*slots)[i] };
+        if slot.sk == sk && slot.tgid == tgid && slot.generation == generation {
+            return Ok(());
+        }
     }
+    io_update(ctx, sk, IoStamp { generation, tgid }, eof);
+    Ok(())
+}
+
+/// What [`on_io`] read before its cache missed: the slot generation and the
+/// caller's tgid.
+#[derive(Clone, Copy)]
+struct IoStamp {
+    generation: u64,
+    tgid: u32,
+}
+
+/// The recv/send hooks' work when the pair cache missed: take the owner,
+/// create the details on the owner's first touch, note the first EOF, and
+/// cache the settled pair. A BPF subprogram (see [`on_io`]).
+#[inline(never)]
+fn io_update(ctx: &TracePointContext, sk: u64, stamp: IoStamp, eof: bool) {
+    let IoStamp { generation, tgid } = stamp;
     // The owner's first touch creates the details, filled in below.
     let Some(info) = details(sk, cfg!(sock_details) != 0) else {
-        return Ok(());
+        return;
     };
     // SAFETY: lookup result, valid for this program run; updated in place.
     let info = unsafe { &mut *info };
@@ -1376,23 +1396,24 @@ fn on_io(ctx: &TracePointContext, o: SockLengthOffsets, is_recv: bool) -> Result
     }
     // Settled: this process owns it, and its first-touch stack (when asked
     // for) is taken. Only an EOF or another process has work to do now.
-    if let Some(slot) = slot
-        && (!capture || info.first_stack.is_some())
+    if (!capture || info.first_stack.is_some())
+        && let Some(slots) = IO_CACHE.get_ptr_mut(0)
     {
-        *slot = IoSlot {
-            sk,
-            generation,
-            tgid,
-            _pad: 0,
-        };
+        // SAFETY: this CPU's slots, as in on_io.
+        unsafe {
+            (*slots)[io_slot(sk)] = IoSlot {
+                sk,
+                generation,
+                tgid,
+                _pad: 0,
+            };
+        }
     }
-    Ok(())
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let o = cfg!(offsets.recv_length);
-    if on_io(&ctx, o, true).is_err() {
+    if on_io(&ctx, true).is_err() {
         count(Counter::ReadErrors);
     }
     0
@@ -1400,8 +1421,7 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let o = cfg!(offsets.send_length);
-    if on_io(&ctx, o, false).is_err() {
+    if on_io(&ctx, false).is_err() {
         count(Counter::ReadErrors);
     }
     0
