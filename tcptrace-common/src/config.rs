@@ -233,6 +233,164 @@ pub enum HistBy {
 /// `timed_states` that times every dwell.
 pub const ALL_STATES: u32 = 0x1ffe;
 
+/// The settings that decide what work `inet_sock_set_state` does for a
+/// transition. Each mode's settings are also compiled into a variant of the
+/// program ([`SET_STATE_VARIANTS`]) that reads them as constants: its code
+/// holds only that mode's path, with registers allocated for it alone and
+/// no `CONFIG` load per setting (measurably cheaper per transition than the
+/// generic program, which reads every setting from `CONFIG`; see
+/// docs/benchmarks.md). Userspace builds each mode's [`Config`] from its
+/// shape ([`SetStateShape::apply`]) and attaches the variant whose shape
+/// that `Config` has ([`set_state_program`]), else the generic program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetStateShape {
+    pub lean_socks: u8,
+    pub sock_details: u32,
+    pub timed_states: u32,
+    pub emit_old_states: u32,
+    pub named_old_states: u32,
+    pub noted_new_states: u32,
+    pub hist_by: u32,
+}
+
+impl SetStateShape {
+    /// The shape of `c`.
+    #[must_use]
+    pub const fn of(c: &Config) -> Self {
+        SetStateShape {
+            lean_socks: c.lean_socks,
+            sock_details: c.sock_details,
+            timed_states: c.timed_states,
+            emit_old_states: c.emit_old_states,
+            named_old_states: c.named_old_states,
+            noted_new_states: c.noted_new_states,
+            hist_by: c.hist_by,
+        }
+    }
+
+    /// `c` with this shape's settings.
+    #[must_use]
+    pub const fn apply(self, c: Config) -> Config {
+        Config {
+            lean_socks: self.lean_socks,
+            sock_details: self.sock_details,
+            timed_states: self.timed_states,
+            emit_old_states: self.emit_old_states,
+            named_old_states: self.named_old_states,
+            noted_new_states: self.noted_new_states,
+            hist_by: self.hist_by,
+            ..c
+        }
+    }
+}
+
+/// The modes' shapes.
+pub mod shapes {
+    use super::{ALL_STATES, HistBy, SetStateShape};
+    use crate::TcpState;
+
+    /// No setting on: the base the modes below start from.
+    const NONE: SetStateShape = SetStateShape {
+        lean_socks: 0,
+        sock_details: 0,
+        timed_states: 0,
+        emit_old_states: 0,
+        named_old_states: 0,
+        noted_new_states: 0,
+        hist_by: HistBy::Off as u32,
+    };
+
+    /// The default mode: a record for every transition, with its dwell and
+    /// its owner (comm included) from the full socket map.
+    pub const STREAM: SetStateShape = SetStateShape {
+        emit_old_states: ALL_STATES,
+        timed_states: ALL_STATES,
+        ..NONE
+    };
+
+    /// `--hist` (by state): the dwell of every state counted in the
+    /// kernel; only dwell and the closer's pid are kept per socket, so the
+    /// lean store. `--hist --by` other than state differs in `hist_by` (and
+    /// `--by comm` in `lean_socks`: the comm needs the full map), and gets
+    /// the generic program.
+    pub const HIST: SetStateShape = SetStateShape {
+        lean_socks: 1,
+        timed_states: ALL_STATES,
+        hist_by: HistBy::State as u32,
+        ..NONE
+    };
+
+    /// `--timewait`: records of entries into TIME_WAIT (out of FIN_WAIT2 or
+    /// CLOSING, naming the closer) and of connects (to see `tcp_tw_reuse`
+    /// kill a TIME_WAIT; endpoints only). The lean store keeps the closer's
+    /// pid and tid; its comm is noted per thread at `close()` (into
+    /// FIN_WAIT1) and joined to the record in the kernel. No dwell: the
+    /// census times TIME_WAIT from its entry record and the kernel's timers.
+    pub const TIMEWAIT: SetStateShape = SetStateShape {
+        lean_socks: 1,
+        named_old_states: (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32)),
+        noted_new_states: 1 << (TcpState::FinWait1 as u32),
+        emit_old_states: (1 << (TcpState::FinWait2 as u32))
+            | (1 << (TcpState::Closing as u32))
+            | (1 << (TcpState::SynSent as u32)),
+        ..NONE
+    };
+
+    /// `--closewait-leaks`: state and entry time of every socket in the
+    /// lean store; owner, stacks, EOF and endpoints only for sockets that
+    /// their owner reads or writes or that enter CLOSE_WAIT. Only the
+    /// CLOSE_WAIT dwell is timed, and counted in the kernel's histogram
+    /// (the summary of CLOSE_WAIT sockets closed during the run): no record.
+    pub const LEAKS: SetStateShape = SetStateShape {
+        lean_socks: 1,
+        sock_details: 1,
+        timed_states: 1 << (TcpState::CloseWait as u32),
+        hist_by: HistBy::State as u32,
+        ..NONE
+    };
+}
+
+/// The `inet_sock_set_state` variants compiled with a fixed shape, by
+/// program name (the eBPF object checks at compile time that each
+/// variant's name is the one listed here for its shape).
+pub const SET_STATE_VARIANTS: [(&str, SetStateShape); 4] = [
+    ("inet_sock_set_state_stream", shapes::STREAM),
+    ("inet_sock_set_state_hist", shapes::HIST),
+    ("inet_sock_set_state_timewait", shapes::TIMEWAIT),
+    ("inet_sock_set_state_leaks", shapes::LEAKS),
+];
+
+/// The generic `inet_sock_set_state` program: every setting from `CONFIG`.
+pub const SET_STATE_GENERIC: &str = "inet_sock_set_state";
+
+/// The program to attach to `inet_sock_set_state` for `c`: the variant
+/// compiled with `c`'s shape, else the generic one.
+#[must_use]
+pub fn set_state_program(c: &Config) -> &'static str {
+    let shape = SetStateShape::of(c);
+    SET_STATE_VARIANTS
+        .iter()
+        .find(|(_, s)| *s == shape)
+        .map_or(SET_STATE_GENERIC, |(name, _)| name)
+}
+
+/// Byte equality of two strings, usable in constants.
+#[must_use]
+pub const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
 const _: () = assert!(core::mem::size_of::<Config>() == 200);
@@ -303,7 +461,44 @@ const _: () = assert!(core::mem::size_of::<HistKey>() == 24);
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
+
+    #[test]
+    fn each_shape_picks_its_variant_and_anything_else_the_generic_program() {
+        for (name, shape) in SET_STATE_VARIANTS {
+            let c = shape.apply(Config {
+                emit_resets: 1,
+                port: 80,
+                ..Config::default()
+            });
+            assert_eq!(SetStateShape::of(&c), shape);
+            assert_eq!(set_state_program(&c), name);
+            // One setting off the shape: the generic program.
+            let off = Config {
+                named_old_states: c.named_old_states ^ 1 << 3,
+                ..c
+            };
+            assert_eq!(set_state_program(&off), SET_STATE_GENERIC, "{name}");
+        }
+        let names: std::vec::Vec<_> = SET_STATE_VARIANTS.iter().map(|v| v.0).collect();
+        let shapes: std::vec::Vec<_> = SET_STATE_VARIANTS.iter().map(|v| v.1).collect();
+        for (i, s) in shapes.iter().enumerate() {
+            assert!(!shapes[..i].contains(s), "two variants of one shape");
+            // The kernel keeps 15 bytes of a name: the variants all read as
+            // the tracepoint's (the benchmarks count them as one).
+            assert!(names[i].starts_with(SET_STATE_GENERIC));
+        }
+    }
+
+    #[test]
+    fn const_str_eq_compares_bytes() {
+        assert!(const_str_eq("inet_sock_set_state", "inet_sock_set_state"));
+        assert!(!const_str_eq("inet_sock_set_state", "inet_sock_set_stat"));
+        assert!(!const_str_eq("abc", "abd"));
+        assert!(const_str_eq("", ""));
+    }
 
     fn standard() -> TpOffsets {
         TpOffsets {

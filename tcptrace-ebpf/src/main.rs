@@ -36,7 +36,7 @@ use tcptrace_common::{
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
-        SetStateOffsets, SockLengthOffsets,
+        SET_STATE_GENERIC, SET_STATE_VARIANTS, SetStateOffsets, SetStateShape, SockLengthOffsets,
     },
     table::{self, LeanBucket, LeanSlot},
     track::{
@@ -428,13 +428,66 @@ fn read_split_addrs(
     Ok(a)
 }
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    if try_set_state(&ctx).is_err() {
-        count(Counter::ReadErrors);
-    }
-    0
+/// A variant of the `inet_sock_set_state` program: the settings it was
+/// compiled with ([`SetStateShape`]), or none (the generic program, which
+/// reads them from `CONFIG`).
+trait Variant {
+    const SHAPE: Option<SetStateShape>;
+    /// The program name userspace attaches for this variant.
+    const NAME: &'static str;
 }
+
+/// The generic program.
+struct Generic;
+
+impl Variant for Generic {
+    const SHAPE: Option<SetStateShape> = None;
+    const NAME: &'static str = SET_STATE_GENERIC;
+}
+
+/// The variant compiled with `SET_STATE_VARIANTS[I]`'s shape.
+struct Fixed<const I: usize>;
+
+impl<const I: usize> Variant for Fixed<I> {
+    const SHAPE: Option<SetStateShape> = Some(SET_STATE_VARIANTS[I].1);
+    const NAME: &'static str = SET_STATE_VARIANTS[I].0;
+}
+
+/// One [`SetStateShape`] setting of variant `V`: a constant in a variant,
+/// a `CONFIG` read in the generic program.
+macro_rules! setting {
+    ($v:ident, $field:ident) => {
+        match $v::SHAPE {
+            Some(shape) => shape.$field,
+            None => cfg!($field),
+        }
+    };
+}
+
+/// The `inet_sock_set_state` program `$name`, of variant `$v`. Its name
+/// must be the one userspace attaches for that variant: checked at compile
+/// time.
+macro_rules! set_state_program {
+    ($name:ident, $v:ty) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            const _: () = assert!(tcptrace_common::config::const_str_eq(
+                <$v as Variant>::NAME,
+                stringify!($name),
+            ));
+            if try_set_state::<$v>(&ctx).is_err() {
+                count(Counter::ReadErrors);
+            }
+            0
+        }
+    };
+}
+
+set_state_program!(inet_sock_set_state, Generic);
+set_state_program!(inet_sock_set_state_stream, Fixed<0>);
+set_state_program!(inet_sock_set_state_hist, Fixed<1>);
+set_state_program!(inet_sock_set_state_timewait, Fixed<2>);
+set_state_program!(inet_sock_set_state_leaks, Fixed<3>);
 
 /// The fixed-size fields of an `inet_sock_set_state` record.
 struct SetStateHead {
@@ -542,22 +595,23 @@ impl SetStateRecord for CopiedSetState {
     }
 }
 
-fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+#[inline(always)]
+fn try_set_state<V: Variant>(ctx: &TracePointContext) -> Result<(), i64> {
     // CONFIG is read-only and frozen, so the verifier knows this branch's
     // outcome and drops the other path.
     if cfg!(direct_ctx) & DIRECT_SET_STATE != 0 {
-        set_state(ctx, &DirectSetState(ctx))
+        set_state::<V>(ctx, &DirectSetState(ctx))
     } else {
         let rec = CopiedSetState {
             raw: Raw::<RECORD>::load(ctx)?,
             o: cfg!(offsets.set_state),
         };
-        set_state(ctx, &rec)
+        set_state::<V>(ctx, &rec)
     }
 }
 
 #[inline(always)]
-fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i64> {
+fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i64> {
     let h = rec.head()?;
     // Cheap filters first: protocol, family, ports.
     if h.protocol != IPPROTO_TCP || !accepts(h.family, h.sport, h.dport) {
@@ -573,8 +627,8 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     } = h;
     // The clock only where the mode times a dwell or emits a record (the
     // mask bounds the shifts; states are 1..=12).
-    let emit_old = cfg!(emit_old_states);
-    let timed = cfg!(timed_states);
+    let emit_old = setting!(V, emit_old_states);
+    let timed = setting!(V, timed_states);
     let now = if timed & ((1 << (old & 31)) | (1 << (new & 31))) != 0
         || emit_old & (1 << (old & 31)) != 0
     {
@@ -583,12 +637,12 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     } else {
         0
     };
-    let (dwell_ns, owner, owner_source) = if cfg!(lean_socks) != 0 {
-        lean_transition(skaddr, old, new, now)
+    let (dwell_ns, owner, owner_source) = if setting!(V, lean_socks) != 0 {
+        lean_transition::<V>(skaddr, old, new, now)
     } else {
         full_transition(ctx, rec, &h, now)?
     };
-    if cfg!(sock_details) != 0
+    if setting!(V, sock_details) != 0
         && (old == TcpState::CloseWait as u32 || new == TcpState::CloseWait as u32)
     {
         detail_transition(rec, &h, now)?;
@@ -598,7 +652,7 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *slot += 1 };
     }
-    let by = cfg!(hist_by);
+    let by = setting!(V, hist_by);
     if by == HistBy::State as u32 && dwell_ns != DWELL_UNKNOWN {
         if let Some(row) = HIST_STATE.get_ptr_mut(old & 15) {
             // The mask bounds the index for the verifier (slots stop at 495,
@@ -647,7 +701,7 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
-    if cfg!(lean_socks) != 0 && cfg!(named_old_states) & (1 << old) == 0 {
+    if setting!(V, lean_socks) != 0 && setting!(V, named_old_states) & (1 << old) == 0 {
         #[expect(clippy::cast_possible_truncation, reason = "TCP states are 1..=12")]
         let ev = LeanStateEvent {
             header: header(RecordKind::LeanState, now),
@@ -665,7 +719,7 @@ fn set_state(ctx: &TracePointContext, rec: &impl SetStateRecord) -> Result<(), i
     };
     // The lean store keeps no comm: it comes from the comm cache where the
     // mode notes comms, unless the socket's details named the owner.
-    let from_cache = cfg!(noted_new_states) != 0 && owner.comm[0] == 0;
+    let from_cache = setting!(V, noted_new_states) != 0 && owner.comm[0] == 0;
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
     // of the right size; every field is written before submit.
@@ -816,12 +870,12 @@ fn insert_details(skaddr: u64) {
 /// first, then the `LEAN` map. State, entry time and the owner's pid from
 /// owner transitions; no comm.
 #[inline(always)]
-fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
+fn lean_transition<V: Variant>(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
     let bucket = lean_bucket(skaddr);
     if let Some(b) = bucket
         && let Some(slot) = table_find(b, skaddr)
     {
-        return table_transition(slot, skaddr, old, new, now);
+        return table_transition::<V>(slot, skaddr, old, new, now);
     }
     // A listener's child is new to both; anything else may be in the map.
     let found = if table::is_birth(old, new) {
@@ -833,13 +887,13 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
         // SAFETY: lookup result, valid for this program run; 24 bytes
         // copied out and written back in place.
         let mut e = unsafe { *p };
-        let reported = lean_advance(&mut e, true, old, new, now);
+        let reported = lean_advance::<V>(&mut e, true, old, new, now);
         // SAFETY: as above.
         unsafe { *p = e };
         return reported;
     }
     let mut e = LeanSock::default();
-    let reported = lean_advance(&mut e, false, old, new, now);
+    let reported = lean_advance::<V>(&mut e, false, old, new, now);
     // As in full_transition: first sightings at CLOSE are not kept.
     if new != TcpState::Close as u32 {
         first_sighting(old);
@@ -857,10 +911,16 @@ fn lean_transition(skaddr: u64, old: u32, new: u32, now: u64) -> (u64, Owner, u3
 /// Apply `old -> new` at `now` to a lean entry: the dwell in `old` and the
 /// owner to report.
 #[inline(always)]
-fn lean_advance(e: &mut LeanSock, known: bool, old: u32, new: u32, now: u64) -> (u64, Owner, u32) {
+fn lean_advance<V: Variant>(
+    e: &mut LeanSock,
+    known: bool,
+    old: u32,
+    new: u32,
+    now: u64,
+) -> (u64, Owner, u32) {
     let dwell_ns = apply_lean_transition(e, known, old, new, now, || {
         let pid_tgid = bpf_get_current_pid_tgid();
-        if cfg!(noted_new_states) & (1 << (new & 31)) != 0 {
+        if setting!(V, noted_new_states) & (1 << (new & 31)) != 0 {
             note_comm(pid_tgid);
         }
         pid_tgid
@@ -928,7 +988,7 @@ fn table_claim(b: *mut LeanBucket, skaddr: u64, e: &LeanSock) -> bool {
 
 /// A transition of a socket found in the table.
 #[inline(always)]
-fn table_transition(
+fn table_transition<V: Variant>(
     slot: *mut LeanSlot,
     skaddr: u64,
     old: u32,
@@ -944,7 +1004,7 @@ fn table_transition(
         count(Counter::SockUnknown);
     }
     let mut e = s.sock;
-    let reported = lean_advance(&mut e, intact, old, new, now);
+    let reported = lean_advance::<V>(&mut e, intact, old, new, now);
     table_store(slot, skaddr, &e);
     reported
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use clap::{ArgAction, Parser};
-use tcptrace_common::{HistBy, TcpState};
+use tcptrace_common::{Config, HistBy, TcpState, config::shapes};
 
 const AFTER_HELP: &str = "\
 OUTPUT
@@ -218,6 +218,55 @@ pub struct Cli {
     pub verbose: u8,
 }
 
+impl Cli {
+    /// The kernel side's settings (`CONFIG`) for the mode and filters asked
+    /// for. Each mode starts from its [`shapes`] entry, which also picks the
+    /// `inet_sock_set_state` program compiled for it
+    /// ([`tcptrace_common::config::set_state_program`]).
+    #[must_use]
+    pub fn kernel_config(&self) -> Config {
+        let mut config = self.mode_config();
+        crate::filter::apply_kernel_filters(self, &mut config);
+        config
+    }
+
+    fn mode_config(&self) -> Config {
+        if self.hist {
+            // Dwell is counted in the kernel and TIME_WAIT followed through
+            // sock_diag; only resets stream. By state, the mode's shape; split
+            // otherwise (comm needs the full socket map for the owner's comm).
+            let by = self.by.unwrap_or(HistBy::State);
+            let base = shapes::HIST.apply(Config {
+                emit_resets: 1,
+                ..Config::default()
+            });
+            Config {
+                hist_by: by as u32,
+                lean_socks: u8::from(by != HistBy::Comm),
+                ..base
+            }
+        } else if self.timewait {
+            // Plus failed bind()/connect() calls.
+            shapes::TIMEWAIT.apply(Config {
+                emit_failures: 1,
+                ..Config::default()
+            })
+        } else if self.closewait_leaks {
+            shapes::LEAKS.apply(Config {
+                capture_stacks: 1,
+                // CLOSE_WAIT exits past --min-age: the leaks that ended.
+                long_dwell_ns: u64::try_from(self.min_age.as_nanos()).unwrap_or(u64::MAX),
+                ..Config::default()
+            })
+        } else {
+            shapes::STREAM.apply(Config {
+                emit_resets: 1,
+                ..Config::default()
+            })
+        }
+    }
+}
+
 /// `30` (seconds) or a humantime duration such as `30s`, `1m30s`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = if let Ok(secs) = s.parse::<u64>() {
@@ -298,6 +347,56 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn each_mode_gets_the_set_state_program_compiled_for_it() {
+        use tcptrace_common::config::{SET_STATE_GENERIC, set_state_program};
+        for (args, program) in [
+            (&[][..], "inet_sock_set_state_stream"),
+            (
+                &["--pid", "1", "--port", "80"][..],
+                "inet_sock_set_state_stream",
+            ),
+            (&["--hist"][..], "inet_sock_set_state_hist"),
+            (
+                &["--hist", "-6", "--lport", "80"][..],
+                "inet_sock_set_state_hist",
+            ),
+            (&["--timewait"][..], "inet_sock_set_state_timewait"),
+            (&["--closewait-leaks"][..], "inet_sock_set_state_leaks"),
+            (
+                &["--closewait-leaks", "--min-age", "1m"][..],
+                "inet_sock_set_state_leaks",
+            ),
+            // Split histograms: the generic program.
+            (&["--hist", "--by", "lport"][..], SET_STATE_GENERIC),
+            (&["--hist", "--by", "comm"][..], SET_STATE_GENERIC),
+        ] {
+            let c = parse(args).unwrap().kernel_config();
+            assert_eq!(set_state_program(&c), program, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn mode_configs_keep_what_their_shape_leaves_out() {
+        let c = parse(&["--closewait-leaks", "--min-age", "2s"])
+            .unwrap()
+            .kernel_config();
+        assert_eq!((c.capture_stacks, c.long_dwell_ns), (1, 2_000_000_000));
+        assert_eq!(
+            parse(&["--timewait"])
+                .unwrap()
+                .kernel_config()
+                .emit_failures,
+            1
+        );
+        let by_comm = parse(&["--hist", "--by", "comm"]).unwrap().kernel_config();
+        assert_eq!(
+            (by_comm.lean_socks, by_comm.hist_by),
+            (0, HistBy::Comm as u32)
+        );
+        assert_eq!(parse(&["--port", "80"]).unwrap().kernel_config().port, 80);
     }
 
     #[test]

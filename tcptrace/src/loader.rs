@@ -5,7 +5,11 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, TracePoint},
 };
-use tcptrace_common::{Config, table};
+use tcptrace_common::{
+    Config,
+    config::{SET_STATE_GENERIC, set_state_program},
+    table,
+};
 use thiserror::Error;
 
 use crate::{
@@ -280,6 +284,47 @@ fn record_access(direct: u8) -> String {
 /// The recv/send hooks, skipped without [`LoadOptions::io_hooks`].
 const IO_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 
+/// Load and attach the programs `config`'s mode needs.
+fn attach(ebpf: &mut Ebpf, config: &Config, io_hooks: bool) -> Result<(), LoadError> {
+    let syscalls: &[(&str, &str)] = if config.emit_failures != 0 {
+        &SYSCALL_TRACEPOINTS
+    } else {
+        &[]
+    };
+    for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
+        if !io_hooks && IO_HOOKS.contains(&name) {
+            log::info!("not attaching {group}:{name}: this mode does not need it");
+            continue;
+        }
+        // inet_sock_set_state has a program per mode (see SetStateShape).
+        let program = if name == SET_STATE_GENERIC {
+            set_state_program(config)
+        } else {
+            name
+        };
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Load {
+                name: program,
+                source,
+            })?;
+        prog.load().map_err(|source| LoadError::Load {
+            name: program,
+            source,
+        })?;
+        prog.attach(group, name)
+            .map_err(|source| LoadError::Attach {
+                group,
+                name,
+                source,
+            })?;
+        log::info!("attached {group}:{name} (program {program})");
+    }
+    Ok(())
+}
+
 /// Check privileges, read the kernel's tracepoint layouts, load and attach.
 pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     privileges::check()?;
@@ -361,31 +406,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         .inspect_err(|e| log::debug!("eBPF logger not initialised: {e}"))
         .ok();
 
-    let syscalls: &[(&str, &str)] = if config.emit_failures != 0 {
-        &SYSCALL_TRACEPOINTS
-    } else {
-        &[]
-    };
-    for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
-        if !opts.io_hooks && IO_HOOKS.contains(&name) {
-            log::info!("not attaching {group}:{name}: this mode does not need it");
-            continue;
-        }
-        let prog: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Load { name, source })?;
-        prog.load()
-            .map_err(|source| LoadError::Load { name, source })?;
-        prog.attach(group, name)
-            .map_err(|source| LoadError::Attach {
-                group,
-                name,
-                source,
-            })?;
-        log::info!("attached {group}:{name}");
-    }
+    attach(&mut ebpf, &config, opts.io_hooks)?;
     Ok(Tracer {
         ebpf,
         reasons,
