@@ -87,6 +87,17 @@ fn close_wait_recv_queues(ns: &Netns, port: u16) -> Vec<u64> {
         .collect()
 }
 
+/// `N` connections to each of the leaky server's leaky handlers (EOF at
+/// `port`, unread data at `port + 1`), waited for until all sit in
+/// CLOSE_WAIT; the clients' pids.
+fn leak_in_both_handlers(lab: &Lab, port: u16) -> Vec<u32> {
+    let mut pids = clients(lab, port, N, None);
+    pids.extend(clients(lab, port + 1, N, Some(NOREAD_SEND)));
+    wait_close_wait(&lab.ns, port, N);
+    wait_close_wait(&lab.ns, port + 1, N);
+    pids
+}
+
 /// Wait (bounded) until `n` sockets on `port` are in `CLOSE_WAIT`; returns
 /// their Recv-Qs.
 fn wait_close_wait(ns: &Netns, port: u16, n: u64) -> Vec<u64> {
@@ -242,11 +253,8 @@ fn reports_each_leaky_handler_as_its_own_group() {
     let json = LeakTracer::start(&lab.ns, &["--json", "--min-age", "2s", "-i", "1"]);
     let text = LeakTracer::start(&lab.ns, &["--min-age", "2s", "-i", "1"]);
 
-    let mut client_pids = clients(&lab, PORT, N, None);
-    client_pids.extend(clients(&lab, PORT + 1, N, Some(NOREAD_SEND)));
+    let mut client_pids = leak_in_both_handlers(&lab, PORT);
     client_pids.extend(clients(&lab, PORT + 2, N, None));
-    wait_close_wait(&lab.ns, PORT, N);
-    wait_close_wait(&lab.ns, PORT + 1, N);
 
     let settled = json.wait_for_report(REPORT_TIMEOUT, |r| both_groups_settled(r, pid));
     let run = json.stop();
@@ -322,10 +330,7 @@ fn stacks_that_collide_in_the_stack_map_are_kept() {
         &[("TCPTRACE_STACKS_ENTRIES", "1")],
         &["--json", "--min-age", "2s", "-i", "1"],
     );
-    clients(&lab, PORT, N, None);
-    clients(&lab, PORT + 1, N, Some(NOREAD_SEND));
-    wait_close_wait(&lab.ns, PORT, N);
-    wait_close_wait(&lab.ns, PORT + 1, N);
+    leak_in_both_handlers(&lab, PORT);
     let settled = tracer.wait_for_report(REPORT_TIMEOUT, |r| both_groups_settled(r, pid));
     let run = tracer.stop();
     // Also: "0 stack captures failed".
