@@ -227,6 +227,13 @@ impl Cli {
     pub fn kernel_config(&self) -> Config {
         let mut config = self.mode_config();
         crate::filter::apply_kernel_filters(self, &mut config);
+        // sock_recv_length/sock_send_length run on every recv and send of
+        // every process. Histograms by state, port or address and the
+        // TIME_WAIT census need owners only from close() (process context);
+        // --by comm, the stream and leak reports need the owners of accepted
+        // sockets from their first recv/send, and leak mode their EOF.
+        let by_comm = self.by == Some(HistBy::Comm);
+        config.io_hooks = u8::from(!(self.timewait || (self.hist && !by_comm)));
         config
     }
 
@@ -397,6 +404,17 @@ mod tests {
             (0, HistBy::Comm as u32)
         );
         assert_eq!(parse(&["--port", "80"]).unwrap().kernel_config().port, 80);
+        for (args, io_hooks) in [
+            (&[][..], 1),
+            (&["--closewait-leaks"][..], 1),
+            (&["--hist", "--by", "comm"][..], 1),
+            (&["--hist"][..], 0),
+            (&["--hist", "--by", "lport"][..], 0),
+            (&["--timewait"][..], 0),
+        ] {
+            let c = parse(args).unwrap().kernel_config();
+            assert_eq!(c.io_hooks, io_hooks, "{args:?}");
+        }
     }
 
     #[test]

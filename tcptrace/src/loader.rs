@@ -79,10 +79,6 @@ pub struct LoadOptions {
     pub config: Config,
     /// Ring-buffer size in bytes: a power of two, a multiple of the page size.
     pub ringbuf_bytes: u32,
-    /// Attach `sock_recv_length`/`sock_send_length`. They run on every recv
-    /// and send of every process; only modes that need owners of accepted
-    /// sockets before their close, or EOF and stacks, ask for them.
-    pub io_hooks: bool,
     /// Sockets tracked at once (`--max-sockets`): the entries of the `SOCKS`
     /// LRU map, or in lean mode the lean table's slots and the `LEAN` map's
     /// entries together ([`tcptrace_common::table::split`]).
@@ -281,18 +277,18 @@ fn record_access(direct: u8) -> String {
     .join(", ")
 }
 
-/// The recv/send hooks, skipped without [`LoadOptions::io_hooks`].
+/// The recv/send hooks, skipped without `Config::io_hooks`.
 const IO_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 
 /// Load and attach the programs `config`'s mode needs.
-fn attach(ebpf: &mut Ebpf, config: &Config, io_hooks: bool) -> Result<(), LoadError> {
+fn attach(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
     let syscalls: &[(&str, &str)] = if config.emit_failures != 0 {
         &SYSCALL_TRACEPOINTS
     } else {
         &[]
     };
     for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
-        if !io_hooks && IO_HOOKS.contains(&name) {
+        if config.io_hooks == 0 && IO_HOOKS.contains(&name) {
             log::info!("not attaching {group}:{name}: this mode does not need it");
             continue;
         }
@@ -333,7 +329,6 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     let (offs, reasons) = offsets::read(&tracefs)?;
     let mut config = opts.config;
     config.offsets = offs;
-    config.io_hooks = u8::from(opts.io_hooks);
     // Standard layouts are read straight from the tracepoint context; the
     // copy at tracefs offsets stays for the others, and tests force it with
     // TCPTRACE_COPY_RECORDS=1 so that both paths keep working.
@@ -406,7 +401,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         .inspect_err(|e| log::debug!("eBPF logger not initialised: {e}"))
         .ok();
 
-    attach(&mut ebpf, &config, opts.io_hooks)?;
+    attach(&mut ebpf, &config)?;
     Ok(Tracer {
         ebpf,
         reasons,

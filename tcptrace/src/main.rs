@@ -38,16 +38,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let config = cli.kernel_config();
-    // Histograms by state, port or address and the TIME_WAIT census need
-    // owners only from close() (process context, no recv/send hook); --by
-    // comm, the stream and leak reports need the owners of accepted sockets
-    // from their first recv/send, and leak mode their EOF.
-    let io_hooks = !(cli.timewait || (cli.hist && cli.by != Some(HistBy::Comm)));
     let tracer = loader::load(LoadOptions {
-        config,
+        config: cli.kernel_config(),
         ringbuf_bytes: cli.ringbuf_kib * 1024,
-        io_hooks,
         max_sockets: cli.max_sockets,
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
