@@ -1996,6 +1996,37 @@ impl Lab {
             .filter(|l| !l.trim().is_empty())
             .count()
     }
+
+    /// Wait (bounded) until `ss` lists `n` sockets in `state` matching
+    /// `filter` in the namespace; panics with what it saw otherwise.
+    pub fn wait_ss(&self, state: &str, filter: &[&str], n: usize) {
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = self.ss_count(state, filter);
+            if seen == n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("expected {n} sockets in {state} ({filter:?}), ss shows {seen}");
+    }
+
+    /// A client bound to `bind` (`SO_REUSEADDR`) that connects to `addr`,
+    /// sends the request and closes (`extra`: more client flags); returns
+    /// once it is connected, and panics with the kernel's refusal if
+    /// `connect()` failed.
+    #[must_use]
+    pub fn client_from(&self, addr: &str, bind: &str, extra: &[&str]) -> Peer {
+        let mut args = vec!["--addr", addr, "--bind", bind, "--send"];
+        args.extend_from_slice(extra);
+        let mut c = self.client(&args);
+        let line = c.wait_line("connect");
+        assert!(
+            line == format!("connected {bind}"),
+            "connect from {bind} (SO_REUSEADDR) to {addr}: {line}"
+        );
+        c
+    }
 }
 
 /// The states a `hist` line may name: the kernel's, and the two timewait

@@ -40,20 +40,6 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
 /// once its last timestamp is this old.
 const TW_REUSE_DELAY: Duration = Duration::from_secs(1);
 
-/// Wait (bounded) until `ss` lists `n` sockets in `state` matching `filter`
-/// in the lab's namespace; panics with what it saw otherwise.
-fn wait_ss(lab: &Lab, state: &str, filter: &[&str], n: usize) {
-    let mut seen = 0;
-    for _ in 0..100 {
-        seen = lab.ss_count(state, filter);
-        if seen == n {
-            return;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("expected {n} sockets in {state} ({filter:?}), ss shows {seen}");
-}
-
 /// The report after which the tracker's counts have not moved for a whole
 /// report interval: the last of two consecutive reports satisfying `ok` with
 /// the same counts. Bounded by [`REPORT_TIMEOUT`].
@@ -255,7 +241,7 @@ fn timewait_population_and_predicted_expiry() {
         Duration::ZERO,
         Clients::OneByOne,
     );
-    wait_ss(&lab, "time-wait", &["dport", "=", ":29511"], N);
+    lab.wait_ss("time-wait", &["dport", "=", ":29511"], N);
 
     let r = stable_report(&tracer, |r| {
         r.timewait.entered() == n && r.timewait.live_time_wait() == n
@@ -356,21 +342,6 @@ fn assert_population_metrics(m: &Metrics, n: u64, json_close_wait: u64) {
     );
 }
 
-/// A client bound to `bind` (`SO_REUSEADDR`) that connects to `addr`, sends
-/// the request and closes (`extra`: more client flags); returns once it is
-/// connected, and panics with the kernel's refusal if `connect()` failed.
-fn connect_from(lab: &Lab, addr: &str, bind: &str, extra: &[&str]) -> integration_tests::Peer {
-    let mut args = vec!["--addr", addr, "--bind", bind, "--send"];
-    args.extend_from_slice(extra);
-    let mut c = lab.client(&args);
-    let line = c.wait_line("connect");
-    assert!(
-        line == format!("connected {bind}"),
-        "connect from {bind} (SO_REUSEADDR) to {addr}: {line}"
-    );
-    c
-}
-
 /// The first half of the reuse tests: a TIME_WAIT socket `bind` -> `addr`,
 /// seen alive by the tracker, old enough to be reused. Returns the server
 /// (waiting for a second connection) and when the socket entered TIME_WAIT.
@@ -391,12 +362,12 @@ fn timewait_on(
         "--timeout-ms",
         "20000",
     ]);
-    let first = connect_from(lab, addr, bind, &[]);
+    let first = lab.client_from(addr, bind, &[]);
     let closed_at = Instant::now();
     let lines = first.wait_success();
     assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
     let sport = format!(":{}", integration_tests::scenario::port_of(bind));
-    wait_ss(lab, "time-wait", &["sport", "=", &sport], 1);
+    lab.wait_ss("time-wait", &["sport", "=", &sport], 1);
     let seen = tracer.wait_for_report(REPORT_TIMEOUT, |r| {
         r.timewait.entered() == 1 && r.timewait.live_time_wait() == 1
     });
@@ -440,7 +411,7 @@ fn timewait_killed_early_by_reuse() {
     let (server, closed_at) = timewait_on(&lab, &tracer, addr, bind);
     let lived = closed_at.elapsed();
     // Held open: the reused tuple is ESTABLISHED, not a timewait socket.
-    let mut second = connect_from(&lab, addr, bind, &["--hold"]);
+    let mut second = lab.client_from(addr, bind, &["--hold"]);
     assert_eq!(
         lab.ss_count("time-wait", &["sport", "=", ":29528"]),
         0,
@@ -512,11 +483,11 @@ fn timewait_reused_and_closed_within_a_poll_is_killed_early() {
     let lab = lab!();
     let tracer = HistTracer::start(&lab.ns, &["--json", "-i", "1", "--port", "29531"]);
     let (server, _) = timewait_on(&lab, &tracer, addr, bind);
-    let second = connect_from(&lab, addr, bind, &[]);
+    let second = lab.client_from(addr, bind, &[]);
     let lines = second.wait_success();
     assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
     server.wait_success();
-    wait_ss(&lab, "time-wait", &["sport", "=", ":29538"], 1);
+    lab.wait_ss("time-wait", &["sport", "=", ":29538"], 1);
     let r = stable_report(&tracer, |r| r.timewait.entered() == 2);
     let run = tracer.stop();
     run.assert_clean_exit();
@@ -546,7 +517,7 @@ fn timewait_counts_only_its_own_namespace() {
         Duration::ZERO,
         Clients::AtOnce,
     );
-    wait_ss(&elsewhere, "time-wait", &["dport", "=", ":29541"], 3);
+    elsewhere.wait_ss("time-wait", &["dport", "=", ":29541"], 3);
     // Two polls of grace for an entry to show up, then one more.
     thread::sleep(Duration::from_secs(3));
     let run = tracer.stop();
