@@ -320,21 +320,26 @@ pub mod shapes {
         ..NONE
     };
 
-    /// `--timewait`: records of entries into TIME_WAIT (out of FIN_WAIT2 or
-    /// CLOSING, naming the closer) and of connects (to see `tcp_tw_reuse`
-    /// kill a TIME_WAIT; endpoints only). The lean store keeps the closer's
-    /// pid and tid; its comm is noted per thread at `close()` (into
-    /// FIN_WAIT1) and joined to the record in the kernel. No dwell: the
-    /// census times TIME_WAIT from its entry record and the kernel's timers.
+    /// `--timewait`: a record of each entry into TIME_WAIT (out of
+    /// FIN_WAIT2 or CLOSING), naming the closer, and no other. The lean
+    /// store keeps the closer's pid and tid; its comm is noted per thread at
+    /// `close()` (into FIN_WAIT1) and joined to the record in the kernel. No
+    /// dwell: the census times TIME_WAIT from its entry record and the
+    /// kernel's timers, and tells port reuse from its sock_diag polls. (A
+    /// record per connect, which showed `tcp_tw_reuse` killing a TIME_WAIT
+    /// at the moment it did, kept the mode over its kernel-cost target:
+    /// docs/benchmarks.md.)
     pub const TIMEWAIT: SetStateShape = SetStateShape {
         lean_socks: 1,
-        named_old_states: (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32)),
+        named_old_states: ENTERS_TIME_WAIT,
         noted_new_states: 1 << (TcpState::FinWait1 as u32),
-        emit_old_states: (1 << (TcpState::FinWait2 as u32))
-            | (1 << (TcpState::Closing as u32))
-            | (1 << (TcpState::SynSent as u32)),
+        emit_old_states: ENTERS_TIME_WAIT,
         ..NONE
     };
+
+    /// The states a socket leaves for TIME_WAIT (at `-> CLOSE`).
+    const ENTERS_TIME_WAIT: u32 =
+        (1 << (TcpState::FinWait2 as u32)) | (1 << (TcpState::Closing as u32));
 
     /// `--closewait-leaks`: state and entry time of every socket in the
     /// lean store; owner, stacks, EOF and endpoints only for sockets that

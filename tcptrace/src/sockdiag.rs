@@ -89,32 +89,23 @@ fn dump_family(
     states: StateFlags,
     out: &mut impl FnMut(DiagSocket),
 ) -> Result<(), DiagError> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let socket = diag_socket()?;
     let socket_id = if family == AF_INET {
         SocketId::new_v4()
     } else {
         SocketId::new_v6()
     };
-    let mut packet = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
+    send_request(
+        &socket,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        InetRequest {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
             states,
             socket_id,
-        })
-        .into(),
-    );
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf[..]);
-    socket.send(&buf[..], 0)?;
+        },
+    )?;
 
     let mut rx = Vec::with_capacity(64 * 1024);
     loop {
@@ -156,6 +147,79 @@ fn dump_family(
             offset += len;
         }
     }
+}
+
+/// A sock_diag netlink socket, bound and connected to the kernel.
+fn diag_socket() -> Result<Socket, DiagError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+fn send_request(socket: &Socket, flags: u16, request: InetRequest) -> Result<(), DiagError> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf[..]);
+    socket.send(&buf[..], 0)?;
+    Ok(())
+}
+
+/// Which of `tuples` (canonical, as [`canonical_tuple`] gives them) a TCP
+/// socket of this namespace holds now, in any state: one exact sock_diag
+/// lookup each (`inet_diag_find_one_icsk`, the kernel's own connection
+/// lookup), not a dump.
+pub fn held_tuples(tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
+    if tuples.is_empty() {
+        return Ok(Vec::new());
+    }
+    let socket = diag_socket()?;
+    let mut rx = Vec::with_capacity(4096);
+    tuples
+        .iter()
+        .map(|t| {
+            let (local, lport, remote, rport) = canonical_tuple(*t);
+            // A v4 tuple is looked up as AF_INET: the kernel hashes a
+            // dual-stack socket's v4-mapped connection the v4 way.
+            let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+            send_request(
+                &socket,
+                NLM_F_REQUEST,
+                InetRequest {
+                    family,
+                    protocol: IPPROTO_TCP,
+                    extensions: ExtensionFlags::empty(),
+                    states: StateFlags::all(),
+                    socket_id: SocketId {
+                        source_port: lport,
+                        destination_port: rport,
+                        source_address: local,
+                        destination_address: remote,
+                        interface_id: 0,
+                        // INET_DIAG_NOCOOKIE: any socket of the tuple.
+                        cookie: [0xff; 8],
+                    },
+                },
+            )?;
+            rx.clear();
+            socket.recv(&mut rx, 0)?;
+            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx)
+                .map_err(|e| DiagError::Parse(e.to_string()))?;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(_)) => Ok(true),
+                NetlinkPayload::Error(e) if e.raw_code() == -(nix::errno::Errno::ENOENT as i32) => {
+                    Ok(false)
+                }
+                NetlinkPayload::Error(e) => Err(DiagError::Kernel(format!("{e:?}"))),
+                other => Err(DiagError::Parse(format!(
+                    "unexpected reply to a socket lookup: {other:?}"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// Offset of `idiag_timer`: after the 16-byte netlink header, family, state.
@@ -251,5 +315,25 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// An exact lookup finds a live connection by its 4-tuple, from either
+    /// end, and finds nothing for a tuple no socket holds.
+    #[test]
+    fn held_tuples_finds_live_connections_only() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let tuple_of =
+            |a: std::net::SocketAddr, b: std::net::SocketAddr| (a.ip(), a.port(), b.ip(), b.port());
+        let client = tuple_of(c.local_addr().unwrap(), c.peer_addr().unwrap());
+        let server = tuple_of(s.local_addr().unwrap(), s.peer_addr().unwrap());
+        // The client's tuple with a port nobody uses.
+        let unheld = (client.0, client.1, client.2, 9);
+        assert_eq!(
+            held_tuples(&[client, unheld, server]).unwrap(),
+            vec![true, false, true]
+        );
+        assert!(held_tuples(&[]).unwrap().is_empty());
     }
 }

@@ -145,59 +145,50 @@ impl Tracker {
     pub fn on_entry(&mut self, tuple: Tuple, ts_ns: u64, pid: Option<u32>) {
         self.entered += 1;
         let tuple = canonical_tuple(tuple);
-        // The same 4-tuple entering again while its timewait socket lives:
-        // the port was reused (tcp_tw_reuse) and the new connection closed
-        // before the next poll. The old life ended early, at the reuse.
-        if let Some(old) = self.live.get(&tuple)
-            && old.seen
-            && ts_ns < old.expires_ns
-        {
+        // The same 4-tuple entering again while a life of it is followed:
+        // one 4-tuple has one socket at a time, so that life is over. Before
+        // its timer, the port was reused (tcp_tw_reuse) and the new
+        // connection closed before the next poll: the old life ended early,
+        // somewhere between its last sighting and now. After its timer, it
+        // expired and no poll has noticed yet.
+        if let Some(old) = self.live.get(&tuple) {
+            let expired = old.seen && ts_ns >= old.expires_ns;
             if let Some(began) = old.time_wait_ns {
-                self.time_wait.add(old.last_seen_ns.max(began) - began);
+                let end_ns = if expired {
+                    old.expires_ns
+                } else {
+                    old.last_seen_ns + ts_ns.saturating_sub(old.last_seen_ns) / 2
+                };
+                self.time_wait.add(end_ns.saturating_sub(began));
             }
-            self.killed_early += 1;
-            self.killed_by_reuse += 1;
+            if expired {
+                self.expired += 1;
+            } else {
+                self.killed_early += 1;
+                self.killed_by_reuse += 1;
+            }
         }
-        let t = self.live.entry(tuple).or_insert(Tw {
-            entered_ns: None,
-            time_wait_ns: None,
-            expires_ns: u64::MAX,
-            last_seen_ns: ts_ns,
-            seen: false,
-            fin_wait2_seen: false,
-            pid,
-        });
-        // A reused tuple starts a new life.
-        *t = Tw {
-            fin_wait2_seen: false,
-            entered_ns: Some(ts_ns),
-            time_wait_ns: None,
-            expires_ns: u64::MAX,
-            last_seen_ns: ts_ns,
-            seen: false,
-            pid,
-        };
+        // A new life.
+        self.live.insert(
+            tuple,
+            Tw {
+                fin_wait2_seen: false,
+                entered_ns: Some(ts_ns),
+                time_wait_ns: None,
+                expires_ns: u64::MAX,
+                last_seen_ns: ts_ns,
+                seen: false,
+                pid,
+            },
+        );
     }
 
-    /// A connection on `tuple` was established at `ts_ns` (it took its port
-    /// with `connect()`). If a TIME_WAIT socket of the same 4-tuple was
-    /// alive, `tcp_tw_reuse` killed it to free the port: its life ends early.
-    /// Returns whether it did.
-    pub fn on_connected(&mut self, tuple: Tuple, ts_ns: u64) -> bool {
-        let tuple = canonical_tuple(tuple);
-        let Some(old) = self.live.get(&tuple) else {
-            return false;
-        };
-        if ts_ns >= old.expires_ns {
-            return false;
-        }
-        if let Some(began) = old.time_wait_ns {
-            self.time_wait.add(ts_ns.max(began) - began);
-        }
-        self.killed_early += 1;
-        self.killed_by_reuse += 1;
-        self.live.remove(&tuple);
-        true
+    /// Of the lives the last [`Tracker::on_poll`] reported killed early,
+    /// `n` had their 4-tuple held by a live socket right after the poll:
+    /// `tcp_tw_reuse` gave their port to a connection still open (the
+    /// others were ended by a RST, or reused by a connection already gone).
+    pub fn reused_by_open_connections(&mut self, n: u64) {
+        self.killed_by_reuse += n;
     }
 
     /// With entries from polls: a tuple seen for the first time, or whose
@@ -429,29 +420,58 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_on_a_live_time_wait_tuple_is_reuse() {
+    fn reentry_ends_the_followed_life_early_or_at_its_timer() {
         let mut t = Tracker::default();
+        // Seen alive at 11 s, reused and closed again at 13 s: the end is
+        // the midpoint between the last sighting and the new entry.
         t.on_entry(tuple(5005), 10 * S, None);
         t.on_poll(
             11 * S,
             Duration::from_secs(1),
             &[tw(5005, TcpState::TimeWait, 59_000)],
         );
-        assert!(!t.on_connected(tuple(5006), 12 * S), "another tuple");
-        assert!(t.on_connected(tuple(5005), 12 * S));
-        assert_eq!((t.killed_early, t.killed_by_reuse), (1, 1));
+        t.on_entry(tuple(5005), 13 * S, None);
+        assert_eq!((t.killed_early, t.killed_by_reuse, t.expired), (1, 1, 0));
         assert_eq!(t.time_wait.max_ns, 2 * S);
-        // Gone from the live set: the next poll does not count it again.
-        t.on_poll(13 * S, Duration::from_secs(1), &[]);
-        assert_eq!(t.killed_early, 1);
-        // A tuple whose timer had run out was not killed.
-        t.on_entry(tuple(5007), 20 * S, None);
+        // Reused before any poll saw it (a short tcp_tw_reuse_delay): over
+        // all the same, with no dwell to report.
+        t.on_entry(tuple(5006), 20 * S, None);
+        t.on_entry(tuple(5006), 20 * S + S / 2, None);
+        assert_eq!((t.killed_early, t.killed_by_reuse), (2, 2));
+        assert_eq!(t.time_wait.count(), 1);
+        // Entering again after the timer ran out, before a poll noticed:
+        // the old life expired, at its timer.
+        t.on_entry(tuple(5007), 30 * S, None);
         t.on_poll(
-            21 * S,
+            31 * S,
             Duration::from_secs(1),
             &[tw(5007, TcpState::TimeWait, 100)],
         );
-        assert!(!t.on_connected(tuple(5007), 22 * S));
+        t.on_entry(tuple(5007), 31 * S + S / 2, None);
+        assert_eq!((t.killed_early, t.expired), (2, 1));
+        assert_eq!(t.time_wait.count(), 2);
+        assert_eq!(t.entered, 6);
+        // One life followed per tuple: the three new lives, never seen by a
+        // poll, end as such and nothing else is counted.
+        t.on_poll(33 * S, Duration::from_secs(1), &[]);
+        assert!(t.live.is_empty());
+        assert_eq!((t.never_seen, t.killed_early, t.expired), (3, 2, 1));
+    }
+
+    #[test]
+    fn open_connections_on_killed_tuples_count_as_reuse() {
+        let mut t = Tracker::default();
+        t.on_entry(tuple(5008), 10 * S, None);
+        t.on_poll(
+            11 * S,
+            Duration::from_secs(1),
+            &[tw(5008, TcpState::TimeWait, 59_000)],
+        );
+        let ended = t.on_poll(12 * S, Duration::from_secs(1), &[]);
+        assert_eq!(ended, vec![(tuple(5008), End::KilledEarly, None)]);
+        assert_eq!((t.killed_early, t.killed_by_reuse), (1, 0));
+        t.reused_by_open_connections(1);
+        assert_eq!((t.killed_early, t.killed_by_reuse), (1, 1));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! clients run out of ports (`connect()` EADDRNOTAVAIL).
 //!
 //! - Entries into TIME_WAIT stream from the kernel (`FIN_WAIT2/CLOSING ->
-//!   CLOSE`, with the process that closed first), and so do connections
-//!   established with `connect()` (to see `tcp_tw_reuse` kill a TIME_WAIT).
+//!   CLOSE`, with the process that closed first): the one record per
+//!   connection this mode pays for.
 //! - A 1 s sock_diag poll of timewait sockets gives the census, grouped by
-//!   destination and by local port, and the projection of port use.
+//!   destination and by local port, and the projection of port use. A
+//!   TIME_WAIT socket gone before its timer was killed early; it was port
+//!   reuse (`tcp_tw_reuse`) when its 4-tuple entered TIME_WAIT again or a
+//!   live socket holds it right after the poll (an exact sock_diag lookup).
 //! - Failed `bind()`/`connect()` calls come from the syscall-exit
 //!   tracepoints, in the caller's context, and are explained at once with a
 //!   fresh sock_diag dump of what holds the port or the destination.
@@ -47,6 +50,11 @@ pub struct TimewaitOptions {
     /// Where the sysctls are read (`/proc/sys/net/ipv4`).
     pub sysctl_root: PathBuf,
 }
+
+/// At most this many exact sock_diag lookups per poll to tell TIME_WAIT
+/// sockets killed by port reuse from those killed by a RST
+/// (`State::find_reuses`): a few milliseconds of netlink round trips.
+const MAX_REUSE_LOOKUPS: usize = 1024;
 
 /// The live (non-timewait) states whose sockets hold a local port.
 const LIVE_STATES: [TcpState; 8] = [
@@ -272,8 +280,6 @@ impl State {
                         let closer = s.owner.as_ref().map(|o| (o.pid, o.comm.as_str()));
                         self.tracker.on_entry(tuple, s.ts_ns, closer.map(|c| c.0));
                         self.census.on_entry(tuple, s.ts_ns, closer, &self.sysctls);
-                    } else if s.old == TcpState::SynSent && s.new == TcpState::Established {
-                        self.tracker.on_connected(tuple, s.ts_ns);
                     }
                 }
                 Ok(Event::Failure(f)) => {
@@ -454,10 +460,34 @@ impl State {
         self.netns.forget();
         match timewait::poll_sockets(&self.filters) {
             Ok(socks) => {
-                self.tracker.on_poll(monotonic_ns(), TW_POLL, &socks);
+                let ended = self.tracker.on_poll(monotonic_ns(), TW_POLL, &socks);
                 self.timewait = socks;
+                self.find_reuses(&ended);
             }
             Err(e) => log::warn!("sock_diag poll of timewait sockets: {e}"),
+        }
+    }
+
+    /// Of the lives a poll saw killed early, those whose 4-tuple a live
+    /// socket holds: `tcp_tw_reuse` gave the port to a connection that is
+    /// still open. (A reuse whose connection closed before the poll shows
+    /// as a new entry of the tuple, [`Tracker::on_entry`].) One exact
+    /// sock_diag lookup per such life, at most [`MAX_REUSE_LOOKUPS`] per
+    /// poll; beyond that, the rest stay "killed early" without a cause.
+    fn find_reuses(&mut self, ended: &[(sockdiag::Tuple, timewait::End, Option<u32>)]) {
+        let killed: Vec<_> = ended
+            .iter()
+            .filter(|(_, end, _)| *end == timewait::End::KilledEarly)
+            .map(|(tuple, _, _)| *tuple)
+            .take(MAX_REUSE_LOOKUPS)
+            .collect();
+        match sockdiag::held_tuples(&killed) {
+            Ok(held) => {
+                let n = held.iter().filter(|h| **h).count();
+                self.tracker
+                    .reused_by_open_connections(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+            Err(e) => log::warn!("sock_diag lookup of reused TIME_WAIT ports: {e}"),
         }
     }
 

@@ -274,6 +274,72 @@ fn tw_reuse_prevents_exhaustion_and_shows_early_kills() {
     assert!(advice(&report, "tcp_tw_reuse").is_empty(), "{report:#}");
 }
 
+/// A port reused by a connection that stays open: the TIME_WAIT socket it
+/// killed vanishes from the polls and its 4-tuple enters no new TIME_WAIT.
+/// tcptrace, which streams no record per connect, finds the open connection
+/// with an exact sock_diag lookup and counts the kill as reuse; when that
+/// connection closes first too, its TIME_WAIT is a new life, not a second
+/// kill.
+#[test]
+fn reuse_by_a_connection_still_open_counts_as_reuse() {
+    let addr = "127.0.0.1:29613";
+    let bind = "127.0.0.1:29614";
+    let lab = lab!();
+    lab.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    let tracer = start(&lab, "29613");
+    let server = lab.server(&[
+        "--addr",
+        addr,
+        "--connections",
+        "2",
+        "--read-request",
+        "--wait-peer-close",
+        "--timeout-ms",
+        "20000",
+    ]);
+    let first = lab.client_from(addr, bind, &[]);
+    let closed_at = Instant::now();
+    let lines = first.wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
+    lab.wait_ss("time-wait", &["sport", "=", ":29614"], 1);
+    tracer
+        .wait_for_json(SOON, |v| {
+            v["type"] == "timewait_report" && v["entered"] == 1 && v["time_wait"] == 1
+        })
+        .unwrap_or_else(|| panic!("TIME_WAIT never seen alive: {:#?}", tracer.json_lines()));
+    // Reusable once its last timestamp is older than tcp_tw_reuse_delay
+    // (1 s by default).
+    let reusable = closed_at + Duration::from_millis(1500);
+    thread::sleep(reusable.saturating_duration_since(Instant::now()));
+    let mut second = lab.client_from(addr, bind, &["--hold"]);
+    assert_eq!(
+        lab.ss_count("time-wait", &["sport", "=", ":29614"]),
+        0,
+        "the kernel reused (killed) the TIME_WAIT socket"
+    );
+    let report = tracer
+        .wait_for_json(SOON, |v| {
+            v["type"] == "timewait_report" && v["killed_early"] == 1
+        })
+        .unwrap_or_else(|| panic!("never killed early: {:#?}", tracer.json_lines()));
+    assert_eq!(report["killed_by_reuse"], 1, "{report:#}");
+    assert_eq!(report["expired"], 0, "{report:#}");
+
+    second.go();
+    let lines = second.wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
+    server.wait_success();
+    lab.wait_ss("time-wait", &["sport", "=", ":29614"], 1);
+    thread::sleep(Duration::from_millis(1500));
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let report = final_report(&run.json_lines());
+    assert_eq!(report["entered"], 2, "{report:#}");
+    assert_eq!(report["time_wait"], 1, "{report:#}");
+    assert_eq!(report["killed_early"], 1, "{report:#}");
+    assert_eq!(report["killed_by_reuse"], 1, "{report:#}");
+}
+
 /// A namespace whose /proc/sys/net cannot be read (a tmpfs over it, in a
 /// private mount namespace): tcptrace says which sysctls it could not read,
 /// keeps counting, and exits 0.
