@@ -187,15 +187,11 @@ pub struct Config {
     /// Buckets of the lean socket table minus one (a power of two minus
     /// one; [`crate::table`]); used with `lean_socks`.
     pub lean_table_mask: u32,
-    /// With `lean_socks`: records out of a state whose bit `1 << old` is set
-    /// name their owner. They are full [`crate::StateEvent`]s whose comm
-    /// comes from the comm cache ([`crate::comms`]); records out of other
-    /// states are [`crate::LeanStateEvent`]s (`--timewait` names the
-    /// closers of TIME_WAIT entries).
-    pub named_old_states: u32,
     /// With `lean_socks`: an owner transition into a state whose bit
     /// `1 << new` is set notes the thread's comm in the comm cache
-    /// (`--timewait`: `close()`, into FIN_WAIT1).
+    /// ([`crate::comms`]), and the mode's records take their owner's comm
+    /// from there (`--timewait`: `close()`, into FIN_WAIT1, names the closer
+    /// in the TIME_WAIT entry's record).
     pub noted_new_states: u32,
     /// 1 (with `lean_socks`, leak mode): sockets that see their owner's
     /// recv/send or enter CLOSE_WAIT also get a [`crate::SockInfo`] in
@@ -248,7 +244,6 @@ pub struct SetStateShape {
     pub sock_details: u32,
     pub timed_states: u32,
     pub emit_old_states: u32,
-    pub named_old_states: u32,
     pub noted_new_states: u32,
     pub hist_by: u32,
 }
@@ -262,7 +257,6 @@ impl SetStateShape {
             sock_details: c.sock_details,
             timed_states: c.timed_states,
             emit_old_states: c.emit_old_states,
-            named_old_states: c.named_old_states,
             noted_new_states: c.noted_new_states,
             hist_by: c.hist_by,
         }
@@ -276,7 +270,6 @@ impl SetStateShape {
             sock_details: self.sock_details,
             timed_states: self.timed_states,
             emit_old_states: self.emit_old_states,
-            named_old_states: self.named_old_states,
             noted_new_states: self.noted_new_states,
             hist_by: self.hist_by,
             ..c
@@ -295,7 +288,6 @@ pub mod shapes {
         sock_details: 0,
         timed_states: 0,
         emit_old_states: 0,
-        named_old_states: 0,
         noted_new_states: 0,
         hist_by: HistBy::Off as u32,
     };
@@ -331,7 +323,6 @@ pub mod shapes {
     /// docs/benchmarks.md.)
     pub const TIMEWAIT: SetStateShape = SetStateShape {
         lean_socks: 1,
-        named_old_states: ENTERS_TIME_WAIT,
         noted_new_states: 1 << (TcpState::FinWait1 as u32),
         emit_old_states: ENTERS_TIME_WAIT,
         ..NONE
@@ -482,7 +473,7 @@ mod tests {
             assert_eq!(set_state_program(&c), name);
             // One setting off the shape: the generic program.
             let off = Config {
-                named_old_states: c.named_old_states ^ 1 << 3,
+                noted_new_states: c.noted_new_states ^ 1 << 3,
                 ..c
             };
             assert_eq!(set_state_program(&off), SET_STATE_GENERIC, "{name}");

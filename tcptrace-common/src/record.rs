@@ -20,8 +20,8 @@ pub enum RecordKind {
     State = 1,
     Reset = 2,
     Failure = 3,
-    /// [`LeanStateEvent`].
-    LeanState = 4,
+    // 4 was a lean state record (endpoints and pid), for `--timewait`'s
+    // connects; retired with them.
 }
 
 /// First field of every ring-buffer record.
@@ -76,25 +76,6 @@ pub struct StateEvent {
     pub owner_source: u32,
     pub _pad: u32,
 }
-
-/// A transition reported by a mode that keeps the lean store
-/// (`Config::lean_socks`: `--hist` without `--by comm`, `--timewait`) and
-/// does not name its owner (`Config::named_old_states`): the record carries
-/// only the endpoints and the owner's pid. One cache line (64 bytes) instead
-/// of two for [`StateEvent`]: writing fresh ring-buffer memory is most of a
-/// record's cost.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LeanStateEvent {
-    pub header: Header,
-    pub addrs: Addrs,
-    /// The owner's process from owner transitions; 0 if unknown.
-    pub tgid: u32,
-    pub old_state: u16,
-    pub new_state: u16,
-}
-
-const _: () = assert!(core::mem::size_of::<LeanStateEvent>() == 64);
 
 /// One RST sent (`tcp_send_reset`) or received (`tcp_receive_reset`).
 #[repr(C)]

@@ -19,8 +19,6 @@ unsafe impl aya::Pod for crate::table::LeanBucket {}
 // SAFETY: as above.
 unsafe impl aya::Pod for StateEvent {}
 // SAFETY: as above.
-unsafe impl aya::Pod for crate::LeanStateEvent {}
-// SAFETY: as above.
 unsafe impl aya::Pod for ResetEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Header {}
@@ -43,7 +41,6 @@ impl TryFrom<u32> for RecordKind {
             1 => Ok(RecordKind::State),
             2 => Ok(RecordKind::Reset),
             3 => Ok(RecordKind::Failure),
-            4 => Ok(RecordKind::LeanState),
             other => Err(UnknownKind(other)),
         }
     }

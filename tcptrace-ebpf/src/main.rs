@@ -31,8 +31,8 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
-    LeanSock, LeanStateEvent, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
-    STACK_DEPTH, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, TcpState,
+    LeanSock, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, STACK_DEPTH,
+    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, TcpState,
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
@@ -701,18 +701,6 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
-    if setting!(V, lean_socks) != 0 && setting!(V, named_old_states) & (1 << old) == 0 {
-        #[expect(clippy::cast_possible_truncation, reason = "TCP states are 1..=12")]
-        let ev = LeanStateEvent {
-            header: header(RecordKind::LeanState, now),
-            addrs,
-            tgid: owner.tgid,
-            old_state: old as u16,
-            new_state: new as u16,
-        };
-        emit(ev, Counter::StateEvents, submit_flags());
-        return Ok(());
-    }
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());

@@ -7,8 +7,8 @@ use std::{
 
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, DWELL_UNKNOWN, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
-    LeanStateEvent, Owner as RawOwner, OwnerSource, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
-    SYSCALL_BIND, SYSCALL_CONNECT, StateEvent, TcpState,
+    Owner as RawOwner, OwnerSource, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
+    SYSCALL_CONNECT, StateEvent, TcpState,
 };
 use thiserror::Error;
 
@@ -243,22 +243,6 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 dwell: (r.dwell_ns != DWELL_UNKNOWN).then(|| Duration::from_nanos(r.dwell_ns)),
             }))
         }
-        RecordKind::LeanState => {
-            let r: LeanStateEvent = read(buf, "lean state record")?;
-            let owner = RawOwner {
-                tgid: r.tgid,
-                ..RawOwner::default()
-            };
-            Ok(Event::State(StateChange {
-                ts_ns: r.header.ts_ns,
-                skaddr: 0,
-                owner: Owner::from_raw(&owner, OwnerSource::Syscall as u32),
-                endpoints: Endpoints::from_raw(&r.addrs)?,
-                old: state(u32::from(r.old_state))?,
-                new: state(u32::from(r.new_state))?,
-                dwell: None,
-            }))
-        }
         RecordKind::Reset => {
             let r: ResetEvent = read(buf, "reset record")?;
             let direction = match r.direction {
@@ -356,37 +340,6 @@ pub(crate) mod tests {
             owner_source: OwnerSource::Io as u32,
             _pad: 0,
         }
-    }
-
-    #[test]
-    fn decodes_a_lean_state_record() {
-        let full = raw_state(TcpState::FinWait2, TcpState::Close);
-        let raw = LeanStateEvent {
-            header: Header {
-                kind: RecordKind::LeanState as u32,
-                ..full.header
-            },
-            addrs: full.addrs,
-            tgid: 42,
-            old_state: TcpState::FinWait2 as u16,
-            new_state: TcpState::Close as u16,
-        };
-        let Event::State(s) = decode(&as_bytes(&raw)).unwrap() else {
-            panic!("not a state event")
-        };
-        assert_eq!((s.old, s.new), (TcpState::FinWait2, TcpState::Close));
-        assert_eq!((s.ts_ns, s.skaddr, s.dwell), (1_000, 0, None));
-        assert_eq!(s.endpoints.lport, 8080);
-        assert_eq!(s.endpoints.remote, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-        let owner = s.owner.unwrap();
-        assert_eq!((owner.pid, owner.comm.as_str()), (42, ""));
-        let unowned = LeanStateEvent { tgid: 0, ..raw };
-        let Event::State(s) = decode(&as_bytes(&unowned)).unwrap() else {
-            panic!("not a state event")
-        };
-        assert_eq!(s.owner, None);
-        let short = &as_bytes(&raw)[..40];
-        assert!(decode(short).is_err(), "a truncated record is an error");
     }
 
     #[test]
