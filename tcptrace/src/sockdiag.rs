@@ -168,7 +168,7 @@ fn send_request(socket: &Socket, flags: u16, request: InetRequest) -> Result<(),
     Ok(())
 }
 
-/// Which of `tuples` (canonical, as [`canonical_tuple`] gives them) a TCP
+/// Which of `tuples` (either form of a v4 peer: [`canonical_tuple`]) a TCP
 /// socket of this namespace holds now, in any state: one exact sock_diag
 /// lookup each (`inet_diag_find_one_icsk`, the kernel's own connection
 /// lookup), not a dump.

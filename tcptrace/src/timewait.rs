@@ -84,6 +84,18 @@ impl Tw {
     }
 }
 
+impl Tw {
+    /// When this life ended as `end`, noticed at `now_ns`: at its timer's
+    /// expiry, exact however late it is noticed; killed somewhere between
+    /// its last sighting and now (the midpoint).
+    fn end_ns(&self, end: End, now_ns: u64) -> u64 {
+        match end {
+            End::Expired => self.expires_ns,
+            End::KilledEarly => self.last_seen_ns + now_ns.saturating_sub(self.last_seen_ns) / 2,
+        }
+    }
+}
+
 /// How a timewait socket ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
@@ -151,20 +163,11 @@ impl Tracker {
         // connection closed before the next poll: the old life ended early,
         // somewhere between its last sighting and now. After its timer, it
         // expired and no poll has noticed yet.
-        if let Some(old) = self.live.get(&tuple) {
-            let expired = old.seen && ts_ns >= old.expires_ns;
-            if let Some(began) = old.time_wait_ns {
-                let end_ns = if expired {
-                    old.expires_ns
-                } else {
-                    old.last_seen_ns + ts_ns.saturating_sub(old.last_seen_ns) / 2
-                };
-                self.time_wait.add(end_ns.saturating_sub(began));
-            }
-            if expired {
-                self.expired += 1;
+        if let Some(old) = self.live.remove(&tuple) {
+            if old.seen && ts_ns >= old.expires_ns {
+                self.count_end(&old, End::Expired, ts_ns);
             } else {
-                self.killed_early += 1;
+                self.count_end(&old, End::KilledEarly, ts_ns);
                 self.killed_by_reuse += 1;
             }
         }
@@ -191,6 +194,19 @@ impl Tracker {
         self.killed_by_reuse += n;
     }
 
+    /// Count the end of a followed life: its TIME_WAIT dwell, when its
+    /// start is known, and how it ended.
+    fn count_end(&mut self, t: &Tw, end: End, now_ns: u64) {
+        if let Some(began) = t.time_wait_ns {
+            self.time_wait
+                .add(t.end_ns(end, now_ns).saturating_sub(began));
+        }
+        match end {
+            End::Expired => self.expired += 1,
+            End::KilledEarly => self.killed_early += 1,
+        }
+    }
+
     /// With entries from polls: a tuple seen for the first time, or whose
     /// TIME_WAIT timer moved later (a new life: the old one ended between
     /// the two polls), is an entry.
@@ -208,11 +224,7 @@ impl Tracker {
                 && expires_ns > t.expires_ns.saturating_add(RENEWED_SLACK_NS)
         });
         if renewed && let Some(t) = self.live.remove(&tuple) {
-            if let Some(began) = t.time_wait_ns {
-                let end_ns = t.last_seen_ns + (now_ns - t.last_seen_ns) / 2;
-                self.time_wait.add(end_ns.saturating_sub(began));
-            }
-            self.killed_early += 1;
+            self.count_end(&t, End::KilledEarly, now_ns);
             self.killed_by_reuse += 1;
         }
         if !self.live.contains_key(&tuple) {
@@ -274,40 +286,28 @@ impl Tracker {
                 self.population_fin_wait2 += 1;
             }
         }
+        // Gone from this poll; one not seen yet gets one poll to show up.
+        let gone: Vec<(Tuple, Tw)> = self
+            .live
+            .extract_if(|tuple, t| {
+                !present.contains(tuple)
+                    && (t.seen || now_ns.saturating_sub(t.last_seen_ns) > poll_ns)
+            })
+            .collect();
         let mut ended = Vec::new();
-        self.live.retain(|tuple, t| {
-            if present.contains(tuple) {
-                return true;
-            }
+        for (tuple, t) in gone {
             if !t.seen {
-                // Not seen yet: give it one poll to show up.
-                if now_ns.saturating_sub(t.last_seen_ns) <= poll_ns {
-                    return true;
-                }
                 self.never_seen += 1;
-                return false;
+                continue;
             }
             let end = if now_ns + poll_ns >= t.expires_ns {
                 End::Expired
             } else {
                 End::KilledEarly
             };
-            if let Some(began) = t.time_wait_ns {
-                let end_ns = match end {
-                    // The timer's expiry is exact; the poll only saw it late.
-                    End::Expired => t.expires_ns,
-                    // Somewhere between the last sighting and now.
-                    End::KilledEarly => t.last_seen_ns + (now_ns - t.last_seen_ns) / 2,
-                };
-                self.time_wait.add(end_ns.saturating_sub(began));
-            }
-            match end {
-                End::Expired => self.expired += 1,
-                End::KilledEarly => self.killed_early += 1,
-            }
-            ended.push((*tuple, end, t.pid));
-            false
-        });
+            self.count_end(&t, end, now_ns);
+            ended.push((tuple, end, t.pid));
+        }
         ended
     }
 
