@@ -91,6 +91,17 @@ pub fn tracer_bin() -> PathBuf {
     bin
 }
 
+/// `net.ipv4.tcp_tw_reuse_delay`'s default: a TIME_WAIT socket can be reused
+/// once its last timestamp is this old.
+pub const TW_REUSE_DELAY: Duration = Duration::from_secs(1);
+
+/// Sleep until a TIME_WAIT socket whose connection closed at `closed_at` can
+/// be reused ([`TW_REUSE_DELAY`], and half a second of margin).
+pub fn wait_until_reusable(closed_at: Instant) {
+    let reusable = closed_at + TW_REUSE_DELAY + Duration::from_millis(500);
+    thread::sleep(reusable.saturating_duration_since(Instant::now()));
+}
+
 /// Wait for `child` to exit, at most `timeout`; kill it and panic otherwise.
 pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
@@ -2009,6 +2020,34 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("expected {n} sockets in {state} ({filter:?}), ss shows {seen}");
+    }
+
+    /// The first half of the TIME_WAIT reuse tests: with `tcp_tw_reuse=1`, a
+    /// server at `addr` that takes two connections, and a first client from
+    /// `bind` that closes first, which leaves one TIME_WAIT socket `bind` ->
+    /// `addr` (checked with `ss`). Returns the server, waiting for the second
+    /// connection, and when the first one closed (for
+    /// [`wait_until_reusable`]).
+    #[must_use]
+    pub fn timewait_for_reuse(&self, addr: &str, bind: &str) -> (Peer, Instant) {
+        self.sysctl("net.ipv4.tcp_tw_reuse", "1");
+        let server = self.server(&[
+            "--addr",
+            addr,
+            "--connections",
+            "2",
+            "--read-request",
+            "--wait-peer-close",
+            "--timeout-ms",
+            "20000",
+        ]);
+        let first = self.client_from(addr, bind, &[]);
+        let closed_at = Instant::now();
+        let lines = first.wait_success();
+        assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
+        let sport = format!(":{}", scenario::port_of(bind));
+        self.wait_ss("time-wait", &["sport", "=", &sport], 1);
+        (server, closed_at)
     }
 
     /// A client bound to `bind` (`SO_REUSEADDR`) that connects to `addr`,

@@ -36,9 +36,6 @@ const TIMEWAIT_LEN: Duration = Duration::from_mins(1);
 /// How long a test waits for the report it expects (reports come every
 /// second; timewait sockets are polled every second).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
-/// `net.ipv4.tcp_tw_reuse_delay`'s default: a TIME_WAIT socket can be reused
-/// once its last timestamp is this old.
-const TW_REUSE_DELAY: Duration = Duration::from_secs(1);
 
 /// The report after which the tracker's counts have not moved for a whole
 /// report interval: the last of two consecutive reports satisfying `ok` with
@@ -351,23 +348,7 @@ fn timewait_on(
     addr: &str,
     bind: &str,
 ) -> (integration_tests::Peer, Instant) {
-    lab.sysctl("net.ipv4.tcp_tw_reuse", "1");
-    let server = lab.server(&[
-        "--addr",
-        addr,
-        "--connections",
-        "2",
-        "--read-request",
-        "--wait-peer-close",
-        "--timeout-ms",
-        "20000",
-    ]);
-    let first = lab.client_from(addr, bind, &[]);
-    let closed_at = Instant::now();
-    let lines = first.wait_success();
-    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
-    let sport = format!(":{}", integration_tests::scenario::port_of(bind));
-    lab.wait_ss("time-wait", &["sport", "=", &sport], 1);
+    let (server, closed_at) = lab.timewait_for_reuse(addr, bind);
     let seen = tracer.wait_for_report(REPORT_TIMEOUT, |r| {
         r.timewait.entered() == 1 && r.timewait.live_time_wait() == 1
     });
@@ -378,10 +359,7 @@ fn timewait_on(
             .last_report()
             .map_or_else(|| "(none)".to_owned(), |r| r.to_string())
     );
-    // A TIME_WAIT socket is reused once its last timestamp is older than
-    // tcp_tw_reuse_delay.
-    let reusable = closed_at + TW_REUSE_DELAY + Duration::from_millis(500);
-    thread::sleep(reusable.saturating_duration_since(Instant::now()));
+    integration_tests::wait_until_reusable(closed_at);
     (server, closed_at)
 }
 

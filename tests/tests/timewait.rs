@@ -285,32 +285,14 @@ fn reuse_by_a_connection_still_open_counts_as_reuse() {
     let addr = "127.0.0.1:29613";
     let bind = "127.0.0.1:29614";
     let lab = lab!();
-    lab.sysctl("net.ipv4.tcp_tw_reuse", "1");
     let tracer = start(&lab, "29613");
-    let server = lab.server(&[
-        "--addr",
-        addr,
-        "--connections",
-        "2",
-        "--read-request",
-        "--wait-peer-close",
-        "--timeout-ms",
-        "20000",
-    ]);
-    let first = lab.client_from(addr, bind, &[]);
-    let closed_at = Instant::now();
-    let lines = first.wait_success();
-    assert!(lines.iter().any(|l| l == "closed"), "{lines:?}");
-    lab.wait_ss("time-wait", &["sport", "=", ":29614"], 1);
+    let (server, closed_at) = lab.timewait_for_reuse(addr, bind);
     tracer
         .wait_for_json(SOON, |v| {
             v["type"] == "timewait_report" && v["entered"] == 1 && v["time_wait"] == 1
         })
         .unwrap_or_else(|| panic!("TIME_WAIT never seen alive: {:#?}", tracer.json_lines()));
-    // Reusable once its last timestamp is older than tcp_tw_reuse_delay
-    // (1 s by default).
-    let reusable = closed_at + Duration::from_millis(1500);
-    thread::sleep(reusable.saturating_duration_since(Instant::now()));
+    integration_tests::wait_until_reusable(closed_at);
     let mut second = lab.client_from(addr, bind, &["--hold"]);
     assert_eq!(
         lab.ss_count("time-wait", &["sport", "=", ":29614"]),
