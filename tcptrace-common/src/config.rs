@@ -206,6 +206,11 @@ pub struct Config {
     /// accounting of an empty program: the calibration rows of
     /// docs/benchmarks.md). [`ALL_STATES`] for dwell everywhere.
     pub timed_states: u32,
+    /// Append a state record for `old -> new` to this CPU's log
+    /// (`CPU_LOG`, [`crate::cpulog`]) when bit `1 << old` is set: records
+    /// that userspace reads in batches (`--timewait`'s TIME_WAIT entries),
+    /// without the ring buffer's cost per record.
+    pub log_old_states: u32,
     /// With `hist_by` [`HistBy::State`]: a dwell at least this long also
     /// counts in [`crate::Counter::LongDwells`] (leak mode: CLOSE_WAIT
     /// exits past `--min-age`, the leaks that ended); 0: not counted.
@@ -244,6 +249,7 @@ pub struct SetStateShape {
     pub sock_details: u32,
     pub timed_states: u32,
     pub emit_old_states: u32,
+    pub log_old_states: u32,
     pub noted_new_states: u32,
     pub hist_by: u32,
 }
@@ -257,6 +263,7 @@ impl SetStateShape {
             sock_details: c.sock_details,
             timed_states: c.timed_states,
             emit_old_states: c.emit_old_states,
+            log_old_states: c.log_old_states,
             noted_new_states: c.noted_new_states,
             hist_by: c.hist_by,
         }
@@ -270,6 +277,7 @@ impl SetStateShape {
             sock_details: self.sock_details,
             timed_states: self.timed_states,
             emit_old_states: self.emit_old_states,
+            log_old_states: self.log_old_states,
             noted_new_states: self.noted_new_states,
             hist_by: self.hist_by,
             ..c
@@ -288,6 +296,7 @@ pub mod shapes {
         sock_details: 0,
         timed_states: 0,
         emit_old_states: 0,
+        log_old_states: 0,
         noted_new_states: 0,
         hist_by: HistBy::Off as u32,
     };
@@ -313,18 +322,19 @@ pub mod shapes {
     };
 
     /// `--timewait`: a record of each entry into TIME_WAIT (out of
-    /// FIN_WAIT2 or CLOSING), naming the closer, and no other. The lean
+    /// FIN_WAIT2 or CLOSING), naming the closer, and no other, in the
+    /// per-CPU log ([`crate::cpulog`]), not the ring buffer. The lean
     /// store keeps the closer's pid and tid; its comm is noted per thread at
     /// `close()` (into FIN_WAIT1) and joined to the record in the kernel. No
     /// dwell: the census times TIME_WAIT from its entry record and the
     /// kernel's timers, and tells port reuse from its sock_diag polls. (A
     /// record per connect, which showed `tcp_tw_reuse` killing a TIME_WAIT
-    /// at the moment it did, kept the mode over its kernel-cost target:
-    /// docs/benchmarks.md.)
+    /// at the moment it did, and the entry records in the ring buffer, kept
+    /// the mode over its kernel-cost target: docs/benchmarks.md.)
     pub const TIMEWAIT: SetStateShape = SetStateShape {
         lean_socks: 1,
         noted_new_states: 1 << (TcpState::FinWait1 as u32),
-        emit_old_states: ENTERS_TIME_WAIT,
+        log_old_states: ENTERS_TIME_WAIT,
         ..NONE
     };
 

@@ -12,6 +12,7 @@
 
 pub mod comms;
 pub mod config;
+pub mod cpulog;
 pub mod hist;
 pub mod record;
 pub mod table;

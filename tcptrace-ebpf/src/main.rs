@@ -38,6 +38,7 @@ use tcptrace_common::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
         SET_STATE_GENERIC, SET_STATE_VARIANTS, SetStateOffsets, SetStateShape, SockLengthOffsets,
     },
+    cpulog,
     table::{self, LeanBucket, LeanSlot},
     track::{
         OwnerSource, apply_lean_transition, apply_transition, forget_life, io_needs_owner_update,
@@ -56,6 +57,13 @@ const BPF_NOEXIST: u64 = 1;
 #[unsafe(no_mangle)]
 // SAFETY: `Config` is plain integers; all-zero is a valid value.
 static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// One [`cpulog::CpuLog`] per possible CPU for the modes that log state
+/// records instead of sending them through `EVENTS` (`--timewait`);
+/// userspace sizes it, one entry in the other modes, and reads it through a
+/// shared mapping.
+#[map]
+static CPU_LOG: Array<cpulog::CpuLog> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Per-transition and reset records. Userspace may resize it before load.
 #[map]
@@ -87,7 +95,7 @@ static LEAN: LruHashMap<u64, LeanSock> = LruHashMap::with_max_entries(65_536, 0)
 /// owner look its comm up here. Userspace sizes it down to one slot when
 /// the mode names nobody.
 #[map]
-static COMMS: Array<CommSlot> = Array::with_max_entries(comms::SLOTS, 0);
+static COMMS: Array<CommSlot> = Array::with_max_entries(comms::SLOTS, BPF_F_MMAPABLE);
 
 /// Where a new socket's entry is built before its insert (per CPU: the
 /// 512-byte BPF stack has no room for it).
@@ -625,12 +633,13 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         dport,
         ..
     } = h;
-    // The clock only where the mode times a dwell or emits a record (the
-    // mask bounds the shifts; states are 1..=12).
+    // The clock only where the mode times a dwell or emits or logs a record
+    // (the mask bounds the shifts; states are 1..=12).
     let emit_old = setting!(V, emit_old_states);
+    let log_old = setting!(V, log_old_states);
     let timed = setting!(V, timed_states);
     let now = if timed & ((1 << (old & 31)) | (1 << (new & 31))) != 0
-        || emit_old & (1 << (old & 31)) != 0
+        || (emit_old | log_old) & (1 << (old & 31)) != 0
     {
         // SAFETY: no preconditions.
         unsafe { bpf_ktime_get_ns() }
@@ -697,7 +706,26 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         hist_add(&key, dwell_ns);
     }
 
-    if old >= 32 || emit_old & (1 << old) == 0 {
+    if old >= 32 {
+        return Ok(());
+    }
+    // The lean store keeps no comm: it comes from the comm cache where the
+    // mode notes comms, unless the socket's details named the owner.
+    let from_cache = setting!(V, noted_new_states) != 0 && owner.comm[0] == 0;
+    let t = Transition {
+        now,
+        skaddr,
+        dwell_ns,
+        owner,
+        owner_source,
+        from_cache,
+        old,
+        new,
+    };
+    if log_old & (1 << old) != 0 {
+        log_state(&t, rec.addrs(&h)?);
+    }
+    if emit_old & (1 << old) == 0 {
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
@@ -705,29 +733,92 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         count(Counter::RingbufFull);
         return Ok(());
     };
-    // The lean store keeps no comm: it comes from the comm cache where the
-    // mode notes comms, unless the socket's details named the owner.
-    let from_cache = setting!(V, noted_new_states) != 0 && owner.comm[0] == 0;
-    let ev = slot.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
-    // of the right size; every field is written before submit.
-    unsafe {
-        (*ev).header = header(RecordKind::State, now);
-        (*ev).skaddr = skaddr;
-        (*ev).dwell_ns = dwell_ns;
-        (*ev).owner = owner;
-        if from_cache {
-            note_comm_into(&raw mut (*ev).owner.comm, owner.tgid, owner.tid);
-        }
-        (*ev).addrs = addrs;
-        (*ev).old_state = old;
-        (*ev).new_state = new;
-        (*ev).owner_source = owner_source;
-        (*ev)._pad = 0;
-    }
+    // SAFETY: a reserved, exclusively owned ring-buffer slot of the right
+    // size.
+    unsafe { write_state(slot.as_mut_ptr(), &t, addrs) };
     slot.submit(submit_flags());
     count(Counter::StateEvents);
     Ok(())
+}
+
+/// What a state record says, but its endpoints.
+struct Transition {
+    now: u64,
+    skaddr: u64,
+    dwell_ns: u64,
+    owner: Owner,
+    owner_source: u32,
+    /// The owner's comm is to come from the comm cache.
+    from_cache: bool,
+    old: u32,
+    new: u32,
+}
+
+/// Write every field of a state record for `t` to `ev`.
+///
+/// # Safety
+/// `ev` must be valid for writes of a `StateEvent` and owned by this
+/// program run.
+#[inline(always)]
+unsafe fn write_state(ev: *mut StateEvent, t: &Transition, addrs: Addrs) {
+    // SAFETY: the caller's valid, exclusively owned destination.
+    unsafe {
+        (*ev).header = header(RecordKind::State, t.now);
+        (*ev).skaddr = t.skaddr;
+        (*ev).dwell_ns = t.dwell_ns;
+        (*ev).owner = t.owner;
+        if t.from_cache {
+            note_comm_into(&raw mut (*ev).owner.comm, t.owner.tgid, t.owner.tid);
+        }
+        (*ev).addrs = addrs;
+        (*ev).old_state = t.old;
+        (*ev).new_state = t.new;
+        (*ev).owner_source = t.owner_source;
+        (*ev)._pad = 0;
+    }
+}
+
+/// Append a record of `t` to this CPU's log ([`cpulog`]): its next slot,
+/// one cache line, stamped with the sequence number and sealed, then the
+/// head moves on. No lock and no line shared with another CPU but the
+/// reader's; no comm (userspace joins it from the comm cache).
+#[inline(always)]
+fn log_state(t: &Transition, a: Addrs) {
+    // SAFETY: a helper with no arguments and no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(log) = CPU_LOG.get_ptr_mut(cpu) else {
+        // More CPUs than userspace sized the log for: cannot happen with
+        // the possible-CPU count, counted like a full ring if it does.
+        count(Counter::RingbufFull);
+        return;
+    };
+    // SAFETY: this CPU's log, an array value valid for this program run and
+    // written by no other program while this one runs; the slot index is
+    // masked within the slots.
+    unsafe {
+        let seq = (*log).head;
+        let r = &raw mut (*log).slots[(seq & cpulog::SLOT_MASK) as usize];
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "modulo 2^32; states are 1..=12"
+        )]
+        {
+            (*r).seq = seq as u32;
+            (*r).old_state = t.old as u8;
+            (*r).new_state = t.new as u8;
+        }
+        (*r).ts_ns = t.now;
+        (*r).tgid = t.owner.tgid;
+        (*r).tid = t.owner.tid;
+        (*r).family = a.family;
+        (*r).sport = a.sport;
+        (*r).dport = a.dport;
+        (*r).saddr = a.saddr;
+        (*r).daddr = a.daddr;
+        (*r).seal = cpulog::seal(seq, &*r);
+        core::ptr::write_volatile(&raw mut (*log).head, seq + 1);
+    }
+    count(Counter::StateEvents);
 }
 
 /// A socket without an entry is about to get one at a transition out of

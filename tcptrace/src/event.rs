@@ -226,23 +226,26 @@ fn state(v: u32) -> Result<TcpState, DecodeError> {
     TcpState::from_u32(v).ok_or(DecodeError::BadState(v))
 }
 
+/// Decode a state record, from the ring buffer or a per-CPU log
+/// (`crate::cpulog`).
+pub fn decode_state(r: &StateEvent) -> Result<StateChange, DecodeError> {
+    Ok(StateChange {
+        ts_ns: r.header.ts_ns,
+        skaddr: r.skaddr,
+        owner: Owner::from_raw(&r.owner, r.owner_source),
+        endpoints: Endpoints::from_raw(&r.addrs)?,
+        old: state(r.old_state)?,
+        new: state(r.new_state)?,
+        dwell: (r.dwell_ns != DWELL_UNKNOWN).then(|| Duration::from_nanos(r.dwell_ns)),
+    })
+}
+
 /// Decode one ring-buffer record.
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let header: Header = read(buf, "header")?;
     let kind = RecordKind::try_from(header.kind).map_err(|e| DecodeError::UnknownKind(e.0))?;
     match kind {
-        RecordKind::State => {
-            let r: StateEvent = read(buf, "state record")?;
-            Ok(Event::State(StateChange {
-                ts_ns: r.header.ts_ns,
-                skaddr: r.skaddr,
-                owner: Owner::from_raw(&r.owner, r.owner_source),
-                endpoints: Endpoints::from_raw(&r.addrs)?,
-                old: state(r.old_state)?,
-                new: state(r.new_state)?,
-                dwell: (r.dwell_ns != DWELL_UNKNOWN).then(|| Duration::from_nanos(r.dwell_ns)),
-            }))
-        }
+        RecordKind::State => decode_state(&read(buf, "state record")?).map(Event::State),
         RecordKind::Reset => {
             let r: ResetEvent = read(buf, "reset record")?;
             let direction = match r.direction {

@@ -5,6 +5,7 @@
 pub mod advice;
 pub mod census;
 pub mod cli;
+pub mod cpulog;
 pub mod event;
 pub mod filter;
 pub mod histmode;

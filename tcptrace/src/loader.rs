@@ -40,6 +40,12 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("counting the possible CPUs for the per-CPU log ({path}): {source}")]
+    Cpus {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("eBPF program {0} is missing from the object (build mismatch)")]
     MissingProgram(&'static str),
     #[error("loading eBPF program {name} (the kernel verifier refused it?): {source}")]
@@ -70,6 +76,9 @@ pub struct Tracer {
     /// Why `bind()`/`connect()` failures are not caught, when they were asked
     /// for (`Config::emit_failures`) and the kernel cannot give them.
     pub failures_unavailable: Option<String>,
+    /// CPUs the per-CPU log (`CPU_LOG`) was sized for; 0 when the mode
+    /// logs nothing (`Config::log_old_states`).
+    pub log_cpus: u32,
 }
 
 /// What to load.
@@ -370,6 +379,15 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     for (name, entries) in mode_map_sizes(&config) {
         loader.map_max_entries(name, entries);
     }
+    // One log per possible CPU: bpf_get_smp_processor_id() is below that.
+    let log_cpus = if config.log_old_states == 0 {
+        0
+    } else {
+        let n = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        loader.map_max_entries("CPU_LOG", n);
+        n
+    };
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
         aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
             if store.in_use.contains(&name.as_str()) =>
@@ -408,6 +426,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         logger,
         config,
         failures_unavailable,
+        log_cpus,
     })
 }
 

@@ -7,12 +7,12 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
+use crate::cpulog::ArrayMapping;
 use aya::{
     Ebpf,
     maps::{HashMap, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use tcptrace_common::{
     Counter, LeanSock, NUM_COUNTERS, SockInfo, TcpState,
     config::{SET_STATE_GENERIC, SET_STATE_VARIANTS},
@@ -77,25 +77,11 @@ fn count_table(data: &MapData, buckets: u32) -> Result<(u64, u64), MapError> {
     let Some(len) = NonZeroUsize::new(n * size_of::<LeanBucket>()) else {
         return Ok((0, 0));
     };
-    let syscall = |call, e: nix::Error| SyscallError {
-        call,
+    let table = ArrayMapping::new(data, len).map_err(|e| SyscallError {
+        call: "mmap",
         io_error: std::io::Error::from(e),
-    };
-    // SAFETY: a new read-only shared mapping of the array's `len` bytes of
-    // values (a BPF_F_MMAPABLE array maps them from offset 0); it is
-    // unmapped below and no reference to it escapes.
-    let ptr = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ,
-            MapFlags::MAP_SHARED,
-            data.fd().as_fd(),
-            0,
-        )
-    }
-    .map_err(|e| syscall("mmap", e))?;
-    let base = ptr.as_ptr().cast::<LeanBucket>();
+    })?;
+    let base = table.base::<LeanBucket>();
     let (mut live, mut close_wait) = (0, 0);
     for i in 0..n {
         // SAFETY: bucket i < n lies within the mapping, page-aligned and so
@@ -105,8 +91,6 @@ fn count_table(data: &MapData, buckets: u32) -> Result<(u64, u64), MapError> {
         live += l;
         close_wait += c;
     }
-    // SAFETY: the mapping made above; `base` is not used after this.
-    unsafe { munmap(ptr, len.get()) }.map_err(|e| syscall("munmap", e))?;
     Ok((live, close_wait))
 }
 

@@ -1,9 +1,11 @@
 //! `--timewait`: why a server cannot restart (`bind()` EADDRINUSE) and why
 //! clients run out of ports (`connect()` EADDRNOTAVAIL).
 //!
-//! - Entries into TIME_WAIT stream from the kernel (`FIN_WAIT2/CLOSING ->
+//! - Entries into TIME_WAIT come from the kernel (`FIN_WAIT2/CLOSING ->
 //!   CLOSE`, with the process that closed first): the one record per
-//!   connection this mode pays for.
+//!   connection this mode pays for, appended to a per-CPU log
+//!   ([`crate::cpulog`]) that is read every [`LOG_DRAIN`], not sent
+//!   through the ring buffer (which carries the failures).
 //! - A 1 s sock_diag poll of timewait sockets gives the census, grouped by
 //!   destination and by local port, and the projection of port use. A
 //!   TIME_WAIT socket gone before its timer was killed early; it was port
@@ -26,13 +28,14 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use bytes::BytesMut;
 use serde::Serialize;
-use tcptrace_common::{Config, TcpState};
+use tcptrace_common::{Config, StateEvent, TcpState};
 
 use crate::{
     advice::{self, Advice, BindFacts, ConnectFacts},
     census::{Census, DestGroup, LiveCounts, PortGroup, Snapshot},
     cli::Cli,
-    event::{Event, FailedCall, Failure, decode},
+    cpulog::CpuLogs,
+    event::{Event, FailedCall, Failure, StateChange, decode, decode_state},
     histmode::{TW_POLL, timewait_overflow},
     loader::Tracer,
     output::{Clock, StdoutSink, human_duration, monotonic_ns},
@@ -50,6 +53,11 @@ pub struct TimewaitOptions {
     /// Where the sysctls are read (`/proc/sys/net/ipv4`).
     pub sysctl_root: PathBuf,
 }
+
+/// How often the per-CPU log of TIME_WAIT entries is read: each CPU's log
+/// holds `cpulog::SLOTS` records, so one CPU can log 40 000 entries a
+/// second before any is lost.
+pub const LOG_DRAIN: Duration = Duration::from_millis(50);
 
 /// At most this many exact sock_diag lookups per poll to tell TIME_WAIT
 /// sockets killed by port reuse from those killed by a RST
@@ -226,6 +234,8 @@ struct State {
     announced: HashSet<(IpAddr, IpAddr, u16)>,
     failures_unavailable: Option<String>,
     undecodable: u64,
+    /// The per-CPU log's records of one drain (kept for its allocation).
+    logged: Vec<StateEvent>,
     buf: BytesMut,
 }
 
@@ -263,25 +273,43 @@ impl State {
         }
     }
 
+    /// A state record: an entry into TIME_WAIT.
+    fn on_state(&mut self, s: &StateChange) {
+        if let Some(o) = &s.owner
+            && !self.netns.is_ours(o.pid)
+        {
+            return;
+        }
+        let e = s.endpoints;
+        let tuple = (e.local, e.lport, e.remote, e.rport);
+        if s.new == TcpState::Close && matches!(s.old, TcpState::FinWait2 | TcpState::Closing) {
+            let closer = s.owner.as_ref().map(|o| (o.pid, o.comm.as_str()));
+            self.tracker.on_entry(tuple, s.ts_ns, closer.map(|c| c.0));
+            self.census.on_entry(tuple, s.ts_ns, closer, &self.sysctls);
+        }
+    }
+
+    /// The TIME_WAIT entries logged since the last drain, in time order.
+    fn drain_log(&mut self, logs: &mut CpuLogs) {
+        let mut entries = std::mem::take(&mut self.logged);
+        logs.drain(&mut entries);
+        for ev in &entries {
+            match decode_state(ev) {
+                Ok(s) => self.on_state(&s),
+                Err(e) => {
+                    self.undecodable += 1;
+                    log::warn!("dropping a record: {e}");
+                }
+            }
+        }
+        entries.clear();
+        self.logged = entries;
+    }
+
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(Event::State(s)) => {
-                    if let Some(o) = &s.owner
-                        && !self.netns.is_ours(o.pid)
-                    {
-                        continue;
-                    }
-                    let e = s.endpoints;
-                    let tuple = (e.local, e.lport, e.remote, e.rport);
-                    if s.new == TcpState::Close
-                        && matches!(s.old, TcpState::FinWait2 | TcpState::Closing)
-                    {
-                        let closer = s.owner.as_ref().map(|o| (o.pid, o.comm.as_str()));
-                        self.tracker.on_entry(tuple, s.ts_ns, closer.map(|c| c.0));
-                        self.census.on_entry(tuple, s.ts_ns, closer, &self.sysctls);
-                    }
-                }
+                Ok(Event::State(s)) => self.on_state(&s),
                 Ok(Event::Failure(f)) => {
                     if self.netns.is_ours(f.owner.pid) {
                         self.on_failure(&f);
@@ -779,6 +807,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         mut logger,
         config: filters,
         failures_unavailable,
+        log_cpus,
         ..
     } = tracer;
     let sysctls = Sysctls::read(&opts.sysctl_root);
@@ -789,6 +818,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         eprintln!("tcptrace: warning: bind()/connect() failures are not caught: {why}");
     }
     let mut ring = crate::stream::take_ring(&mut ebpf)?;
+    let mut logs = CpuLogs::open(&ebpf, log_cpus)?;
     let mut state = State {
         json: cli.json,
         clock: Clock::now(),
@@ -806,12 +836,14 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         announced: HashSet::new(),
         failures_unavailable,
         undecodable: 0,
+        logged: Vec::new(),
         buf: BytesMut::new(),
     };
     state.poll_listeners();
     let mut out = StdoutSink::default();
     let mut stop = Stop::new(cli.duration)?;
     let mut poll = timer(Duration::ZERO, TW_POLL);
+    let mut log_drain = timer(LOG_DRAIN, LOG_DRAIN);
     let mut report = timer(opts.interval, opts.interval);
     eprintln!(
         "{READY} TIME_WAIT and port failures: a census every {} (Ctrl-C for the final one)",
@@ -820,8 +852,10 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
     let end = loop {
         tokio::select! {
             r = drain_when_woken(&mut ring, |r| state.drain(r)) => r?,
+            _ = log_drain.tick() => state.drain_log(&mut logs),
             _ = poll.tick() => {
                 state.drain(ring.get_mut());
+                state.drain_log(&mut logs);
                 state.poll_listeners();
                 state.poll_timewait();
                 // The one place the sysctls are re-read: reports use these.
@@ -841,6 +875,7 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
     };
     if end == End::Stopped {
         state.drain(ring.get_mut());
+        state.drain_log(&mut logs);
         state.poll_timewait();
         state.report(true);
         out.write(&mut state.buf)?;
@@ -852,6 +887,12 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         );
     }
     if end == End::Stopped {
+        eprintln!(
+            "tcptrace: TIME_WAIT entries: {} read from the per-CPU log, {} lost (overwritten \
+             before they were read)",
+            logs.read(),
+            logs.lost()
+        );
         match crate::stats::KernelCounters::read(&ebpf) {
             Ok(k) => eprintln!("{}", k.socket_map_line()),
             Err(e) => log::warn!("reading kernel counters: {e}"),

@@ -2697,6 +2697,26 @@ impl ModeRun {
     }
 }
 
+impl ModeRun {
+    /// `(read, lost)` from `--timewait`'s exit line `tcptrace: TIME_WAIT
+    /// entries: R read from the per-CPU log, L lost (...)`.
+    #[must_use]
+    pub fn timewait_entries(&self) -> (u64, u64) {
+        let line = self
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("tcptrace: TIME_WAIT entries: "))
+            .unwrap_or_else(|| panic!("no TIME_WAIT entries line:\n{self}"));
+        let number_before = |word: &str| -> u64 {
+            line.split_once(word)
+                .and_then(|(head, _)| head.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
+        };
+        (number_before(" read"), number_before(" lost"))
+    }
+}
+
 impl fmt::Display for ModeRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "tcptrace {:?} ({}); stdout:", self.args, self.status)?;

@@ -102,6 +102,11 @@ fn restart_failure_is_explained_and_advises_so_reuseaddr() {
 
     let run = tracer.stop();
     run.assert_clean_exit();
+    // The entries came through the per-CPU log, none lost (the machine's
+    // other traffic may add some).
+    let (read, lost) = run.timewait_entries();
+    assert!(read >= N, "{N} entries at least: {run}");
+    assert_eq!(lost, 0, "{run}");
     let report = final_report(&run.json_lines());
     let so = advice(&report, "so_reuseaddr");
     assert_eq!(so.len(), 1, "{report:#}");

@@ -1,0 +1,425 @@
+//! The per-CPU record log (`CPU_LOG`): state records for a mode that reads
+//! them in batches, without the ring buffer's cost per record.
+//!
+//! `--timewait` needs one record per connection, the TIME_WAIT entry (its
+//! exact time and the closer). Through the ring buffer, that record cost
+//! more than the rest of the mode's work on every transition together: a
+//! reserve and a commit on a buffer that every CPU writes, whose lines move
+//! between CPUs with each record (docs/benchmarks.md). The census reads
+//! those records in batches anyway, so each CPU appends them to its own log
+//! instead, and userspace reads the logs through a shared mapping every few
+//! tens of milliseconds.
+//!
+//! - **Layout**: a BPF array with one [`CpuLog`] per possible CPU, mappable.
+//!   A CPU writes only its own log: a program runs on one CPU from start to
+//!   end, and the kernel never runs two tracing programs at once on a CPU.
+//! - **Writer** (the eBPF side): the record ([`LogRecord`], one cache line)
+//!   goes into slot `head %` [`SLOTS`], stamped with its sequence number
+//!   `head` and a [`seal`] over both; then `head` moves on. When userspace falls [`SLOTS`] records
+//!   behind, the oldest are overwritten: a loss, which userspace counts
+//!   exactly.
+//! - **Reader** ([`Cursor`]): it checks each slot's sequence number and
+//!   seal. BPF programs built by Rust have no memory barriers, so nothing
+//!   orders the writer's stores for a reader on another CPU; the seal makes
+//!   that irrelevant. A slot that fails it is being written (read it again
+//!   on the next drain) or was overwritten under the reader (lost).
+
+use crate::{Addrs, StateEvent};
+
+/// Slots in each CPU's log (a power of two): 4096 records of one cache
+/// line, 256 KiB per CPU. Drained every 50 ms, one CPU can log 80 000
+/// records a second before any is lost.
+pub const SLOTS: usize = 4096;
+/// [`SLOTS`] as a sequence-number distance.
+pub const SLOTS_U64: u64 = SLOTS as u64;
+/// Mask from a sequence number to its slot.
+pub const SLOT_MASK: u64 = SLOTS_U64 - 1;
+const _: () = assert!(SLOTS.is_power_of_two());
+
+/// One record in a CPU's log: a state change without its dwell, its
+/// socket's address or its owner's comm, in one cache line. Writing a
+/// record costs the kernel about a line moved between CPUs (the writer's
+/// and the reader's) per line, so a record of one line costs half the
+/// ring buffer's 112-byte [`StateEvent`] (docs/benchmarks.md). Userspace
+/// joins the comm from the comm cache ([`crate::comms`]).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The record's sequence number in its CPU's log, modulo 2^32.
+    pub seq: u32,
+    /// [`seal`] of the record; never 0, so that a zeroed slot fails.
+    pub seal: u32,
+    /// `bpf_ktime_get_ns()` of the transition.
+    pub ts_ns: u64,
+    /// The owner the socket's entry names (0: unknown).
+    pub tgid: u32,
+    pub tid: u32,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub old_state: u8,
+    pub new_state: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<LogRecord>() == 64);
+
+/// Words of a [`LogRecord`] after `seq` and `seal`.
+const WORDS: usize = 7;
+
+/// One CPU's log: the number of records it ever took, then the slots.
+#[repr(C, align(64))]
+pub struct CpuLog {
+    /// Sequence number of the next record; the records before it are
+    /// `head - SLOTS..head` (those that are not overwritten yet).
+    pub head: u64,
+    pub _pad: [u64; 7],
+    pub slots: [LogRecord; SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<CpuLog>() == 64 + SLOTS * 64);
+
+/// Fibonacci hashing's multiplier (2^64 / golden ratio, odd).
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The seal of record `r` with sequence number `seq`: every word after the
+/// seal, each rotated by its own amount (so that swapped words change it),
+/// folded and mixed. A slot whose words come from two records fails it.
+#[inline(always)]
+#[must_use]
+pub fn seal(seq: u64, r: &LogRecord) -> u32 {
+    // SAFETY: LogRecord is repr(C), 64-byte aligned, eight words long with
+    // no padding (seq and seal fill the first), so every byte is
+    // initialised.
+    let words: &[u64; WORDS + 1] = unsafe { &*core::ptr::from_ref(r).cast() };
+    let mut x = seq;
+    let mut i = 1;
+    while i <= WORDS {
+        #[expect(clippy::cast_possible_truncation, reason = "i <= 7")]
+        let rot = (i as u32) * 9;
+        x ^= words[i].rotate_left(rot);
+        i += 1;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "the upper half of the mix")]
+    let h = ((x ^ (x >> 29)).wrapping_mul(GOLDEN) >> 32) as u32;
+    h | 1
+}
+
+impl LogRecord {
+    /// The endpoints, as a state record carries them.
+    #[must_use]
+    pub fn addrs(&self) -> Addrs {
+        Addrs {
+            family: self.family,
+            sport: self.sport,
+            dport: self.dport,
+            _pad: 0,
+            saddr: self.saddr,
+            daddr: self.daddr,
+        }
+    }
+
+    /// Whether this slot holds record `seq`, intact.
+    #[inline(always)]
+    #[must_use]
+    pub fn is(&self, seq: u64) -> bool {
+        #[expect(clippy::cast_possible_truncation, reason = "stored modulo 2^32")]
+        let low = seq as u32;
+        self.seq == low && self.seal == seal(seq, self)
+    }
+}
+
+/// A state record for the rest of userspace: `r` with `comm` as its
+/// owner's (zeros: unknown), its dwell unknown.
+#[must_use]
+pub fn state_event(r: &LogRecord, comm: [u8; 16]) -> StateEvent {
+    StateEvent {
+        header: crate::Header {
+            kind: crate::RecordKind::State as u32,
+            cpu: 0,
+            ts_ns: r.ts_ns,
+        },
+        skaddr: 0,
+        dwell_ns: crate::DWELL_UNKNOWN,
+        owner: crate::Owner {
+            tgid: r.tgid,
+            tid: r.tid,
+            comm,
+        },
+        addrs: r.addrs(),
+        old_state: u32::from(r.old_state),
+        new_state: u32::from(r.new_state),
+        owner_source: if r.tgid == 0 {
+            crate::OwnerSource::Unknown as u32
+        } else {
+            crate::OwnerSource::Syscall as u32
+        },
+        _pad: 0,
+    }
+}
+
+/// A reader's place in one CPU's log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Sequence number of the next record to read.
+    pub next: u64,
+    /// The slot a drain stopped at because it failed its check while the
+    /// writer was within reach of it; a second drain that stops there
+    /// counts it lost.
+    stalled: Option<u64>,
+}
+
+/// What a reader sees of one CPU's log.
+pub trait LogView {
+    /// The log's `head`, read afresh.
+    fn head(&self) -> u64;
+    /// A copy of the slot of sequence number `seq`.
+    fn slot(&self, seq: u64) -> LogRecord;
+}
+
+impl Cursor {
+    /// Hand every record logged since the last drain to `take`, oldest
+    /// first; returns how many were lost (overwritten before they were
+    /// read, or never intact).
+    pub fn drain(&mut self, log: &impl LogView, mut take: impl FnMut(&LogRecord)) -> u64 {
+        let head = log.head();
+        let mut lost = 0;
+        let mut i = self.next;
+        if head < i {
+            // Only a new log starts below its reader: begin again.
+            i = 0;
+            self.stalled = None;
+        }
+        if head - i > SLOTS_U64 {
+            lost += head - i - SLOTS_U64;
+            i = head - SLOTS_U64;
+        }
+        while i < head {
+            let s = log.slot(i);
+            if s.is(i) {
+                take(&s);
+                i += 1;
+                continue;
+            }
+            // The writer reaches slot i again at record i + SLOTS.
+            if log.head() >= i + SLOTS_U64 || self.stalled == Some(i) {
+                lost += 1;
+                i += 1;
+                continue;
+            }
+            // Still being written: the next drain reads it.
+            self.stalled = Some(i);
+            break;
+        }
+        if self.stalled.is_some_and(|s| s < i) {
+            self.stalled = None;
+        }
+        self.next = i;
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::boxed::Box;
+    use std::cell::RefCell;
+    use std::vec::Vec;
+
+    use super::*;
+
+    /// A log in memory, written the way the eBPF side writes it.
+    struct Mem(RefCell<Box<[LogRecord]>>, RefCell<u64>);
+
+    impl Mem {
+        fn new() -> Self {
+            Mem(
+                RefCell::new(std::vec![LogRecord::default(); SLOTS].into_boxed_slice()),
+                RefCell::new(0),
+            )
+        }
+
+        /// Append a record whose timestamp is `ts`.
+        fn append(&self, ts: u64) {
+            let seq = *self.1.borrow();
+            #[expect(clippy::cast_possible_truncation, reason = "modulo 2^32")]
+            let mut r = LogRecord {
+                seq: seq as u32,
+                ts_ns: ts,
+                tgid: 7,
+                sport: 80,
+                ..LogRecord::default()
+            };
+            r.seal = seal(seq, &r);
+            #[expect(clippy::cast_possible_truncation, reason = "masked")]
+            let idx = (seq & SLOT_MASK) as usize;
+            self.0.borrow_mut()[idx] = r;
+            *self.1.borrow_mut() = seq + 1;
+        }
+    }
+
+    impl LogView for Mem {
+        fn head(&self) -> u64 {
+            *self.1.borrow()
+        }
+
+        fn slot(&self, seq: u64) -> LogRecord {
+            #[expect(clippy::cast_possible_truncation, reason = "masked")]
+            self.0.borrow()[(seq & SLOT_MASK) as usize]
+        }
+    }
+
+    fn drain(c: &mut Cursor, m: &Mem) -> (Vec<u64>, u64) {
+        let mut got = Vec::new();
+        let lost = c.drain(m, |r| got.push(r.ts_ns));
+        (got, lost)
+    }
+
+    #[test]
+    fn records_come_out_once_in_order() {
+        let m = Mem::new();
+        let mut c = Cursor::default();
+        for a in 1..=10 {
+            m.append(a);
+        }
+        assert_eq!(drain(&mut c, &m), ((1..=10).collect(), 0));
+        assert_eq!(drain(&mut c, &m), (Vec::new(), 0));
+        m.append(11);
+        assert_eq!(drain(&mut c, &m), (std::vec![11], 0));
+    }
+
+    #[test]
+    fn a_lap_behind_loses_exactly_the_overwritten_records() {
+        let m = Mem::new();
+        let mut c = Cursor::default();
+        let n = SLOTS_U64 + 5;
+        for a in 1..=n {
+            m.append(a);
+        }
+        let (got, lost) = drain(&mut c, &m);
+        assert_eq!(lost, 5);
+        assert_eq!(got.len(), SLOTS);
+        assert_eq!(got.first(), Some(&6));
+        assert_eq!(got.last(), Some(&n));
+    }
+
+    #[test]
+    fn a_torn_slot_waits_one_drain_then_counts_as_lost() {
+        let m = Mem::new();
+        let mut c = Cursor::default();
+        for a in 1..=3 {
+            m.append(a);
+        }
+        // Record 1 half written: a word changed after its seal.
+        m.0.borrow_mut()[1].daddr[15] ^= 1;
+        assert_eq!(
+            drain(&mut c, &m),
+            (std::vec![1], 0),
+            "stops at the torn slot"
+        );
+        assert_eq!(c.next, 1);
+        assert_eq!(drain(&mut c, &m), (std::vec![3], 1), "still torn: lost");
+        m.append(4);
+        assert_eq!(drain(&mut c, &m), (std::vec![4], 0));
+    }
+
+    #[test]
+    fn a_slot_finished_by_the_next_drain_is_read() {
+        let m = Mem::new();
+        let mut c = Cursor::default();
+        m.append(1);
+        m.append(2);
+        let good = m.slot(1);
+        m.0.borrow_mut()[1].seq = 0; // the sequence number not visible yet
+        assert_eq!(drain(&mut c, &m), (std::vec![1], 0));
+        m.0.borrow_mut()[1] = good;
+        assert_eq!(drain(&mut c, &m), (std::vec![2], 0));
+    }
+
+    #[test]
+    fn a_lap_behind_skips_to_the_oldest_record_left() {
+        let m = Mem::new();
+        let mut c = Cursor::default();
+        for a in 1..=SLOTS_U64 + 1 {
+            m.append(a);
+        }
+        let (got, lost) = drain(&mut c, &m);
+        assert_eq!(lost, 1);
+        assert_eq!(got.first(), Some(&2));
+        assert_eq!(got.last(), Some(&(SLOTS_U64 + 1)));
+    }
+
+    #[test]
+    fn a_slot_overwritten_under_the_reader_is_lost_not_read() {
+        let m = Mem::new();
+        let mut c = Cursor::default();
+        for a in 1..=SLOTS_U64 {
+            m.append(a);
+        }
+        // The writer is writing record SLOTS into slot 0 (its head not moved
+        // on yet) while the reader is still at record 0.
+        let head = m.head();
+        m.append(0xdead);
+        *m.1.borrow_mut() = head;
+        let (got, lost) = drain(&mut c, &m);
+        assert_eq!(lost, 1);
+        assert!(!got.contains(&0xdead));
+        assert_eq!(got.first(), Some(&2));
+        assert_eq!(got.len(), SLOTS - 1);
+    }
+
+    #[test]
+    fn the_seal_covers_every_word_and_the_sequence_number() {
+        let r = LogRecord {
+            seq: 7,
+            ts_ns: 0xffff_8880_0102_0304,
+            ..LogRecord::default()
+        };
+        let s = seal(7, &r);
+        assert_ne!(s, 0);
+        assert_ne!(s, seal(7 + SLOTS_U64, &r));
+        for w in 1..=WORDS {
+            let mut e = r;
+            // SAFETY: as in seal(): eight words, no padding.
+            let words: &mut [u64; WORDS + 1] = unsafe { &mut *core::ptr::from_mut(&mut e).cast() };
+            words[w] ^= 1;
+            assert_ne!(seal(7, &e), s, "word {w}");
+        }
+        assert_ne!(seal(0, &LogRecord::default()), 0);
+        assert!(!LogRecord::default().is(0), "a zeroed slot holds no record");
+    }
+
+    #[test]
+    fn a_record_becomes_the_state_record_it_stands_for() {
+        let r = LogRecord {
+            ts_ns: 5,
+            tgid: 10,
+            tid: 11,
+            family: crate::AF_INET,
+            sport: 40000,
+            dport: 80,
+            old_state: crate::TcpState::FinWait2 as u8,
+            new_state: crate::TcpState::Close as u8,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..LogRecord::default()
+        };
+        let ev = state_event(&r, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(ev.header.ts_ns, 5);
+        assert_eq!((ev.owner.tgid, ev.owner.tid), (10, 11));
+        assert_eq!(&ev.owner.comm[..4], b"curl");
+        assert_eq!(ev.owner_source, crate::OwnerSource::Syscall as u32);
+        assert_eq!((ev.addrs.sport, ev.addrs.dport), (40000, 80));
+        assert_eq!(ev.addrs.saddr[..4], [127, 0, 0, 1]);
+        assert_eq!(
+            (ev.old_state, ev.new_state),
+            (
+                crate::TcpState::FinWait2 as u32,
+                crate::TcpState::Close as u32
+            )
+        );
+        assert_eq!(ev.dwell_ns, crate::DWELL_UNKNOWN);
+        let unknown = state_event(&LogRecord::default(), [0; 16]);
+        assert_eq!(unknown.owner_source, crate::OwnerSource::Unknown as u32);
+    }
+}

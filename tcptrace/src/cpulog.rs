@@ -1,0 +1,171 @@
+//! Reading the kernel's per-CPU record logs (`CPU_LOG`,
+//! [`tcptrace_common::cpulog`]) through one read-only shared mapping: no
+//! system call per drain, only the heads and the new slots are read.
+
+use std::{
+    num::NonZeroUsize,
+    os::fd::AsFd as _,
+    ptr::NonNull,
+    sync::atomic::{Ordering, fence},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{Map, MapData},
+};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use tcptrace_common::{
+    StateEvent,
+    comms::{self, CommSlot},
+    cpulog::{CpuLog, Cursor, LogRecord, LogView, SLOT_MASK, state_event},
+};
+
+/// A read-only shared mapping of a `BPF_F_MMAPABLE` array's values, which
+/// the kernel keeps writing: read it with volatile loads only.
+pub struct ArrayMapping {
+    ptr: NonNull<std::ffi::c_void>,
+    len: NonZeroUsize,
+}
+
+impl ArrayMapping {
+    /// Map the first `len` bytes of the values of array `data` (mmapable
+    /// arrays map them from offset 0, value after value, each a multiple of
+    /// 8 bytes).
+    pub fn new(data: &MapData, len: NonZeroUsize) -> Result<Self, nix::Error> {
+        // SAFETY: a new read-only shared mapping, unmapped in Drop; nothing
+        // borrows from it beyond the ArrayMapping.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                data.fd().as_fd(),
+                0,
+            )
+        }?;
+        Ok(ArrayMapping { ptr, len })
+    }
+
+    /// The start of the mapping, as an array of `T`.
+    #[must_use]
+    pub fn base<T>(&self) -> *const T {
+        self.ptr.as_ptr().cast_const().cast()
+    }
+
+    /// Mapped values of `T`.
+    #[must_use]
+    pub fn count<T>(&self) -> usize {
+        self.len.get() / size_of::<T>()
+    }
+}
+
+impl Drop for ArrayMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(); nothing uses it after this.
+        if let Err(e) = unsafe { munmap(self.ptr, self.len.get()) } {
+            log::warn!("unmapping a BPF array: {e}");
+        }
+    }
+}
+
+/// The logs of every possible CPU, mapped, with a reader's place in each,
+/// and the comm cache the records' owners are named from.
+pub struct CpuLogs {
+    logs: ArrayMapping,
+    comms: ArrayMapping,
+    cursors: Vec<Cursor>,
+    read: u64,
+    lost: u64,
+}
+
+/// One CPU's log in the mapping.
+struct View(*const CpuLog);
+
+impl LogView for View {
+    fn head(&self) -> u64 {
+        // SAFETY: a log inside the live mapping; the kernel writes it
+        // concurrently, so it is read with a volatile load, never a
+        // reference. The fence keeps the slot reads after it.
+        let h = unsafe { (&raw const (*self.0).head).read_volatile() };
+        fence(Ordering::Acquire);
+        h
+    }
+
+    fn slot(&self, seq: u64) -> LogRecord {
+        #[expect(clippy::cast_possible_truncation, reason = "masked to a slot index")]
+        let i = (seq & SLOT_MASK) as usize;
+        // SAFETY: as in head(); slot i < SLOTS lies within the log, and
+        // LogRecord is plain integers, valid for any bit pattern. A copy
+        // torn by the writer fails its seal.
+        let s = unsafe { (&raw const (*self.0).slots[i]).read_volatile() };
+        fence(Ordering::Acquire);
+        s
+    }
+}
+
+/// A mmapable array of `ebpf`, mapped for `n` values of `T`.
+fn map_array<T>(ebpf: &Ebpf, name: &str, n: usize) -> anyhow::Result<ArrayMapping> {
+    let Some(Map::Array(data)) = ebpf.map(name) else {
+        anyhow::bail!("the eBPF object has no {name} array (build mismatch)");
+    };
+    let len = NonZeroUsize::new(n * size_of::<T>()).with_context(|| format!("{name} is empty"))?;
+    ArrayMapping::new(data, len).with_context(|| format!("mapping {name}"))
+}
+
+impl CpuLogs {
+    /// Map `CPU_LOG`, sized by the loader for `cpus` CPUs, and `COMMS`.
+    pub fn open(ebpf: &Ebpf, cpus: u32) -> anyhow::Result<Self> {
+        let n = usize::try_from(cpus).context("CPU count")?;
+        Ok(CpuLogs {
+            logs: map_array::<CpuLog>(ebpf, "CPU_LOG", n)?,
+            comms: map_array::<CommSlot>(ebpf, "COMMS", comms::SLOTS as usize)?,
+            cursors: vec![Cursor::default(); n],
+            read: 0,
+            lost: 0,
+        })
+    }
+
+    /// The comm the comm cache holds for thread `tid` of `tgid`; zeros if
+    /// none (the slot went to another thread: userspace asks /proc).
+    fn comm(&self, tgid: u32, tid: u32) -> [u8; 16] {
+        let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+        let i = comms::slot_of(pid_tgid) as usize;
+        // SAFETY: slot i < SLOTS lies within the mapping; CommSlot is plain
+        // integers. A slot torn by the kernel fails its seal.
+        let slot = unsafe { self.comms.base::<CommSlot>().add(i).read_volatile() };
+        slot.comm_of(pid_tgid).unwrap_or([0; 16])
+    }
+
+    /// Every record logged since the last drain, as state records, all CPUs
+    /// merged in time order (a connection's records come from any CPU).
+    pub fn drain(&mut self, out: &mut Vec<StateEvent>) {
+        let start = out.len();
+        let mut records = Vec::new();
+        for (cpu, cursor) in self.cursors.iter_mut().enumerate() {
+            // SAFETY: cpu < the CPU count the mapping was made for.
+            let view = View(unsafe { self.logs.base::<CpuLog>().add(cpu) });
+            self.lost += cursor.drain(&view, |r| records.push(*r));
+        }
+        records.sort_by_key(|r| r.ts_ns);
+        out.extend(
+            records
+                .iter()
+                .map(|r| state_event(r, self.comm(r.tgid, r.tid))),
+        );
+        self.read += (out.len() - start) as u64;
+    }
+
+    /// Records read so far.
+    #[must_use]
+    pub fn read(&self) -> u64 {
+        self.read
+    }
+
+    /// Records overwritten before they were read, or never intact.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+}
