@@ -101,7 +101,6 @@ pub fn seal(seq: u64, r: &LogRecord) -> u32 {
         x ^= words[i].rotate_left(rot);
         i += 1;
     }
-    #[expect(clippy::cast_possible_truncation, reason = "the upper half of the mix")]
     let h = ((x ^ (x >> 29)).wrapping_mul(GOLDEN) >> 32) as u32;
     h | 1
 }
@@ -252,7 +251,6 @@ mod tests {
                 ..LogRecord::default()
             };
             r.seal = seal(seq, &r);
-            #[expect(clippy::cast_possible_truncation, reason = "masked")]
             let idx = (seq & SLOT_MASK) as usize;
             self.0.borrow_mut()[idx] = r;
             *self.1.borrow_mut() = seq + 1;
@@ -265,7 +263,6 @@ mod tests {
         }
 
         fn slot(&self, seq: u64) -> LogRecord {
-            #[expect(clippy::cast_possible_truncation, reason = "masked")]
             self.0.borrow()[(seq & SLOT_MASK) as usize]
         }
     }

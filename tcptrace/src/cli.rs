@@ -70,7 +70,7 @@ SOCKET TABLE (--max-sockets)
   picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
   bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all
   for {default}; --timewait adds a 512 KiB cache of the closers' comms, by
-  thread; --closewait-leaks adds the full map for the sockets its owner
+  thread, and a 256 KiB log of TIME_WAIT entries per CPU; --closewait-leaks adds the full map for the sockets its owner
   reads or writes or that enter CLOSE_WAIT). Size it for
   the most TCP sockets the host holds at once; both ends of a local
   connection count. When it is full, each new socket evicts the least

@@ -94,7 +94,6 @@ impl LogView for View {
     }
 
     fn slot(&self, seq: u64) -> LogRecord {
-        #[expect(clippy::cast_possible_truncation, reason = "masked to a slot index")]
         let i = (seq & SLOT_MASK) as usize;
         // SAFETY: as in head(); slot i < SLOTS lies within the log, and
         // LogRecord is plain integers, valid for any bit pattern. A copy
@@ -127,10 +126,10 @@ impl CpuLogs {
         })
     }
 
-    /// The comm the comm cache holds for thread `tid` of `tgid`; zeros if
-    /// none (the slot went to another thread: userspace asks /proc).
-    fn comm(&self, tgid: u32, tid: u32) -> [u8; 16] {
-        let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+    /// The comm the comm cache holds for the thread that `r` names; zeros
+    /// if none (the slot went to another thread: userspace asks /proc).
+    fn comm(&self, r: &LogRecord) -> [u8; 16] {
+        let pid_tgid = (u64::from(r.tgid) << 32) | u64::from(r.tid);
         let i = comms::slot_of(pid_tgid) as usize;
         // SAFETY: slot i < SLOTS lies within the mapping; CommSlot is plain
         // integers. A slot torn by the kernel fails its seal.
@@ -149,11 +148,7 @@ impl CpuLogs {
             self.lost += cursor.drain(&view, |r| records.push(*r));
         }
         records.sort_by_key(|r| r.ts_ns);
-        out.extend(
-            records
-                .iter()
-                .map(|r| state_event(r, self.comm(r.tgid, r.tid))),
-        );
+        out.extend(records.iter().map(|r| state_event(r, self.comm(r))));
         self.read += (out.len() - start) as u64;
     }
 

@@ -880,11 +880,16 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         state.report(true);
         out.write(&mut state.buf)?;
     }
-    if state.undecodable > 0 {
-        eprintln!(
-            "tcptrace: {} undecodable records dropped",
-            state.undecodable
-        );
+    exit_lines(&ebpf, &logs, state.undecodable, end);
+    Ok(if out.closed() { End::BrokenPipe } else { end })
+}
+
+/// What the run lost and cost, on stderr at exit: undecodable records, and
+/// after a stop the per-CPU log's entries, the socket store and the kernel
+/// cost per program.
+fn exit_lines(ebpf: &aya::Ebpf, logs: &CpuLogs, undecodable: u64, end: End) {
+    if undecodable > 0 {
+        eprintln!("tcptrace: {undecodable} undecodable records dropped");
     }
     if end == End::Stopped {
         eprintln!(
@@ -893,16 +898,15 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
             logs.read(),
             logs.lost()
         );
-        match crate::stats::KernelCounters::read(&ebpf) {
+        match crate::stats::KernelCounters::read(ebpf) {
             Ok(k) => eprintln!("{}", k.socket_map_line()),
             Err(e) => log::warn!("reading kernel counters: {e}"),
         }
         eprintln!(
             "{}",
-            crate::stats::costs_line(&crate::stats::program_costs(&ebpf))
+            crate::stats::costs_line(&crate::stats::program_costs(ebpf))
         );
     }
-    Ok(if out.closed() { End::BrokenPipe } else { end })
 }
 
 /// The default sysctl root, for `main`.
