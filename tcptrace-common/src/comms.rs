@@ -4,8 +4,10 @@
 //! `--timewait` names the process that closed first, but the socket enters
 //! TIME_WAIT in softirq, long after that process's `close()`. The full socket
 //! map kept a 16-byte comm per socket for it; the lean store keeps none, so
-//! the closer's thread notes its comm here at its `close()`, and the TIME_WAIT
-//! entry's record looks it up by the pid and tid the lean entry kept.
+//! the closer's thread notes its comm here at its `close()`, and userspace
+//! looks it up, through a shared mapping of the array, by the pid and tid
+//! that the TIME_WAIT entry's record ([`crate::cpulog::LogRecord`]) carries
+//! from the lean entry.
 //!
 //! A plain BPF array of 32-byte slots indexed by the thread id: an inlined
 //! array index, no hash-map helper call. Thread ids are handed out in order,

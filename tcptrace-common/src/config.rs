@@ -189,9 +189,9 @@ pub struct Config {
     pub lean_table_mask: u32,
     /// With `lean_socks`: an owner transition into a state whose bit
     /// `1 << new` is set notes the thread's comm in the comm cache
-    /// ([`crate::comms`]), and the mode's records take their owner's comm
-    /// from there (`--timewait`: `close()`, into FIN_WAIT1, names the closer
-    /// in the TIME_WAIT entry's record).
+    /// ([`crate::comms`]), where userspace looks up the owner of the mode's
+    /// logged records (`--timewait`: `close()`, into FIN_WAIT1, names the
+    /// closer of the TIME_WAIT entry's record).
     pub noted_new_states: u32,
     /// 1 (with `lean_socks`, leak mode): sockets that see their owner's
     /// recv/send or enter CLOSE_WAIT also get a [`crate::SockInfo`] in
@@ -325,7 +325,7 @@ pub mod shapes {
     /// FIN_WAIT2 or CLOSING), naming the closer, and no other, in the
     /// per-CPU log ([`crate::cpulog`]), not the ring buffer. The lean
     /// store keeps the closer's pid and tid; its comm is noted per thread at
-    /// `close()` (into FIN_WAIT1) and joined to the record in the kernel. No
+    /// `close()` (into FIN_WAIT1) and joined to the record by userspace. No
     /// dwell: the census times TIME_WAIT from its entry record and the
     /// kernel's timers, and tells port reuse from its sock_diag polls. (A
     /// record per connect, which showed `tcp_tw_reuse` killing a TIME_WAIT

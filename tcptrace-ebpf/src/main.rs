@@ -91,9 +91,9 @@ static LEAN: LruHashMap<u64, LeanSock> = LruHashMap::with_max_entries(65_536, 0)
 
 /// The comm cache (`tcptrace_common::comms`): the comms of the threads
 /// whose owner transitions `Config::noted_new_states` asks for, by thread
-/// id. The lean store keeps pid and tid only; the records that name an
-/// owner look its comm up here. Userspace sizes it down to one slot when
-/// the mode names nobody.
+/// id. The lean store keeps pid and tid only; userspace looks the owner of
+/// a logged record ([`cpulog`]) up here, through a shared mapping. It sizes
+/// the cache down to one slot when the mode names nobody.
 #[map]
 static COMMS: Array<CommSlot> = Array::with_max_entries(comms::SLOTS, BPF_F_MMAPABLE);
 
@@ -709,21 +709,8 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
     if old >= 32 {
         return Ok(());
     }
-    // The lean store keeps no comm: it comes from the comm cache where the
-    // mode notes comms, unless the socket's details named the owner.
-    let from_cache = setting!(V, noted_new_states) != 0 && owner.comm[0] == 0;
-    let t = Transition {
-        now,
-        skaddr,
-        dwell_ns,
-        owner,
-        owner_source,
-        from_cache,
-        old,
-        new,
-    };
     if log_old & (1 << old) != 0 {
-        log_state(&t, rec.addrs(&h)?);
+        log_state(now, &owner, old, new, rec.addrs(&h)?);
     }
     if emit_old & (1 << old) == 0 {
         return Ok(());
@@ -733,57 +720,32 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         count(Counter::RingbufFull);
         return Ok(());
     };
-    // SAFETY: a reserved, exclusively owned ring-buffer slot of the right
-    // size.
-    unsafe { write_state(slot.as_mut_ptr(), &t, addrs) };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
+    // of the right size; every field is written before submit.
+    unsafe {
+        (*ev).header = header(RecordKind::State, now);
+        (*ev).skaddr = skaddr;
+        (*ev).dwell_ns = dwell_ns;
+        (*ev).owner = owner;
+        (*ev).addrs = addrs;
+        (*ev).old_state = old;
+        (*ev).new_state = new;
+        (*ev).owner_source = owner_source;
+        (*ev)._pad = 0;
+    }
     slot.submit(submit_flags());
     count(Counter::StateEvents);
     Ok(())
 }
 
-/// What a state record says, but its endpoints.
-struct Transition {
-    now: u64,
-    skaddr: u64,
-    dwell_ns: u64,
-    owner: Owner,
-    owner_source: u32,
-    /// The owner's comm is to come from the comm cache.
-    from_cache: bool,
-    old: u32,
-    new: u32,
-}
-
-/// Write every field of a state record for `t` to `ev`.
-///
-/// # Safety
-/// `ev` must be valid for writes of a `StateEvent` and owned by this
-/// program run.
+/// Append a record of `old -> new` at `now` to this CPU's log
+/// ([`cpulog`]): its next slot, one cache line, stamped with the sequence
+/// number and sealed, then the head moves on. No lock and no line shared
+/// with another CPU but the reader's; no comm (userspace joins it from the
+/// comm cache).
 #[inline(always)]
-unsafe fn write_state(ev: *mut StateEvent, t: &Transition, addrs: Addrs) {
-    // SAFETY: the caller's valid, exclusively owned destination.
-    unsafe {
-        (*ev).header = header(RecordKind::State, t.now);
-        (*ev).skaddr = t.skaddr;
-        (*ev).dwell_ns = t.dwell_ns;
-        (*ev).owner = t.owner;
-        if t.from_cache {
-            note_comm_into(&raw mut (*ev).owner.comm, t.owner.tgid, t.owner.tid);
-        }
-        (*ev).addrs = addrs;
-        (*ev).old_state = t.old;
-        (*ev).new_state = t.new;
-        (*ev).owner_source = t.owner_source;
-        (*ev)._pad = 0;
-    }
-}
-
-/// Append a record of `t` to this CPU's log ([`cpulog`]): its next slot,
-/// one cache line, stamped with the sequence number and sealed, then the
-/// head moves on. No lock and no line shared with another CPU but the
-/// reader's; no comm (userspace joins it from the comm cache).
-#[inline(always)]
-fn log_state(t: &Transition, a: Addrs) {
+fn log_state(now: u64, owner: &Owner, old: u32, new: u32, a: Addrs) {
     // SAFETY: a helper with no arguments and no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(log) = CPU_LOG.get_ptr_mut(cpu) else {
@@ -804,12 +766,12 @@ fn log_state(t: &Transition, a: Addrs) {
         )]
         {
             (*r).seq = seq as u32;
-            (*r).old_state = t.old as u8;
-            (*r).new_state = t.new as u8;
+            (*r).old_state = old as u8;
+            (*r).new_state = new as u8;
         }
-        (*r).ts_ns = t.now;
-        (*r).tgid = t.owner.tgid;
-        (*r).tid = t.owner.tid;
+        (*r).ts_ns = now;
+        (*r).tgid = owner.tgid;
+        (*r).tid = owner.tid;
         (*r).family = a.family;
         (*r).sport = a.sport;
         (*r).dport = a.dport;
@@ -1103,20 +1065,6 @@ fn note_comm(pid_tgid: u64) {
             }
         }
     }
-}
-
-/// Write the comm `note_comm` recorded for a thread to `dst`; zeros if none
-/// (userspace then asks /proc).
-#[inline(always)]
-fn note_comm_into(dst: *mut [u8; 16], tgid: u32, tid: u32) {
-    let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
-    let comm = COMMS
-        .get_ptr(comms::slot_of(pid_tgid))
-        // SAFETY: an array value, valid for this program run.
-        .and_then(|slot| unsafe { &*slot }.comm_of(pid_tgid))
-        .unwrap_or([0; 16]);
-    // SAFETY: the caller's valid destination.
-    unsafe { *dst = comm };
 }
 
 /// The owner a lean entry records: pid and tid, no comm.
