@@ -15,9 +15,9 @@
 //!   end, and the kernel never runs two tracing programs at once on a CPU.
 //! - **Writer** (the eBPF side): the record ([`LogRecord`], one cache line)
 //!   goes into slot `head %` [`SLOTS`], stamped with its sequence number
-//!   `head` and a [`seal`] over both; then `head` moves on. When userspace falls [`SLOTS`] records
-//!   behind, the oldest are overwritten: a loss, which userspace counts
-//!   exactly.
+//!   `head` and a [`seal`] over both; then `head` moves on. When userspace
+//!   falls [`SLOTS`] records behind, the oldest are overwritten: a loss,
+//!   which userspace counts exactly.
 //! - **Reader** ([`Cursor`]): it checks each slot's sequence number and
 //!   seal. BPF programs built by Rust have no memory barriers, so nothing
 //!   orders the writer's stores for a reader on another CPU; the seal makes
@@ -239,6 +239,15 @@ mod tests {
             )
         }
 
+        /// A log of `n` records, with timestamps 1 to `n`.
+        fn with(n: u64) -> Self {
+            let m = Mem::new();
+            for ts in 1..=n {
+                m.append(ts);
+            }
+            m
+        }
+
         /// Append a record whose timestamp is `ts`.
         fn append(&self, ts: u64) {
             let seq = *self.1.borrow();
@@ -275,11 +284,8 @@ mod tests {
 
     #[test]
     fn records_come_out_once_in_order() {
-        let m = Mem::new();
+        let m = Mem::with(10);
         let mut c = Cursor::default();
-        for a in 1..=10 {
-            m.append(a);
-        }
         assert_eq!(drain(&mut c, &m), ((1..=10).collect(), 0));
         assert_eq!(drain(&mut c, &m), (Vec::new(), 0));
         m.append(11);
@@ -288,12 +294,9 @@ mod tests {
 
     #[test]
     fn a_lap_behind_loses_exactly_the_overwritten_records() {
-        let m = Mem::new();
-        let mut c = Cursor::default();
         let n = SLOTS_U64 + 5;
-        for a in 1..=n {
-            m.append(a);
-        }
+        let m = Mem::with(n);
+        let mut c = Cursor::default();
         let (got, lost) = drain(&mut c, &m);
         assert_eq!(lost, 5);
         assert_eq!(got.len(), SLOTS);
@@ -303,11 +306,8 @@ mod tests {
 
     #[test]
     fn a_torn_slot_waits_one_drain_then_counts_as_lost() {
-        let m = Mem::new();
+        let m = Mem::with(3);
         let mut c = Cursor::default();
-        for a in 1..=3 {
-            m.append(a);
-        }
         // Record 1 half written: a word changed after its seal.
         m.0.borrow_mut()[1].daddr[15] ^= 1;
         assert_eq!(
@@ -323,10 +323,8 @@ mod tests {
 
     #[test]
     fn a_slot_finished_by_the_next_drain_is_read() {
-        let m = Mem::new();
+        let m = Mem::with(2);
         let mut c = Cursor::default();
-        m.append(1);
-        m.append(2);
         let good = m.slot(1);
         m.0.borrow_mut()[1].seq = 0; // the sequence number not visible yet
         assert_eq!(drain(&mut c, &m), (std::vec![1], 0));
@@ -336,11 +334,8 @@ mod tests {
 
     #[test]
     fn a_lap_behind_skips_to_the_oldest_record_left() {
-        let m = Mem::new();
+        let m = Mem::with(SLOTS_U64 + 1);
         let mut c = Cursor::default();
-        for a in 1..=SLOTS_U64 + 1 {
-            m.append(a);
-        }
         let (got, lost) = drain(&mut c, &m);
         assert_eq!(lost, 1);
         assert_eq!(got.first(), Some(&2));
@@ -349,11 +344,8 @@ mod tests {
 
     #[test]
     fn a_slot_overwritten_under_the_reader_is_lost_not_read() {
-        let m = Mem::new();
+        let m = Mem::with(SLOTS_U64);
         let mut c = Cursor::default();
-        for a in 1..=SLOTS_U64 {
-            m.append(a);
-        }
         // The writer is writing record SLOTS into slot 0 (its head not moved
         // on yet) while the reader is still at record 0.
         let head = m.head();

@@ -53,12 +53,6 @@ impl ArrayMapping {
     pub fn base<T>(&self) -> *const T {
         self.ptr.as_ptr().cast_const().cast()
     }
-
-    /// Mapped values of `T`.
-    #[must_use]
-    pub fn count<T>(&self) -> usize {
-        self.len.get() / size_of::<T>()
-    }
 }
 
 impl Drop for ArrayMapping {
@@ -139,8 +133,7 @@ impl CpuLogs {
 
     /// Every record logged since the last drain, as state records, all CPUs
     /// merged in time order (a connection's records come from any CPU).
-    pub fn drain(&mut self, out: &mut Vec<StateEvent>) {
-        let start = out.len();
+    pub fn drain(&mut self) -> Vec<StateEvent> {
         let mut records = Vec::new();
         for (cpu, cursor) in self.cursors.iter_mut().enumerate() {
             // SAFETY: cpu < the CPU count the mapping was made for.
@@ -148,8 +141,11 @@ impl CpuLogs {
             self.lost += cursor.drain(&view, |r| records.push(*r));
         }
         records.sort_by_key(|r| r.ts_ns);
-        out.extend(records.iter().map(|r| state_event(r, self.comm(r))));
-        self.read += (out.len() - start) as u64;
+        self.read += records.len() as u64;
+        records
+            .iter()
+            .map(|r| state_event(r, self.comm(r)))
+            .collect()
     }
 
     /// Records read so far.

@@ -349,6 +349,17 @@ mod tests {
         }
     }
 
+    /// `port`'s tuple enters TIME_WAIT at `at` (closer unknown), and a poll
+    /// 1 s later sees it with 59 s left.
+    fn entered_and_seen(t: &mut Tracker, port: u16, at: u64) {
+        t.on_entry(tuple(port), at, None);
+        t.on_poll(
+            at + S,
+            Duration::from_secs(1),
+            &[tw(port, TcpState::TimeWait, 59_000)],
+        );
+    }
+
     fn tuple(port: u16) -> Tuple {
         (
             IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -405,12 +416,7 @@ mod tests {
     #[test]
     fn reuse_within_a_poll_ends_the_old_life_early() {
         let mut t = Tracker::default();
-        t.on_entry(tuple(5003), 10 * S, None);
-        t.on_poll(
-            11 * S,
-            Duration::from_secs(1),
-            &[tw(5003, TcpState::TimeWait, 59_000)],
-        );
+        entered_and_seen(&mut t, 5003, 10 * S);
         // Reused and closed again before the next poll.
         t.on_entry(tuple(5003), 11 * S + S / 2, None);
         assert_eq!(t.killed_early, 1);
@@ -424,12 +430,7 @@ mod tests {
         let mut t = Tracker::default();
         // Seen alive at 11 s, reused and closed again at 13 s: the end is
         // the midpoint between the last sighting and the new entry.
-        t.on_entry(tuple(5005), 10 * S, None);
-        t.on_poll(
-            11 * S,
-            Duration::from_secs(1),
-            &[tw(5005, TcpState::TimeWait, 59_000)],
-        );
+        entered_and_seen(&mut t, 5005, 10 * S);
         t.on_entry(tuple(5005), 13 * S, None);
         assert_eq!((t.killed_early, t.killed_by_reuse, t.expired), (1, 1, 0));
         assert_eq!(t.time_wait.max_ns, 2 * S);
@@ -461,12 +462,7 @@ mod tests {
     #[test]
     fn open_connections_on_killed_tuples_count_as_reuse() {
         let mut t = Tracker::default();
-        t.on_entry(tuple(5008), 10 * S, None);
-        t.on_poll(
-            11 * S,
-            Duration::from_secs(1),
-            &[tw(5008, TcpState::TimeWait, 59_000)],
-        );
+        entered_and_seen(&mut t, 5008, 10 * S);
         let ended = t.on_poll(12 * S, Duration::from_secs(1), &[]);
         assert_eq!(ended, vec![(tuple(5008), End::KilledEarly, None)]);
         assert_eq!((t.killed_early, t.killed_by_reuse), (1, 0));

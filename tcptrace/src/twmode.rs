@@ -28,14 +28,14 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use bytes::BytesMut;
 use serde::Serialize;
-use tcptrace_common::{Config, StateEvent, TcpState};
+use tcptrace_common::{Config, TcpState};
 
 use crate::{
     advice::{self, Advice, BindFacts, ConnectFacts},
     census::{Census, DestGroup, LiveCounts, PortGroup, Snapshot},
     cli::Cli,
     cpulog::CpuLogs,
-    event::{Event, FailedCall, Failure, StateChange, decode, decode_state},
+    event::{DecodeError, Event, FailedCall, Failure, StateChange, decode, decode_state},
     histmode::{TW_POLL, timewait_overflow},
     loader::Tracer,
     output::{Clock, StdoutSink, human_duration, monotonic_ns},
@@ -234,8 +234,6 @@ struct State {
     announced: HashSet<(IpAddr, IpAddr, u16)>,
     failures_unavailable: Option<String>,
     undecodable: u64,
-    /// The per-CPU log's records of one drain (kept for its allocation).
-    logged: Vec<StateEvent>,
     buf: BytesMut,
 }
 
@@ -291,35 +289,31 @@ impl State {
 
     /// The TIME_WAIT entries logged since the last drain, in time order.
     fn drain_log(&mut self, logs: &mut CpuLogs) {
-        let mut entries = std::mem::take(&mut self.logged);
-        logs.drain(&mut entries);
-        for ev in &entries {
-            match decode_state(ev) {
+        for ev in logs.drain() {
+            match decode_state(&ev) {
                 Ok(s) => self.on_state(&s),
-                Err(e) => {
-                    self.undecodable += 1;
-                    log::warn!("dropping a record: {e}");
-                }
+                Err(e) => self.drop_undecodable(&e),
             }
         }
-        entries.clear();
-        self.logged = entries;
+    }
+
+    fn drop_undecodable(&mut self, e: &DecodeError) {
+        self.undecodable += 1;
+        log::warn!("dropping a record: {e}");
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(Event::State(s)) => self.on_state(&s),
                 Ok(Event::Failure(f)) => {
                     if self.netns.is_ours(f.owner.pid) {
                         self.on_failure(&f);
                     }
                 }
-                Ok(Event::Reset(_)) => {}
-                Err(e) => {
-                    self.undecodable += 1;
-                    log::warn!("dropping a record: {e}");
-                }
+                // The mode's state records come through the per-CPU log
+                // (drain_log), and it asks for no resets.
+                Ok(Event::State(_) | Event::Reset(_)) => {}
+                Err(e) => self.drop_undecodable(&e),
             }
         }
     }
@@ -836,7 +830,6 @@ pub async fn run(cli: &Cli, tracer: Tracer, opts: TimewaitOptions) -> anyhow::Re
         announced: HashSet::new(),
         failures_unavailable,
         undecodable: 0,
-        logged: Vec::new(),
         buf: BytesMut::new(),
     };
     state.poll_listeners();
