@@ -302,10 +302,17 @@ pub mod shapes {
     };
 
     /// The default mode: a record for every transition, with its dwell and
-    /// its owner (comm included) from the full socket map.
+    /// its owner. The lean store keeps the owner's pid and tid, from owner
+    /// transitions and from the owner's recv/send; the owner's thread notes
+    /// its comm in the comm cache at each, and userspace joins it to the
+    /// records. (The full socket map, with a comm per socket, made the
+    /// mode's transitions cost more than twice its target:
+    /// docs/benchmarks.md.)
     pub const STREAM: SetStateShape = SetStateShape {
+        lean_socks: 1,
         emit_old_states: ALL_STATES,
         timed_states: ALL_STATES,
+        noted_new_states: ALL_STATES,
         ..NONE
     };
 

@@ -22,6 +22,8 @@ pub enum RecordKind {
     Failure = 3,
     // 4 was a lean state record (endpoints and pid), for `--timewait`'s
     // connects; retired with them.
+    /// A [`StateLine`]: an IPv4 transition in one cache line.
+    StateLine = 5,
 }
 
 /// First field of every ring-buffer record.
@@ -76,6 +78,40 @@ pub struct StateEvent {
     pub owner_source: u32,
     pub _pad: u32,
 }
+
+/// One `inet_sock_set_state` transition of an IPv4 socket, the stream's
+/// common record: 56 bytes, so that with the ring buffer's 8-byte record
+/// header it fills exactly one cache line. A record costs the kernel mostly
+/// the cache lines it moves from the CPU that writes it to the CPU that
+/// reads it, and the 112-byte [`StateEvent`] took two or three
+/// (docs/benchmarks.md). It carries no comm: userspace names the owner
+/// from the comm cache ([`crate::comms`]) by `tgid` and `tid`. IPv6
+/// transitions, whose addresses do not fit, stay [`StateEvent`]s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateLine {
+    pub header: Header,
+    /// As in [`StateEvent`].
+    pub skaddr: u64,
+    /// As in [`StateEvent`].
+    pub dwell_ns: u64,
+    /// The owner; `tgid` 0 when unknown.
+    pub tgid: u32,
+    pub tid: u32,
+    /// Host order; `s*` is the local side, `d*` the remote side.
+    pub sport: u16,
+    pub dport: u16,
+    /// Network order, as in [`Addrs`].
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub old_state: u8,
+    pub new_state: u8,
+    /// An [`crate::OwnerSource`] value.
+    pub owner_source: u8,
+    pub _pad: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<StateLine>() + 8 == 64);
 
 /// One RST sent (`tcp_send_reset`) or received (`tcp_receive_reset`).
 #[repr(C)]
@@ -214,17 +250,21 @@ impl StackRef {
 }
 
 /// A socket's entry in the lean socket table and map ([`crate::table`],
-/// `LEAN`), used instead of [`SockInfo`] by modes that need no comm, stacks
-/// or addresses from it (`--hist` without `--by comm`, and `--timewait`,
-/// which looks comms up in [`crate::comms`]).
+/// `LEAN`), used instead of [`SockInfo`] by modes that need no stacks or
+/// addresses from it and take comms from the comm cache
+/// ([`crate::comms`]): the stream, `--hist` without `--by comm`, and
+/// `--timewait`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LeanSock {
     /// Current TCP state.
     pub state: u32,
-    /// The owner's process and thread, from owner transitions only; 0 if
-    /// unknown.
+    /// The owner's process and thread, from owner transitions (and, in the
+    /// stream, from the owner's recv/send); 0 if unknown.
     pub tgid: u32,
+    /// The owner's thread id, with [`LEAN_TID_FROM_IO`] set when the owner
+    /// was taken from its recv/send rather than from a system call that
+    /// changed the socket's state: [`LeanSock::owner`] splits the two.
     pub tid: u32,
     /// In a table slot, [`crate::table::seal`] over the slot; 0 in the map.
     pub seal: u32,
@@ -233,6 +273,12 @@ pub struct LeanSock {
 }
 
 const _: () = assert!(core::mem::size_of::<LeanSock>() == 24);
+
+/// [`LeanSock::tid`] bit: the owner comes from its recv/send
+/// ([`crate::OwnerSource::Io`]). Thread ids stay below the kernel's
+/// `PID_MAX_LIMIT` (2^22), so the bit is free; it saves the entry a field
+/// (two entries fill a cache line of the lean table).
+pub const LEAN_TID_FROM_IO: u32 = 1 << 31;
 
 /// Value of the per-socket LRU map, keyed by socket address.
 #[repr(C)]

@@ -8,7 +8,7 @@
 //! So the owner is recorded only at transitions that the owner's own system
 //! calls cause, and at its recv/send calls.
 
-use crate::record::{DWELL_UNKNOWN, LeanSock, Owner, SockInfo};
+use crate::record::{DWELL_UNKNOWN, LEAN_TID_FROM_IO, LeanSock, Owner, SockInfo};
 
 /// TCP states as numbered in `include/net/tcp_states.h` (stable UAPI values).
 #[repr(u32)]
@@ -237,6 +237,42 @@ pub fn apply_lean_transition(
 #[must_use]
 pub fn io_needs_owner_update(info: &SockInfo, tgid: u32) -> bool {
     info.owner_source == OwnerSource::Unknown as u32 || info.owner.tgid != tgid
+}
+
+impl LeanSock {
+    /// The owner this entry records: pid, thread id and where it came from.
+    #[inline(always)]
+    #[must_use]
+    pub const fn owner(&self) -> (u32, u32, OwnerSource) {
+        let source = if self.tgid == 0 {
+            OwnerSource::Unknown
+        } else if self.tid & LEAN_TID_FROM_IO != 0 {
+            OwnerSource::Io
+        } else {
+            OwnerSource::Syscall
+        };
+        (self.tgid, self.tid & !LEAN_TID_FROM_IO, source)
+    }
+
+    /// A recv/send by thread `pid_tgid` (`bpf_get_current_pid_tgid`): the
+    /// owner to record in place of the entry's, `(tgid, tid)` with
+    /// [`LEAN_TID_FROM_IO`], when the owner is unknown or another process;
+    /// None on the common path, the owner calling again. The rule of
+    /// [`io_needs_owner_update`] for the lean store.
+    #[inline(always)]
+    #[must_use]
+    pub const fn io_owner(&self, pid_tgid: u64) -> Option<(u32, u32)> {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "tgid in the upper half, tid in the lower"
+        )]
+        let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        if self.tgid != 0 && self.tgid == tgid {
+            None
+        } else {
+            Some((tgid, tid | LEAN_TID_FROM_IO))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -496,5 +532,45 @@ mod lifetime_tests {
         let d = apply_lean_transition(&mut e, true, close, syn_sent, 70, || 3 << 32);
         assert_eq!(d, DWELL_UNKNOWN);
         assert_eq!((e.tgid, e.tid), (3, 0));
+    }
+
+    /// The stream's server side: a child born in softirq gets its owner
+    /// from the accepting process's recv, keeps it through softirq
+    /// transitions, and a close() by that process makes it a syscall owner.
+    #[test]
+    fn a_lean_owner_from_io_is_told_from_a_syscall_owner() {
+        let (listen, syn_recv, est, close_wait, last_ack) = (
+            TcpState::Listen as u32,
+            TcpState::SynRecv as u32,
+            TcpState::Established as u32,
+            TcpState::CloseWait as u32,
+            TcpState::LastAck as u32,
+        );
+        let server: u64 = (200 << 32) | 201;
+        let not_asked = || -> u64 { panic!("not an owner transition") };
+        let mut e = LeanSock::default();
+        apply_lean_transition(&mut e, false, listen, syn_recv, 10, not_asked);
+        apply_lean_transition(&mut e, true, syn_recv, est, 20, not_asked);
+        assert_eq!(e.owner(), (0, 0, OwnerSource::Unknown));
+        // The server's first recv takes the socket.
+        let (tgid, tid) = e.io_owner(server).expect("an unknown owner is replaced");
+        (e.tgid, e.tid) = (tgid, tid);
+        assert_eq!(e.owner(), (200, 201, OwnerSource::Io));
+        assert_eq!(e.io_owner(server), None, "the owner again: nothing to do");
+        assert_eq!(
+            e.io_owner(server + 1),
+            None,
+            "another thread of the owner: nothing to do"
+        );
+        // The peer's FIN arrives in the client's context (loopback).
+        let d = apply_lean_transition(&mut e, true, est, close_wait, 50, not_asked);
+        assert_eq!(d, 30);
+        assert_eq!(e.owner(), (200, 201, OwnerSource::Io));
+        // Another process writes to it: it takes the socket.
+        let client = (100 << 32) | 101;
+        assert_eq!(e.io_owner(client), Some((100, 101 | LEAN_TID_FROM_IO)));
+        // The server's close(): a syscall owner, the flag gone.
+        apply_lean_transition(&mut e, true, close_wait, last_ack, 60, || server);
+        assert_eq!(e.owner(), (200, 201, OwnerSource::Syscall));
     }
 }

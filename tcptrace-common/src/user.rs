@@ -19,6 +19,8 @@ unsafe impl aya::Pod for crate::table::LeanBucket {}
 // SAFETY: as above.
 unsafe impl aya::Pod for StateEvent {}
 // SAFETY: as above.
+unsafe impl aya::Pod for crate::StateLine {}
+// SAFETY: as above.
 unsafe impl aya::Pod for ResetEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Header {}
@@ -41,6 +43,7 @@ impl TryFrom<u32> for RecordKind {
             1 => Ok(RecordKind::State),
             2 => Ok(RecordKind::Reset),
             3 => Ok(RecordKind::Failure),
+            5 => Ok(RecordKind::StateLine),
             other => Err(UnknownKind(other)),
         }
     }
@@ -50,12 +53,7 @@ impl Owner {
     /// The command name up to its first NUL, lossily decoded.
     #[must_use]
     pub fn comm_lossy(&self) -> alloc_free::Comm<'_> {
-        let end = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        alloc_free::Comm(&self.comm[..end])
+        alloc_free::Comm::of(&self.comm)
     }
 }
 
@@ -65,6 +63,15 @@ pub mod alloc_free {
 
     /// A command name's bytes, displayed with invalid UTF-8 replaced.
     pub struct Comm<'a>(pub &'a [u8]);
+
+    impl<'a> Comm<'a> {
+        /// The name in a kernel comm buffer: its bytes up to the first NUL.
+        #[must_use]
+        pub fn of(comm: &'a [u8]) -> Self {
+            let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+            Comm(&comm[..end])
+        }
+    }
 
     impl fmt::Display for Comm<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

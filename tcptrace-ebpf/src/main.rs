@@ -32,7 +32,7 @@ use aya_ebpf::{
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     LeanSock, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, STACK_DEPTH,
-    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, TcpState,
+    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, StateLine, TcpState,
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
@@ -716,6 +716,18 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
+    if addrs.family == AF_INET {
+        emit_line(
+            now,
+            skaddr,
+            dwell_ns,
+            &owner,
+            owner_source,
+            (old, new),
+            &addrs,
+        );
+        return Ok(());
+    }
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());
@@ -737,6 +749,47 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
     slot.submit(submit_flags());
     count(Counter::StateEvents);
     Ok(())
+}
+
+/// Emit an IPv4 transition as a [`StateLine`]: one cache line of the ring.
+#[inline(always)]
+fn emit_line(
+    now: u64,
+    skaddr: u64,
+    dwell_ns: u64,
+    owner: &Owner,
+    owner_source: u32,
+    transition: (u32, u32),
+    a: &Addrs,
+) {
+    let Some(mut slot) = EVENTS.reserve::<StateLine>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
+    // of the right size; every field is written before submit.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "states are 1..=12, owner sources 0..=3"
+    )]
+    unsafe {
+        (*ev).header = header(RecordKind::StateLine, now);
+        (*ev).skaddr = skaddr;
+        (*ev).dwell_ns = dwell_ns;
+        (*ev).tgid = owner.tgid;
+        (*ev).tid = owner.tid;
+        (*ev).sport = a.sport;
+        (*ev).dport = a.dport;
+        (*ev).saddr = [a.saddr[0], a.saddr[1], a.saddr[2], a.saddr[3]];
+        (*ev).daddr = [a.daddr[0], a.daddr[1], a.daddr[2], a.daddr[3]];
+        (*ev).old_state = transition.0 as u8;
+        (*ev).new_state = transition.1 as u8;
+        (*ev).owner_source = owner_source as u8;
+        (*ev)._pad = 0;
+    }
+    slot.submit(submit_flags());
+    count(Counter::StateEvents);
 }
 
 /// Append a record of `old -> new` at `now` to this CPU's log
@@ -928,13 +981,13 @@ fn lean_transition<V: Variant>(skaddr: u64, old: u32, new: u32, now: u64) -> (u6
         // SAFETY: lookup result, valid for this program run; 24 bytes
         // copied out and written back in place.
         let mut e = unsafe { *p };
-        let reported = lean_advance::<V>(&mut e, true, old, new, now);
+        let reported = lean_advance::<V>(&mut e, skaddr, true, (old, new), now);
         // SAFETY: as above.
         unsafe { *p = e };
         return reported;
     }
     let mut e = LeanSock::default();
-    let reported = lean_advance::<V>(&mut e, false, old, new, now);
+    let reported = lean_advance::<V>(&mut e, skaddr, false, (old, new), now);
     // As in full_transition: first sightings at CLOSE are not kept.
     if new != TcpState::Close as u32 {
         first_sighting(old);
@@ -954,15 +1007,25 @@ fn lean_transition<V: Variant>(skaddr: u64, old: u32, new: u32, now: u64) -> (u6
 #[inline(always)]
 fn lean_advance<V: Variant>(
     e: &mut LeanSock,
+    skaddr: u64,
     known: bool,
-    old: u32,
-    new: u32,
+    transition: (u32, u32),
     now: u64,
 ) -> (u64, Owner, u32) {
+    let (old, new) = transition;
+    let (before_tgid, _, before_source) = e.owner();
     let dwell_ns = apply_lean_transition(e, known, old, new, now, || {
         let pid_tgid = bpf_get_current_pid_tgid();
         if setting!(V, noted_new_states) & (1 << (new & 31)) != 0 {
             note_comm(pid_tgid);
+        }
+        // The stream's recv/send hooks write owners into the lean entry: a
+        // close() by another process must stop other CPUs' cached pairs of
+        // the previous owner (leak mode's hooks write the details instead).
+        if known && setting!(V, sock_details) == 0 {
+            #[expect(clippy::cast_possible_truncation, reason = "the tgid half")]
+            let tgid = (pid_tgid >> 32) as u32;
+            owner_replaced(skaddr, (before_source as u32, before_tgid), tgid);
         }
         pid_tgid
     });
@@ -1045,7 +1108,7 @@ fn table_transition<V: Variant>(
         count(Counter::SockUnknown);
     }
     let mut e = s.sock;
-    let reported = lean_advance::<V>(&mut e, intact, old, new, now);
+    let reported = lean_advance::<V>(&mut e, skaddr, intact, (old, new), now);
     table_store(slot, skaddr, &e);
     reported
 }
@@ -1067,17 +1130,14 @@ fn note_comm(pid_tgid: u64) {
     }
 }
 
-/// The owner a lean entry records: pid and tid, no comm.
+/// The owner a lean entry records: pid and tid, no comm (userspace joins
+/// it from the comm cache).
 #[inline(always)]
 fn lean_owner(e: &LeanSock) -> (Owner, u32) {
-    let source = if e.tgid == 0 {
-        OwnerSource::Unknown
-    } else {
-        OwnerSource::Syscall
-    };
+    let (tgid, tid, source) = e.owner();
     let owner = Owner {
-        tgid: e.tgid,
-        tid: e.tid,
+        tgid,
+        tid,
         comm: [0; 16],
     };
     (owner, source as u32)
@@ -1459,9 +1519,89 @@ struct IoStamp {
 #[inline(never)]
 fn io_update(ctx: &TracePointContext, sk: u64, stamp: IoStamp, eof: bool) {
     let IoStamp { generation, tgid } = stamp;
+    // The stream keeps its owners in the lean store; leak mode (and the
+    // full socket map) in the details.
+    let settled = if cfg!(lean_socks) != 0 && cfg!(sock_details) == 0 {
+        io_lean_owner(sk)
+    } else {
+        io_details(ctx, sk, tgid, eof)
+    };
+    if settled && let Some(slots) = IO_CACHE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slots, as in on_io.
+        unsafe {
+            (*slots)[io_slot(sk)] = IoSlot {
+                sk,
+                generation,
+                tgid,
+                _pad: 0,
+            };
+        }
+    }
+}
+
+/// A recv/send on `sk`, in the lean store: the caller's process takes the
+/// socket unless it owns it already ([`LeanSock::io_owner`]), and its
+/// thread's comm goes to the comm cache. Returns whether the socket is
+/// tracked, and so settled: the pair can be cached.
+#[inline(always)]
+fn io_lean_owner(sk: u64) -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(slot) = lean_slot(sk) {
+        // SAFETY: a slot of an array value, valid for this program run.
+        let s = unsafe { *slot };
+        // A torn slot is left for the socket's next transition to restart.
+        if !s.is_intact() {
+            return false;
+        }
+        if let Some((tgid, tid)) = s.sock.io_owner(pid_tgid) {
+            let (before_tgid, _, before_source) = s.sock.owner();
+            owner_replaced(sk, (before_source as u32, before_tgid), tgid);
+            let e = LeanSock {
+                tgid,
+                tid,
+                ..s.sock
+            };
+            // Only the owner and the seal: a transition of the socket racing
+            // on another CPU keeps its state and time, and the seal then
+            // fails, which its next transition sees (see table_transition).
+            // SAFETY: as above.
+            unsafe {
+                (*slot).sock.tgid = tgid;
+                (*slot).sock.tid = tid;
+                (*slot).sock.seal = table::seal(sk, &e);
+            }
+            note_comm(pid_tgid);
+        }
+        true
+    } else if let Some(p) = LEAN.get_ptr_mut(sk) {
+        // SAFETY: lookup result, valid for this program run.
+        let e = unsafe { *p };
+        if let Some((tgid, tid)) = e.io_owner(pid_tgid) {
+            let (before_tgid, _, before_source) = e.owner();
+            owner_replaced(sk, (before_source as u32, before_tgid), tgid);
+            // SAFETY: as above; the owner only, as for a table slot.
+            unsafe {
+                (*p).tgid = tgid;
+                (*p).tid = tid;
+            }
+            note_comm(pid_tgid);
+        }
+        true
+    } else {
+        false
+    }
+}
+
+/// A recv/send on `sk`, in its details: take the owner, create the details
+/// on the owner's first touch, note the first EOF. Returns whether the
+/// socket is settled: this process owns it, and its first-touch stack
+/// (when asked for) is taken; only an EOF or another process has work to
+/// do then.
+#[inline(always)]
+fn io_details(ctx: &TracePointContext, sk: u64, tgid: u32, eof: bool) -> bool {
     // The owner's first touch creates the details, filled in below.
     let Some(info) = details(sk, cfg!(sock_details) != 0) else {
-        return;
+        return false;
     };
     // SAFETY: lookup result, valid for this program run; updated in place.
     let info = unsafe { &mut *info };
@@ -1481,21 +1621,7 @@ fn io_update(ctx: &TracePointContext, sk: u64, stamp: IoStamp, eof: bool) {
             info.eof_stack = capture_stack(ctx, tgid);
         }
     }
-    // Settled: this process owns it, and its first-touch stack (when asked
-    // for) is taken. Only an EOF or another process has work to do now.
-    if (!capture || info.first_stack.is_some())
-        && let Some(slots) = IO_CACHE.get_ptr_mut(0)
-    {
-        // SAFETY: this CPU's slots, as in on_io.
-        unsafe {
-            (*slots)[io_slot(sk)] = IoSlot {
-                sk,
-                generation,
-                tgid,
-                _pad: 0,
-            };
-        }
-    }
+    !capture || info.first_stack.is_some()
 }
 
 #[tracepoint]

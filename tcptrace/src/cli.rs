@@ -59,19 +59,19 @@ TIME_WAIT (--timewait)
 SOCKET TABLE (--max-sockets)
   The kernel side keeps one entry per live TCP socket it has seen (state,
   entry time, owner) for --max-sockets sockets, {default} by default.
-  Streaming and --hist --by comm keep it in an LRU hash map. The
+  --hist --by comm keeps it in an LRU hash map. The
   kernel allocates the whole map at start-up, used or not: {per_entry} bytes per
   entry ({elem}-byte entry, 16-byte hash bucket; buckets round up to a power
   of two), so {default_mib} MiB for {default} entries and {double_mib} MiB for {double} (memlock
-  in the map's /proc/PID/fdinfo, measured on Linux 6.18 x86_64). --hist
-  (unless --by comm), --timewait and --closewait-leaks keep state, entry
-  time and pid in a lean store:
+  in the map's /proc/PID/fdinfo, measured on Linux 6.18 x86_64). Every
+  other mode keeps state, entry time and pid in a lean store:
   half of --max-sockets in a table of 32-byte slots (the socket's address
   picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
   bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all
-  for {default}; --timewait adds a 512 KiB cache of the closers' comms, by
-  thread, and a 256 KiB log of TIME_WAIT entries per CPU; --closewait-leaks adds the full map for the sockets its owner
-  reads or writes or that enter CLOSE_WAIT). Size it for
+  for {default}), plus a 512 KiB cache of the owners' comms, by thread, that
+  names the owners in streamed records and --timewait's closers;
+  --timewait adds a 256 KiB log of TIME_WAIT entries per CPU; --closewait-leaks adds the full map for the sockets its owner
+  reads or writes or that enter CLOSE_WAIT. Size it for
   the most TCP sockets the host holds at once; both ends of a local
   connection count. When it is full, each new socket evicts the least
   recently used entry (evictions can start a few hundred entries early: the

@@ -21,6 +21,10 @@ use tcptrace_common::{
     cpulog::{CpuLog, Cursor, LogRecord, LogView, SLOT_MASK, state_event},
 };
 
+use tcptrace_common::user::alloc_free::Comm;
+
+use crate::event::Event;
+
 /// A read-only shared mapping of a `BPF_F_MMAPABLE` array's values, which
 /// the kernel keeps writing: read it with volatile loads only.
 pub struct ArrayMapping {
@@ -64,11 +68,53 @@ impl Drop for ArrayMapping {
     }
 }
 
+/// The kernel's comm cache (`COMMS`, [`tcptrace_common::comms`]), mapped:
+/// the comms of the threads that the lean store names as owners by pid and
+/// tid only.
+pub struct CommCache {
+    slots: ArrayMapping,
+}
+
+impl CommCache {
+    /// Map `ebpf`'s `COMMS`.
+    pub fn open(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        Ok(CommCache {
+            slots: map_array::<CommSlot>(ebpf, "COMMS", comms::SLOTS as usize)?,
+        })
+    }
+
+    /// The comm the cache holds for thread `tid` of process `tgid`; None if
+    /// its slot went to another thread, or holds none.
+    #[must_use]
+    pub fn comm(&self, tgid: u32, tid: u32) -> Option<[u8; 16]> {
+        let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+        let i = comms::slot_of(pid_tgid) as usize;
+        // SAFETY: slot i < SLOTS lies within the mapping; CommSlot is plain
+        // integers. A slot torn by the kernel fails its seal.
+        let slot = unsafe { self.slots.base::<CommSlot>().add(i).read_volatile() };
+        slot.comm_of(pid_tgid)
+    }
+
+    /// Name the owner of `ev` if the kernel sent it without a comm: from
+    /// the cache, else from /proc while the process lives, else it stays
+    /// unnamed.
+    pub fn name_owner(&self, ev: &mut Event) {
+        if let Some(o) = ev.owner_mut()
+            && o.comm.is_empty()
+        {
+            o.comm = match self.comm(o.pid, o.tid) {
+                Some(c) => Comm::of(&c).to_string(),
+                None => crate::procs::comm(o.pid).unwrap_or_default(),
+            };
+        }
+    }
+}
+
 /// The logs of every possible CPU, mapped, with a reader's place in each,
 /// and the comm cache the records' owners are named from.
 pub struct CpuLogs {
     logs: ArrayMapping,
-    comms: ArrayMapping,
+    comms: CommCache,
     cursors: Vec<Cursor>,
     read: u64,
     lost: u64,
@@ -113,22 +159,11 @@ impl CpuLogs {
         let n = usize::try_from(cpus).context("CPU count")?;
         Ok(CpuLogs {
             logs: map_array::<CpuLog>(ebpf, "CPU_LOG", n)?,
-            comms: map_array::<CommSlot>(ebpf, "COMMS", comms::SLOTS as usize)?,
+            comms: CommCache::open(ebpf)?,
             cursors: vec![Cursor::default(); n],
             read: 0,
             lost: 0,
         })
-    }
-
-    /// The comm the comm cache holds for the thread that `r` names; zeros
-    /// if none (the slot went to another thread: userspace asks /proc).
-    fn comm(&self, r: &LogRecord) -> [u8; 16] {
-        let pid_tgid = (u64::from(r.tgid) << 32) | u64::from(r.tid);
-        let i = comms::slot_of(pid_tgid) as usize;
-        // SAFETY: slot i < SLOTS lies within the mapping; CommSlot is plain
-        // integers. A slot torn by the kernel fails its seal.
-        let slot = unsafe { self.comms.base::<CommSlot>().add(i).read_volatile() };
-        slot.comm_of(pid_tgid).unwrap_or([0; 16])
     }
 
     /// Every record logged since the last drain, as state records, all CPUs
@@ -144,7 +179,7 @@ impl CpuLogs {
         self.read += records.len() as u64;
         records
             .iter()
-            .map(|r| state_event(r, self.comm(r)))
+            .map(|r| state_event(r, self.comms.comm(r.tgid, r.tid).unwrap_or([0; 16])))
             .collect()
     }
 

@@ -8,7 +8,7 @@ use std::{
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, DWELL_UNKNOWN, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
     Owner as RawOwner, OwnerSource, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
-    SYSCALL_CONNECT, StateEvent, TcpState,
+    SYSCALL_CONNECT, StateEvent, StateLine, TcpState,
 };
 use thiserror::Error;
 
@@ -195,6 +195,15 @@ impl Event {
         }
     }
 
+    #[must_use]
+    pub fn owner_mut(&mut self) -> Option<&mut Owner> {
+        match self {
+            Event::State(s) => s.owner.as_mut(),
+            Event::Reset(r) => r.owner.as_mut(),
+            Event::Failure(f) => Some(&mut f.owner),
+        }
+    }
+
     /// The socket's endpoints; a failed syscall has none.
     #[must_use]
     pub fn endpoints(&self) -> Option<&Endpoints> {
@@ -240,12 +249,40 @@ pub fn decode_state(r: &StateEvent) -> Result<StateChange, DecodeError> {
     })
 }
 
+/// Decode an IPv4 state record in one line; its owner has no comm yet
+/// (`crate::cpulog::CommCache::name_owner` joins it).
+fn decode_state_line(r: &StateLine) -> Result<StateChange, DecodeError> {
+    let owner = RawOwner {
+        tgid: r.tgid,
+        tid: r.tid,
+        comm: [0; tcptrace_common::COMM_LEN],
+    };
+    let v4 = |b: [u8; 4]| IpAddr::V4(Ipv4Addr::from(b));
+    Ok(StateChange {
+        ts_ns: r.header.ts_ns,
+        skaddr: r.skaddr,
+        owner: Owner::from_raw(&owner, u32::from(r.owner_source)),
+        endpoints: Endpoints {
+            local: v4(r.saddr),
+            lport: r.sport,
+            remote: v4(r.daddr),
+            rport: r.dport,
+        },
+        old: state(r.old_state.into())?,
+        new: state(r.new_state.into())?,
+        dwell: (r.dwell_ns != DWELL_UNKNOWN).then(|| Duration::from_nanos(r.dwell_ns)),
+    })
+}
+
 /// Decode one ring-buffer record.
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let header: Header = read(buf, "header")?;
     let kind = RecordKind::try_from(header.kind).map_err(|e| DecodeError::UnknownKind(e.0))?;
     match kind {
         RecordKind::State => decode_state(&read(buf, "state record")?).map(Event::State),
+        RecordKind::StateLine => {
+            decode_state_line(&read(buf, "state line record")?).map(Event::State)
+        }
         RecordKind::Reset => {
             let r: ResetEvent = read(buf, "reset record")?;
             let direction = match r.direction {
@@ -373,6 +410,67 @@ pub(crate) mod tests {
         };
         assert_eq!(s.dwell, None);
         assert_eq!(s.owner, None);
+    }
+
+    /// The one-line IPv4 record decodes to the same transition as the full
+    /// record, without the comm (joined later from the comm cache); a bad
+    /// state or a short record is a typed error.
+    #[test]
+    fn decodes_a_state_line_record() {
+        let full = raw_state(TcpState::Established, TcpState::CloseWait);
+        let line = StateLine {
+            header: Header {
+                kind: RecordKind::StateLine as u32,
+                ..full.header
+            },
+            skaddr: full.skaddr,
+            dwell_ns: full.dwell_ns,
+            tgid: 42,
+            tid: 43,
+            sport: 8080,
+            dport: full.addrs.dport,
+            saddr: [127, 0, 0, 1],
+            daddr: [
+                full.addrs.daddr[0],
+                full.addrs.daddr[1],
+                full.addrs.daddr[2],
+                full.addrs.daddr[3],
+            ],
+            old_state: TcpState::Established as u8,
+            new_state: TcpState::CloseWait as u8,
+            owner_source: OwnerSource::Io as u8,
+            _pad: 0,
+        };
+        let Event::State(got) = decode(&as_bytes(&line)).unwrap() else {
+            panic!("not a state event")
+        };
+        let Event::State(want) = decode(&as_bytes(&full)).unwrap() else {
+            panic!("not a state event")
+        };
+        let owner = got.owner.clone().expect("an owner");
+        assert_eq!((owner.pid, owner.tid, owner.comm.as_str()), (42, 43, ""));
+        assert_eq!(owner.source, OwnerSource::Io);
+        assert_eq!(
+            StateChange { owner: None, ..got },
+            StateChange {
+                owner: None,
+                ..want
+            }
+        );
+
+        let bad = StateLine {
+            new_state: 13,
+            ..line
+        };
+        assert_eq!(decode(&as_bytes(&bad)), Err(DecodeError::BadState(13)));
+        assert_eq!(
+            decode(&as_bytes(&line)[..40]),
+            Err(DecodeError::Truncated {
+                what: "state line record",
+                need: 56,
+                got: 40
+            })
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio::{
 
 use crate::{
     cli::Cli,
+    cpulog::CommCache,
     event::{Event, decode},
     filter::Filter,
     loader::Tracer,
@@ -61,6 +62,8 @@ pub enum End {
 struct Drain<'a> {
     printer: &'a Printer,
     filter: &'a Filter,
+    /// Where owners' comms come from: the lean store keeps only pids.
+    comms: &'a CommCache,
     counts: UserCounters,
     buf: BytesMut,
     out: StdoutSink,
@@ -72,7 +75,8 @@ impl Drain<'_> {
         while let Some(item) = ring.next() {
             self.counts.records += 1;
             match decode(&item) {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    self.comms.name_owner(&mut ev);
                     match ev {
                         Event::State(_) => self.counts.state_events += 1,
                         Event::Reset(_) => self.counts.reset_events += 1,
@@ -125,9 +129,11 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
     let format = if cli.json { Format::Json } else { Format::Text };
     let printer = Printer::new(format, Clock::now(), reasons);
     let filter = Filter::from_cli(cli);
+    let comms = CommCache::open(&ebpf)?;
     let mut drain = Drain {
         printer: &printer,
         filter: &filter,
+        comms: &comms,
         counts: UserCounters::default(),
         buf: BytesMut::with_capacity(128 * 1024),
         out: StdoutSink::default(),
