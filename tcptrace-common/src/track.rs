@@ -266,11 +266,11 @@ impl LeanSock {
             clippy::cast_possible_truncation,
             reason = "tgid in the upper half, tid in the lower"
         )]
-        let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-        if self.tgid != 0 && self.tgid == tgid {
+        let (process, thread) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        if self.tgid != 0 && self.tgid == process {
             None
         } else {
-            Some((tgid, tid | LEAN_TID_FROM_IO))
+            Some((process, thread | LEAN_TID_FROM_IO))
         }
     }
 }
@@ -536,7 +536,7 @@ mod lifetime_tests {
 
     /// The stream's server side: a child born in softirq gets its owner
     /// from the accepting process's recv, keeps it through softirq
-    /// transitions, and a close() by that process makes it a syscall owner.
+    /// transitions, and a `close()` by that process makes it a syscall owner.
     #[test]
     fn a_lean_owner_from_io_is_told_from_a_syscall_owner() {
         let (listen, syn_recv, est, close_wait, last_ack) = (
@@ -546,15 +546,14 @@ mod lifetime_tests {
             TcpState::CloseWait as u32,
             TcpState::LastAck as u32,
         );
-        let server: u64 = (200 << 32) | 201;
+        let server: u64 = (200 << 32) + 201;
         let not_asked = || -> u64 { panic!("not an owner transition") };
         let mut e = LeanSock::default();
         apply_lean_transition(&mut e, false, listen, syn_recv, 10, not_asked);
         apply_lean_transition(&mut e, true, syn_recv, est, 20, not_asked);
         assert_eq!(e.owner(), (0, 0, OwnerSource::Unknown));
         // The server's first recv takes the socket.
-        let (tgid, tid) = e.io_owner(server).expect("an unknown owner is replaced");
-        (e.tgid, e.tid) = (tgid, tid);
+        (e.tgid, e.tid) = e.io_owner(server).expect("an unknown owner is replaced");
         assert_eq!(e.owner(), (200, 201, OwnerSource::Io));
         assert_eq!(e.io_owner(server), None, "the owner again: nothing to do");
         assert_eq!(
@@ -567,8 +566,8 @@ mod lifetime_tests {
         assert_eq!(d, 30);
         assert_eq!(e.owner(), (200, 201, OwnerSource::Io));
         // Another process writes to it: it takes the socket.
-        let client = (100 << 32) | 101;
-        assert_eq!(e.io_owner(client), Some((100, 101 | LEAN_TID_FROM_IO)));
+        let client = (100 << 32) + 101;
+        assert_eq!(e.io_owner(client), Some((100, LEAN_TID_FROM_IO + 101)));
         // The server's close(): a syscall owner, the flag gone.
         apply_lean_transition(&mut e, true, close_wait, last_ack, 60, || server);
         assert_eq!(e.owner(), (200, 201, OwnerSource::Syscall));

@@ -18,6 +18,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_F_USER_STACK,
+    btf_maps::{ArrayOfMaps, RingBuf as CpuRing},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
@@ -25,7 +26,7 @@ use aya_ebpf::{
             bpf_ktime_get_ns, bpf_task_pt_regs,
         },
     },
-    macros::{map, tracepoint},
+    macros::{btf_map, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
@@ -65,7 +66,19 @@ static CONFIG: Config = unsafe { core::mem::zeroed() };
 #[map]
 static CPU_LOG: Array<cpulog::CpuLog> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Per-transition and reset records. Userspace may resize it before load.
+/// One ring buffer per possible CPU for the stream's state records, which
+/// a CPU writes only to its own ring: no ring lock, producer position or
+/// record line shared with another CPU's transitions (a shared ring made
+/// them most of the mode's cost: docs/benchmarks.md). Userspace sizes the
+/// outer array to the possible CPUs and creates the rings, of any size (the
+/// kernel does not compare an inner ring's size with this one-page
+/// template), before it attaches the programs; it drains them on a timer
+/// and merges them by time.
+#[btf_map]
+static STATE_RINGS: ArrayOfMaps<CpuRing<StateLine, 4096>, 1> = ArrayOfMaps::new();
+
+/// Reset and failure records, and the modes' other records. Userspace
+/// sizes it before load.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
@@ -716,8 +729,13 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
+    let Some(ring) = cpu_ring() else {
+        count(Counter::RingbufFull);
+        return Ok(());
+    };
     if addrs.family == AF_INET {
         emit_line(
+            ring,
             now,
             skaddr,
             dwell_ns,
@@ -728,7 +746,7 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         );
         return Ok(());
     }
-    let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
+    let Some(mut slot) = ring.reserve_untyped::<StateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());
     };
@@ -746,14 +764,25 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         (*ev).owner_source = owner_source;
         (*ev)._pad = 0;
     }
-    slot.submit(submit_flags());
+    // Userspace drains the CPU rings on a timer: no wakeup, no irq_work.
+    slot.submit(BPF_RB_NO_WAKEUP);
     count(Counter::StateEvents);
     Ok(())
 }
 
-/// Emit an IPv4 transition as a [`StateLine`]: one cache line of the ring.
+/// This CPU's state ring; None only if userspace gave it none, which the
+/// possible-CPU count rules out.
+#[inline(always)]
+fn cpu_ring() -> Option<&'static CpuRing<StateLine, 4096>> {
+    // SAFETY: a helper with no arguments and no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    STATE_RINGS.get(cpu)
+}
+
+/// Emit an IPv4 transition as a [`StateLine`]: one cache line of `ring`.
 #[inline(always)]
 fn emit_line(
+    ring: &CpuRing<StateLine, 4096>,
     now: u64,
     skaddr: u64,
     dwell_ns: u64,
@@ -762,7 +791,7 @@ fn emit_line(
     transition: (u32, u32),
     a: &Addrs,
 ) {
-    let Some(mut slot) = EVENTS.reserve::<StateLine>(0) else {
+    let Some(mut slot) = ring.reserve(0) else {
         count(Counter::RingbufFull);
         return;
     };
@@ -788,7 +817,7 @@ fn emit_line(
         (*ev).owner_source = owner_source as u8;
         (*ev)._pad = 0;
     }
-    slot.submit(submit_flags());
+    slot.submit(BPF_RB_NO_WAKEUP);
     count(Counter::StateEvents);
 }
 

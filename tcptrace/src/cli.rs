@@ -202,7 +202,9 @@ pub struct Cli {
     pub interval: Option<Duration>,
 
     /// Ring-buffer size in KiB (a power of two, at least 4). --closewait-leaks
-    /// emits no record and uses one page whatever this says.
+    /// emits no record and uses one page whatever this says. The stream's
+    /// state records go to one ring per CPU, each an equal share of this
+    /// (a power of two, at least 256 KiB); resets to one ring of this size.
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,
 

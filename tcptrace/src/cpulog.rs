@@ -83,11 +83,11 @@ impl CommCache {
         })
     }
 
-    /// The comm the cache holds for thread `tid` of process `tgid`; None if
-    /// its slot went to another thread, or holds none.
+    /// The comm the cache holds for thread `thread` of process `process`;
+    /// None if its slot went to another thread, or holds none.
     #[must_use]
-    pub fn comm(&self, tgid: u32, tid: u32) -> Option<[u8; 16]> {
-        let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+    pub fn comm(&self, process: u32, thread: u32) -> Option<[u8; 16]> {
+        let pid_tgid = (u64::from(process) << 32) | u64::from(thread);
         let i = comms::slot_of(pid_tgid) as usize;
         // SAFETY: slot i < SLOTS lies within the mapping; CommSlot is plain
         // integers. A slot torn by the kernel fails its seal.

@@ -3,6 +3,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{ArrayOfMaps, MapData, MapError, RingBuf},
     programs::{ProgramError, TracePoint},
 };
 use tcptrace_common::{
@@ -48,6 +49,14 @@ pub enum LoadError {
     },
     #[error("eBPF program {0} is missing from the object (build mismatch)")]
     MissingProgram(&'static str),
+    #[error("eBPF map {0} is missing from the object (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("creating the per-CPU state rings ({bytes} bytes each; try a smaller --ringbuf-kib)")]
+    StateRings {
+        bytes: u32,
+        #[source]
+        source: MapError,
+    },
     #[error("loading eBPF program {name} (the kernel verifier refused it?): {source}")]
     Load {
         name: &'static str,
@@ -79,6 +88,50 @@ pub struct Tracer {
     /// CPUs the per-CPU log (`CPU_LOG`) was sized for; 0 when the mode
     /// logs nothing (`Config::log_old_states`).
     pub log_cpus: u32,
+    /// The state rings (`STATE_RINGS`), one per possible CPU, in CPU order;
+    /// none when the mode emits no state record (`Config::emit_old_states`).
+    pub state_rings: Vec<RingBuf<MapData>>,
+}
+
+/// The least size of a CPU's state ring: 4096 one-line records.
+pub const MIN_CPU_RING_BYTES: u32 = 256 << 10;
+
+/// Each CPU's state ring for a ring size of `requested` bytes: an equal
+/// share of it (the largest power of two that fits), at least
+/// [`MIN_CPU_RING_BYTES`].
+#[must_use]
+pub fn cpu_ring_bytes(requested: u32, cpus: u32) -> u32 {
+    let share = requested / cpus.max(1);
+    let pow2 = if share == 0 { 0 } else { 1 << share.ilog2() };
+    pow2.max(MIN_CPU_RING_BYTES)
+}
+
+/// Create one state ring of `bytes` for each of `cpus` CPUs and put it in
+/// `STATE_RINGS`, before any program that writes them is attached.
+fn create_state_rings(
+    ebpf: &mut Ebpf,
+    cpus: u32,
+    bytes: u32,
+) -> Result<Vec<RingBuf<MapData>>, LoadError> {
+    let err = |source: MapError| LoadError::StateRings { bytes, source };
+    let outer = ebpf
+        .map_mut("STATE_RINGS")
+        .ok_or(LoadError::MissingMap("STATE_RINGS"))?;
+    let mut outer: ArrayOfMaps<&mut MapData> = ArrayOfMaps::try_from(outer).map_err(err)?;
+    let mut rings = Vec::new();
+    for cpu in 0..cpus {
+        let def = aya_obj::Map::new_from_params(
+            aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+            0,
+            0,
+            bytes,
+            0,
+        );
+        let ring = MapData::create(def, "STATE_RING", None).map_err(err)?;
+        outer.set(cpu, &ring, 0).map_err(err)?;
+        rings.push(RingBuf::try_from(aya::maps::Map::RingBuf(ring)).map_err(err)?);
+    }
+    Ok(rings)
 }
 
 /// What to load.
@@ -388,6 +441,15 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         loader.map_max_entries("CPU_LOG", n);
         n
     };
+    // One state ring per possible CPU, for the modes that emit state records.
+    let ring_cpus = if config.emit_old_states == 0 {
+        0
+    } else {
+        let n = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        loader.map_max_entries("STATE_RINGS", n);
+        n
+    };
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
         aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
             if store.in_use.contains(&name.as_str()) =>
@@ -419,6 +481,14 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         .inspect_err(|e| log::debug!("eBPF logger not initialised: {e}"))
         .ok();
 
+    let state_rings = if ring_cpus == 0 {
+        Vec::new()
+    } else {
+        let bytes = cpu_ring_bytes(opts.ringbuf_bytes, ring_cpus);
+        log::info!("state rings: {ring_cpus} of {bytes} bytes, one per possible CPU");
+        create_state_rings(&mut ebpf, ring_cpus, bytes)?
+    };
+
     attach(&mut ebpf, &config)?;
     Ok(Tracer {
         ebpf,
@@ -427,12 +497,24 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         config,
         failures_unavailable,
         log_cpus,
+        state_rings,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_rings_share_the_ring_size_in_powers_of_two() {
+        let mib = 1 << 20;
+        assert_eq!(cpu_ring_bytes(4 * mib, 2), 2 * mib);
+        assert_eq!(cpu_ring_bytes(4 * mib, 3), mib, "4/3 MiB rounds down");
+        assert_eq!(cpu_ring_bytes(4 * mib, 1), 4 * mib);
+        assert_eq!(cpu_ring_bytes(4 * mib, 64), MIN_CPU_RING_BYTES);
+        assert_eq!(cpu_ring_bytes(4096, 2), MIN_CPU_RING_BYTES);
+        assert_eq!(cpu_ring_bytes(4 * mib, 0), 4 * mib);
+    }
 
     #[test]
     fn only_modes_that_emit_records_need_a_ring() {

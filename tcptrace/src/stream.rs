@@ -59,32 +59,82 @@ pub enum End {
     BrokenPipe,
 }
 
+/// How long a record may take from its timestamp to its commit in the ring:
+/// a drain holds back what is younger, since a record of another CPU's ring
+/// that was drained first could still be committed with an earlier time.
+/// (A program runs for microseconds; one held up longer by preemption comes
+/// out in the next drain, out of order but not lost.)
+const IN_FLIGHT_NS: u64 = 1_000_000;
+
+/// The stream's drain period: the per-CPU state rings wake no reader (a
+/// wakeup costs the kernel an `irq_work` per record it is due for), so
+/// userspace drains every ring this often; a ring of
+/// `crate::loader::MIN_CPU_RING_BYTES` then holds 200 000 transitions a
+/// second per CPU.
+const DRAIN_PERIOD: Duration = Duration::from_millis(20);
+
+/// Events from several rings, released in time order once no ring can still
+/// deliver an earlier one.
+#[derive(Default)]
+pub struct Merge {
+    pending: Vec<Event>,
+}
+
+impl Merge {
+    pub fn push(&mut self, ev: Event) {
+        self.pending.push(ev);
+    }
+
+    /// The events stamped before `watermark` (all of them with `u64::MAX`),
+    /// in time order; the rest wait for a later call.
+    pub fn release(&mut self, watermark: u64) -> Vec<Event> {
+        self.pending.sort_by_key(Event::ts_ns);
+        let n = self.pending.partition_point(|e| e.ts_ns() < watermark);
+        let rest = self.pending.split_off(n);
+        std::mem::replace(&mut self.pending, rest)
+    }
+}
+
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|t| {
+            u64::try_from(t.tv_sec())
+                .ok()?
+                .checked_mul(1_000_000_000)?
+                .checked_add(u64::try_from(t.tv_nsec()).ok()?)
+        })
+        .unwrap_or(u64::MAX)
+}
+
 struct Drain<'a> {
     printer: &'a Printer,
     filter: &'a Filter,
     /// Where owners' comms come from: the lean store keeps only pids.
     comms: &'a CommCache,
     counts: UserCounters,
+    merge: Merge,
     buf: BytesMut,
     out: StdoutSink,
 }
 
 impl Drain<'_> {
-    /// Consume every record in the ring buffer, writing in batches.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
+    /// Decode, count and filter every record in `ring`; what passes waits
+    /// in the merge.
+    fn collect(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.counts.records += 1;
             match decode(&item) {
                 Ok(mut ev) => {
-                    self.comms.name_owner(&mut ev);
                     match ev {
                         Event::State(_) => self.counts.state_events += 1,
                         Event::Reset(_) => self.counts.reset_events += 1,
                         Event::Failure(_) => {}
                     }
                     if self.filter.matches(&ev) {
-                        self.printer.write(&ev, &mut self.buf);
-                        self.counts.printed += 1;
+                        self.comms.name_owner(&mut ev);
+                        self.merge.push(ev);
                     } else {
                         self.counts.filtered += 1;
                     }
@@ -94,7 +144,31 @@ impl Drain<'_> {
                     log::warn!("dropping a record: {e}");
                 }
             }
-            drop(item);
+        }
+    }
+
+    /// Drain the shared ring and every CPU's state ring, and print, in time
+    /// order, what no ring can still precede; `last` prints everything.
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        cpu_rings: &mut [RingBuf<MapData>],
+        last: bool,
+    ) -> io::Result<()> {
+        // Read before the rings: whatever is stamped earlier is committed by
+        // the time they are read (see IN_FLIGHT_NS).
+        let watermark = if last {
+            u64::MAX
+        } else {
+            monotonic_ns().saturating_sub(IN_FLIGHT_NS)
+        };
+        self.collect(ring);
+        for r in cpu_rings {
+            self.collect(r);
+        }
+        for ev in self.merge.release(watermark) {
+            self.printer.write(&ev, &mut self.buf);
+            self.counts.printed += 1;
             if self.buf.len() >= 64 * 1024 {
                 self.out.write(&mut self.buf)?;
             }
@@ -122,6 +196,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         mut ebpf,
         reasons,
         mut logger,
+        mut state_rings,
         ..
     } = tracer;
     let mut ring = take_ring(&mut ebpf)?;
@@ -135,6 +210,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         filter: &filter,
         comms: &comms,
         counts: UserCounters::default(),
+        merge: Merge::default(),
         buf: BytesMut::with_capacity(128 * 1024),
         out: StdoutSink::default(),
     };
@@ -145,17 +221,17 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
     }
 
     let mut stop = Stop::new(cli.duration)?;
-    // The kernel wakes us only once an eighth of the ring is full (wakeups
-    // are costly for it); this tick bounds the delay of a quiet stream, and
-    // drains the eBPF side's log records.
-    let mut tick = interval(Duration::from_millis(100));
+    // The kernel wakes us for the shared ring only once an eighth of it is
+    // full, and never for the per-CPU state rings (wakeups are costly for
+    // it): this tick drains them all, and the eBPF side's log records.
+    let mut tick = interval(DRAIN_PERIOD);
     eprintln!("{READY} TCP state transitions and resets (Ctrl-C to stop)");
 
     let end = loop {
         tokio::select! {
-            r = drain_when_woken(&mut ring, |r| drain.drain(r)) => r??,
+            r = drain_when_woken(&mut ring, |r| drain.drain(r, &mut state_rings, false)) => r??,
             _ = tick.tick() => {
-                drain.drain(ring.get_mut())?;
+                drain.drain(ring.get_mut(), &mut state_rings, false)?;
                 if let Some(l) = logger.as_mut() {
                     l.flush();
                 }
@@ -167,7 +243,7 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
         }
     };
     // Whatever was submitted before we stopped is still printed.
-    drain.drain(ring.get_mut())?;
+    drain.drain(ring.get_mut(), &mut state_rings, true)?;
     let kernel = KernelCounters::read(&ebpf)
         .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
         .ok();
@@ -184,4 +260,52 @@ pub async fn run(cli: &Cli, tracer: Tracer) -> anyhow::Result<(End, Summary)> {
             costs: crate::stats::program_costs(&ebpf),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::raw_state;
+    use tcptrace_common::TcpState;
+
+    fn at(ts_ns: u64) -> Event {
+        let mut raw = raw_state(TcpState::Established, TcpState::CloseWait);
+        raw.header.ts_ns = ts_ns;
+        crate::event::decode(&crate::event::as_bytes(&raw)).unwrap()
+    }
+
+    fn times(evs: &[Event]) -> Vec<u64> {
+        evs.iter().map(Event::ts_ns).collect()
+    }
+
+    /// Two CPUs' rings drained one after the other: what each drain
+    /// releases is in time order, what is younger than the watermark waits,
+    /// and a record committed late on the first ring still comes out before
+    /// the later ones of the second.
+    #[test]
+    fn the_merge_releases_in_time_order_up_to_the_watermark() {
+        let mut m = Merge::default();
+        for ts in [10, 40, 70] {
+            m.push(at(ts)); // CPU 0's ring
+        }
+        for ts in [20, 30, 90] {
+            m.push(at(ts)); // CPU 1's ring
+        }
+        assert_eq!(times(&m.release(50)), [10, 20, 30, 40]);
+        // CPU 0 commits a record stamped 60 after its ring was read.
+        m.push(at(60));
+        m.push(at(100));
+        assert_eq!(times(&m.release(95)), [60, 70, 90]);
+        assert!(m.release(95).is_empty(), "nothing is released twice");
+        assert_eq!(times(&m.release(u64::MAX)), [100]);
+    }
+
+    #[test]
+    fn the_monotonic_clock_is_the_kernels() {
+        // bpf_ktime_get_ns() and CLOCK_MONOTONIC agree: boot-relative, so
+        // far below the epoch's nanoseconds, and moving forward.
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && a <= b && b < 1_000_000_000 * 86_400 * 365 * 50);
+    }
 }
