@@ -729,14 +729,22 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         return Ok(());
     }
     let addrs = rec.addrs(&h)?;
-    let Some(ring) = cpu_ring() else {
+    // SAFETY: a helper with no arguments and no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(ring) = STATE_RINGS.get(cpu) else {
+        // No ring for this CPU: cannot happen with the possible-CPU count.
         count(Counter::RingbufFull);
         return Ok(());
+    };
+    let stamp = |kind: RecordKind| Header {
+        kind: kind as u32,
+        cpu,
+        ts_ns: now,
     };
     if addrs.family == AF_INET {
         emit_line(
             ring,
-            now,
+            stamp(RecordKind::StateLine),
             skaddr,
             dwell_ns,
             &owner,
@@ -754,7 +762,7 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
     // of the right size; every field is written before submit.
     unsafe {
-        (*ev).header = header(RecordKind::State, now);
+        (*ev).header = stamp(RecordKind::State);
         (*ev).skaddr = skaddr;
         (*ev).dwell_ns = dwell_ns;
         (*ev).owner = owner;
@@ -770,20 +778,12 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
     Ok(())
 }
 
-/// This CPU's state ring; None only if userspace gave it none, which the
-/// possible-CPU count rules out.
-#[inline(always)]
-fn cpu_ring() -> Option<&'static CpuRing<StateLine, 4096>> {
-    // SAFETY: a helper with no arguments and no preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    STATE_RINGS.get(cpu)
-}
-
-/// Emit an IPv4 transition as a [`StateLine`]: one cache line of `ring`.
+/// Emit an IPv4 transition, stamped with `header`, as a [`StateLine`]: one
+/// cache line of `ring`.
 #[inline(always)]
 fn emit_line(
     ring: &CpuRing<StateLine, 4096>,
-    now: u64,
+    header: Header,
     skaddr: u64,
     dwell_ns: u64,
     owner: &Owner,
@@ -803,7 +803,7 @@ fn emit_line(
         reason = "states are 1..=12, owner sources 0..=3"
     )]
     unsafe {
-        (*ev).header = header(RecordKind::StateLine, now);
+        (*ev).header = header;
         (*ev).skaddr = skaddr;
         (*ev).dwell_ns = dwell_ns;
         (*ev).tgid = owner.tgid;
@@ -1042,7 +1042,7 @@ fn lean_advance<V: Variant>(
     now: u64,
 ) -> (u64, Owner, u32) {
     let (old, new) = transition;
-    let (before_tgid, _, before_source) = e.owner();
+    let before = *e;
     let dwell_ns = apply_lean_transition(e, known, old, new, now, || {
         let pid_tgid = bpf_get_current_pid_tgid();
         if setting!(V, noted_new_states) & (1 << (new & 31)) != 0 {
@@ -1054,7 +1054,7 @@ fn lean_advance<V: Variant>(
         if known && setting!(V, sock_details) == 0 {
             #[expect(clippy::cast_possible_truncation, reason = "the tgid half")]
             let tgid = (pid_tgid >> 32) as u32;
-            owner_replaced(skaddr, (before_source as u32, before_tgid), tgid);
+            lean_owner_replaced(skaddr, &before, tgid);
         }
         pid_tgid
     });
@@ -1471,6 +1471,13 @@ fn owner_replaced(sk: u64, before: (u32, u32), tgid: u32) {
     }
 }
 
+/// [`owner_replaced`] for a lean entry whose owner was `before`.
+#[inline(always)]
+fn lean_owner_replaced(sk: u64, before: &LeanSock, tgid: u32) {
+    let (previous, _, source) = before.owner();
+    owner_replaced(sk, (source as u32, previous), tgid);
+}
+
 /// The cache slot of a socket: `struct sock`s are slab objects over a
 /// kilobyte apart, so the bits above the low ten spread them.
 #[inline(always)]
@@ -1582,9 +1589,7 @@ fn io_lean_owner(sk: u64) -> bool {
         if !s.is_intact() {
             return false;
         }
-        if let Some((tgid, tid)) = s.sock.io_owner(pid_tgid) {
-            let (before_tgid, _, before_source) = s.sock.owner();
-            owner_replaced(sk, (before_source as u32, before_tgid), tgid);
+        if let Some((tgid, tid)) = io_take_owner(sk, &s.sock, pid_tgid) {
             let e = LeanSock {
                 tgid,
                 tid,
@@ -1599,26 +1604,34 @@ fn io_lean_owner(sk: u64) -> bool {
                 (*slot).sock.tid = tid;
                 (*slot).sock.seal = table::seal(sk, &e);
             }
-            note_comm(pid_tgid);
         }
         true
     } else if let Some(p) = LEAN.get_ptr_mut(sk) {
         // SAFETY: lookup result, valid for this program run.
         let e = unsafe { *p };
-        if let Some((tgid, tid)) = e.io_owner(pid_tgid) {
-            let (before_tgid, _, before_source) = e.owner();
-            owner_replaced(sk, (before_source as u32, before_tgid), tgid);
+        if let Some((tgid, tid)) = io_take_owner(sk, &e, pid_tgid) {
             // SAFETY: as above; the owner only, as for a table slot.
             unsafe {
                 (*p).tgid = tgid;
                 (*p).tid = tid;
             }
-            note_comm(pid_tgid);
         }
         true
     } else {
         false
     }
+}
+
+/// The owner to write into lean entry `e` of `sk` for a recv/send by
+/// thread `pid_tgid`, if it changes: other CPUs' cached pairs of the
+/// previous owner are invalidated and the thread's comm noted. None on the
+/// common path, the owner calling again.
+#[inline(always)]
+fn io_take_owner(sk: u64, e: &LeanSock, pid_tgid: u64) -> Option<(u32, u32)> {
+    let (tgid, tid) = e.io_owner(pid_tgid)?;
+    lean_owner_replaced(sk, e, tgid);
+    note_comm(pid_tgid);
+    Some((tgid, tid))
 }
 
 /// A recv/send on `sk`, in its details: take the owner, create the details

@@ -1,6 +1,8 @@
 //! Reading the kernel's per-CPU record logs (`CPU_LOG`,
 //! [`tcptrace_common::cpulog`]) through one read-only shared mapping: no
-//! system call per drain, only the heads and the new slots are read.
+//! system call per drain, only the heads and the new slots are read. The
+//! comm cache (`COMMS`), which names the owners of the logs' records and of
+//! the stream's, is read the same way.
 
 use std::{
     num::NonZeroUsize,

@@ -432,24 +432,20 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     for (name, entries) in mode_map_sizes(&config) {
         loader.map_max_entries(name, entries);
     }
-    // One log per possible CPU: bpf_get_smp_processor_id() is below that.
-    let log_cpus = if config.log_old_states == 0 {
-        0
-    } else {
+    // One log per possible CPU for the modes that log state records, one
+    // state ring per possible CPU for those that emit them:
+    // bpf_get_smp_processor_id() is below that count.
+    let mut per_cpu = |wanted: bool, map: &'static str| -> Result<u32, LoadError> {
+        if !wanted {
+            return Ok(0);
+        }
         let n = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        loader.map_max_entries("CPU_LOG", n);
-        n
+        loader.map_max_entries(map, n);
+        Ok(n)
     };
-    // One state ring per possible CPU, for the modes that emit state records.
-    let ring_cpus = if config.emit_old_states == 0 {
-        0
-    } else {
-        let n = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        loader.map_max_entries("STATE_RINGS", n);
-        n
-    };
+    let log_cpus = per_cpu(config.log_old_states != 0, "CPU_LOG")?;
+    let ring_cpus = per_cpu(config.emit_old_states != 0, "STATE_RINGS")?;
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
         aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
             if store.in_use.contains(&name.as_str()) =>

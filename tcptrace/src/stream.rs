@@ -17,7 +17,7 @@ use crate::{
     event::{Event, decode},
     filter::Filter,
     loader::Tracer,
-    output::{Clock, Format, Printer, StdoutSink},
+    output::{Clock, Format, Printer, StdoutSink, monotonic_ns},
     stats::{KernelCounters, Summary, UserCounters},
     stop::Stop,
 };
@@ -93,19 +93,6 @@ impl Merge {
         let rest = self.pending.split_off(n);
         std::mem::replace(&mut self.pending, rest)
     }
-}
-
-/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`, in nanoseconds.
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .ok()
-        .and_then(|t| {
-            u64::try_from(t.tv_sec())
-                .ok()?
-                .checked_mul(1_000_000_000)?
-                .checked_add(u64::try_from(t.tv_nsec()).ok()?)
-        })
-        .unwrap_or(u64::MAX)
 }
 
 struct Drain<'a> {
