@@ -1,0 +1,138 @@
+//! The stream counts every record it loses: with its reader stalled, the
+//! kernel's rings fill, and every transition is either printed or counted
+//! as lost, none both and none neither.
+//!
+//! Needs root, and the tests share kernel state (tracepoints are global):
+//! run with `--test-threads=1`, e.g. `sudo cargo xtask test`, or
+//! `cargo build -p tcptrace && cargo test -p integration-tests -- --test-threads=1`.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    thread,
+    time::Duration,
+};
+
+use integration_tests::{EXIT_TIMEOUT, lab, signal, spawn_tracer_raw, wait_exit};
+
+/// Connections made while tcptrace's stdout is not read. Each one is ten
+/// transitions on loopback (client: CLOSE -> SYN_SENT -> ESTABLISHED ->
+/// FIN_WAIT1 -> FIN_WAIT2 -> CLOSE; server child: LISTEN -> SYN_RECV ->
+/// ESTABLISHED -> CLOSE_WAIT -> LAST_ACK -> CLOSE), 20 000 records: more
+/// than a stalled reader holds (a pipe's 64 KiB of JSON lines and one
+/// drain's batch) plus the smallest per-CPU rings (256 KiB, 4096 records,
+/// each; this box has 2 CPUs).
+const CONNECTIONS: u64 = 2000;
+const TRANSITIONS_PER_CONNECTION: u64 = 10;
+
+/// The number just before `word` in `line`.
+fn number_before(line: &str, word: &str) -> u64 {
+    let head = &line[..line
+        .find(word)
+        .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))];
+    head.trim_end()
+        .rsplit([' ', '('])
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
+}
+
+/// The stderr line that starts with `prefix` and holds `holds`.
+fn line<'a>(stderr: &'a str, prefix: &str, holds: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with(prefix) && l.contains(holds))
+        .unwrap_or_else(|| panic!("no {prefix:?} line with {holds:?} on stderr:\n{stderr}"))
+}
+
+/// A reader that stalls (stdout not read while 2000 connections run) makes
+/// the stream lose records in the kernel, and the summary counts each one:
+/// printed + ring-buffer full = every transition the connections made,
+/// exactly. Fails if losses go uncounted (the sum falls short), are counted
+/// twice (it overshoots), or do not happen (the stall did not bite).
+#[test]
+fn stalled_reader_losses_are_counted_exactly() {
+    let lab = lab!();
+    let addr = "127.0.0.1:29701";
+    let n = CONNECTIONS.to_string();
+    // The listener exists before tcptrace: of its transitions, only its
+    // close (LISTEN -> CLOSE, when the server exits) is traced.
+    let server = lab.server(&[
+        "--addr",
+        addr,
+        "--connections",
+        &n,
+        "--read-request",
+        "--reply",
+        "--wait-peer-close",
+        "--timeout-ms",
+        "60000",
+    ]);
+    let (mut tracer, stderr) =
+        spawn_tracer_raw(&["--json", "--port", "29701", "--ringbuf-kib", "4"]);
+    let stdout = tracer.stdout.take().expect("piped stdout");
+
+    let client = lab.client(&[
+        "--addr",
+        addr,
+        "--connections",
+        &n,
+        "--one-by-one",
+        "--send",
+        "--read-reply",
+    ]);
+    client.wait_success();
+    server.wait_success();
+
+    // Now read: everything tcptrace still holds comes out, then SIGINT.
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        for l in BufReader::new(stdout).lines() {
+            match l {
+                Ok(l) => lines.push(l),
+                Err(e) => panic!("reading tcptrace's stdout: {e}"),
+            }
+        }
+        lines
+    });
+    // Two drain periods and margin for the last records to be printed.
+    thread::sleep(Duration::from_millis(500));
+    signal(&tracer, libc::SIGINT);
+    let status = wait_exit(&mut tracer, "tcptrace", EXIT_TIMEOUT);
+    let err = stderr();
+    assert!(status.success(), "tcptrace exited {status}:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines = reader.join().expect("the reader thread");
+
+    let summary = line(&err, "tcptrace: ", " events (");
+    let losses = line(&err, "tcptrace: losses: ", " ring-buffer full");
+    let lost = number_before(losses, " ring-buffer full");
+    let states = number_before(summary, " state,");
+    let resets = number_before(summary, " reset)");
+    let printed = number_before(summary, " printed");
+    assert_eq!(resets, 0, "no connection was reset: {summary}");
+    assert_eq!(
+        printed,
+        lines.len() as u64,
+        "the summary's printed count is what came out: {summary}"
+    );
+    assert_eq!(
+        printed, states,
+        "every record received was printed: {summary}"
+    );
+    for l in &lines {
+        assert!(
+            l.contains("\"type\":\"state\"") && l.contains("29701"),
+            "only the test's transitions are traced: {l}"
+        );
+    }
+    assert!(
+        lost > 0,
+        "the stalled reader should have overflowed the rings: {summary}; {losses}"
+    );
+    assert_eq!(
+        states + lost,
+        CONNECTIONS * TRANSITIONS_PER_CONNECTION + 1,
+        "printed + lost must be every transition of {CONNECTIONS} connections and the \
+         listener's close:\n{summary}\n{losses}"
+    );
+}
