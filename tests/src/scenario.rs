@@ -10,6 +10,8 @@ use crate::{Event, Lab, Peer, Trace};
 pub const CLOSE_DELAY: Duration = Duration::from_millis(200);
 /// A generous upper bound for that dwell on a loaded machine.
 pub const DWELL_CEILING: Duration = Duration::from_secs(5);
+/// What the peers of an [`ActiveClose`] call themselves once done.
+pub const RENAMED: &str = "renamed-peer";
 
 /// The two processes of one connection.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +41,11 @@ pub fn port_of(addr: &str) -> u16 {
 /// The server is started (and its pid known) before the tracer, but it only
 /// listens once [`ActiveClose::run`] gives it the go-ahead, so a tracer started
 /// in between sees the whole story, from `CLOSE -> LISTEN`.
+///
+/// Both peers rename themselves [`RENAMED`] once their sockets are closed:
+/// a comm read from /proc when the records are printed, rather than the
+/// comm tcptrace noted at the transitions, shows up as that name (or as
+/// none, once the peer has exited).
 pub struct ActiveClose<'a> {
     lab: &'a Lab,
     addr: String,
@@ -58,6 +65,8 @@ impl<'a> ActiveClose<'a> {
             "--wait-peer-close",
             "--close-delay-ms",
             &delay,
+            "--rename-when-done",
+            RENAMED,
         ]);
         Self {
             lab,
@@ -77,9 +86,14 @@ impl<'a> ActiveClose<'a> {
     pub fn run(mut self) -> Conn {
         self.server.go();
         self.server.wait_line("ready");
-        let mut client = self
-            .lab
-            .client(&["--addr", &self.addr, "--send", "--read-reply"]);
+        let mut client = self.lab.client(&[
+            "--addr",
+            &self.addr,
+            "--send",
+            "--read-reply",
+            "--rename-when-done",
+            RENAMED,
+        ]);
         let client_port = local_port(&client.wait_line("connected "));
         let conn = Conn {
             server: self.server.pid(),
@@ -87,13 +101,16 @@ impl<'a> ActiveClose<'a> {
             client_port,
             port: port_of(&self.addr),
         };
+        let renamed = format!("renamed {RENAMED}");
         let lines = client.wait_success();
         assert!(lines.iter().any(|l| l == "reply"), "client: {lines:?}");
+        assert!(lines.contains(&renamed), "client: {lines:?}");
         let lines = self.server.wait_success();
         assert!(
             lines.iter().any(|l| l == "peer-closed"),
             "server: {lines:?}"
         );
+        assert!(lines.contains(&renamed), "server: {lines:?}");
         conn
     }
 }
@@ -173,6 +190,8 @@ pub fn assert_active_close(t: &Trace, c: &Conn, family: &str, ip: &str) {
         for e in &sock.events {
             assert_eq!(e.family(), family, "{e}");
             assert_eq!(e.saddr(), ip, "{e}");
+            // The comm at the transition, from the comm cache: the peers
+            // renamed themselves (RENAMED) right after their last close.
             if e.pid().is_some() {
                 assert_eq!(e.comm(), Some("tcptrace-peer"), "{e}");
             }

@@ -13,6 +13,8 @@
 //!                      [--hold]           (once connected, wait for a line on stdin; not
 //!                                          with --wait-go)
 //! common:              [--timeout-ms N]   (every wait; default 10000)
+//!                      [--rename-when-done NAME] (once every socket is closed, the
+//!                                          main thread renames itself NAME, before `done`)
 //!                      [--connections N]  (N connections at once, each in a thread, each
 //!                                          through every step; not with --bind or --hold)
 //!                      [--one-by-one]     (client, with --connections: one connection after
@@ -26,7 +28,8 @@
 //! Output lines, in order: `pid <pid>`, then for the server `ready <port>`,
 //! `accepted <peer>`, and for the client `connected <local>` (or `refused`),
 //! then one line per step (`request`, `unread`, `replied`, `reply`,
-//! `peer-closed` or `peer-reset`, `closed`), and `done` last. Errors go to
+//! `peer-closed` or `peer-reset`, `closed`), `renamed NAME` with
+//! `--rename-when-done`, and `done` last. Errors go to
 //! stderr with exit status 1; bad usage exits 2. With `--connections N` the
 //! lines of the N connections interleave (`done` is still last); a client
 //! whose `connect()` fails prints `connect-error <errno> <message>` before
@@ -78,6 +81,8 @@ struct Opts {
     send_bytes: Option<usize>,
     /// Client: bind here (with `SO_REUSEADDR`) before connecting.
     bind: Option<SocketAddr>,
+    /// Once done with every socket, the main thread's new comm.
+    rename_when_done: Option<String>,
     /// Client: once connected, wait for a line on stdin.
     hold: bool,
     /// How many connections, handled at once (one thread each).
@@ -144,6 +149,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                 o.bind = Some(v.parse().map_err(|e| format!("--bind {v}: {e}"))?);
             }
             "--hold" => o.hold = true,
+            "--rename-when-done" => {
+                let v = args
+                    .next()
+                    .filter(|v| !v.is_empty() && v.len() < 16 && !v.contains('\0'))
+                    .ok_or("--rename-when-done needs a name of 1 to 15 bytes")?;
+                o.rename_when_done = Some(v);
+            }
             "--one-by-one" => o.one_by_one = true,
             "--pace-ms" => o.pace = millis(&mut args, "--pace-ms")?,
             "--no-reuseaddr" => o.no_reuseaddr = true,
@@ -622,6 +634,20 @@ fn scrape(mut args: impl Iterator<Item = String>) -> ExitCode {
     }
 }
 
+/// Set the calling thread's comm (`prctl(PR_SET_NAME)`), what
+/// `/proc/PID/task/TID/comm` shows from then on.
+fn rename_thread(name: &str) -> io::Result<()> {
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
+    // (longer names are cut), which `name` is and outlives the call.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("scrape") {
         return scrape(std::env::args().skip(2));
@@ -645,6 +671,10 @@ fn main() -> ExitCode {
         } else {
             client(&o, addr)
         }
+    });
+    let r = r.and_then(|()| match &o.rename_when_done {
+        Some(name) => rename_thread(name).map(|()| say(&format!("renamed {name}"))),
+        None => Ok(()),
     });
     match r {
         Ok(()) => {
