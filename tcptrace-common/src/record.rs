@@ -113,6 +113,21 @@ pub struct StateLine {
 
 const _: () = assert!(core::mem::size_of::<StateLine>() + 8 == 64);
 
+/// A [`StateEvent`] (an IPv6 transition) in one of the stream's per-CPU
+/// state rings: padded to 120 bytes so that with the ring buffer's 8-byte
+/// record header it fills exactly two cache lines, and the one-line
+/// [`StateLine`] records after it in the ring stay on line boundaries
+/// (unpadded, each would straddle two lines until the next IPv6 record).
+/// Userspace decodes it as a [`StateEvent`], whose bytes come first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PaddedStateEvent {
+    pub event: StateEvent,
+    pub _pad: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PaddedStateEvent>() + 8 == 2 * 64);
+
 /// One RST sent (`tcp_send_reset`) or received (`tcp_receive_reset`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -20,6 +20,8 @@ unsafe impl aya::Pod for crate::table::LeanBucket {}
 unsafe impl aya::Pod for StateEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for crate::StateLine {}
+// SAFETY: repr(C), a StateEvent and a u64, no implicit padding (size asserted).
+unsafe impl aya::Pod for crate::PaddedStateEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ResetEvent {}
 // SAFETY: as above.

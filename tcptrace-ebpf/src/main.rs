@@ -32,8 +32,9 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, Addrs, Config, Counter, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
-    LeanSock, NUM_COUNTERS, Owner, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, STACK_DEPTH,
-    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateEvent, StateLine, TcpState,
+    LeanSock, NUM_COUNTERS, Owner, PaddedStateEvent, RST_RECEIVED, RST_SENT, RecordKind,
+    ResetEvent, STACK_DEPTH, SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackRef, StateLine,
+    TcpState,
     comms::{self, CommSlot},
     config::{
         DESTROY_SKADDR_STANDARD, DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH,
@@ -754,14 +755,16 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         );
         return Ok(());
     }
-    let Some(mut slot) = ring.reserve_untyped::<StateEvent>(0) else {
+    let Some(mut slot) = ring.reserve_untyped::<PaddedStateEvent>(0) else {
         count(Counter::RingbufFull);
         return Ok(());
     };
-    let ev = slot.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot
-    // of the right size; every field is written before submit.
+    let padded = slot.as_mut_ptr();
+    // SAFETY: `padded` points at a reserved, exclusively owned ring-buffer
+    // slot of the right size; every field is written before submit.
     unsafe {
+        (*padded)._pad = 0;
+        let ev = &raw mut (*padded).event;
         (*ev).header = stamp(RecordKind::State);
         (*ev).skaddr = skaddr;
         (*ev).dwell_ns = dwell_ns;

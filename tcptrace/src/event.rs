@@ -400,6 +400,21 @@ pub(crate) mod tests {
         );
     }
 
+    /// An IPv6 transition in a per-CPU state ring comes padded to two
+    /// cache lines: it decodes like the bare record.
+    #[test]
+    fn decodes_a_padded_state_record() {
+        let raw = raw_state(TcpState::SynSent, TcpState::Established);
+        let padded = tcptrace_common::PaddedStateEvent {
+            event: raw,
+            _pad: u64::MAX,
+        };
+        let bytes = as_bytes(&padded);
+        assert_eq!(bytes.len() + 8, 128, "two cache lines with the ring's header");
+        assert_eq!(decode(&bytes), decode(&as_bytes(&raw)));
+        assert!(decode(&bytes).is_ok());
+    }
+
     #[test]
     fn unknown_dwell_and_owner_decode_as_none() {
         let mut raw = raw_state(TcpState::Established, TcpState::CloseWait);
