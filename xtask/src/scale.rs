@@ -171,7 +171,13 @@ fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
     let mut memory = 0;
     let mut table: Option<u32> = None;
     for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
-        if fs::read_link(fd.path()).ok()?.to_string_lossy() != "anon_inode:bpf-map" {
+        // The tracer opens and closes other fds (netlink sockets, /proc
+        // files) while we scan: one gone before its readlink is skipped, not
+        // the end of the scan (a leak-mode run once reported no map at all).
+        let Ok(link) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if link.to_string_lossy() != "anon_inode:bpf-map" {
             continue;
         }
         let Ok(info) = fs::read_to_string(format!(
