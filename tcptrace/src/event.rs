@@ -410,7 +410,11 @@ pub(crate) mod tests {
             _pad: u64::MAX,
         };
         let bytes = as_bytes(&padded);
-        assert_eq!(bytes.len() + 8, 128, "two cache lines with the ring's header");
+        assert_eq!(
+            bytes.len() + 8,
+            128,
+            "two cache lines with the ring's header"
+        );
         assert_eq!(decode(&bytes), decode(&as_bytes(&raw)));
         assert!(decode(&bytes).is_ok());
     }
