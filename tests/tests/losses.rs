@@ -106,7 +106,7 @@ fn stalled_reader_losses_are_counted_exactly() {
     let summary = line(&err, "tcptrace: ", " events (");
     let losses = line(&err, "tcptrace: losses: ", " ring-buffer full");
     let lost = number_before(losses, " ring-buffer full");
-    let states = number_before(summary, " state,");
+    let received = number_before(summary, " state,");
     let resets = number_before(summary, " reset)");
     let printed = number_before(summary, " printed");
     assert_eq!(resets, 0, "no connection was reset: {summary}");
@@ -116,7 +116,7 @@ fn stalled_reader_losses_are_counted_exactly() {
         "the summary's printed count is what came out: {summary}"
     );
     assert_eq!(
-        printed, states,
+        printed, received,
         "every record received was printed: {summary}"
     );
     for l in &lines {
@@ -130,7 +130,7 @@ fn stalled_reader_losses_are_counted_exactly() {
         "the stalled reader should have overflowed the rings: {summary}; {losses}"
     );
     assert_eq!(
-        states + lost,
+        received + lost,
         CONNECTIONS * TRANSITIONS_PER_CONNECTION + 1,
         "printed + lost must be every transition of {CONNECTIONS} connections and the \
          listener's close:\n{summary}\n{losses}"
