@@ -925,6 +925,26 @@ pub struct Trace {
     pub status: ExitStatus,
 }
 
+/// The first line of tcptrace's `stderr` that starts with `prefix` and
+/// holds `holds` (e.g. the exit summary's `tcptrace: N events (`).
+#[must_use]
+pub fn stderr_line<'a>(stderr: &'a str, prefix: &str, holds: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with(prefix) && l.contains(holds))
+        .unwrap_or_else(|| panic!("no {prefix:?} line with {holds:?} on stderr:\n{stderr}"))
+}
+
+/// The number just before the first `word` in a summary `line`, after a
+/// space or an opening parenthesis (`N events (S state, R reset)`).
+#[must_use]
+pub fn number_before(line: &str, word: &str) -> u64 {
+    line.split_once(word)
+        .and_then(|(head, _)| head.trim_end().rsplit([' ', '(']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
+}
+
 impl Trace {
     /// Exit 0 after a signal, a summary on stderr, no losses, no panic.
     pub fn assert_clean_exit(&self) {
@@ -940,17 +960,9 @@ impl Trace {
             "tcptrace panicked:\n{}",
             self.stderr
         );
-        let summary = self
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("tcptrace: ") && l.contains(" events ("))
-            .unwrap_or_else(|| panic!("no event summary on stderr:\n{}", self.stderr));
+        let summary = stderr_line(&self.stderr, "tcptrace: ", " events (");
         assert!(summary.contains(" 0 undecodable"), "{summary}");
-        let losses = self
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("tcptrace: losses: "))
-            .unwrap_or_else(|| panic!("no loss summary on stderr:\n{}", self.stderr));
+        let losses = stderr_line(&self.stderr, "tcptrace: losses: ", "");
         for none in [
             " 0 ring-buffer full",
             " 0 socket-map evictions",
@@ -965,25 +977,11 @@ impl Trace {
     /// `tcptrace: N events (..), P printed, F filtered out, U undecodable`.
     #[must_use]
     pub fn summary_counts(&self) -> (u64, u64, u64) {
-        let line = self
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("tcptrace: ") && l.contains(" events ("))
-            .unwrap_or_else(|| panic!("no event summary on stderr:\n{}", self.stderr));
-        let number_before = |word: &str| -> u64 {
-            let head = &line[..line
-                .find(word)
-                .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))];
-            head.trim_end()
-                .rsplit(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
-        };
+        let line = stderr_line(&self.stderr, "tcptrace: ", " events (");
         (
-            number_before(" events ("),
-            number_before(" printed"),
-            number_before(" filtered out"),
+            number_before(line, " events ("),
+            number_before(line, " printed"),
+            number_before(line, " filtered out"),
         )
     }
 
@@ -1382,10 +1380,7 @@ impl LeakRun {
     }
 
     fn summary_line(&self) -> &str {
-        self.stderr
-            .lines()
-            .find(|l| l.starts_with("tcptrace: ") && l.contains(LEAK_SUMMARY))
-            .unwrap_or_else(|| panic!("no CLOSE_WAIT summary on stderr:\n{}", self.stderr))
+        stderr_line(&self.stderr, "tcptrace: ", LEAK_SUMMARY)
     }
 }
 
@@ -2707,13 +2702,7 @@ impl ModeRun {
             .lines()
             .find_map(|l| l.strip_prefix("tcptrace: TIME_WAIT entries: "))
             .unwrap_or_else(|| panic!("no TIME_WAIT entries line:\n{self}"));
-        let number_before = |word: &str| -> u64 {
-            line.split_once(word)
-                .and_then(|(head, _)| head.rsplit(' ').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
-        };
-        (number_before(" read"), number_before(" lost"))
+        (number_before(line, " read"), number_before(line, " lost"))
     }
 }
 

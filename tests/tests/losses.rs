@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{EXIT_TIMEOUT, lab, signal, spawn_tracer_raw, wait_exit};
+use integration_tests::{
+    EXIT_TIMEOUT, lab, number_before, signal, spawn_tracer_raw, stderr_line, wait_exit,
+};
 
 /// Connections made while tcptrace's stdout is not read. Each one is ten
 /// transitions on loopback (client: CLOSE -> SYN_SENT -> ESTABLISHED ->
@@ -23,26 +25,6 @@ use integration_tests::{EXIT_TIMEOUT, lab, signal, spawn_tracer_raw, wait_exit};
 /// each; this box has 2 CPUs).
 const CONNECTIONS: u64 = 2000;
 const TRANSITIONS_PER_CONNECTION: u64 = 10;
-
-/// The number just before `word` in `line`.
-fn number_before(line: &str, word: &str) -> u64 {
-    let head = &line[..line
-        .find(word)
-        .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))];
-    head.trim_end()
-        .rsplit([' ', '('])
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
-}
-
-/// The stderr line that starts with `prefix` and holds `holds`.
-fn line<'a>(stderr: &'a str, prefix: &str, holds: &str) -> &'a str {
-    stderr
-        .lines()
-        .find(|l| l.starts_with(prefix) && l.contains(holds))
-        .unwrap_or_else(|| panic!("no {prefix:?} line with {holds:?} on stderr:\n{stderr}"))
-}
 
 /// A reader that stalls (stdout not read while 2000 connections run) makes
 /// the stream lose records in the kernel, and the summary counts each one:
@@ -103,8 +85,8 @@ fn stalled_reader_losses_are_counted_exactly() {
     assert!(!err.contains("panicked"), "{err}");
     let lines = reader.join().expect("the reader thread");
 
-    let summary = line(&err, "tcptrace: ", " events (");
-    let losses = line(&err, "tcptrace: losses: ", " ring-buffer full");
+    let summary = stderr_line(&err, "tcptrace: ", " events (");
+    let losses = stderr_line(&err, "tcptrace: losses: ", " ring-buffer full");
     let lost = number_before(losses, " ring-buffer full");
     let received = number_before(summary, " state,");
     let resets = number_before(summary, " reset)");

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{EXIT_TIMEOUT, signal, spawn_tracer_raw, wait_exit};
+use integration_tests::{EXIT_TIMEOUT, signal, spawn_tracer_raw, stderr_line, wait_exit};
 
 /// The exit summary's `tcptrace: socket map: L of C entries in use (W in
 /// CLOSE_WAIT), E evicted, ...` line.
@@ -21,10 +21,7 @@ struct SocketMapLine {
 }
 
 fn socket_map_line(stderr: &str) -> SocketMapLine {
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("tcptrace: socket map: "))
-        .unwrap_or_else(|| panic!("no socket map line at exit:\n{stderr}"));
+    let line = stderr_line(stderr, "tcptrace: socket map: ", "");
     let n: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter(|w| !w.is_empty())
