@@ -1,5 +1,5 @@
 //! Userspace-only glue: `aya::Pod` for the records that cross maps and
-//! globals, and checked conversions from raw values.
+//! globals, [`Plain`] for decoders, and checked conversions from raw values.
 
 use crate::{
     Config, LeanSock, RecordKind, ResetEvent, SockInfo, StateEvent,
@@ -32,6 +32,17 @@ unsafe impl aya::Pod for crate::FailureEvent {}
 unsafe impl aya::Pod for crate::StackRef {}
 // SAFETY: as above.
 unsafe impl aya::Pod for crate::HistKey {}
+
+/// A record that may be read from raw bytes: `#[repr(C)]`, `Copy`, no
+/// padding, and valid for any bit pattern. Every `aya::Pod` is one; the
+/// name lets code that decodes records do without aya.
+///
+/// # Safety
+/// Implement it only for such types (the blanket impl covers `aya::Pod`).
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: `aya::Pod` makes the same promise.
+unsafe impl<T: aya::Pod> Plain for T {}
 
 /// A record kind this build does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,10 +5,13 @@ use std::{hint::black_box, time::Instant};
 
 use bytes::BytesMut;
 use tcptrace::{
-    event::{as_bytes, decode},
-    filter::Filter,
-    offsets::ResetReasons,
-    output::{Clock, Format, Printer},
+    kernel::clock::wall_clock,
+    model::{
+        filter::Filter,
+        records::{as_bytes, decode},
+        reset_reasons::ResetReasons,
+    },
+    report::event_line::{Format, Printer},
 };
 use tcptrace_common::{
     AF_INET, Addrs, Header, Owner, OwnerSource, RecordKind, StateEvent, TcpState,
@@ -54,7 +57,7 @@ fn main() {
             })
         })
         .collect();
-    let printer = Printer::new(Format::Json, Clock::now(), ResetReasons::default());
+    let printer = Printer::new(Format::Json, wall_clock(), ResetReasons::default());
     let filter = Filter::default();
     let mut out = BytesMut::with_capacity(1 << 20);
     let n: u64 = 2_000_000;

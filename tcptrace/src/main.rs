@@ -2,19 +2,19 @@
 //! stdout exit 0; errors print `tcptrace: <error>` on stderr and exit 1; bad
 //! flags are clap's (exit 2).
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
     cli::Cli,
-    histmode::{self, HistOptions},
-    leakmode::{self, LeakOptions},
-    loader::{self, LoadOptions},
-    stream::{self, End},
-    twmode::{self, TimewaitOptions},
+    kernel::{
+        load::{self, LoadOptions},
+        settings::kernel_config,
+    },
+    model::plan::Plan,
+    runtime,
 };
-use tcptrace_common::HistBy;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,8 @@ fn main() -> ExitCode {
         .parse_default_env()
         .target(env_logger::Target::Stderr)
         .init();
-    match run(&cli) {
+    let plan = cli.plan().unwrap_or_else(|e| e.exit());
+    match run(&plan) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tcptrace: {err:#}");
@@ -37,43 +38,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let tracer = loader::load(LoadOptions {
-        config: cli.kernel_config(),
-        ringbuf_bytes: cli.ringbuf_kib * 1024,
-        max_sockets: cli.max_sockets,
+fn run(plan: &Plan) -> anyhow::Result<()> {
+    let tracer = load::load(LoadOptions {
+        config: kernel_config(plan),
+        ringbuf_bytes: plan.sizes.ringbuf_bytes,
+        max_sockets: plan.sizes.max_sockets,
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    if cli.hist {
-        let opts = HistOptions {
-            interval: cli.interval.unwrap_or(Duration::from_secs(10)),
-            by: cli.by.unwrap_or(HistBy::State),
-        };
-        rt.block_on(histmode::run(cli, tracer, opts))?;
-        return Ok(());
-    }
-    if cli.timewait {
-        let opts = TimewaitOptions {
-            interval: cli.interval.unwrap_or(Duration::from_secs(10)),
-            sysctl_root: twmode::default_sysctl_root(),
-        };
-        rt.block_on(twmode::run(cli, tracer, opts))?;
-        return Ok(());
-    }
-    if cli.closewait_leaks {
-        let opts = LeakOptions {
-            min_age: cli.min_age,
-            interval: cli.interval.unwrap_or(Duration::from_secs(10)),
-        };
-        rt.block_on(leakmode::run(cli, tracer, opts))?;
-        return Ok(());
-    }
-    let (end, summary) = rt.block_on(stream::run(cli, tracer))?;
-    if end == End::Stopped {
-        eprintln!("{summary}");
-    }
+    rt.block_on(runtime::run(plan, tracer))?;
     Ok(())
 }

@@ -1,0 +1,289 @@
+//! Gathering one leak report's sockets: the kernel's socket details past
+//! `--min-age`, joined with sock_diag's view of the namespace (Recv-Q,
+//! inodes, sockets older than tcptrace), owners the kernel never saw found
+//! by inode, and stacks symbolized once per code path.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::Duration,
+};
+
+use aya::Ebpf;
+use tcptrace_common::{AF_INET, AF_INET6, Addrs, OwnerSource, StackRef, TcpState};
+
+use crate::{
+    host::{procs, sockdiag, symbolize::Symbols},
+    kernel::{
+        clock::monotonic_ns,
+        maps::{self, StackMaps},
+    },
+    model::{
+        closewait::{Grouper, LeakClass, LeakSocket},
+        filter::{Filter, PortFilter},
+        socket::{Tuple, canonical_tuple},
+        stack::Stack,
+    },
+};
+
+fn tuple(a: &Addrs) -> Option<Tuple> {
+    let ip = |b: &[u8; 16]| match a.family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*b))),
+        _ => None,
+    };
+    Some((ip(&a.saddr)?, a.sport, ip(&a.daddr)?, a.dport))
+}
+
+/// What sock_diag says about one CLOSE_WAIT socket of the namespace. A
+/// report keeps one per socket, sorted by tuple for lookups: a sorted `Vec`
+/// is half the size of a hash map.
+struct Diag {
+    /// Canonical (v4-mapped v6 as v4).
+    tuple: Tuple,
+    inode: u32,
+    recv_queue: u32,
+    /// An IPv6 socket (a dual-stack one too, whatever its tuple shows), for
+    /// the kernel's family filter.
+    ipv6: bool,
+    /// The kernel map has the socket too.
+    in_kernel: bool,
+}
+
+/// A kernel-map socket whose owner the kernel side never saw (accepted,
+/// never touched): resolved through its inode after the `/proc` scan.
+struct Unowned {
+    /// Index into the sorted sock_diag sockets.
+    diag: u32,
+    age: Duration,
+    eof_seen: bool,
+    eof_stack: StackRef,
+    first_stack: StackRef,
+}
+
+/// Symbolized stacks of one report, one per captured stack: the sockets of a
+/// leak share a few code paths.
+struct StackCache<'a> {
+    maps: StackMaps<'a>,
+    cache: HashMap<(u32, u32, u64), Option<Arc<Stack>>>,
+}
+
+impl StackCache<'_> {
+    fn get(&mut self, symbols: &mut Symbols, r: &StackRef) -> Option<Arc<Stack>> {
+        if !r.is_some() {
+            return None;
+        }
+        let maps = &self.maps;
+        self.cache
+            .entry((r.tgid, r.id_plus_one, r.sp_word))
+            .or_insert_with(|| {
+                let ips = maps.frames(r)?;
+                Some(Arc::new(symbols.stack(r.tgid, &ips, r.sp_word)))
+            })
+            .clone()
+    }
+}
+
+/// Group `s` unless the userspace filters (pid, comm) drop it.
+fn add(filter: &Filter, grouper: &mut Grouper, s: LeakSocket) {
+    let keep = (filter.pids.is_empty() || s.pid.is_some_and(|p| filter.pids.contains(&p)))
+        && filter
+            .comm
+            .as_ref()
+            .is_none_or(|c| s.comm.as_ref() == Some(c));
+    if keep {
+        grouper.add(s);
+    }
+}
+
+/// What a report is gathered with, kept between reports.
+pub(super) struct Collector {
+    pub min_age: Duration,
+    pub filter: Filter,
+    /// The kernel's family and port filters, for sockets sock_diag finds.
+    pub ports: PortFilter,
+    pub start_ns: u64,
+    /// Inodes of sockets already in CLOSE_WAIT when tcptrace started.
+    pub seeded: HashSet<u32>,
+    pub symbols: Symbols,
+}
+
+/// This namespace's CLOSE_WAIT sockets from sock_diag, sorted by tuple.
+fn diag_sockets() -> Vec<Diag> {
+    let mut diag = Vec::new();
+    sockdiag::dump_with(&[TcpState::CloseWait], |d| {
+        diag.push(Diag {
+            tuple: canonical_tuple((d.local, d.lport, d.remote, d.rport)),
+            inode: d.inode,
+            recv_queue: d.recv_queue,
+            ipv6: d.local.is_ipv6(),
+            in_kernel: false,
+        });
+    })
+    .inspect_err(|e| log::warn!("sock_diag: {e}"))
+    .unwrap_or_default();
+    diag.sort_unstable_by_key(|d| d.tuple);
+    diag
+}
+
+impl Collector {
+    /// Group the sockets to report now, one at a time: the kernel map's
+    /// CLOSE_WAIT sockets past `min_age`, and those sock_diag found at
+    /// start-up that the map never saw.
+    pub fn collect(&mut self, ebpf: &Ebpf) -> anyhow::Result<Grouper> {
+        let now = monotonic_ns();
+        let min_age_ns = u64::try_from(self.min_age.as_nanos()).unwrap_or(u64::MAX);
+        // Recv-Q and inodes of this namespace's sockets first, so that each
+        // kernel socket is joined to them as it is read.
+        let mut diag = diag_sockets();
+        let mut stacks = StackCache {
+            maps: StackMaps::new(ebpf)?,
+            cache: HashMap::new(),
+        };
+        self.symbols.clear();
+        let mut grouper = Grouper::default();
+        let unowned =
+            self.kernel_sockets(ebpf, now, min_age_ns, &mut diag, &mut stacks, &mut grouper)?;
+
+        // sock_diag's sockets already in CLOSE_WAIT at start-up that the
+        // kernel map does not have.
+        let observed_ns = now.saturating_sub(self.start_ns);
+        let seeded: Vec<usize> = if observed_ns < min_age_ns {
+            Vec::new()
+        } else {
+            diag.iter()
+                .enumerate()
+                .filter(|(_, d)| {
+                    let family = if d.ipv6 { AF_INET6 } else { AF_INET };
+                    !d.in_kernel
+                        && d.inode != 0
+                        && self.seeded.contains(&d.inode)
+                        && self.ports.accepts(family, d.tuple.1, d.tuple.3)
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
+
+        // Owners the kernel side never saw: by inode, one /proc scan.
+        let wanted: HashSet<u64> = unowned
+            .iter()
+            .map(|u| u.diag as usize)
+            .chain(seeded.iter().copied())
+            .filter_map(|i| diag.get(i))
+            .map(|d| u64::from(d.inode))
+            .collect();
+        let holders = procs::socket_holders(&wanted);
+        drop(wanted);
+        let from_diag = |d: &Diag, age: Duration| {
+            let h = holders.get(&u64::from(d.inode));
+            LeakSocket {
+                pid: h.map(|h| h.pid),
+                comm: h.map(|h| h.comm.to_string()),
+                local: d.tuple.0,
+                lport: d.tuple.1,
+                remote: d.tuple.2,
+                rport: d.tuple.3,
+                age,
+                age_lower_bound: false,
+                class: LeakClass::classify(None, Some(d.recv_queue)),
+                recv_queue: Some(d.recv_queue),
+                eof_stack: None,
+                first_stack: None,
+            }
+        };
+        for u in unowned {
+            let Some(d) = diag.get(u.diag as usize) else {
+                continue;
+            };
+            let s = LeakSocket {
+                class: LeakClass::classify(Some(u.eof_seen), Some(d.recv_queue)),
+                eof_stack: stacks.get(&mut self.symbols, &u.eof_stack),
+                first_stack: stacks.get(&mut self.symbols, &u.first_stack),
+                ..from_diag(d, u.age)
+            };
+            add(&self.filter, &mut grouper, s);
+        }
+        for i in seeded {
+            if let Some(d) = diag.get(i) {
+                let s = LeakSocket {
+                    age_lower_bound: true,
+                    ..from_diag(d, Duration::from_nanos(observed_ns))
+                };
+                add(&self.filter, &mut grouper, s);
+            }
+        }
+        Ok(grouper)
+    }
+
+    /// Group the kernel map's CLOSE_WAIT sockets past `min_age_ns` whose
+    /// owner is known, marking them in `diag`; return those whose owner is
+    /// to be found by inode.
+    fn kernel_sockets(
+        &mut self,
+        ebpf: &Ebpf,
+        now: u64,
+        min_age_ns: u64,
+        diag: &mut [Diag],
+        stacks: &mut StackCache<'_>,
+        grouper: &mut Grouper,
+    ) -> anyhow::Result<Vec<Unowned>> {
+        let mut unowned = Vec::new();
+        let Collector {
+            filter, symbols, ..
+        } = self;
+        maps::each_sock_details(ebpf, |info| {
+            if info.state != TcpState::CloseWait as u32 || info.entered_ns == 0 {
+                return;
+            }
+            let age_ns = now.saturating_sub(info.entered_ns);
+            if age_ns < min_age_ns {
+                return;
+            }
+            let Some(t) = tuple(&info.addrs) else {
+                return;
+            };
+            let t = canonical_tuple(t);
+            let at = diag.binary_search_by(|d| d.tuple.cmp(&t)).ok();
+            let (inode, recv_queue) = match at.and_then(|i| diag.get_mut(i)) {
+                Some(d) => {
+                    d.in_kernel = true;
+                    (d.inode, Some(d.recv_queue))
+                }
+                None => (0, None),
+            };
+            let age = Duration::from_nanos(age_ns);
+            let eof_seen = info.eof_ns != 0;
+            let known = info.owner_source != OwnerSource::Unknown as u32;
+            if !known
+                && inode != 0
+                && let Some(i) = at.and_then(|i| u32::try_from(i).ok())
+            {
+                unowned.push(Unowned {
+                    diag: i,
+                    age,
+                    eof_seen,
+                    eof_stack: info.eof_stack,
+                    first_stack: info.first_stack,
+                });
+                return;
+            }
+            let s = LeakSocket {
+                pid: known.then_some(info.owner.tgid),
+                comm: known.then(|| info.owner.comm_lossy().to_string()),
+                local: t.0,
+                lport: t.1,
+                remote: t.2,
+                rport: t.3,
+                age,
+                age_lower_bound: false,
+                class: LeakClass::classify(Some(eof_seen), recv_queue),
+                recv_queue,
+                eof_stack: stacks.get(symbols, &info.eof_stack),
+                first_stack: stacks.get(symbols, &info.first_stack),
+            };
+            add(filter, grouper, s);
+        })?;
+        Ok(unowned)
+    }
+}

@@ -1,0 +1,205 @@
+//! The stream: every transition and reset that passes the filters, printed
+//! in time order as a line of text or JSON, with its owner and dwell.
+
+use std::time::Duration;
+
+use tcptrace_common::user::alloc_free::Comm;
+
+use crate::{
+    analyses::{Analysis, Cx, RunCounts, Setup},
+    host::procs,
+    kernel::cpulog::CommCache,
+    model::{
+        counters::{KernelCounters, UserCounters},
+        event::Event,
+        filter::Filter,
+    },
+    report::{
+        event_line::{Format, Printer},
+        summary,
+    },
+};
+
+/// How long a record may take from its timestamp to its commit in the ring:
+/// a drain holds back what is younger, since a record of another CPU's ring
+/// that was drained first could still be committed with an earlier time.
+/// (A program runs for microseconds; one held up longer by preemption comes
+/// out in the next drain, out of order but not lost.)
+const IN_FLIGHT_NS: u64 = 1_000_000;
+
+/// The stream's drain period: the per-CPU state rings wake no reader (a
+/// wakeup costs the kernel an `irq_work` per record it is due for), so
+/// userspace drains every ring this often; a ring of
+/// `crate::kernel::sizing::MIN_CPU_RING_BYTES` then holds 200 000
+/// transitions a second per CPU.
+const DRAIN_PERIOD: Duration = Duration::from_millis(20);
+
+/// Events from several rings, released in time order once no ring can still
+/// deliver an earlier one.
+#[derive(Default)]
+pub struct Merge {
+    pending: Vec<Event>,
+}
+
+impl Merge {
+    pub fn push(&mut self, ev: Event) {
+        self.pending.push(ev);
+    }
+
+    /// The events stamped before `watermark` (all of them with `u64::MAX`),
+    /// in time order; the rest wait for a later call.
+    pub fn release(&mut self, watermark: u64) -> Vec<Event> {
+        self.pending.sort_by_key(Event::ts_ns);
+        let n = self.pending.partition_point(|e| e.ts_ns() < watermark);
+        let rest = self.pending.split_off(n);
+        std::mem::replace(&mut self.pending, rest)
+    }
+}
+
+pub struct Stream {
+    printer: Printer,
+    filter: Filter,
+    /// Where owners' comms come from: the lean store keeps only pids.
+    comms: CommCache,
+    merge: Merge,
+    /// What it saw; records and undecodable ones are the runtime's.
+    counts: UserCounters,
+}
+
+impl Stream {
+    pub fn new(setup: &Setup<'_>) -> anyhow::Result<Self> {
+        let format = if setup.plan.json {
+            Format::Json
+        } else {
+            Format::Text
+        };
+        Ok(Stream {
+            printer: Printer::new(format, setup.clock, setup.reasons.clone()),
+            filter: setup.plan.filter.clone(),
+            comms: CommCache::open(setup.ebpf)?,
+            merge: Merge::default(),
+            counts: UserCounters::default(),
+        })
+    }
+
+    /// Name the owner of `ev` if the kernel sent it without a comm: from
+    /// the comm cache, else from /proc while the process lives, else it
+    /// stays unnamed.
+    fn name_owner(&self, ev: &mut Event) {
+        if let Some(o) = ev.owner_mut()
+            && o.comm.is_empty()
+        {
+            o.comm = match self.comms.comm(o.pid, o.tid) {
+                Some(c) => Comm::of(&c).to_string(),
+                None => procs::comm(o.pid).unwrap_or_default(),
+            };
+        }
+    }
+}
+
+impl Analysis for Stream {
+    fn banner(&self) -> String {
+        "TCP state transitions and resets".to_owned()
+    }
+
+    fn drain_period(&self) -> Option<Duration> {
+        Some(DRAIN_PERIOD)
+    }
+
+    fn on_start(&mut self, cx: &mut Cx<'_>) {
+        if let Some(h) = self.printer.header() {
+            cx.out.extend_from_slice(h.as_bytes());
+            cx.out.extend_from_slice(b"\n");
+        }
+    }
+
+    fn on_event(&mut self, _cx: &mut Cx<'_>, mut ev: Event) {
+        match ev {
+            Event::State(_) => self.counts.state_events += 1,
+            Event::Reset(_) => self.counts.reset_events += 1,
+            Event::Failure(_) => {}
+        }
+        if self.filter.matches(&ev) {
+            self.name_owner(&mut ev);
+            self.merge.push(ev);
+        } else {
+            self.counts.filtered += 1;
+        }
+    }
+
+    /// Print, in time order, what no ring can still precede; at the end,
+    /// everything.
+    fn on_drained(&mut self, cx: &mut Cx<'_>, started_ns: u64, last: bool) {
+        // Whatever is stamped before the drain began is committed by the
+        // time the rings are read (see IN_FLIGHT_NS).
+        let watermark = if last {
+            u64::MAX
+        } else {
+            started_ns.saturating_sub(IN_FLIGHT_NS)
+        };
+        for ev in self.merge.release(watermark) {
+            self.printer.write(&ev, cx.out);
+            self.counts.printed += 1;
+        }
+    }
+
+    fn exit_lines(
+        &self,
+        _cx: &mut Cx<'_>,
+        kernel: Option<&KernelCounters>,
+        counts: &RunCounts,
+    ) -> Vec<String> {
+        let user = UserCounters {
+            records: counts.records,
+            decode_errors: counts.undecodable,
+            ..self.counts
+        };
+        vec![
+            summary::events_line(&user),
+            kernel.map_or_else(
+                || "tcptrace: kernel counters unavailable".to_owned(),
+                summary::losses_line,
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tcptrace_common::TcpState;
+
+    use super::*;
+    use crate::model::records::{as_bytes, decode, tests::raw_state};
+
+    fn at(ts_ns: u64) -> Event {
+        let mut raw = raw_state(TcpState::Established, TcpState::CloseWait);
+        raw.header.ts_ns = ts_ns;
+        decode(&as_bytes(&raw)).unwrap()
+    }
+
+    fn times(evs: &[Event]) -> Vec<u64> {
+        evs.iter().map(Event::ts_ns).collect()
+    }
+
+    /// Two CPUs' rings drained one after the other: what each drain
+    /// releases is in time order, what is younger than the watermark waits,
+    /// and a record committed late on the first ring still comes out before
+    /// the later ones of the second.
+    #[test]
+    fn the_merge_releases_in_time_order_up_to_the_watermark() {
+        let mut m = Merge::default();
+        for ts in [10, 40, 70] {
+            m.push(at(ts)); // CPU 0's ring
+        }
+        for ts in [20, 30, 90] {
+            m.push(at(ts)); // CPU 1's ring
+        }
+        assert_eq!(times(&m.release(50)), [10, 20, 30, 40]);
+        // CPU 0 commits a record stamped 60 after its ring was read.
+        m.push(at(60));
+        m.push(at(100));
+        assert_eq!(times(&m.release(95)), [60, 70, 90]);
+        assert!(m.release(95).is_empty(), "nothing is released twice");
+        assert_eq!(times(&m.release(u64::MAX)), [100]);
+    }
+}

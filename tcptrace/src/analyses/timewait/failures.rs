@@ -1,0 +1,146 @@
+//! Failed `bind()` (EADDRINUSE) and `connect()` (EADDRNOTAVAIL) calls,
+//! caught in the caller's context and explained at once with a fresh look
+//! at what holds the port or the destination.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use tcptrace_common::TcpState;
+
+use super::{LIVE_STATES, Timewait, push_json};
+use crate::{
+    analyses::Cx,
+    host::{procs, sockdiag},
+    model::{
+        event::{FailedCall, Failure},
+        socket::{DiagSocket, canonical_tuple},
+        timewait::advice::{BindFacts, ConnectFacts},
+    },
+};
+
+/// The timewait and the live sockets bound to `port` (on `addr`, or any
+/// address when either side is a wildcard), as sock_diag shows them now.
+fn sockets_on(addr: IpAddr, port: u16) -> (Vec<DiagSocket>, Vec<DiagSocket>) {
+    let matches = |s: &DiagSocket| {
+        s.lport == port && (addr.is_unspecified() || s.local.is_unspecified() || s.local == addr)
+    };
+    let tw = sockdiag::dump_timewait().map_or_else(
+        |e| {
+            log::warn!("sock_diag dump for a failed bind: {e}");
+            Vec::new()
+        },
+        |v| v.into_iter().filter(|s| matches(s)).collect(),
+    );
+    let mut live = Vec::new();
+    if let Err(e) = sockdiag::dump_with(&LIVE_STATES, |s| {
+        if !s.is_timewait() && matches(&s) {
+            live.push(s);
+        }
+    }) {
+        log::warn!("sock_diag dump of live sockets for a failed bind: {e}");
+    }
+    (tw, live)
+}
+
+impl Timewait {
+    pub(super) fn on_failure(&mut self, cx: &mut Cx<'_>, f: &Failure) {
+        let Some((addr, port)) = f.addr else {
+            log::warn!(
+                "{}() by pid {} failed with {} but its address was unreadable",
+                f.call.syscall(),
+                f.owner.pid,
+                f.call.errno()
+            );
+            return;
+        };
+        match f.call {
+            FailedCall::BindInUse => self.on_bind_failure(cx, f, addr, port),
+            FailedCall::ConnectNoPort => self.on_connect_failure(cx, f, addr, port),
+        }
+    }
+
+    /// Explain a failed bind with what holds the port right now.
+    fn on_bind_failure(&mut self, cx: &mut Cx<'_>, f: &Failure, addr: IpAddr, port: u16) {
+        let key = (f.owner.pid, port);
+        if let Some(b) = self.binds.get_mut(&key) {
+            b.count += 1;
+            return;
+        }
+        let (tw, live) = sockets_on(addr, port);
+        let time_wait = tw
+            .iter()
+            .filter(|s| s.state == Some(TcpState::TimeWait))
+            .count() as u64;
+        let fin_wait2 = tw.len() as u64 - time_wait;
+        let inodes: HashSet<u64> = live.iter().map(|s| u64::from(s.inode)).collect();
+        let holders = procs::socket_holders(&inodes);
+        let holder = |s: &DiagSocket| {
+            holders
+                .get(&u64::from(s.inode))
+                .map(|h| (h.pid, h.comm.to_string()))
+        };
+        let mut listeners: Vec<(u32, String)> = live.iter().filter_map(holder).collect();
+        listeners.sort();
+        listeners.dedup();
+        if self.json {
+            let v = self.times.bind_failure_json(
+                f,
+                (addr, port),
+                (time_wait, fin_wait2),
+                &live,
+                holder,
+            );
+            push_json(cx, &v);
+        } else {
+            let text = self.times.bind_failure_text(
+                f,
+                (addr, port),
+                (time_wait, fin_wait2),
+                live.len(),
+                &listeners,
+            );
+            cx.out.extend_from_slice(text.as_bytes());
+        }
+        self.binds.insert(
+            key,
+            BindFacts {
+                pid: f.owner.pid,
+                comm: f.owner.comm.clone(),
+                port,
+                count: 1,
+                time_wait,
+                listeners,
+            },
+        );
+    }
+
+    /// Explain a failed connect with the census of its destination now.
+    fn on_connect_failure(&mut self, cx: &mut Cx<'_>, f: &Failure, addr: IpAddr, port: u16) {
+        let dest = canonical_tuple((addr, 0, addr, 0)).0;
+        let key = (f.owner.pid, dest, port);
+        if let Some(c) = self.connects.get_mut(&key) {
+            c.count += 1;
+            return;
+        }
+        self.connects.insert(
+            key,
+            ConnectFacts {
+                pid: f.owner.pid,
+                comm: f.owner.comm.clone(),
+                dest: (dest, port),
+                count: 1,
+            },
+        );
+        // A fresh look, as of the failure.
+        self.poll_timewait();
+        self.count_live();
+        let snap = self.snapshot();
+        let groups = snap.destination(dest, port);
+        if self.json {
+            let v = self.times.connect_failure_json(f, (dest, port), &groups);
+            push_json(cx, &v);
+        } else {
+            let line = self.times.connect_failure_text(f, (dest, port), &groups);
+            cx.out.extend_from_slice(line.as_bytes());
+        }
+    }
+}

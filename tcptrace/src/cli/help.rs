@@ -1,0 +1,122 @@
+//! `--help`'s sections after the flags: output, owners, each analysis, the
+//! socket table with its sizes computed from the entry layouts, examples and
+//! privileges.
+
+use super::DEFAULT_MAX_SOCKETS;
+
+const AFTER_HELP: &str = "\
+OUTPUT
+  One line per event on stdout. State events: time (UTC), owner pid and comm,
+  local and remote endpoints, OLD -> NEW and the time spent in OLD. RST events:
+  sent or received, the socket's state and, for sent RSTs, the kernel's reason
+  (enum sk_rst_reason, e.g. TCP_ABORT_ON_CLOSE for close() with unread data,
+  TCP_STATE for SO_LINGER{1,0}, NO_SOCKET for a SYN to a closed port).
+  With --json, one JSON object per line (schema in the README).
+  A summary of event counts and losses goes to stderr at exit.
+
+OWNERS
+  The owner is recorded only from the owner's own system calls (connect,
+  listen, close, shutdown) and its recv/send calls, never from whichever task
+  happened to be on the CPU: ESTABLISHED -> CLOSE_WAIT runs in softirq, often
+  in the peer's context. An owner not known yet prints as '?' (null in JSON).
+
+ANALYSES
+  --closewait-leaks, --hist and --timewait are analyses; give any of them,
+  alone or together, and one tcptrace runs them all over one loaded kernel
+  object, each printing its own reports every --interval. With none of
+  them, tcptrace streams every transition and RST.
+
+CLOSE_WAIT LEAKS (--closewait-leaks)
+  A socket in CLOSE_WAIT has received the peer's FIN; only the program's
+  close() ends it, no sysctl does. Every --interval tcptrace prints the sockets
+  older than --min-age, grouped by process and code path, with two classes:
+  'never read to EOF' (unread data or the FIN still queued) and 'read EOF but
+  never closed'. Stacks are symbolized (blazesym); programs built without frame
+  pointers give truncated stacks, and tcptrace says so. Sockets already in
+  CLOSE_WAIT at start-up are found through sock_diag in tcptrace's network
+  namespace; their age is a lower bound. Ctrl-C prints a final report.
+
+DWELL HISTOGRAMS (--hist)
+  One histogram per state: SYN_SENT is connect latency, ESTABLISHED connection
+  lifetime, CLOSE_WAIT how long programs take to close after the peer's FIN.
+  TIME_WAIT and orphaned FIN_WAIT2 live in timewait sockets the tracepoint
+  never sees: tcptrace follows them with sock_diag polls (1 s resolution for
+  early ends; a natural end is the kernel timer's, exact). Percentiles come
+  from log-linear buckets, within 6.25%; exact dwells are in the --json stream.
+  --prometheus serves them all as metrics for a fleet's Prometheus.
+
+TIME_WAIT (--timewait)
+  The side that closes first keeps the 4-tuple in TIME_WAIT for 60 s. On a
+  server that blocks a restart's bind() (EADDRINUSE); on a client each one
+  holds an ephemeral port to one destination, and connect() fails with
+  EADDRNOTAVAIL when ip_local_port_range runs out. --timewait counts TIME_WAIT
+  sockets by destination and by local port with the rate of new ones and who
+  closed first, projects port use a minute ahead, catches every failed
+  bind()/connect() with the port or destination and what held it, and gives
+  advice from those figures and the namespace's sysctls. tcp_tw_recycle is
+  never suggested: it broke clients behind NAT and Linux 4.12 removed it.
+  sysctls and sock_diag are per network namespace: run tcptrace in the
+  namespace of the service (e.g. `ip netns exec NS tcptrace --timewait`).
+
+SOCKET TABLE (--max-sockets)
+  The kernel side keeps one entry per live TCP socket it has seen (state,
+  entry time, owner) for --max-sockets sockets, {default} by default.
+  --hist --by comm keeps it in an LRU hash map. The
+  kernel allocates the whole map at start-up, used or not: {per_entry} bytes per
+  entry ({elem}-byte entry, 16-byte hash bucket; buckets round up to a power
+  of two), so {default_mib} MiB for {default} entries and {double_mib} MiB for {double} (memlock
+  in the map's /proc/PID/fdinfo, measured on Linux 6.18 x86_64). Every
+  other mode keeps state, entry time and pid in a lean store:
+  half of --max-sockets in a table of 32-byte slots (the socket's address
+  picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
+  bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all
+  for {default}), plus a 512 KiB cache of the owners' comms, by thread, that
+  names the owners in streamed records and --timewait's closers;
+  --timewait adds a 256 KiB log of TIME_WAIT entries per CPU; --closewait-leaks adds the full map for the sockets its owner
+  reads or writes or that enter CLOSE_WAIT. Size it for
+  the most TCP sockets the host holds at once; both ends of a local
+  connection count. When it is full, each new socket evicts the least
+  recently used entry (evictions can start a few hundred entries early: the
+  kernel hands each CPU free entries in batches). An evicted socket's next
+  transitions print no dwell ('?') and may lose their owner, and an evicted
+  CLOSE_WAIT socket drops out of --closewait-leaks reports. None of it is
+  silent: the exit summary counts 'socket-map evictions' and prints the
+  map's occupancy; /metrics has tcptrace_lost_events_total with
+  reason=\"socket_map_eviction\".
+
+EXAMPLES
+  sudo tcptrace                          every TCP transition and RST
+  sudo tcptrace --hist -i 30s --by lport per-service dwell histograms
+  sudo tcptrace --hist --prometheus 9464 metrics on 127.0.0.1:9464/metrics
+  sudo tcptrace --closewait-leaks        who leaks CLOSE_WAIT sockets, and where
+  sudo tcptrace --closewait-leaks --min-age 30s -i 1m --json
+  sudo tcptrace --timewait -i 30s        restart failures and port exhaustion
+  sudo tcptrace --port 8080 -d 30s       one service for 30 seconds
+  sudo tcptrace --state CLOSE_WAIT       transitions into or out of CLOSE_WAIT
+  sudo tcptrace --json | jq .            machine-readable
+  sudo tcptrace --closewait-leaks --max-sockets 1048576   a host with ~1M sockets
+
+PRIVILEGES
+  Needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on older kernels).
+  tcptrace mounts tracefs at /sys/kernel/tracing if it is not mounted.";
+
+/// [`AFTER_HELP`] with the socket map's sizes filled in from the entry layout.
+pub(super) fn after_help() -> String {
+    use crate::kernel::sizing::{
+        lean_map_bytes_per_entry, lean_store_bytes, socket_map_bytes, socket_map_bytes_per_entry,
+    };
+    let mib = |n: u32| ((socket_map_bytes(n) + (1 << 19)) >> 20).to_string();
+    let per_entry = socket_map_bytes_per_entry();
+    AFTER_HELP
+        .replace("{lean_per_entry}", &lean_map_bytes_per_entry().to_string())
+        .replace(
+            "{lean_default_mib}",
+            &((lean_store_bytes(DEFAULT_MAX_SOCKETS) + (1 << 19)) >> 20).to_string(),
+        )
+        .replace("{default}", &DEFAULT_MAX_SOCKETS.to_string())
+        .replace("{double}", &(2 * DEFAULT_MAX_SOCKETS).to_string())
+        .replace("{per_entry}", &per_entry.to_string())
+        .replace("{elem}", &(per_entry - 16).to_string())
+        .replace("{default_mib}", &mib(DEFAULT_MAX_SOCKETS))
+        .replace("{double_mib}", &mib(2 * DEFAULT_MAX_SOCKETS))
+}

@@ -1,0 +1,75 @@
+//! Value parsers of the flags, with errors that say what is expected.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use tcptrace_common::{HistBy, TcpState};
+
+use super::MAX_SOCKETS_RANGE;
+
+/// `30` (seconds) or a humantime duration such as `30s`, `1m30s`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = if let Ok(secs) = s.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("{e} (try 30, 30s or 5m)"))?
+    };
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// A TCP state name, case-insensitive, with or without the `TCP_` prefix.
+pub fn parse_state(s: &str) -> Result<TcpState, String> {
+    let up = s.trim().to_ascii_uppercase();
+    let name = up.strip_prefix("TCP_").unwrap_or(&up);
+    TcpState::ALL
+        .into_iter()
+        .find(|st| st.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown TCP state; expected one of {}", names.join(", "))
+        })
+}
+
+/// `lport`, `rport`, `raddr` or `comm`.
+pub fn parse_by(s: &str) -> Result<HistBy, String> {
+    match s {
+        "lport" => Ok(HistBy::LocalPort),
+        "rport" => Ok(HistBy::RemotePort),
+        "raddr" => Ok(HistBy::RemoteAddr),
+        "comm" => Ok(HistBy::Comm),
+        _ => Err("expected one of lport, rport, raddr, comm".to_owned()),
+    }
+}
+
+/// `ADDR:PORT`, `[V6]:PORT`, or a bare `PORT` on loopback.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    s.parse()
+        .map_err(|_| "expected ADDR:PORT (e.g. 127.0.0.1:9464) or a port".to_owned())
+}
+
+/// `--max-sockets`: a plain count within [`MAX_SOCKETS_RANGE`].
+pub(super) fn parse_max_sockets(s: &str) -> Result<u32, String> {
+    let (lo, hi) = (*MAX_SOCKETS_RANGE.start(), *MAX_SOCKETS_RANGE.end());
+    let bounds = || format!("must be a number of sockets from {lo} to {hi}");
+    let v: u64 = s.trim().parse().map_err(|e| format!("{e}; {}", bounds()))?;
+    u32::try_from(v)
+        .ok()
+        .filter(|v| MAX_SOCKETS_RANGE.contains(v))
+        .ok_or_else(bounds)
+}
+
+pub(super) fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if v < 4 || !v.is_power_of_two() || v > 1 << 20 {
+        return Err("must be a power of two from 4 to 1048576".to_owned());
+    }
+    Ok(v)
+}

@@ -1,0 +1,189 @@
+//! Reading the kernel side's counters: the per-CPU event and loss counters,
+//! the socket store's occupancy and memory, and each program's run time.
+
+use std::{
+    num::NonZeroUsize,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    sys::SyscallError,
+};
+use tcptrace_common::{
+    Counter, LeanSock, SockInfo, TcpState,
+    config::{SET_STATE_GENERIC, SET_STATE_VARIANTS},
+    table::{self, LeanBucket},
+};
+
+use crate::{
+    kernel::{cpulog::ArrayMapping, maps::names},
+    model::counters::{KernelCounters, ProgramCost},
+};
+
+/// `memlock:` of a map, from `/proc/self/fdinfo/<fd>`: the kernel memory
+/// the map holds (preallocated for hash maps, whether entries are used or not).
+#[must_use]
+pub fn map_memlock(map: &MapData) -> Option<u64> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    parse_memlock(&info)
+}
+
+/// The `memlock:` field of a map's fdinfo.
+#[must_use]
+pub fn parse_memlock(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Entries of a socket map, and how many are in CLOSE_WAIT. An entry can
+/// vanish between key and value reads: it is skipped.
+fn count_states<V: aya::Pod>(
+    map: &HashMap<&aya::maps::MapData, u64, V>,
+    state: impl Fn(&V) -> u32,
+) -> (u64, u64) {
+    let (mut live, mut close_wait) = (0, 0);
+    for (_, v) in map.iter().flatten() {
+        live += 1;
+        if state(&v) == TcpState::CloseWait as u32 {
+            close_wait += 1;
+        }
+    }
+    (live, close_wait)
+}
+
+/// Live sockets and those in CLOSE_WAIT in the lean table (`LEAN_TABLE`,
+/// `buckets` buckets), read through a read-only shared mapping of the array:
+/// one pass over memory instead of a system call per slot. The kernel keeps
+/// writing it; each bucket is copied with a volatile read, and a slot caught
+/// mid-write fails its seal and is not counted.
+fn count_table(data: &MapData, buckets: u32) -> Result<(u64, u64), MapError> {
+    let n = usize::try_from(buckets).unwrap_or(0);
+    let Some(len) = NonZeroUsize::new(n * size_of::<LeanBucket>()) else {
+        return Ok((0, 0));
+    };
+    let table = ArrayMapping::new(data, len).map_err(|e| SyscallError {
+        call: "mmap",
+        io_error: std::io::Error::from(e),
+    })?;
+    let base = table.base::<LeanBucket>();
+    let (mut live, mut close_wait) = (0, 0);
+    for i in 0..n {
+        // SAFETY: bucket i < n lies within the mapping, page-aligned and so
+        // aligned for LeanBucket, whose every bit pattern is valid.
+        let b = unsafe { base.add(i).read_volatile() };
+        let (l, c) = table::count_states(std::slice::from_ref(&b));
+        live += l;
+        close_wait += c;
+    }
+    Ok((live, close_wait))
+}
+
+/// Read the `COUNTERS` array and count the `SOCKS` map's entries.
+///
+/// Sockets come and go during the count. Inserts are read before it and
+/// deletes after it, so that [`KernelCounters::evictions`] never counts a socket
+/// destroyed mid-read as evicted: every entry inserted before the count
+/// is then live in it, deleted, or really evicted.
+pub fn read(ebpf: &Ebpf) -> Result<KernelCounters, MapError> {
+    let mut out = KernelCounters::default();
+    let counters = ebpf
+        .map(names::COUNTERS)
+        .map(PerCpuArray::<_, u64>::try_from)
+        .transpose()?;
+    let sum = |arr: &PerCpuArray<_, u64>, i: usize| -> Result<u64, MapError> {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        Ok(arr.get(&i, 0)?.iter().sum())
+    };
+    if let Some(arr) = &counters {
+        for (i, slot) in out.values.iter_mut().enumerate() {
+            *slot = sum(arr, i)?;
+        }
+    }
+    // The full socket map, and the lean store (table and map): the one
+    // not in use (see `kernel::sizing::SocketStore`) is empty and a few dozen
+    // entries large. With the lean store in use (a table of more than
+    // one bucket), `SOCKS` holds details of some of its sockets (leak
+    // mode): counted in memory, not in sockets.
+    let lean = ebpf
+        .map(names::LEAN_TABLE)
+        .and_then(|m| match m {
+            Map::Array(data) => data.info().ok(),
+            _ => None,
+        })
+        .is_some_and(|i| i.max_entries() > 1);
+    let (mut full_capacity, mut lean_capacity) = (0, 0);
+    for name in [names::SOCKS, names::LEAN, names::LEAN_TABLE] {
+        let Some(map) = ebpf.map(name) else { continue };
+        let (Map::LruHashMap(data) | Map::HashMap(data) | Map::Array(data)) = map else {
+            continue;
+        };
+        let entries = data.info().map_or(0, |i| i.max_entries());
+        if let Some(b) = map_memlock(data) {
+            out.memlock_bytes = Some(out.memlock_bytes.unwrap_or(0) + b);
+        }
+        let (live, close_wait) = match name {
+            names::SOCKS if lean => (0, 0),
+            names::SOCKS => {
+                full_capacity = entries;
+                count_states(&HashMap::<_, u64, SockInfo>::try_from(map)?, |e| e.state)
+            }
+            names::LEAN => {
+                lean_capacity += entries;
+                count_states(&HashMap::<_, u64, LeanSock>::try_from(map)?, |e| e.state)
+            }
+            _ => {
+                lean_capacity += entries.saturating_mul(table::SLOTS_U32);
+                count_table(data, entries)?
+            }
+        };
+        out.live_sockets += live;
+        out.close_wait += close_wait;
+    }
+    out.capacity = full_capacity.max(lean_capacity);
+    if let Some(arr) = &counters {
+        let deletes = Counter::SockDeletes as usize;
+        out.values[deletes] = sum(arr, deletes)?;
+    }
+    Ok(out)
+}
+
+/// The run counts and run times of every loaded program.
+#[must_use]
+pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
+    ebpf.programs()
+        .filter_map(|(name, p)| {
+            let info = p.info().ok()?;
+            // A mode's variant of inet_sock_set_state goes by the
+            // tracepoint's name, as in the benchmarks.
+            let name = if SET_STATE_VARIANTS.iter().any(|&(v, _)| v == name) {
+                SET_STATE_GENERIC
+            } else {
+                name
+            };
+            Some(ProgramCost {
+                name: name.to_owned(),
+                run_count: info.run_count(),
+                run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_from_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t9\n\
+                    key_size:\t8\nvalue_size:\t120\nmax_entries:\t65536\nmap_flags:\t0x0\n\
+                    map_extra:\t0x0\nmemlock:\t12345678\nmap_id:\t42\nfrozen:\t0\n";
+        assert_eq!(parse_memlock(info), Some(12_345_678));
+        assert_eq!(parse_memlock("map_type:\t9\n"), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! Everything that touches BPF: privileges, tracefs and tracepoint offsets,
+//! loading and sizing, the configuration for a plan, the rings and per-CPU
+//! logs, map readers and kernel counters.
+
+pub mod clock;
+pub mod counters;
+pub mod cpulog;
+pub mod load;
+pub mod maps;
+pub mod offsets;
+pub mod privileges;
+pub mod rings;
+pub mod settings;
+pub mod sizing;
+pub mod tracefs;

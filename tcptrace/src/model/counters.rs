@@ -1,0 +1,79 @@
+//! What the run counted: the kernel side's event and loss counters with the
+//! socket store's occupancy, the programs' kernel cost, and userspace's own
+//! counts of records.
+
+use tcptrace_common::{Counter, NUM_COUNTERS};
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub values: [u64; NUM_COUNTERS as usize],
+    /// Entries in the socket map when read.
+    pub live_sockets: u64,
+    /// Of those, sockets in CLOSE_WAIT.
+    pub close_wait: u64,
+    /// The socket map's size (`--max-sockets`); 0 if unknown.
+    pub capacity: u32,
+    /// The socket map's kernel memory (`memlock` in its fdinfo), if readable.
+    pub memlock_bytes: Option<u64>,
+}
+
+impl KernelCounters {
+    #[must_use]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize]
+    }
+
+    /// Entries the LRU map dropped to make room: every insert is either still
+    /// live, removed when its socket was destroyed, or evicted.
+    #[must_use]
+    pub fn evictions(&self) -> u64 {
+        self.get(Counter::SockInserts)
+            .saturating_sub(self.get(Counter::SockDeletes))
+            .saturating_sub(self.live_sockets)
+    }
+}
+
+/// Kernel time spent in one of tcptrace's programs, from the kernel's BPF
+/// statistics (`sysctl kernel.bpf_stats_enabled=1`; zero counts without it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+impl ProgramCost {
+    /// Mean nanoseconds per invocation, if it ran.
+    #[must_use]
+    pub fn ns_per_call(&self) -> Option<u64> {
+        self.run_time_ns.checked_div(self.run_count)
+    }
+}
+
+/// Userspace-side counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserCounters {
+    pub records: u64,
+    pub state_events: u64,
+    pub reset_events: u64,
+    pub printed: u64,
+    pub filtered: u64,
+    pub decode_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evictions_are_inserts_not_deleted_and_not_live() {
+        let mut k = KernelCounters::default();
+        k.values[Counter::SockInserts as usize] = 100;
+        k.values[Counter::SockDeletes as usize] = 60;
+        k.live_sockets = 30;
+        assert_eq!(k.evictions(), 10);
+        k.live_sockets = 50; // racing reads never underflow
+        assert_eq!(k.evictions(), 0);
+    }
+}

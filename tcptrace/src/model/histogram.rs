@@ -1,0 +1,144 @@
+//! Dwell histograms in userspace: built from the kernel's log-linear buckets
+//! (or fed values directly, for TIME_WAIT), with percentiles and the log2
+//! rows that the text report draws.
+
+use std::collections::BTreeMap;
+
+use tcptrace_common::{HistBy, hist};
+
+/// What a percentile from these buckets is worth, said with every report.
+pub const RESOLUTION: &str = "log-linear buckets, 8 per power of two: percentiles are bucket \
+     midpoints, within 6.25% of the true value; max is exact. For exact per-socket dwell times use \
+     the event stream (tcptrace --json, dwell_ns).";
+
+/// Counts by bucket, plus the exact maximum.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hist {
+    pub buckets: BTreeMap<u32, u64>,
+    pub max_ns: u64,
+}
+
+impl Hist {
+    /// Record one value (userspace-measured dwells).
+    pub fn add(&mut self, v: u64) {
+        *self.buckets.entry(hist::slot(v)).or_default() += 1;
+        self.max_ns = self.max_ns.max(v);
+    }
+
+    /// Add a kernel bucket count.
+    pub fn add_bucket(&mut self, slot: u32, n: u64) {
+        if slot == hist::MAX_SLOT {
+            self.max_ns = self.max_ns.max(n);
+        } else {
+            *self.buckets.entry(slot).or_default() += n;
+        }
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.buckets.values().sum()
+    }
+
+    /// The `p`-quantile (0..=1): the midpoint of the bucket holding that rank,
+    /// capped at the exact maximum.
+    #[must_use]
+    pub fn percentile(&self, p: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a rank within a count"
+        )]
+        let rank = ((p * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (&s, &c) in &self.buckets {
+            seen += c;
+            if seen >= rank {
+                let (lo, hi) = (hist::lower(s), hist::upper(s));
+                let mid = lo + (hi - lo) / 2;
+                return Some(if self.max_ns > 0 {
+                    mid.min(self.max_ns)
+                } else {
+                    mid
+                });
+            }
+        }
+        Some(self.max_ns)
+    }
+
+    /// Counts regrouped by power of two: `(lower, upper, count)`, for display.
+    #[must_use]
+    pub fn log2_rows(&self) -> Vec<(u64, u64, u64)> {
+        let mut rows: BTreeMap<u32, u64> = BTreeMap::new();
+        for (&s, &c) in &self.buckets {
+            let lo = hist::lower(s);
+            let k = if lo == 0 { 0 } else { 64 - lo.leading_zeros() };
+            *rows.entry(k).or_default() += c;
+        }
+        let (Some(&first), Some(&last)) = (rows.keys().next(), rows.keys().last()) else {
+            return Vec::new();
+        };
+        (first..=last)
+            .map(|k| {
+                let lo = if k == 0 { 0 } else { 1u64 << (k - 1) };
+                let hi = if k == 0 {
+                    1
+                } else {
+                    1u64.checked_shl(k).unwrap_or(u64::MAX)
+                };
+                (lo, hi, rows.get(&k).copied().unwrap_or(0))
+            })
+            .collect()
+    }
+}
+
+/// The name of a `--by` split, as flags, reports and metric labels spell
+/// it; None when not split.
+#[must_use]
+pub fn by_name(by: HistBy) -> Option<&'static str> {
+    match by {
+        HistBy::Off | HistBy::State => None,
+        HistBy::LocalPort => Some("lport"),
+        HistBy::RemotePort => Some("rport"),
+        HistBy::RemoteAddr => Some("raddr"),
+        HistBy::Comm => Some("comm"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_within_the_stated_resolution() {
+        let mut h = Hist::default();
+        for i in 0..50u64 {
+            h.add(200_000_000 + i * 1_000_000); // 200..249 ms
+        }
+        assert_eq!(h.count(), 50);
+        let p50 = h.percentile(0.5).unwrap();
+        let true_p50 = 224_000_000f64;
+        #[expect(clippy::cast_precision_loss, reason = "test ratio")]
+        let err = (p50 as f64 - true_p50).abs() / true_p50;
+        assert!(err < 0.0625 * 2.0, "p50 {p50} vs {true_p50}");
+        assert_eq!(h.max_ns, 249_000_000);
+        assert!(
+            h.percentile(0.99).unwrap() <= h.max_ns,
+            "capped at the exact max"
+        );
+        assert_eq!(Hist::default().percentile(0.5), None);
+    }
+
+    #[test]
+    fn kernel_buckets_and_max_slot() {
+        let mut h = Hist::default();
+        h.add_bucket(hist::slot(1000), 3);
+        h.add_bucket(hist::MAX_SLOT, 1100);
+        assert_eq!(h.count(), 3);
+        assert_eq!(h.max_ns, 1100);
+    }
+}

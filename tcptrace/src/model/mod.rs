@@ -1,0 +1,17 @@
+//! Pure logic, unit-tested without root: events, sockets and filters, the
+//! plan of a run, histogram maths, leak grouping, TIME_WAIT lives, census,
+//! projection and advice, and the counters a run reports.
+
+pub mod clock;
+pub mod closewait;
+pub mod counters;
+pub mod event;
+pub mod filter;
+pub mod histogram;
+pub mod plan;
+pub mod records;
+pub mod reset_reasons;
+pub mod socket;
+pub mod stack;
+pub mod sysctl;
+pub mod timewait;

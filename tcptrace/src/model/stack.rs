@@ -1,0 +1,173 @@
+//! Symbolized user stacks, and the two corrections to a raw frame-pointer
+//! walk: the caller of a frameless leaf (glibc's `recv`/`read` wrappers) is
+//! put back from the word the kernel side saved at the user stack pointer
+//! ([`splice`]), and a walk that stops early is called truncated
+//! ([`is_truncated`]) rather than passed off as the whole path.
+
+use serde::Serialize;
+
+/// One frame of a symbolized stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// Function name, demangled; null when the address did not resolve.
+    pub function: Option<String>,
+    /// Instruction address in the process.
+    #[serde(serialize_with = "hex")]
+    pub addr: u64,
+    /// Offset into the function.
+    pub offset: u64,
+    pub module: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Recovered from the user stack pointer (the caller of a frameless
+    /// syscall wrapper), not from the frame-pointer chain.
+    pub recovered: bool,
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+/// A symbolized stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stack {
+    pub frames: Vec<Frame>,
+    /// The walk stopped before reaching the program's entry (no frame
+    /// pointers past the last frame), so outer callers are missing.
+    pub truncated: bool,
+}
+
+impl Stack {
+    /// Function names, innermost first; unresolved frames as their address.
+    #[must_use]
+    pub fn path(&self) -> Vec<String> {
+        self.frames
+            .iter()
+            .map(|f| {
+                f.function
+                    .clone()
+                    .unwrap_or_else(|| format!("{:#x}", f.addr))
+            })
+            .collect()
+    }
+}
+
+/// Functions where a complete user stack ends.
+const ROOTS: [&str; 7] = [
+    "_start",
+    "__libc_start_main",
+    "__libc_start_call_main",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone3",
+];
+
+/// The deepest stack `bpf_get_stackid` records (`PERF_MAX_STACK_DEPTH`).
+const MAX_DEPTH: usize = 127;
+
+/// Whether a stack whose frames resolved to `functions` (innermost first) is
+/// cut short.
+#[must_use]
+pub fn is_truncated(functions: &[Option<&str>]) -> bool {
+    if functions.len() >= MAX_DEPTH {
+        return true;
+    }
+    !functions
+        .last()
+        .copied()
+        .flatten()
+        .is_some_and(|f| ROOTS.contains(&f))
+}
+
+/// Decide where the saved stack-pointer word goes. `ips` are the walked
+/// frames, innermost first; `funcs` their resolved function names and
+/// `sp_func` the name `sp_word` resolves to. Returns the index to insert at,
+/// or `None` when the word is not a plausible missing caller: unresolved, a
+/// repeat of the next frame, or in the same function as a neighbour (the leaf
+/// had a frame after all).
+#[must_use]
+pub fn splice(
+    ips: &[u64],
+    funcs: &[Option<&str>],
+    sp_word: u64,
+    sp_func: Option<&str>,
+) -> Option<usize> {
+    let sp_func = sp_func?;
+    if sp_word == 0 || ips.is_empty() {
+        return None;
+    }
+    if ips.get(1) == Some(&sp_word) {
+        return None;
+    }
+    let same = |i: usize| funcs.get(i).copied().flatten() == Some(sp_func);
+    if same(0) || same(1) {
+        return None;
+    }
+    Some(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splices_the_caller_of_a_frameless_leaf() {
+        // __libc_recv+13 -> main+175 -> __libc_start_call_main, with the
+        // handler's return address at the user sp.
+        let ips = [0x7f00_0000_1000, 0x5555_0000_2000, 0x7f00_0000_3000];
+        let funcs = [
+            Some("__libc_recv"),
+            Some("main"),
+            Some("__libc_start_call_main"),
+        ];
+        assert_eq!(
+            splice(&ips, &funcs, 0x5555_0000_1500, Some("leaky_eof_handler")),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn does_not_splice_implausible_words() {
+        let ips = [0x1000, 0x2000];
+        let funcs = [Some("__libc_recv"), Some("handler")];
+        assert_eq!(
+            splice(&ips, &funcs, 0x2000, Some("handler")),
+            None,
+            "repeat of frame 1"
+        );
+        assert_eq!(
+            splice(&ips, &funcs, 0x2010, Some("handler")),
+            None,
+            "leaf had a frame"
+        );
+        assert_eq!(
+            splice(&ips, &funcs, 0x1010, Some("__libc_recv")),
+            None,
+            "inside the leaf"
+        );
+        assert_eq!(
+            splice(&ips, &funcs, 0x7ffd_0000, None),
+            None,
+            "a stack address, not code"
+        );
+        assert_eq!(splice(&ips, &funcs, 0, Some("x")), None);
+        assert_eq!(splice(&[], &[], 0x10, Some("x")), None);
+    }
+
+    #[test]
+    fn truncation_is_judged_by_the_outermost_frame() {
+        assert!(!is_truncated(&[
+            Some("recv"),
+            Some("main"),
+            Some("__libc_start_call_main")
+        ]));
+        assert!(!is_truncated(&[Some("f"), Some("start_thread")]));
+        assert!(is_truncated(&[Some("__libc_recv")]), "walk stopped in libc");
+        assert!(is_truncated(&[Some("recv"), None]));
+        assert!(is_truncated(&[]));
+        let deep = vec![Some("f"); MAX_DEPTH];
+        assert!(is_truncated(&deep));
+    }
+}

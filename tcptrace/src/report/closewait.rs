@@ -1,0 +1,232 @@
+//! CLOSE_WAIT leak reports for people (text) and programs (one JSON line
+//! per group).
+
+use std::{fmt::Write as _, time::Duration};
+
+use serde::Serialize;
+
+use tcptrace_common::Counter;
+
+use crate::{
+    model::{closewait::Group, counters::KernelCounters, histogram::Hist, stack::Frame},
+    report::text::human_duration,
+};
+
+/// One JSON line per group per report.
+#[derive(Serialize)]
+pub struct JsonGroup<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// RFC 3339 time of the report.
+    pub report_time: &'a str,
+    /// `"interval"` or `"final"`.
+    pub report: &'static str,
+    pub min_age_s: f64,
+    #[serde(flatten)]
+    pub group: &'a Group,
+}
+
+fn write_stack(out: &mut String, title: &str, frames: &[Frame], truncated: bool) {
+    if frames.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "    {title}:");
+    for f in frames {
+        let name = f.function.as_deref().map_or_else(
+            || format!("{:#x}", f.addr),
+            |n| format!("{n}+{:#x}", f.offset),
+        );
+        let module = f
+            .module
+            .as_deref()
+            .and_then(|m| m.rsplit('/').next())
+            .unwrap_or("?");
+        let _ = write!(out, "      {name:<40} {module}");
+        if let (Some(file), Some(line)) = (&f.file, f.line) {
+            let _ = write!(out, "  {file}:{line}");
+        }
+        if f.recovered {
+            let _ = write!(
+                out,
+                "  [caller of a frameless syscall wrapper, from the user sp]"
+            );
+        }
+        out.push('\n');
+    }
+    if truncated {
+        let _ = writeln!(
+            out,
+            "      ... may be incomplete: the walk ended in a frame without frame pointers or symbols \
+             (build the program with -fno-omit-frame-pointer for whole paths)"
+        );
+    }
+}
+
+/// A text report for people.
+#[must_use]
+pub fn render_text(groups: &[Group], when: &str, min_age: Duration, final_report: bool) -> String {
+    let total: usize = groups.iter().map(|g| g.count).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} CLOSE_WAIT leaks at {when} (older than {}): {total} sockets in {} groups",
+        if final_report {
+            "Final report:"
+        } else {
+            "Report:"
+        },
+        humantime::format_duration(min_age),
+        groups.len()
+    );
+    for g in groups {
+        let who = match (g.pid, &g.comm) {
+            (Some(pid), Some(comm)) => format!("pid {pid} ({comm})"),
+            (Some(pid), None) => format!("pid {pid}"),
+            _ => "owner unknown (no process holds the socket)".to_owned(),
+        };
+        let _ = writeln!(out, "\n  {who}: {} sockets in CLOSE_WAIT", g.count);
+        if let Some(c) = &g.process.cmdline {
+            let _ = writeln!(out, "    cmdline: {c}");
+        }
+        if let Some(c) = &g.process.cgroup {
+            let _ = write!(out, "    cgroup: {c}");
+            if let Some(id) = &g.process.container_id {
+                let _ = write!(out, "  container: {}", &id[..12.min(id.len())]);
+            }
+            out.push('\n');
+        }
+        let ge = if g.age_lower_bound { ">= " } else { "" };
+        let _ = writeln!(
+            out,
+            "    age: oldest {ge}{}, min {}, median {}, max {ge}{}{}",
+            human_duration(Duration::from_secs_f64(g.oldest_age_s)),
+            human_duration(Duration::from_secs_f64(g.ages.min_s)),
+            human_duration(Duration::from_secs_f64(g.ages.p50_s)),
+            human_duration(Duration::from_secs_f64(g.ages.max_s)),
+            if g.age_lower_bound {
+                " (some sockets predate tcptrace: their age is a lower bound)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "    {} read EOF but never closed, {} never read to EOF; {} unread bytes queued",
+            g.classes.read_eof_not_closed, g.classes.never_read_to_eof, g.unread_bytes
+        );
+        for e in &g.endpoints {
+            let _ = writeln!(out, "    {} <- {} ({} sockets)", e.local, e.remote, e.count);
+        }
+        write_stack(&mut out, "read EOF at", &g.eof_stack, g.eof_stack_truncated);
+        write_stack(
+            &mut out,
+            "first touched at",
+            &g.first_stack,
+            g.first_stack_truncated,
+        );
+        if g.eof_stack.is_empty() && g.first_stack.is_empty() {
+            let _ = writeln!(
+                out,
+                "    code path: not captured (the socket predates tcptrace, or its stack map was full)"
+            );
+        }
+    }
+    out
+}
+
+/// The exit line on CLOSE_WAIT sockets closed during the run: how many,
+/// how many after leaking past `min_age`, and their dwell from the kernel's
+/// histogram (exact minimum and maximum, the median at its bucket's
+/// midpoint).
+#[must_use]
+pub fn closed_line(ended_leaks: u64, min_age: Duration, row: Option<(&Hist, u64)>) -> String {
+    let n = row.map_or(0, |(h, _)| h.count());
+    let mut s = format!(
+        "tcptrace: {n} CLOSE_WAIT sockets closed during the run, {ended_leaks} of them after leaking longer than {}",
+        humantime::format_duration(min_age)
+    );
+    if let Some((h, min)) = row {
+        let _ = write!(
+            s,
+            "; CLOSE_WAIT dwell min {}, median {}, max {}",
+            human_duration(Duration::from_nanos(min)),
+            human_duration(Duration::from_nanos(h.percentile(0.5).unwrap_or(h.max_ns))),
+            human_duration(Duration::from_nanos(h.max_ns))
+        );
+    }
+    s
+}
+
+/// The exit line on what leak reports may have missed.
+#[must_use]
+pub fn losses_line(k: &KernelCounters) -> String {
+    format!(
+        "tcptrace: losses: {} socket-map evictions, {} stack captures failed",
+        k.evictions(),
+        k.get(Counter::StackErrors),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::model::closewait::{ProcessInfo, group, tests::sock};
+
+    #[test]
+    fn json_group_has_the_documented_keys() {
+        let g = group(
+            vec![sock(10, 12, Some(&["recv", "h"]), &["recv", "h"], 1)],
+            |_| ProcessInfo {
+                cmdline: Some("./leaky --port 8080".into()),
+                ..ProcessInfo::default()
+            },
+        );
+        let v = serde_json::to_value(JsonGroup {
+            kind: "closewait_leak",
+            report_time: "t",
+            report: "final",
+            min_age_s: 10.0,
+            group: &g[0],
+        })
+        .unwrap();
+        for key in [
+            "pid",
+            "comm",
+            "count",
+            "oldest_age_s",
+            "eof_stack",
+            "first_stack",
+            "endpoints",
+            "cmdline",
+            "classes",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}: {v}");
+        }
+        assert_eq!(v["eof_stack"][1]["function"], "h");
+        assert_eq!(v["count"], 1);
+    }
+
+    #[test]
+    fn text_names_process_path_and_truncation() {
+        let mut s = sock(10, 12, Some(&["__libc_recv", "eof_handler"]), &["x"], 1);
+        if let Some(st) = s.eof_stack.as_mut().map(Arc::make_mut) {
+            st.truncated = true;
+            st.frames[1].recovered = true;
+        }
+        s.age_lower_bound = true;
+        let text = render_text(
+            &group(vec![s], |_| ProcessInfo::default()),
+            "now",
+            Duration::from_secs(10),
+            true,
+        );
+        assert!(text.contains("pid 10 (leaky)"), "{text}");
+        assert!(text.contains("eof_handler+0x4"), "{text}");
+        assert!(text.contains("frameless syscall wrapper"), "{text}");
+        assert!(text.contains("may be incomplete"), "{text}");
+        assert!(text.contains(">= 12.000s"), "{text}");
+        assert!(text.starts_with("Final report:"), "{text}");
+    }
+}

@@ -1,0 +1,11 @@
+//! Rendering of model types for people (text), programs (JSON) and
+//! Prometheus. No I/O beyond the buffer or writer it is given.
+
+pub mod closewait;
+pub mod event_line;
+pub mod hist;
+pub mod histogram;
+pub mod prometheus;
+pub mod summary;
+pub mod text;
+pub mod timewait;

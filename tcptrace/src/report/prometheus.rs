@@ -1,0 +1,235 @@
+//! Prometheus `/metrics`, encoded by prometheus-client (the text exposition
+//! format is theirs, not ours). The analyses that export metrics refresh a
+//! [`Snapshot`]; a custom collector encodes it on each scrape, so the
+//! kernel's pre-bucketed histograms are exported as they are.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tcptrace_common::hist;
+
+use crate::model::histogram::Hist;
+
+/// What the last refresh saw.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub by: Option<&'static str>,
+    /// (state, group, histogram of dwell).
+    pub dwell: Vec<(String, Option<String>, Hist)>,
+    /// (old, new, count).
+    pub transitions: Vec<(&'static str, &'static str, u64)>,
+    /// (direction, reason, count).
+    pub resets: Vec<(&'static str, String, u64)>,
+    pub close_wait: u64,
+    pub time_wait: u64,
+    pub fin_wait2_orphans: u64,
+    pub timewait_entered: u64,
+    pub timewait_expired: u64,
+    pub timewait_killed_early: u64,
+    pub ringbuf_full: u64,
+    pub evictions: u64,
+}
+
+/// Prometheus histogram buckets: powers of two of nanoseconds, in seconds,
+/// from 1 µs to ~73 min, with per-bucket counts (the encoder accumulates).
+fn prom_buckets(h: &Hist) -> (f64, Vec<(f64, u64)>) {
+    let bounds: Vec<u64> = (10..=42).map(|k| 1u64 << k).collect();
+    let mut counts = vec![0u64; bounds.len() + 1];
+    let mut sum = 0f64;
+    for (&s, &c) in &h.buckets {
+        let (lo, hi) = (hist::lower(s), hist::upper(s));
+        #[expect(clippy::cast_precision_loss, reason = "seconds")]
+        {
+            sum += (lo + (hi - lo) / 2) as f64 * 1e-9 * c as f64;
+        }
+        // A kernel bucket lies entirely below a power-of-two bound or above.
+        let i = bounds.iter().position(|b| hi <= *b).unwrap_or(bounds.len());
+        counts[i] += c;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "seconds")]
+    let mut out: Vec<(f64, u64)> = bounds
+        .iter()
+        .map(|b| *b as f64 * 1e-9)
+        .zip(counts.iter().copied())
+        .collect();
+    // prometheus-client writes f64::MAX as le="+Inf".
+    out.push((f64::MAX, counts[bounds.len()]));
+    (sum, out)
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Arc<Mutex<Snapshot>>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(s) = self.0.lock() else {
+            return Ok(());
+        };
+        {
+            let mut m = enc.encode_descriptor(
+                "tcptrace_state_dwell_seconds",
+                "Time TCP sockets spent in each state (kernel log-linear buckets; sum from bucket midpoints)",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (state, group, h) in &s.dwell {
+                let (sum, buckets) = prom_buckets(h);
+                let mut labels = vec![("state", state.clone())];
+                if let (Some(by), Some(g)) = (s.by, group) {
+                    labels.push((by, g.clone()));
+                }
+                m.encode_family(&labels)?
+                    .encode_histogram::<Vec<(&str, String)>>(sum, h.count(), &buckets, None)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "tcptrace_transitions",
+                "TCP state transitions seen by inet_sock_set_state",
+                None,
+                MetricType::Counter,
+            )?;
+            for (old, new, n) in &s.transitions {
+                let labels = [("from", *old), ("to", *new)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "tcptrace_resets",
+                "TCP RSTs sent and received",
+                None,
+                MetricType::Counter,
+            )?;
+            for (dir, reason, n) in &s.resets {
+                let labels = [("direction", (*dir).to_owned()), ("reason", reason.clone())];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "tcptrace_sockets",
+                "Sockets now in CLOSE_WAIT (tracked, all namespaces) and in TIME_WAIT / orphaned FIN_WAIT2 (timewait sockets, tcptrace's namespace)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (state, n) in [
+                ("CLOSE_WAIT", s.close_wait),
+                ("TIME_WAIT", s.time_wait),
+                ("FIN_WAIT2_ORPHAN", s.fin_wait2_orphans),
+            ] {
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                    .encode(m.encode_family(&[("state", state)])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "tcptrace_timewait_sockets",
+                "Timewait sockets of this namespace by fate, as sock_diag polls see them: entered, expired, killed early (reuse or RST)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (event, n) in [
+                ("entered", s.timewait_entered),
+                ("expired", s.timewait_expired),
+                ("killed_early", s.timewait_killed_early),
+            ] {
+                ConstCounter::new(n).encode(m.encode_family(&[("event", event)])?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "tcptrace_lost_events",
+            "Records or sockets tcptrace lost",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [
+            ("ringbuf_full", s.ringbuf_full),
+            ("socket_map_eviction", s.evictions),
+        ] {
+            ConstCounter::new(n).encode(m.encode_family(&[("reason", reason)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encode the snapshot as the Prometheus text format.
+pub fn render(snapshot: &Arc<Mutex<Snapshot>>) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(Arc::clone(snapshot))));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_has_conventional_names_and_values() {
+        let mut h = Hist::default();
+        for _ in 0..50 {
+            h.add(200_000_000);
+        }
+        let snap = Arc::new(Mutex::new(Snapshot {
+            dwell: vec![("CLOSE_WAIT".into(), None, h)],
+            transitions: vec![("ESTABLISHED", "CLOSE_WAIT", 50)],
+            resets: vec![("sent", "TCP_STATE".into(), 2)],
+            time_wait: 7,
+            timewait_entered: 9,
+            ringbuf_full: 1,
+            ..Snapshot::default()
+        }));
+        let text = render(&snap).unwrap();
+        assert!(
+            text.contains("tcptrace_state_dwell_seconds_count{state=\"CLOSE_WAIT\"} 50"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tcptrace_state_dwell_seconds_bucket{le=\"+Inf\",state=\"CLOSE_WAIT\"} 50"
+            ) || text.contains(
+                "tcptrace_state_dwell_seconds_bucket{state=\"CLOSE_WAIT\",le=\"+Inf\"} 50"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_transitions_total{from=\"ESTABLISHED\",to=\"CLOSE_WAIT\"} 50"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_resets_total{direction=\"sent\",reason=\"TCP_STATE\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_sockets{state=\"TIME_WAIT\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_timewait_sockets_total{event=\"entered\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_lost_events_total{reason=\"ringbuf_full\"} 1"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn buckets_are_cumulative_ready_and_complete() {
+        let mut h = Hist::default();
+        h.add(1_500); // 1.5 µs
+        h.add(3_000_000_000_000_000); // beyond the last bound
+        let (_, b) = prom_buckets(&h);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 2);
+        assert!((b.last().unwrap().0 - f64::MAX).abs() < f64::EPSILON);
+        assert_eq!(b.last().unwrap().1, 1);
+    }
+}

@@ -1,0 +1,394 @@
+//! The one event loop every run has: it drains the rings and per-CPU logs,
+//! decodes each record once and hands it to every analysis, polls the
+//! timewait sockets for those that follow them, fires the reports, serves
+//! `/metrics`, and ends on Ctrl-C, SIGTERM, `--duration` or a closed stdout.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+use bytes::BytesMut;
+
+use crate::{
+    analyses::{self, Analysis, Cx, RunCounts, Setup, TW_POLL, TimewaitPoll},
+    host::sockdiag,
+    kernel::{
+        clock::{monotonic_ns, wall_clock},
+        counters,
+        cpulog::{CpuLogs, LOG_DRAIN},
+        load::Tracer,
+        rings,
+    },
+    model::{
+        event::Event,
+        filter::PortFilter,
+        plan::Plan,
+        records::{decode, decode_state},
+    },
+    report::{
+        prometheus::Snapshot,
+        summary::{costs_line, socket_map_line},
+    },
+};
+
+mod serve;
+mod sink;
+mod stop;
+
+use sink::StdoutSink;
+use stop::Stop;
+
+/// Printed on stderr once every program is attached: from here on no event is
+/// missed. Tests wait for it.
+pub const READY: &str = "tcptrace: tracing";
+
+/// How the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Ctrl-C, SIGTERM or the end of `--duration`.
+    Stopped,
+    /// stdout was closed (e.g. `| head`): not an error.
+    BrokenPipe,
+}
+
+/// A timer that first fires after `first`, then every `period`; a late tick
+/// delays the next ones instead of bursting to catch up.
+fn timer(first: Duration, period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// A timer that never fires, for a period nobody asked for.
+fn maybe_timer(period: Option<Duration>, first: Option<Duration>) -> tokio::time::Interval {
+    const NEVER: Duration = Duration::from_hours(24 * 365);
+    match period {
+        Some(p) => timer(first.unwrap_or(p), p),
+        None => timer(NEVER, NEVER),
+    }
+}
+
+/// The loop's state, apart from the shared ring (borrowed while it is
+/// drained).
+struct Run<'a> {
+    ebpf: &'a Ebpf,
+    analyses: Vec<Box<dyn Analysis>>,
+    state_rings: Vec<RingBuf<MapData>>,
+    logs: Option<CpuLogs>,
+    counts: RunCounts,
+    ports: PortFilter,
+    out: BytesMut,
+    sink: StdoutSink,
+}
+
+impl Run<'_> {
+    /// Every analysis gets `ev`; all but the last a copy.
+    fn dispatch(&mut self, ev: Event) {
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        if let Some((last, rest)) = self.analyses.split_last_mut() {
+            for a in rest {
+                a.on_event(&mut cx, ev.clone());
+            }
+            last.on_event(&mut cx, ev);
+        }
+    }
+
+    fn record(&mut self, bytes: &[u8]) {
+        self.counts.records += 1;
+        match decode(bytes) {
+            Ok(ev) => self.dispatch(ev),
+            Err(e) => {
+                self.counts.undecodable += 1;
+                log::warn!("dropping a record: {e}");
+            }
+        }
+    }
+
+    /// Drain the shared ring, every CPU's state ring and the per-CPU logs;
+    /// then tell the analyses (`last` at the end of the run).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, last: bool) {
+        let started_ns = monotonic_ns();
+        while let Some(item) = ring.next() {
+            self.record(&item);
+        }
+        let mut cpu_rings = std::mem::take(&mut self.state_rings);
+        for r in &mut cpu_rings {
+            while let Some(item) = r.next() {
+                self.record(&item);
+            }
+        }
+        self.state_rings = cpu_rings;
+        if let Some(logs) = self.logs.as_mut() {
+            let logged = logs.drain();
+            self.counts.log_read = logs.read();
+            self.counts.log_lost = logs.lost();
+            for r in logged {
+                self.counts.records += 1;
+                match decode_state(&r) {
+                    Ok(s) => self.dispatch(Event::State(s)),
+                    Err(e) => {
+                        self.counts.undecodable += 1;
+                        log::warn!("dropping a record: {e}");
+                    }
+                }
+            }
+        }
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        for a in &mut self.analyses {
+            a.on_drained(&mut cx, started_ns, last);
+        }
+    }
+
+    /// Poll the timewait sockets for the analyses that follow them.
+    fn poll(&mut self) {
+        if self.analyses.iter().any(|a| a.polls_timewait()) {
+            match sockdiag::timewait_sockets(&self.ports) {
+                Ok(sockets) => {
+                    let poll = TimewaitPoll {
+                        now_ns: monotonic_ns(),
+                        sockets: &sockets,
+                    };
+                    let mut cx = Cx {
+                        ebpf: self.ebpf,
+                        out: &mut self.out,
+                    };
+                    for a in self.analyses.iter_mut().filter(|a| a.polls_timewait()) {
+                        a.on_poll(&mut cx, &poll);
+                    }
+                }
+                Err(e) => log::warn!("sock_diag poll of timewait sockets: {e}"),
+            }
+        }
+    }
+
+    /// Every poll period: the poll, then every analysis's tick.
+    fn tick(&mut self) {
+        self.poll();
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        for a in &mut self.analyses {
+            a.on_tick(&mut cx);
+        }
+    }
+
+    fn report(&mut self, final_report: bool) -> anyhow::Result<()> {
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        for a in &mut self.analyses {
+            a.report(&mut cx, final_report)?;
+        }
+        Ok(())
+    }
+
+    fn export(&mut self, snapshot: &Mutex<Snapshot>) -> anyhow::Result<()> {
+        let mut snap = snapshot
+            .lock()
+            .map_err(|_| anyhow::anyhow!("metrics lock poisoned"))?;
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        for a in &mut self.analyses {
+            a.export(&mut cx, &mut snap);
+        }
+        Ok(())
+    }
+
+    /// Before the first record: each analysis's start, then the line that
+    /// says tracing has begun.
+    fn start(&mut self, plan: &Plan) -> std::io::Result<()> {
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        for a in &mut self.analyses {
+            a.on_start(&mut cx);
+        }
+        self.flush()?;
+        let banners: Vec<String> = self.analyses.iter().map(|a| a.banner()).collect();
+        let ctrl_c = if plan.report_interval().is_some() {
+            "Ctrl-C for the final report"
+        } else {
+            "Ctrl-C to stop"
+        };
+        eprintln!("{READY} {} ({ctrl_c})", banners.join("; "));
+        Ok(())
+    }
+
+    /// After the loop: whatever was submitted before the end is still
+    /// handed over; after a stop, the final reports and the exit summary.
+    fn finish(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        end: End,
+        plan: &Plan,
+    ) -> anyhow::Result<End> {
+        self.drain(ring, true);
+        if end == End::Stopped {
+            self.poll();
+            self.report(true)?;
+        }
+        self.flush()?;
+        let end = if self.sink.closed() {
+            End::BrokenPipe
+        } else {
+            end
+        };
+        if self.counts.undecodable > 0 && !plan.analyses.stream {
+            eprintln!(
+                "tcptrace: {} undecodable records dropped",
+                self.counts.undecodable
+            );
+        }
+        if end == End::Stopped {
+            for line in self.exit_lines() {
+                eprintln!("{line}");
+            }
+        }
+        Ok(end)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.write(&mut self.out)
+    }
+
+    /// The exit summary on stderr: each analysis's lines, then the socket
+    /// store and the kernel cost shared by all.
+    fn exit_lines(&mut self) -> Vec<String> {
+        let kernel = counters::read(self.ebpf)
+            .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
+            .ok();
+        let mut cx = Cx {
+            ebpf: self.ebpf,
+            out: &mut self.out,
+        };
+        let mut lines: Vec<String> = self
+            .analyses
+            .iter()
+            .flat_map(|a| a.exit_lines(&mut cx, kernel.as_ref(), &self.counts))
+            .collect();
+        if let Some(k) = &kernel {
+            lines.push(socket_map_line(k));
+        }
+        lines.push(costs_line(&counters::program_costs(self.ebpf)));
+        lines
+    }
+}
+
+/// Run `plan`'s analyses on a loaded tracer until the run ends.
+pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
+    let Tracer {
+        mut ebpf,
+        reasons,
+        mut logger,
+        failures_unavailable,
+        log_cpus,
+        state_rings,
+        ..
+    } = tracer;
+    let mut ring = rings::take_events(&mut ebpf)?;
+    let logs = if log_cpus == 0 {
+        None
+    } else {
+        Some(CpuLogs::open(&ebpf, log_cpus)?)
+    };
+    let analyses = analyses::build(&Setup {
+        plan,
+        ebpf: &ebpf,
+        reasons: &reasons,
+        failures_unavailable: failures_unavailable.as_deref(),
+        clock: wall_clock(),
+    })?;
+    let snapshot = match plan.prometheus {
+        Some(addr) => {
+            let s = Arc::new(Mutex::new(Snapshot::default()));
+            serve::serve(addr, Arc::clone(&s)).await?;
+            eprintln!("tcptrace: serving Prometheus metrics on http://{addr}/metrics");
+            Some(s)
+        }
+        None => None,
+    };
+    let mut run = Run {
+        ebpf: &ebpf,
+        analyses,
+        state_rings,
+        logs,
+        counts: RunCounts::default(),
+        ports: plan.ports,
+        out: BytesMut::with_capacity(128 * 1024),
+        sink: StdoutSink::default(),
+    };
+
+    let polls = run.analyses.iter().any(|a| a.polls_timewait());
+    let drain_period = run
+        .analyses
+        .iter()
+        .filter_map(|a| a.drain_period())
+        .chain(run.logs.is_some().then_some(LOG_DRAIN))
+        .min();
+    // The kernel wakes the shared ring only once an eighth of it is full,
+    // and never the per-CPU rings and logs: timers drain them all.
+    let mut drain = maybe_timer(drain_period, None);
+    let mut poll = maybe_timer(
+        (polls || snapshot.is_some()).then_some(TW_POLL),
+        Some(Duration::ZERO),
+    );
+    let mut report = maybe_timer(plan.report_interval(), None);
+    let mut stop = Stop::new(plan.duration)?;
+
+    run.start(plan)?;
+
+    let end = loop {
+        tokio::select! {
+            r = ring.readable_mut() => {
+                let mut guard = r.context("waiting on the ring buffer")?;
+                run.drain(guard.get_inner_mut(), false);
+                guard.clear_ready();
+            }
+            _ = drain.tick() => {
+                run.drain(ring.get_mut(), false);
+                if let Some(l) = logger.as_mut() {
+                    l.flush();
+                }
+            }
+            _ = poll.tick() => {
+                run.drain(ring.get_mut(), false);
+                run.tick();
+                if let Some(s) = &snapshot {
+                    run.export(s)?;
+                }
+                if let Some(l) = logger.as_mut() {
+                    l.flush();
+                }
+            }
+            _ = report.tick() => {
+                if let Some(l) = logger.as_mut() {
+                    l.flush();
+                }
+                run.report(false)?;
+            }
+            () = stop.wait() => break End::Stopped,
+        }
+        run.flush()?;
+        if run.sink.closed() {
+            break End::BrokenPipe;
+        }
+    };
+    run.finish(ring.get_mut(), end, plan)
+}
