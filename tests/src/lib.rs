@@ -42,9 +42,7 @@ pub use parse::{
 };
 pub use peers::{LEAKY_RECV_BUF, LeakyServer, LeakyServerBin, Peer};
 pub use process::{ChildGuard, TempDir, run_bounded, signal, wait_exit};
-pub use tracer::{
-    HistTracer, LeakRun, LeakTracer, ModeRun, ModeTracer, Trace, Tracer, spawn_tracer_raw,
-};
+pub use tracer::{LeakRun, LeakTracer, ModeRun, ModeTracer, Trace, Tracer, spawn_tracer_raw};
 
 /// What tcptrace prints on stderr once every program is attached.
 pub const READY: &str = "tcptrace: tracing";

@@ -39,11 +39,6 @@ pub struct ModeTracer {
     stdout: Option<JoinHandle<()>>,
 }
 
-/// `tcptrace --hist` in a test's namespace.
-pub type HistTracer = ModeTracer;
-/// Everything one `--hist` run printed.
-pub type HistRun = ModeRun;
-
 impl ModeTracer {
     /// `ip netns exec NS tcptrace --hist ARGS`, once it traces.
     #[must_use]
