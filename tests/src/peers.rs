@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     EXIT_TIMEOUT, LINE_TIMEOUT, Netns,
-    process::{TempDir, run_bounded, slurp, wait_exit},
+    process::{TempDir, kill_if_running, run_bounded, slurp, wait_exit},
     workspace_root,
 };
 
@@ -143,10 +143,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -275,9 +272,6 @@ impl LeakyServer {
 
 impl Drop for LeakyServer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }

@@ -162,6 +162,15 @@ pub fn signal(child: &Child, sig: libc::c_int) {
     );
 }
 
+/// Kill and reap `child` if it is still running: what every wrapper of a
+/// child process does on drop, so that a failing test leaves nothing behind.
+pub(crate) fn kill_if_running(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// A child process that is killed (and reaped) if dropped while running, so
 /// that a failing test leaves nothing behind.
 pub struct ChildGuard(pub Child);
@@ -181,10 +190,7 @@ impl std::ops::DerefMut for ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        kill_if_running(&mut self.0);
     }
 }
 

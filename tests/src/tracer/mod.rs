@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::{
     EXIT_TIMEOUT, Netns, POLL, READY,
     parse::{HistReport, json_objects, number_before},
-    process::{ChildGuard, StderrWatch, signal, spawn_ready, spawn_ready_with, wait_exit},
+    process::{
+        ChildGuard, StderrWatch, kill_if_running, signal, spawn_ready, spawn_ready_with, wait_exit,
+    },
     require_root, tracer_bin,
 };
 
@@ -186,10 +188,7 @@ impl ModeTracer {
 
 impl Drop for ModeTracer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
