@@ -1,10 +1,7 @@
-//! Harness for tcptrace's integration tests: network namespaces, the
-//! `tcptrace-peer` processes that drive real sockets, the tracer process and
-//! the JSON events it prints.
-//!
-//! The tests load eBPF programs and create network namespaces, so they need
-//! root, and they share kernel state (tracepoints are global): run them one at
-//! a time, as `sudo cargo xtask test` does:
+//! Harness for tcptrace's integration tests. The tests load eBPF programs and
+//! create network namespaces, so they need root, and they share kernel state
+//! (tracepoints are global): run them one at a time, as `sudo cargo xtask
+//! test` does:
 //!
 //! ```text
 //! cargo build -p tcptrace && cargo test -p integration-tests -- --test-threads=1
@@ -13,10 +10,14 @@
 //! Every test runs its peers in a fresh network namespace on a port of its
 //! own and starts tcptrace (in the root namespace) with `--port` set to that
 //! port, so that other traffic on the machine never shows up in its events.
-//! The `--closewait-leaks` tests ([`LeakTracer`]) run tcptrace inside the
-//! test's namespace instead: `sock_diag` finds sockets older than tcptrace
-//! only in its own namespace.
-//! Every wait in this crate is bounded; a test that cannot run fails loudly.
+//! The reporting modes ([`ModeTracer`]: `--hist`, `--timewait`,
+//! `--closewait-leaks`) run tcptrace inside the test's namespace instead:
+//! `sock_diag` sees only tcptrace's own namespace. Every wait in this crate is
+//! bounded; a test that cannot run fails loudly.
+//!
+//! [`netns`]: namespaces and the [`Lab`]; [`peers`]: the processes a test
+//! drives; [`process`]: child-process plumbing; [`tracer`]: tcptrace runs;
+//! [`parse`]: what tcptrace prints; [`scenario`]: shared connection scenarios.
 #![expect(
     clippy::missing_panics_doc,
     reason = "a test harness: panicking with a precise message is how it reports failure"
