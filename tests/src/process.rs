@@ -80,12 +80,17 @@ impl StderrWatch {
         let thread = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with(READY) {
+                let ready = line.starts_with(READY);
+                {
+                    let mut t = shared.lock().expect("not poisoned");
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+                // After the line is in the text: a test that reads stderr
+                // once tcptrace is ready finds the ready line in it.
+                if ready {
                     let _ = tx.send(());
                 }
-                let mut t = shared.lock().expect("not poisoned");
-                t.push_str(&line);
-                t.push('\n');
             }
         });
         Self {
