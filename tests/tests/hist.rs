@@ -26,7 +26,7 @@ use std::{
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, HistReport, HistTracer, Lab, Metrics, READY, lab, require_root, run_bounded,
+    EXIT_TIMEOUT, HistReport, Lab, Metrics, ModeTracer, READY, lab, require_root, run_bounded,
     scenario::{CLOSE_DELAY, Clients, DWELL_CEILING, active_closes},
     tracer_bin,
 };
@@ -40,7 +40,7 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The report after which the tracker's counts have not moved for a whole
 /// report interval: the last of two consecutive reports satisfying `ok` with
 /// the same counts. Bounded by [`REPORT_TIMEOUT`].
-fn stable_report(tracer: &HistTracer, ok: impl Fn(&HistReport) -> bool) -> HistReport {
+fn stable_report(tracer: &ModeTracer, ok: impl Fn(&HistReport) -> bool) -> HistReport {
     let key = |r: &HistReport| {
         let t = &r.timewait;
         (
@@ -85,7 +85,7 @@ fn close_wait_p50_matches_a_200ms_close() {
     const RUN: Duration = Duration::from_secs(8);
     let lab = lab!();
     let run_secs = RUN.as_secs().to_string();
-    let tracer = HistTracer::start(
+    let tracer = ModeTracer::start(
         &lab.ns,
         &["--json", "-i", "1", "-d", &run_secs, "--port", "29501"],
     );
@@ -177,7 +177,7 @@ fn hist_is_exact_under_concurrent_connections() {
     const ROUNDS: usize = 40;
     let lab = lab!();
     for round in 0..ROUNDS {
-        let tracer = HistTracer::start(&lab.ns, &["--json", "-i", "10", "--port", "29561"]);
+        let tracer = ModeTracer::start(&lab.ns, &["--json", "-i", "10", "--port", "29561"]);
         let _ = active_closes(&lab, "127.0.0.1:29561", 50, Duration::ZERO, Clients::AtOnce);
         let run = tracer.stop();
         run.assert_clean_exit();
@@ -209,7 +209,7 @@ fn timewait_population_and_predicted_expiry() {
     const N: usize = 20;
     let n = N as u64;
     let lab = lab!();
-    let tracer = HistTracer::start(
+    let tracer = ModeTracer::start(
         &lab.ns,
         &[
             "--json",
@@ -344,7 +344,7 @@ fn assert_population_metrics(m: &Metrics, n: u64, json_close_wait: u64) {
 /// (waiting for a second connection) and when the socket entered TIME_WAIT.
 fn timewait_on(
     lab: &Lab,
-    tracer: &HistTracer,
+    tracer: &ModeTracer,
     addr: &str,
     bind: &str,
 ) -> (integration_tests::Peer, Instant) {
@@ -374,7 +374,7 @@ fn timewait_killed_early_by_reuse() {
     let addr = "127.0.0.1:29521";
     let bind = "127.0.0.1:29528";
     let lab = lab!();
-    let tracer = HistTracer::start(
+    let tracer = ModeTracer::start(
         &lab.ns,
         &[
             "--json",
@@ -459,7 +459,7 @@ fn timewait_reused_and_closed_within_a_poll_is_killed_early() {
     let addr = "127.0.0.1:29531";
     let bind = "127.0.0.1:29538";
     let lab = lab!();
-    let tracer = HistTracer::start(&lab.ns, &["--json", "-i", "1", "--port", "29531"]);
+    let tracer = ModeTracer::start(&lab.ns, &["--json", "-i", "1", "--port", "29531"]);
     let (server, _) = timewait_on(&lab, &tracer, addr, bind);
     let second = lab.client_from(addr, bind, &[]);
     let lines = second.wait_success();
@@ -487,7 +487,7 @@ fn timewait_reused_and_closed_within_a_poll_is_killed_early() {
 fn timewait_counts_only_its_own_namespace() {
     let here = lab!();
     let elsewhere = lab!();
-    let tracer = HistTracer::start(&here.ns, &["--json", "-i", "1", "--port", "29541"]);
+    let tracer = ModeTracer::start(&here.ns, &["--json", "-i", "1", "--port", "29541"]);
     let _ = active_closes(
         &elsewhere,
         "127.0.0.1:29541",
@@ -592,7 +592,7 @@ fn by_lport_splits_histograms() {
     let lab = lab!();
     // No --port: one filter cannot take both servers. Groups are picked by
     // port instead.
-    let tracer = HistTracer::start(
+    let tracer = ModeTracer::start(
         &lab.ns,
         &[
             "--json",

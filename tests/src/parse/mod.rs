@@ -1,0 +1,75 @@
+//! Parsers of what tcptrace prints, one module per output, each checking its
+//! lines against the documented schema; and the helpers they share for the
+//! exit summary on stderr and for JSON values.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub mod events;
+pub mod hist;
+pub mod leaks;
+pub mod prometheus;
+pub mod timewait;
+
+pub use events::{Event, Socket, group_sockets};
+pub use hist::{HistBucket, HistLine, HistReport};
+pub use leaks::{LeakFrame, LeakGroup, LeakReport};
+pub use prometheus::{Labels, Metrics, Sample};
+pub use timewait::TimewaitLine;
+
+/// The first line of tcptrace's `stderr` that starts with `prefix` and
+/// holds `holds` (e.g. the exit summary's `tcptrace: N events (`).
+#[must_use]
+pub fn stderr_line<'a>(stderr: &'a str, prefix: &str, holds: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with(prefix) && l.contains(holds))
+        .unwrap_or_else(|| panic!("no {prefix:?} line with {holds:?} on stderr:\n{stderr}"))
+}
+
+/// The number just before the first `word` in a summary `line`, after a
+/// space or an opening parenthesis (`N events (S state, R reset)`).
+#[must_use]
+pub fn number_before(line: &str, word: &str) -> u64 {
+    line.split_once(word)
+        .and_then(|(head, _)| head.trim_end().rsplit([' ', '(']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
+}
+
+/// Parse tcptrace's `human_duration`: `12ns`, `3.4µs`, `5.67ms`, `8.901s`.
+#[must_use]
+pub fn parse_human_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ns") {
+        (n, 1e-9)
+    } else if let Some(n) = s.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else {
+        (s.strip_suffix('s')?, 1.0)
+    };
+    let v: f64 = num.parse().ok()?;
+    Duration::try_from_secs_f64(v * scale).ok()
+}
+
+/// `Ok` when `ok(x)`, else an error naming the field and its value.
+fn check(what: &str, x: &Value, ok: fn(&Value) -> bool) -> Result<(), String> {
+    if ok(x) {
+        Ok(())
+    } else {
+        Err(format!("{what} = {x}"))
+    }
+}
+
+/// The lines that parse as JSON objects.
+#[must_use]
+pub fn json_objects(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(Value::is_object)
+        .collect()
+}

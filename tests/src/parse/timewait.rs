@@ -1,0 +1,125 @@
+//! [`TimewaitLine`]: the `{"type":"timewait",...}` line that ends each
+//! `--hist --json` report, checked against the schema.
+
+use std::{fmt, time::Duration};
+
+use serde_json::Value;
+
+use super::check;
+
+/// The `{"type":"timewait",...}` line that ends each `--hist --json` report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimewaitLine(pub Value);
+
+/// Every key of a `timewait` line.
+const TIMEWAIT_KEYS: [&str; 11] = [
+    "type",
+    "report",
+    "time",
+    "entered",
+    "live_time_wait",
+    "live_fin_wait2_orphans",
+    "expired",
+    "killed_early",
+    "overflow",
+    "predicted_dwell_ns",
+    "poll_interval_ns",
+];
+
+impl TimewaitLine {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let v = &self.0;
+        let obj = v.as_object().ok_or("not an object")?;
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = TIMEWAIT_KEYS.to_vec();
+        want.sort_unstable();
+        if keys != want {
+            return Err(format!("keys {keys:?}, documented {want:?}"));
+        }
+        check("report", &v["report"], |x| {
+            matches!(x.as_str(), Some("interval" | "final"))
+        })?;
+        check("time", &v["time"], |x| {
+            x.as_str()
+                .is_some_and(|s| s.ends_with('Z') && s.contains('T'))
+        })?;
+        for k in [
+            "entered",
+            "live_time_wait",
+            "live_fin_wait2_orphans",
+            "expired",
+            "killed_early",
+            "poll_interval_ns",
+        ] {
+            check(k, &v[k], Value::is_u64)?;
+        }
+        check("overflow", &v["overflow"], |x| x.is_null() || x.is_u64())?;
+        let p = &v["predicted_dwell_ns"];
+        if p.as_object().map(serde_json::Map::len) != Some(3) {
+            return Err(format!("predicted_dwell_ns = {p}"));
+        }
+        check("predicted_dwell_ns.count", &p["count"], Value::is_u64)?;
+        let empty = p["count"] == 0;
+        for k in ["min", "max"] {
+            if !(p[k].is_u64() || (empty && p[k].is_null())) {
+                return Err(format!("predicted_dwell_ns.{k} = {}", p[k]));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (p["min"].as_u64(), p["max"].as_u64())
+            && lo > hi
+        {
+            return Err(format!("predicted min {lo} > max {hi}"));
+        }
+        Ok(())
+    }
+
+    fn uint(&self, key: &str) -> u64 {
+        self.0[key].as_u64().unwrap_or_default()
+    }
+
+    /// `interval` or `final`.
+    #[must_use]
+    pub fn report(&self) -> &str {
+        self.0["report"].as_str().unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn entered(&self) -> u64 {
+        self.uint("entered")
+    }
+
+    #[must_use]
+    pub fn live_time_wait(&self) -> u64 {
+        self.uint("live_time_wait")
+    }
+
+    #[must_use]
+    pub fn live_fin_wait2_orphans(&self) -> u64 {
+        self.uint("live_fin_wait2_orphans")
+    }
+
+    #[must_use]
+    pub fn expired(&self) -> u64 {
+        self.uint("expired")
+    }
+
+    #[must_use]
+    pub fn killed_early(&self) -> u64 {
+        self.uint("killed_early")
+    }
+
+    /// `(count, min, max)` of the predicted TIME_WAIT dwells.
+    #[must_use]
+    pub fn predicted(&self) -> (u64, Option<Duration>, Option<Duration>) {
+        let p = &self.0["predicted_dwell_ns"];
+        let d = |k: &str| p[k].as_u64().map(Duration::from_nanos);
+        (p["count"].as_u64().unwrap_or_default(), d("min"), d("max"))
+    }
+}
+
+impl fmt::Display for TimewaitLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
