@@ -13,7 +13,6 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod paths;
 mod procstat;
 mod scale;
 mod setup;
@@ -186,6 +185,8 @@ fn test(extra: &[OsString]) -> Result<()> {
         "--package",
         "tcptrace-common",
         "--package",
+        "tcptrace-toolchain",
+        "--package",
         "integration-tests",
         "--all-targets",
         "--",
@@ -201,6 +202,8 @@ fn test(extra: &[OsString]) -> Result<()> {
         "tcptrace-common",
         "--package",
         "tcptrace",
+        "--package",
+        "tcptrace-toolchain",
         "--package",
         "xtask",
     ]))?;
