@@ -5,10 +5,6 @@ use std::{env, ffi::OsString, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
-#[path = "../xtask/src/paths.rs"]
-#[expect(dead_code, reason = "shared with xtask, which uses the rest")]
-mod paths;
-
 fn main() -> anyhow::Result<()> {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
@@ -19,7 +15,7 @@ fn main() -> anyhow::Result<()> {
 
     // bpf-linker: on PATH, or in the cache that `cargo xtask setup` fills.
     let mut path = env::var_os("PATH").unwrap_or_default();
-    if let Some(bin) = paths::cached_linker_bin() {
+    if let Some(bin) = tcptrace_toolchain::cached_linker_bin() {
         let mut p = OsString::from(bin);
         p.push(":");
         p.push(&path);

@@ -24,7 +24,11 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::{cargo, is_root, status, workspace_root};
+use crate::{
+    cargo, is_root,
+    procstat::{cpu_seconds, peak_rss_kib, program_stats},
+    status, workspace_root,
+};
 
 const NETNS: &str = "tcptrace-bench";
 const ADDR: &str = "127.0.0.1:18950";
@@ -193,89 +197,6 @@ fn spawn_tracer(cfg: Config, tcptrace: &Path) -> Result<Option<Tracer>> {
         started: Instant::now(),
         stderr_lines: rx,
     }))
-}
-
-/// user+sys ticks of a process.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Clock ticks per second, for [`cpu_ticks`].
-fn ticks_per_s() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
-}
-
-/// user+sys CPU seconds of a process.
-pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
-    #[expect(clippy::cast_precision_loss, reason = "seconds of CPU")]
-    Some(cpu_ticks(pid)? as f64 / ticks_per_s() as f64)
-}
-
-/// `VmHWM` of a process in KiB; 0 if unreadable.
-pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// tcptrace's programs; the kernel keeps the first 15 characters of a name.
-const PROGRAMS: [&str; 8] = [
-    "inet_sock_set_state",
-    "tcp_destroy_sock",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "sock_recv_length",
-    "sock_send_length",
-    "sys_exit_bind",
-    "sys_exit_connect",
-];
-
-/// Cumulative kernel run time (ns) and invocations of each BPF program that
-/// process `pid` holds, by name. The kernel keeps 15 characters of a name;
-/// tcptrace's programs, and bpftrace's (named after their tracepoint), are
-/// completed from [`PROGRAMS`].
-fn program_stats(pid: u32) -> BTreeMap<String, (f64, f64)> {
-    let mut ids = std::collections::BTreeSet::new();
-    if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) {
-        for fd in fds.flatten() {
-            let Ok(info) = fs::read_to_string(fd.path()) else {
-                continue;
-            };
-            if let Some(id) = info
-                .lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-            {
-                ids.insert(id);
-            }
-        }
-    }
-    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for info in aya::programs::loaded_programs().flatten() {
-        if !ids.contains(&info.id()) {
-            continue;
-        }
-        let short = info.name_as_str().unwrap_or_default();
-        let name = PROGRAMS
-            .iter()
-            .find(|p| !short.is_empty() && p.starts_with(short))
-            .map_or_else(|| format!("prog {short}"), |p| (*p).to_owned());
-        #[expect(clippy::cast_precision_loss, reason = "ns and counts as f64")]
-        let (t, n) = (info.run_time().as_nanos() as f64, info.run_count() as f64);
-        let e = out.entry(name).or_default();
-        e.0 += t;
-        e.1 += n;
-    }
-    out
 }
 
 /// Fewer calls than this in a phase give no figure: a handful of cold runs

@@ -13,7 +13,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod paths;
+mod layers;
+mod procstat;
 mod scale;
 mod setup;
 
@@ -56,6 +57,18 @@ enum Task {
         /// `scale` (100k held connections, about 2-4 minutes).
         #[arg(long, value_enum, value_name = "STAGE")]
         only: Option<bench::Stage>,
+    },
+    /// Check the userspace crate's layering (model, kernel, host, report,
+    /// analyses, runtime, cli) and the source files' sizes; the rules are in
+    /// xtask/src/layers/mod.rs.
+    LintLayers {
+        /// The userspace source root [default: tcptrace/src].
+        #[arg(long, value_name = "DIR")]
+        src: Option<PathBuf>,
+        /// The eBPF source root, checked for file size only
+        /// [default: tcptrace-ebpf/src].
+        #[arg(long, value_name = "DIR")]
+        ebpf_src: Option<PathBuf>,
     },
     /// Run every test: formatting, lints, unit tests, then the root integration tests.
     Test {
@@ -157,6 +170,13 @@ fn run(args: Args) -> Result<()> {
             // Hand tcptrace's own exit code through.
             std::process::exit(st.code().unwrap_or(1));
         }
+        Task::LintLayers { src, ebpf_src } => {
+            let default = layers::Roots::default();
+            layers::lint(&layers::Roots {
+                src: src.unwrap_or(default.src),
+                ebpf_src: ebpf_src.unwrap_or(default.ebpf_src),
+            })
+        }
         Task::Test { args } => test(&args),
         Task::Bench {
             rounds,
@@ -185,6 +205,8 @@ fn test(extra: &[OsString]) -> Result<()> {
         "--package",
         "tcptrace-common",
         "--package",
+        "tcptrace-toolchain",
+        "--package",
         "integration-tests",
         "--all-targets",
         "--",
@@ -200,6 +222,8 @@ fn test(extra: &[OsString]) -> Result<()> {
         "tcptrace-common",
         "--package",
         "tcptrace",
+        "--package",
+        "tcptrace-toolchain",
         "--package",
         "xtask",
     ]))?;

@@ -13,7 +13,6 @@
 
 use std::{
     fmt::Write as _,
-    fs,
     io::{BufRead as _, BufReader, Read},
     path::Path,
     process::{Child, Command, Stdio},
@@ -26,7 +25,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    bench::{cpu_seconds, peak_rss_kib},
+    procstat::{cpu_seconds, peak_rss_kib, socket_map_memory},
     status,
 };
 
@@ -48,8 +47,6 @@ const RATE: u32 = 20_000;
 const INTERVAL: Duration = Duration::from_secs(3);
 /// How long the holders keep the sockets at most (they are killed sooner).
 const HOLD_LIMIT_S: u32 = 600;
-/// `BPF_MAP_TYPE_LRU_HASH`, the socket map's type in fdinfo.
-const LRU_HASH: u32 = 9;
 
 /// The tcptrace modes measured at scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,105 +154,6 @@ fn final_leak_count(stdout: &[String]) -> Option<u64> {
         }
     }
     total
-}
-
-/// Sockets the process's socket store holds and its kernel memory
-/// (`memlock`), from `/proc/PID/fdinfo`. The memory is that of both LRU hash
-/// maps (`SOCKS` and the lean `LEAN`; the one a mode does not use is sized
-/// down to a few entries, and leak mode uses both) and of the lean table (a
-/// mappable array of 64-byte buckets of two sockets each). The sockets are
-/// the table's slots and `LEAN`'s entries in lean mode, else `SOCKS`'s.
-fn socket_map_memory(pid: u32) -> Option<(u32, u64)> {
-    let mut largest: Option<u32> = None;
-    let mut lean_entries = 0;
-    let mut memory = 0;
-    let mut table: Option<u32> = None;
-    for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
-        // The tracer opens and closes other fds (netlink sockets, /proc
-        // files) while we scan: one gone before its readlink is skipped, not
-        // the end of the scan (a leak-mode run once reported no map at all).
-        let Ok(link) = fs::read_link(fd.path()) else {
-            continue;
-        };
-        if link.to_string_lossy() != "anon_inode:bpf-map" {
-            continue;
-        }
-        let Ok(info) = fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        )) else {
-            continue;
-        };
-        match parse_map_fdinfo(&info) {
-            Some(SocketMap::Lru {
-                entries,
-                memlock,
-                value_size,
-            }) => {
-                memory += memlock;
-                if value_size == LEAN_VALUE {
-                    lean_entries = entries;
-                }
-                if largest.is_none_or(|l| entries > l) {
-                    largest = Some(entries);
-                }
-            }
-            // One bucket: the idle table of a mode that does not use it.
-            Some(SocketMap::Table(n, b)) if n > 1 => {
-                memory += b;
-                table = Some(n * 2);
-            }
-            _ => {}
-        }
-    }
-    let n = largest?;
-    Some((table.map_or(n, |slots| slots + lean_entries), memory))
-}
-
-/// Value size of the lean LRU map (`LeanSock`).
-const LEAN_VALUE: u64 = 24;
-
-/// A socket map found in fdinfo: `(max_entries or slots, memlock)`.
-#[derive(Debug, PartialEq, Eq)]
-enum SocketMap {
-    /// An LRU hash map.
-    Lru {
-        entries: u32,
-        memlock: u64,
-        value_size: u64,
-    },
-    /// The lean table: buckets of two sockets.
-    Table(u32, u64),
-}
-
-/// An LRU hash map or the lean table in a map's fdinfo; `None` for others.
-fn parse_map_fdinfo(info: &str) -> Option<SocketMap> {
-    /// `BPF_MAP_TYPE_ARRAY` and `BPF_F_MMAPABLE`.
-    const ARRAY: u64 = 2;
-    const MMAPABLE: u64 = 0x400;
-    let field = |k: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(str::trim)
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let flags = info
-        .lines()
-        .find_map(|l| l.strip_prefix("map_flags:"))
-        .and_then(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())?;
-    let entries = u32::try_from(field("max_entries:")?).ok()?;
-    let memlock = field("memlock:")?;
-    match field("map_type:")? {
-        t if t == u64::from(LRU_HASH) => Some(SocketMap::Lru {
-            entries,
-            memlock,
-            value_size: field("value_size:")?,
-        }),
-        ARRAY if flags & MMAPABLE != 0 && field("value_size:")? == 64 => {
-            Some(SocketMap::Table(entries, memlock))
-        }
-        _ => None,
-    }
 }
 
 /// Lines of a child's pipe, each with its arrival time, from a thread.
@@ -752,29 +650,5 @@ mod tests {
         .map(str::to_owned);
         assert_eq!(final_leak_count(&out), Some(100_000));
         assert_eq!(final_leak_count(&out[..1]), None);
-    }
-
-    #[test]
-    fn finds_the_socket_maps_in_fdinfo() {
-        let lru = "pos:\t0\nflags:\t02000002\nmap_type:\t9\nkey_size:\t8\nvalue_size:\t120\n\
-                   max_entries:\t262144\nmap_flags:\t0x0\nmemlock:\t52428800\nmap_id:\t7\n";
-        assert_eq!(
-            parse_map_fdinfo(lru),
-            Some(SocketMap::Lru {
-                entries: 262_144,
-                memlock: 52_428_800,
-                value_size: 120
-            })
-        );
-        let ring = lru.replace("map_type:\t9", "map_type:\t27");
-        assert_eq!(parse_map_fdinfo(&ring), None);
-        let table = "pos:\t0\nflags:\t02000002\nmap_type:\t2\nkey_size:\t4\nvalue_size:\t64\n\
-                     max_entries:\t65536\nmap_flags:\t0x400\nmemlock:\t4202496\nmap_id:\t8\n";
-        assert_eq!(
-            parse_map_fdinfo(table),
-            Some(SocketMap::Table(65_536, 4_202_496))
-        );
-        let bss = table.replace("value_size:\t64", "value_size:\t4096");
-        assert_eq!(parse_map_fdinfo(&bss), None, "another mappable array");
     }
 }

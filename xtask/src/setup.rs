@@ -15,7 +15,9 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::{paths, status};
+use tcptrace_toolchain as toolchain;
+
+use crate::status;
 
 fn sysroot() -> Result<PathBuf> {
     let out = Command::new("rustc")
@@ -79,17 +81,17 @@ fn rustc_libllvm(sysroot: &Path) -> Result<PathBuf> {
 }
 
 fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
-    if let Some(bin) = paths::cached_linker_bin() {
+    if let Some(bin) = toolchain::cached_linker_bin() {
         log_found(&bin);
         return Ok(());
     }
-    let cache = paths::cache_root()
+    let cache = toolchain::cache_root()
         .ok_or_else(|| anyhow!("neither HOME nor XDG_CACHE_HOME nor TCPTRACE_CACHE_DIR is set"))?;
-    let major = paths::rustc_llvm_major()
+    let major = toolchain::rustc_llvm_major()
         .ok_or_else(|| anyhow!("cannot read the LLVM version from `rustc -vV`"))?;
     let libllvm = rustc_libllvm(sysroot)?;
-    let prefix = paths::llvm_prefix(&cache, major);
-    let root = paths::linker_root(&cache, major);
+    let prefix = toolchain::llvm_prefix(&cache, major);
+    let root = toolchain::linker_root(&cache, major);
     let prefix_lib = prefix.join("lib");
     fs::create_dir_all(&prefix_lib)
         .with_context(|| format!("creating {}", prefix_lib.display()))?;
@@ -103,7 +105,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
         std::os::unix::fs::symlink(&libllvm, &link)
             .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
     }
-    let version = paths::BPF_LINKER_VERSION;
+    let version = toolchain::BPF_LINKER_VERSION;
     let manual = format!(
         "LLVM_PREFIX={} cargo install bpf-linker --version {version} --no-default-features \
          --features llvm-{major} --root {}",
@@ -123,7 +125,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
             .arg(&root),
     )
     .with_context(|| format!("building bpf-linker failed; to do it by hand: {manual}"))?;
-    let bin = paths::cached_linker_bin()
+    let bin = toolchain::cached_linker_bin()
         .ok_or_else(|| anyhow!("bpf-linker built but not found under {}", root.display()))?;
     log_found(&bin);
     Ok(())
@@ -140,22 +142,4 @@ pub fn ensure() -> Result<()> {
     let sysroot = sysroot()?;
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&sysroot)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn llvm_major_from_rustc_vv() {
-        let vv = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\nLLVM version: 22.1.2\n";
-        assert_eq!(paths::parse_llvm_major(vv), Some(22));
-        assert_eq!(paths::parse_llvm_major("rustc 1.0"), None);
-    }
-
-    #[test]
-    fn linker_cache_is_keyed_by_version_and_llvm() {
-        let root = paths::linker_root(Path::new("/c"), 22);
-        assert_eq!(root, PathBuf::from("/c/toolchain/bpf-linker-0.13.0-llvm22"));
-    }
 }
