@@ -202,8 +202,8 @@ pub struct Config {
     /// Read the clock at a transition into or out of a state whose bit is
     /// set (and for every record): the dwell of the other states is not
     /// timed (unknown), which saves a clock read on transitions that no
-    /// report of the mode needs (on these VMs as dear as the kernel's
-    /// accounting of an empty program: the calibration rows of
+    /// report needs (a clock read costs about what the kernel's accounting
+    /// of an empty program does: the calibration rows of
     /// docs/benchmarks.md). [`ALL_STATES`] for dwell everywhere.
     pub timed_states: u32,
     /// Append a state record for `old -> new` to this CPU's log
@@ -235,14 +235,15 @@ pub enum HistBy {
 pub const ALL_STATES: u32 = 0x1ffe;
 
 /// The settings that decide what work `inet_sock_set_state` does for a
-/// transition. Each mode's settings are also compiled into a variant of the
-/// program ([`SET_STATE_VARIANTS`]) that reads them as constants: its code
-/// holds only that mode's path, with registers allocated for it alone and
-/// no `CONFIG` load per setting (measurably cheaper per transition than the
-/// generic program, which reads every setting from `CONFIG`; see
-/// docs/benchmarks.md). Userspace builds each mode's [`Config`] from its
-/// shape ([`SetStateShape::apply`]) and attaches the variant whose shape
-/// that `Config` has ([`set_state_program`]), else the generic program.
+/// transition. Each analysis's settings, and those of the three reporting
+/// analyses together, are also compiled into a variant of the program
+/// ([`SET_STATE_VARIANTS`]) that reads them as constants: its code holds
+/// only that path, with registers allocated for it alone and no `CONFIG`
+/// load per setting, which makes it cheaper per transition than the generic
+/// program (docs/benchmarks.md). Userspace builds each analysis's
+/// [`Config`] from its shape ([`SetStateShape::apply`], [`SetStateShape::union`]
+/// for several) and attaches the variant whose shape that `Config` has
+/// ([`set_state_program`]), else the generic program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SetStateShape {
     pub lean_socks: u8,
@@ -283,6 +284,31 @@ impl SetStateShape {
             ..c
         }
     }
+    /// What `self` and `other` do together: the lean store unless one needs
+    /// the full socket map (which then holds leak mode's details itself),
+    /// every state timed, emitted, logged or noted by either, and a
+    /// histogram split over one by state (`Off` < `State` < a split).
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        let lean_socks = self.lean_socks & other.lean_socks;
+        SetStateShape {
+            lean_socks,
+            sock_details: if lean_socks == 0 {
+                0
+            } else {
+                self.sock_details | other.sock_details
+            },
+            timed_states: self.timed_states | other.timed_states,
+            emit_old_states: self.emit_old_states | other.emit_old_states,
+            log_old_states: self.log_old_states | other.log_old_states,
+            noted_new_states: self.noted_new_states | other.noted_new_states,
+            hist_by: if self.hist_by > other.hist_by {
+                self.hist_by
+            } else {
+                other.hist_by
+            },
+        }
+    }
 }
 
 /// The modes' shapes.
@@ -301,13 +327,11 @@ pub mod shapes {
         hist_by: HistBy::Off as u32,
     };
 
-    /// The default mode: a record for every transition, with its dwell and
-    /// its owner. The lean store keeps the owner's pid and tid, from owner
+    /// The stream: a record for every transition, with its dwell and its
+    /// owner. The lean store keeps the owner's pid and tid, from owner
     /// transitions and from the owner's recv/send; the owner's thread notes
     /// its comm in the comm cache at each, and userspace joins it to the
-    /// records. (The full socket map, with a comm per socket, made the
-    /// mode's transitions cost more than twice its target:
-    /// docs/benchmarks.md.)
+    /// records, so no socket carries a comm.
     pub const STREAM: SetStateShape = SetStateShape {
         lean_socks: 1,
         emit_old_states: ALL_STATES,
@@ -334,10 +358,7 @@ pub mod shapes {
     /// store keeps the closer's pid and tid; its comm is noted per thread at
     /// `close()` (into FIN_WAIT1) and joined to the record by userspace. No
     /// dwell: the census times TIME_WAIT from its entry record and the
-    /// kernel's timers, and tells port reuse from its sock_diag polls. (A
-    /// record per connect, which showed `tcp_tw_reuse` killing a TIME_WAIT
-    /// at the moment it did, and the entry records in the ring buffer, kept
-    /// the mode over its kernel-cost target: docs/benchmarks.md.)
+    /// kernel's timers, and tells port reuse from its sock_diag polls.
     pub const TIMEWAIT: SetStateShape = SetStateShape {
         lean_socks: 1,
         noted_new_states: 1 << (TcpState::FinWait1 as u32),
@@ -361,16 +382,20 @@ pub mod shapes {
         hist_by: HistBy::State as u32,
         ..NONE
     };
+    /// `--closewait-leaks --hist --timewait`: the three reporting analyses
+    /// in one process, the shape an always-on run takes.
+    pub const COMBINED: SetStateShape = LEAKS.union(HIST).union(TIMEWAIT);
 }
 
 /// The `inet_sock_set_state` variants compiled with a fixed shape, by
 /// program name (the eBPF object checks at compile time that each
 /// variant's name is the one listed here for its shape).
-pub const SET_STATE_VARIANTS: [(&str, SetStateShape); 4] = [
+pub const SET_STATE_VARIANTS: [(&str, SetStateShape); 5] = [
     ("inet_sock_set_state_stream", shapes::STREAM),
     ("inet_sock_set_state_hist", shapes::HIST),
     ("inet_sock_set_state_timewait", shapes::TIMEWAIT),
     ("inet_sock_set_state_leaks", shapes::LEAKS),
+    ("inet_sock_set_state_combined", shapes::COMBINED),
 ];
 
 /// The generic `inet_sock_set_state` program: every setting from `CONFIG`.

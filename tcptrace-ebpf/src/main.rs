@@ -510,6 +510,7 @@ set_state_program!(inet_sock_set_state_stream, Fixed<0>);
 set_state_program!(inet_sock_set_state_hist, Fixed<1>);
 set_state_program!(inet_sock_set_state_timewait, Fixed<2>);
 set_state_program!(inet_sock_set_state_leaks, Fixed<3>);
+set_state_program!(inet_sock_set_state_combined, Fixed<4>);
 
 /// The fixed-size fields of an `inet_sock_set_state` record.
 struct SetStateHead {

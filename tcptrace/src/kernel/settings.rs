@@ -2,7 +2,10 @@
 //! settings start from its compiled shape ([`shapes`]); a combination gets
 //! their union, then the family and port filters.
 
-use tcptrace_common::{Config, HistBy, config::shapes};
+use tcptrace_common::{
+    Config, HistBy,
+    config::{SetStateShape, shapes},
+};
 
 use crate::model::plan::{HistOptions, LeakOptions, Plan};
 
@@ -79,32 +82,19 @@ fn timewait() -> Config {
     })
 }
 
-/// What `a` and `b` need together. The lean store serves unless one needs
-/// the full socket map (which then holds leak mode's details too); every
-/// record, state timing, log and hook either asks for is on.
+/// What `a` and `b` need together: the union of their shapes
+/// ([`SetStateShape::union`]), and every record, hook and count either
+/// asks for.
 fn union(a: Config, b: Config) -> Config {
-    let lean_socks = a.lean_socks & b.lean_socks;
-    Config {
-        lean_socks,
-        sock_details: if lean_socks == 0 {
-            0
-        } else {
-            a.sock_details | b.sock_details
-        },
-        timed_states: a.timed_states | b.timed_states,
-        emit_old_states: a.emit_old_states | b.emit_old_states,
-        log_old_states: a.log_old_states | b.log_old_states,
-        noted_new_states: a.noted_new_states | b.noted_new_states,
-        // Off < by state < split: a split carries the by-state rows' work
-        // elsewhere, and only --hist splits.
-        hist_by: a.hist_by.max(b.hist_by),
+    let shape = SetStateShape::of(&a).union(SetStateShape::of(&b));
+    shape.apply(Config {
         emit_resets: a.emit_resets | b.emit_resets,
         capture_stacks: a.capture_stacks | b.capture_stacks,
         emit_failures: a.emit_failures | b.emit_failures,
         io_hooks: a.io_hooks | b.io_hooks,
         long_dwell_ns: a.long_dwell_ns.max(b.long_dwell_ns),
         ..a
-    }
+    })
 }
 
 #[cfg(test)]
