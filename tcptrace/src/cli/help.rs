@@ -65,8 +65,8 @@ SOCKET TABLE (--max-sockets)
   kernel allocates the whole map at start-up, used or not: {per_entry} bytes per
   entry ({elem}-byte entry, 16-byte hash bucket; buckets round up to a power
   of two), so {default_mib} MiB for {default} entries and {double_mib} MiB for {double} (memlock
-  in the map's /proc/PID/fdinfo, measured on Linux 6.18 x86_64). Every
-  other mode keeps state, entry time and pid in a lean store:
+  in the map's /proc/PID/fdinfo). Every
+  other analysis keeps state, entry time and pid in a lean store:
   half of --max-sockets in a table of 32-byte slots (the socket's address
   picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
   bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all

@@ -158,7 +158,7 @@ pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
     ebpf.programs()
         .filter_map(|(name, p)| {
             let info = p.info().ok()?;
-            // A mode's variant of inet_sock_set_state goes by the
+            // Every variant of inet_sock_set_state goes by the
             // tracepoint's name, as in the benchmarks.
             let name = if SET_STATE_VARIANTS.iter().any(|&(v, _)| v == name) {
                 SET_STATE_GENERIC

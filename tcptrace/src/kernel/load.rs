@@ -164,7 +164,7 @@ fn record_access(direct: u8) -> String {
 /// The recv/send hooks, skipped without `Config::io_hooks`.
 const IO_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 
-/// Load and attach the programs `config`'s mode needs.
+/// Load and attach the programs `config` needs.
 fn attach(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
     let syscalls: &[(&str, &str)] = if config.emit_failures != 0 {
         &SYSCALL_TRACEPOINTS
@@ -173,10 +173,10 @@ fn attach(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
     };
     for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
         if config.io_hooks == 0 && IO_HOOKS.contains(&name) {
-            log::info!("not attaching {group}:{name}: this mode does not need it");
+            log::info!("not attaching {group}:{name}: no analysis of this run needs it");
             continue;
         }
-        // inet_sock_set_state has a program per mode (see SetStateShape).
+        // inet_sock_set_state has a program per shape (see SetStateShape).
         let program = if name == SET_STATE_GENERIC {
             set_state_program(config)
         } else {

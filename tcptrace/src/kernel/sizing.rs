@@ -23,10 +23,9 @@ pub fn cpu_ring_bytes(requested: u32, cpus: u32) -> u32 {
 /// kernel accounts it (`memlock` in the map's `/proc/PID/fdinfo`). An LRU
 /// hash map is preallocated: every entry is a 48-byte hash element header,
 /// the 8-byte key and the value (8-byte aligned), and every hash bucket 16
-/// bytes, buckets rounded up to a power of two, plus 896 bytes for the map.
-/// Measured on Linux 6.18 `x86_64` with the 120-byte `SockInfo`: memlock
-/// 197504, 12583808, 25166720, 50332544 and 201327488 bytes for 1024, 64Ki,
-/// 128Ki, 256Ki and 1Mi entries, i.e. 192 bytes per entry.
+/// bytes, buckets rounded up to a power of two, plus 896 bytes for the map:
+/// 192 bytes per entry with the 120-byte `SockInfo` (the unit test holds
+/// the kernel's own figures).
 #[must_use]
 pub fn socket_map_bytes(entries: u32) -> u64 {
     map_bytes(entries, std::mem::size_of::<tcptrace_common::SockInfo>())
@@ -247,7 +246,8 @@ mod tests {
 
     #[test]
     fn socket_map_memory_matches_the_kernels_memlock() {
-        // memlock measured on Linux 6.18 x86_64 with the 120-byte SockInfo.
+        // memlock as the kernel reports it (Linux 6.18 x86_64), with the
+        // 120-byte SockInfo.
         if std::mem::size_of::<tcptrace_common::SockInfo>() == 120 {
             for (entries, memlock) in [
                 (1024, 197_504),

@@ -1,5 +1,5 @@
 //! When a run ends: Ctrl-C, SIGTERM (systemd's stop), or the end of
-//! `--duration`. Shared by every mode.
+//! `--duration`: what ends the runtime's loop.
 
 use std::time::Duration;
 

@@ -102,10 +102,10 @@ fn put_json_str(out: &mut BytesMut, s: &str) {
 }
 
 impl Printer {
-    /// One JSON line, written straight into `out`: serde's many small writes
-    /// and the Strings it needed for addresses, `skaddr` and the time were
-    /// most of the stream's CPU. The bytes are exactly what serializing the
-    /// flat struct in `serde_reference` (tests) gives: keys in that order,
+    /// One JSON line, written straight into `out`, with no String per
+    /// address, `skaddr` or time and no small write per key: the stream's
+    /// CPU goes into this. The bytes are exactly what serializing the flat
+    /// struct in `serde_reference` (tests) gives: keys in that order,
     /// compact, the other event type's keys absent, unknowns as null.
     pub(super) fn json(&self, ev: &Event, out: &mut BytesMut) {
         let (kind, ts_ns, owner, e, skaddr) = match ev {

@@ -39,8 +39,8 @@ pub struct Printer {
     pub(super) clock: Clock,
     pub(super) reasons: ResetReasons,
     /// The RFC 3339 text of the last whole second printed, up to and with
-    /// the `.`: events come in bursts within one second, and formatting a
-    /// date per event was a good part of the stream's CPU.
+    /// the `.`: events come in bursts within one second, so the date is
+    /// formatted once per second, not once per event.
     second: std::cell::RefCell<(u64, String)>,
 }
 

@@ -48,7 +48,7 @@ struct JsonEvent<'a> {
 }
 
 impl Printer {
-    /// What `write` appended for a JSON event before it was hand-written.
+    /// The line serde writes for a JSON event.
     pub(super) fn serde_json_line(&self, ev: &Event, out: &mut BytesMut) {
         let w = (&mut *out).writer();
         let r = match ev {
