@@ -70,7 +70,8 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         ebpf_src: Option<PathBuf>,
     },
-    /// Run every test: formatting, lints, unit tests, then the root integration tests.
+    /// Run every test: formatting, the layer check, lints, unit tests, then
+    /// the root integration tests.
     Test {
         /// Extra arguments for the integration-test harness (e.g. a test name).
         #[arg(last = true)]
@@ -188,13 +189,16 @@ fn run(args: Args) -> Result<()> {
 
 fn test(extra: &[OsString]) -> Result<()> {
     setup::ensure()?;
-    eprintln!("xtask: [1/4] formatting");
+    eprintln!("xtask: [1/5] formatting");
     status(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("code is not formatted: run `cargo fmt --all`")?;
 
+    eprintln!("xtask: [2/5] layers (docs/ARCHITECTURE.md) and module sizes");
+    layers::lint(&layers::Roots::default())?;
+
     // The eBPF crate is left out: it builds for the BPF target only, through
     // the tcptrace build script.
-    eprintln!("xtask: [2/4] lints (clippy, warnings are errors)");
+    eprintln!("xtask: [3/5] lints (clippy, warnings are errors)");
     setup::ensure_clippy()?;
     status(cargo().args([
         "clippy",
@@ -215,7 +219,7 @@ fn test(extra: &[OsString]) -> Result<()> {
     ]))
     .context("clippy found problems: fix them (see above)")?;
 
-    eprintln!("xtask: [3/4] unit tests (no kernel needed)");
+    eprintln!("xtask: [4/5] unit tests (no kernel needed)");
     status(cargo().args([
         "test",
         "--package",
@@ -228,7 +232,7 @@ fn test(extra: &[OsString]) -> Result<()> {
         "xtask",
     ]))?;
 
-    eprintln!("xtask: [4/4] root integration tests (real eBPF, real sockets, network namespaces)");
+    eprintln!("xtask: [5/5] root integration tests (real eBPF, real sockets, network namespaces)");
     let bin = build(false)?;
     // Build the test binaries unprivileged, then run only the harness as root.
     status(cargo().args(["test", "--package", "integration-tests", "--no-run"]))?;

@@ -1,4 +1,4 @@
-//! BPF toolchain set-up on stable Rust, idempotent (DESIGN.md §3):
+//! BPF toolchain set-up on stable Rust, idempotent:
 //! 1. `rust-src`, so the eBPF build can `-Z build-std=core` (build.rs sets
 //!    `RUSTC_BOOTSTRAP=1` for that build only);
 //! 2. bpf-linker built against rustc's *own* libLLVM (it must match rustc's
