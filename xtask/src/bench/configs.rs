@@ -38,11 +38,19 @@ pub enum Mode {
     Hist,
     Leaks,
     Timewait,
+    /// Every analysis at once: `--closewait-leaks --hist --timewait`.
+    Combined,
 }
 
 impl Mode {
     /// Every mode, in table order.
-    pub const ALL: [Mode; 4] = [Mode::Stream, Mode::Hist, Mode::Leaks, Mode::Timewait];
+    pub const ALL: [Mode; 5] = [
+        Mode::Stream,
+        Mode::Hist,
+        Mode::Leaks,
+        Mode::Timewait,
+        Mode::Combined,
+    ];
 
     /// The modes a baseline build runs: those a tcptrace from before the
     /// combined analyses has (it refuses the combination).
@@ -55,6 +63,7 @@ impl Mode {
             Mode::Hist => "tcptrace --hist",
             Mode::Leaks => "tcptrace --closewait-leaks",
             Mode::Timewait => "tcptrace --timewait",
+            Mode::Combined => "tcptrace --closewait-leaks --hist --timewait",
         }
     }
 
@@ -66,6 +75,7 @@ impl Mode {
             Mode::Hist => &["--hist", "-i", "1h"],
             Mode::Leaks => &["--closewait-leaks", "-i", "1h"],
             Mode::Timewait => &["--timewait", "-i", "1h"],
+            Mode::Combined => &["--closewait-leaks", "--hist", "--timewait", "-i", "1h"],
         }
     }
 }
@@ -219,6 +229,7 @@ mod tests {
                 "tcptrace --hist",
                 "tcptrace --closewait-leaks",
                 "tcptrace --timewait",
+                "tcptrace --closewait-leaks --hist --timewait",
                 "bpftrace tcpstates-like printf",
                 "bpftrace dwell hist",
                 "calibration: bpftrace, empty programs",
@@ -226,6 +237,25 @@ mod tests {
             ]
         );
         assert_eq!(Config::NoTracer.command().map(|_| ()), None);
+    }
+
+    #[test]
+    fn combined_row_runs_every_analysis() {
+        let rows = lineup(Path::new("/new/tcptrace"), None);
+        let combined = rows
+            .iter()
+            .find(|c| c.name() == "tcptrace --closewait-leaks --hist --timewait")
+            .expect("the combined row");
+        assert!(combined.says_ready());
+        assert_eq!(
+            argv(combined),
+            (
+                "/new/tcptrace".to_owned(),
+                ["--closewait-leaks", "--hist", "--timewait", "-i", "1h"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
+        );
     }
 
     #[test]
