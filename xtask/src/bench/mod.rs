@@ -11,6 +11,7 @@
 //! `throughput` (here; its rows in configs.rs, its table in report.rs) and
 //! `scale` (100k held connections, scale.rs); `--only STAGE` runs one.
 
+mod baseline;
 mod configs;
 mod report;
 
@@ -248,12 +249,17 @@ pub enum Stage {
     Scale,
 }
 
-/// Run the benchmarks (every stage, or `only` one) and write the reports.
-pub fn run(rounds: u32, seconds: f64, only: Option<Stage>) -> Result<()> {
+/// Run the benchmarks (every stage, or `only` one) and write the reports;
+/// with `baseline`, the throughput stage also runs tcptrace built from that
+/// git revision.
+pub fn run(rounds: u32, seconds: f64, only: Option<Stage>, baseline: Option<&str>) -> Result<()> {
     if !is_root() {
         bail!("the benchmarks load BPF programs and make a network namespace: run as root");
     }
     let stage = |s: Stage| only.is_none_or(|o| o == s);
+    if baseline.is_some() && !stage(Stage::Throughput) {
+        bail!("--baseline adds rows to the throughput stage, which --only leaves out");
+    }
     if stage(Stage::Throughput) {
         ensure_bpftrace()?;
     }
@@ -272,10 +278,11 @@ pub fn run(rounds: u32, seconds: f64, only: Option<Stage>) -> Result<()> {
     ]))?;
     let target = crate::target_dir().join("release");
     let (tcptrace, loadgen) = (target.join("tcptrace"), target.join("tcptrace-load"));
+    let baseline = baseline.map(baseline::build).transpose()?;
     let docs = workspace_root().join("docs");
     fs::create_dir_all(&docs)?;
     if stage(Stage::Throughput) {
-        throughput(&tcptrace, &loadgen, rounds, seconds)?;
+        throughput(&tcptrace, baseline.as_ref(), &loadgen, rounds, seconds)?;
     }
     if stage(Stage::Scale) {
         let (md, json) = crate::scale::run(&tcptrace, &loadgen)?;
@@ -289,12 +296,21 @@ pub fn run(rounds: u32, seconds: f64, only: Option<Stage>) -> Result<()> {
 }
 
 /// The throughput stage.
-fn throughput(tcptrace: &Path, loadgen: &Path, rounds: u32, seconds: f64) -> Result<()> {
+fn throughput(
+    tcptrace: &Path,
+    baseline: Option<&baseline::Baseline>,
+    loadgen: &Path,
+    rounds: u32,
+    seconds: f64,
+) -> Result<()> {
     let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
     status(Command::new("ip").args(["netns", "add", NETNS]))?;
     let _guard = NetnsGuard;
     status(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
-    let lineup = configs::lineup(tcptrace, None);
+    let lineup = configs::lineup(
+        tcptrace,
+        baseline.map(|b| (b.rev.as_str(), b.binary.as_path())),
+    );
     #[expect(clippy::cast_precision_loss, reason = "a handful of configs")]
     let total = f64::from(rounds) * lineup.len() as f64 * (2.0 * seconds + 6.0) + 60.0;
     let mut server = Command::new("ip")
