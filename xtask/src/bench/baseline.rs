@@ -18,7 +18,6 @@ use crate::{cargo, status, workspace_root};
 
 /// A baseline build of tcptrace.
 #[derive(Clone, Debug)]
-#[expect(dead_code, reason = "the comparison table names them (next commit)")]
 pub struct Baseline {
     /// The revision as given on the command line.
     pub rev: String,

@@ -10,8 +10,13 @@
 //! docs/benchmarks.md and its own keys in docs/benchmarks.json:
 //! `throughput` (here; its rows in configs.rs, its table in report.rs) and
 //! `scale` (100k held connections, scale.rs); `--only STAGE` runs one.
+//!
+//! `--baseline REV` adds to the throughput stage tcptrace built from REV
+//! (baseline.rs), as rows of its own, and a third table: its kernel ns/call
+//! against this tree's, program by program (compare.rs).
 
 mod baseline;
+mod compare;
 mod configs;
 mod report;
 
@@ -33,7 +38,7 @@ use crate::{
     status, workspace_root,
 };
 use configs::Config;
-use report::{SCALE_MARKERS, splice, update_json, write_reports};
+use report::{SCALE_MARKERS, splice, update_json, write_comparison, write_reports};
 
 const NETNS: &str = "tcptrace-bench";
 const ADDR: &str = "127.0.0.1:18950";
@@ -281,8 +286,9 @@ pub fn run(rounds: u32, seconds: f64, only: Option<Stage>, baseline: Option<&str
     let baseline = baseline.map(baseline::build).transpose()?;
     let docs = workspace_root().join("docs");
     fs::create_dir_all(&docs)?;
+    let mut comparison = None;
     if stage(Stage::Throughput) {
-        throughput(&tcptrace, baseline.as_ref(), &loadgen, rounds, seconds)?;
+        comparison = throughput(&tcptrace, baseline.as_ref(), &loadgen, rounds, seconds)?;
     }
     if stage(Stage::Scale) {
         let (md, json) = crate::scale::run(&tcptrace, &loadgen)?;
@@ -292,17 +298,20 @@ pub fn run(rounds: u32, seconds: f64, only: Option<Stage>, baseline: Option<&str
         splice(&docs.join("benchmarks.md"), SCALE_MARKERS, &md)?;
         eprintln!("xtask: wrote the scale table to docs/benchmarks.md and .json\n{md}");
     }
+    if let Some(md) = comparison {
+        eprintln!("xtask: against the baseline (also in docs/benchmarks.md and .json):\n{md}");
+    }
     Ok(())
 }
 
-/// The throughput stage.
+/// The throughput stage; with a baseline, returns the comparison table.
 fn throughput(
     tcptrace: &Path,
     baseline: Option<&baseline::Baseline>,
     loadgen: &Path,
     rounds: u32,
     seconds: f64,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
     status(Command::new("ip").args(["netns", "add", NETNS]))?;
     let _guard = NetnsGuard;
@@ -364,7 +373,10 @@ fn throughput(
     result?;
 
     let micro = microbench()?;
-    write_reports(&runs, rounds, seconds, &micro)
+    write_reports(&runs, rounds, seconds, &micro)?;
+    baseline
+        .map(|b| write_comparison(&runs, b, rounds))
+        .transpose()
 }
 
 fn microbench() -> Result<String> {

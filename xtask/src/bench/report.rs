@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
 use anyhow::{Context as _, Result};
 
-use super::{Run, configs::Config, median};
+use super::{Run, baseline::Baseline, compare, configs::Config, median};
 use crate::workspace_root;
 
 /// Median ns/call per program over rounds, for one load phase.
@@ -144,10 +144,27 @@ pub fn write_reports(
     Ok(())
 }
 
+/// The comparison with `--baseline`'s build: its table between its markers
+/// in docs/benchmarks.md and under `"baseline"` in docs/benchmarks.json;
+/// returns the table.
+pub fn write_comparison(runs: &[(Config, Vec<Run>)], b: &Baseline, rounds: u32) -> Result<String> {
+    let medians: Vec<(&Config, BTreeMap<String, f64>)> =
+        runs.iter().map(|(c, rs)| (c, call_medians(rs))).collect();
+    let rows = compare::rows(&medians);
+    let md = compare::markdown(&compare::heading(b, rounds), &rows);
+    let docs = workspace_root().join("docs");
+    update_json(&docs.join("benchmarks.json"), |doc| {
+        doc.insert("baseline".to_owned(), compare::json(b, rounds, &rows));
+    })?;
+    splice(&docs.join("benchmarks.md"), BASELINE_MARKERS, &md)?;
+    Ok(md)
+}
+
 /// A generated table's begin and end markers in docs/benchmarks.md.
 pub type Markers = (&'static str, &'static str);
 const THROUGHPUT_MARKERS: Markers = ("<!-- bench:begin -->", "<!-- bench:end -->");
 pub const SCALE_MARKERS: Markers = ("<!-- scale:begin -->", "<!-- scale:end -->");
+const BASELINE_MARKERS: Markers = ("<!-- baseline:begin -->", "<!-- baseline:end -->");
 
 /// Rewrite docs/benchmarks.json with `edit` applied to its top-level object,
 /// keeping what other stages wrote.
@@ -209,6 +226,16 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("| new |"), "{out}");
+    }
+
+    #[test]
+    fn every_table_has_its_markers_in_the_docs_once() {
+        let doc = fs::read_to_string(workspace_root().join("docs/benchmarks.md")).unwrap();
+        for (begin, end) in [THROUGHPUT_MARKERS, SCALE_MARKERS, BASELINE_MARKERS] {
+            assert_eq!(doc.matches(begin).count(), 1, "{begin}");
+            assert_eq!(doc.matches(end).count(), 1, "{end}");
+            assert!(doc.find(begin) < doc.find(end), "{begin}");
+        }
     }
 
     #[test]
