@@ -400,3 +400,32 @@ fn microbench() -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kernel_costs_of_the_exit_summary() {
+        let got = parse_costs(
+            "tcptrace: kernel cost per call: inet_sock_set_state 123 ns x 300123, \
+             sock_recv_length 519 ns x 4000, tcp_destroy_sock 38 ns x 60000",
+        );
+        let want: BTreeMap<String, f64> = [
+            ("inet_sock_set_state", 123.0),
+            ("sock_recv_length", 519.0),
+            ("tcp_destroy_sock", 38.0),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into();
+        assert_eq!(got, want);
+        assert!(
+            parse_costs(
+                "tcptrace: kernel cost per call: not measured \
+                 (sysctl kernel.bpf_stats_enabled=1 to see it)"
+            )
+            .is_empty()
+        );
+        assert!(parse_costs("tcptrace: tracing").is_empty());
+    }
+}
