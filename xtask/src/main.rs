@@ -46,6 +46,8 @@ enum Task {
     /// Benchmarks (root): throughput with no tracer, tcptrace and bpftrace,
     /// interleaved; then tcptrace's memory and CPU with 100k held
     /// connections. Writes docs/benchmarks.md and docs/benchmarks.json.
+    /// With `--baseline REV`, the throughput stage also runs tcptrace built
+    /// from REV, and compares each program's kernel ns/call with it.
     Bench {
         /// Rounds of every configuration (medians are over rounds).
         #[arg(long, default_value_t = 3)]
@@ -57,6 +59,14 @@ enum Task {
         /// `scale` (100k held connections, about 2-4 minutes).
         #[arg(long, value_enum, value_name = "STAGE")]
         only: Option<bench::Stage>,
+        /// Also run tcptrace built from this git revision (e.g. a commit
+        /// hash), in a worktree under the target directory: its stream,
+        /// `--hist`, `--closewait-leaks` and `--timewait` as rows of their
+        /// own ("baseline REV: ...") in the same rounds, and a table of
+        /// kernel ns/call against this tree's (within 5%?). Throughput
+        /// stage only.
+        #[arg(long, value_name = "REV")]
+        baseline: Option<String>,
     },
     /// Check the userspace crate's layering (model, kernel, host, report,
     /// analyses, runtime, cli) and the source files' sizes; the rules are in
@@ -183,7 +193,8 @@ fn run(args: Args) -> Result<()> {
             rounds,
             seconds,
             only,
-        } => bench::run(rounds.max(1), seconds, only),
+            baseline,
+        } => bench::run(rounds.max(1), seconds, only, baseline.as_deref()),
     }
 }
 

@@ -1,0 +1,344 @@
+//! `--baseline REV`'s comparison: for each mode that both builds ran and each
+//! program that both report, this tree's median kernel ns/call (over the
+//! whole run) against the baseline's, their ratio, and whether it is within
+//! [`TOLERANCE`].
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde_json::{Value, json};
+
+use super::{
+    baseline::Baseline,
+    configs::{Binary, Config, Mode},
+};
+
+/// How far this tree's figure may be from the baseline's, either way, as a
+/// fraction of the baseline's, and still count as the same.
+pub const TOLERANCE: f64 = 0.05;
+
+/// One program of one mode in both builds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub mode: Mode,
+    pub program: String,
+    /// Median kernel ns/call over rounds: this tree's build, the baseline's.
+    pub new: f64,
+    pub baseline: f64,
+}
+
+impl Row {
+    pub fn ratio(&self) -> f64 {
+        self.new / self.baseline
+    }
+
+    pub fn within(&self) -> bool {
+        (self.new - self.baseline).abs() <= TOLERANCE * self.baseline
+    }
+}
+
+/// The rows, from each configuration's median ns/call per program: every
+/// baseline row against this tree's row of the same mode, in table order,
+/// programs by name. A program either build lacks (or that never ran) is
+/// left out.
+pub fn rows(medians: &[(&Config, BTreeMap<String, f64>)]) -> Vec<Row> {
+    let current = |mode: Mode| {
+        medians.iter().find_map(|(c, m)| match c {
+            Config::Tcptrace {
+                mode: m0,
+                binary: Binary::Current(_),
+            } if *m0 == mode => Some(m),
+            _ => None,
+        })
+    };
+    let mut out = Vec::new();
+    for (cfg, old) in medians {
+        let Config::Tcptrace {
+            mode,
+            binary: Binary::Baseline { .. },
+        } = cfg
+        else {
+            continue;
+        };
+        let Some(new) = current(*mode) else {
+            continue;
+        };
+        for (program, &baseline) in old {
+            if let Some(&new) = new.get(program)
+                && baseline > 0.0
+            {
+                out.push(Row {
+                    mode: *mode,
+                    program: program.clone(),
+                    new,
+                    baseline,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The line above the table: what is compared with what.
+pub fn heading(b: &Baseline, rounds: u32) -> String {
+    format!(
+        "Baseline `{}` ({}) against this tree ({}), same run: kernel ns per call of each \
+         program over the whole run (the tracer's exit summary), median of {rounds} rounds.",
+        b.rev, b.short, b.tree
+    )
+}
+
+/// The markdown table under `heading`, and a count of the verdicts.
+pub fn markdown(heading: &str, rows: &[Row]) -> String {
+    let pct = TOLERANCE * 100.0;
+    let mut md = format!("{heading}\n\n");
+    if rows.is_empty() {
+        md.push_str("No program reported by both builds.\n");
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "| mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within {pct:.0}% |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---|");
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {:.3} | {} |",
+            r.mode.label(),
+            r.program,
+            r.new,
+            r.baseline,
+            r.ratio(),
+            if r.within() { "yes" } else { "**no**" }
+        );
+    }
+    let within = rows.iter().filter(|r| r.within()).count();
+    let _ = writeln!(
+        md,
+        "\n{within} of {} within {pct:.0}% of the baseline.",
+        rows.len()
+    );
+    md
+}
+
+/// The JSON under `"baseline"` in docs/benchmarks.json.
+pub fn json(b: &Baseline, rounds: u32, rows: &[Row]) -> Value {
+    let four_places = |x: f64| (x * 1e4).round() / 1e4;
+    json!({
+        "rev": b.rev,
+        "commit": b.commit,
+        "tree": b.tree,
+        "rounds": rounds,
+        "tolerance": TOLERANCE,
+        "programs": rows.iter().map(|r| json!({
+            "mode": r.mode.label(),
+            "program": r.program,
+            "ns_per_call": r.new,
+            "baseline_ns_per_call": r.baseline,
+            "ratio": four_places(r.ratio()),
+            "within": r.within(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::bench::configs::lineup;
+
+    fn costs(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|&(k, v)| ((*k).to_owned(), v)).collect()
+    }
+
+    fn baseline() -> Baseline {
+        Baseline {
+            rev: "9536a8a".to_owned(),
+            commit: "9536a8a0000000000000000000000000000000000".to_owned(),
+            short: "9536a8a".to_owned(),
+            tree: "19107da-dirty".to_owned(),
+            binary: "/old/tcptrace".into(),
+        }
+    }
+
+    /// Medians for every row of a lineup with a baseline: this tree's and
+    /// the baseline's by mode, nothing for the others.
+    fn medians<'a>(
+        configs: &'a [Config],
+        new: &[(Mode, BTreeMap<String, f64>)],
+        old: &[(Mode, BTreeMap<String, f64>)],
+    ) -> Vec<(&'a Config, BTreeMap<String, f64>)> {
+        configs
+            .iter()
+            .map(|c| {
+                let m = match c {
+                    Config::Tcptrace { mode, binary } => {
+                        let from = if matches!(binary, Binary::Baseline { .. }) {
+                            old
+                        } else {
+                            new
+                        };
+                        from.iter()
+                            .find(|(m, _)| m == mode)
+                            .map(|(_, m)| m.clone())
+                            .unwrap_or_default()
+                    }
+                    _ => costs(&[("inet_sock_set_state", 31.0)]),
+                };
+                (c, m)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pairs_modes_and_programs_with_ratios_and_verdicts() {
+        let configs = lineup(
+            Path::new("/new/tcptrace"),
+            Some(("9536a8a", Path::new("/old/tcptrace"))),
+        );
+        let new = [
+            (
+                Mode::Stream,
+                costs(&[("inet_sock_set_state", 240.0), ("sock_recv_length", 118.0)]),
+            ),
+            (
+                Mode::Hist,
+                costs(&[("inet_sock_set_state", 105.0), ("tcp_destroy_sock", 40.0)]),
+            ),
+            (Mode::Leaks, costs(&[("inet_sock_set_state", 94.0)])),
+            (Mode::Combined, costs(&[("inet_sock_set_state", 300.0)])),
+        ];
+        let old = [
+            (
+                Mode::Stream,
+                costs(&[("inet_sock_set_state", 236.0), ("sock_recv_length", 118.0)]),
+            ),
+            // 105 against 100 is 5% exactly: within; 40 against 38 is 5.3%.
+            (
+                Mode::Hist,
+                costs(&[("inet_sock_set_state", 100.0), ("tcp_destroy_sock", 38.0)]),
+            ),
+            // Only in the baseline's summary, or never ran: no row.
+            (
+                Mode::Leaks,
+                costs(&[("inet_sock_set_state", 100.0), ("sock_send_length", 523.0)]),
+            ),
+            (Mode::Timewait, costs(&[("inet_sock_set_state", 0.0)])),
+        ];
+        let rows = rows(&medians(&configs, &new, &old));
+        let got: Vec<(Mode, &str, f64, f64, String, bool)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.mode,
+                    r.program.as_str(),
+                    r.new,
+                    r.baseline,
+                    format!("{:.3}", r.ratio()),
+                    r.within(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Mode::Stream,
+                    "inet_sock_set_state",
+                    240.0,
+                    236.0,
+                    "1.017".to_owned(),
+                    true
+                ),
+                (
+                    Mode::Stream,
+                    "sock_recv_length",
+                    118.0,
+                    118.0,
+                    "1.000".to_owned(),
+                    true
+                ),
+                (
+                    Mode::Hist,
+                    "inet_sock_set_state",
+                    105.0,
+                    100.0,
+                    "1.050".to_owned(),
+                    true
+                ),
+                (
+                    Mode::Hist,
+                    "tcp_destroy_sock",
+                    40.0,
+                    38.0,
+                    "1.053".to_owned(),
+                    false
+                ),
+                (
+                    Mode::Leaks,
+                    "inet_sock_set_state",
+                    94.0,
+                    100.0,
+                    "0.940".to_owned(),
+                    false
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn verdict_is_symmetric_and_inclusive() {
+        let row = |new, baseline| Row {
+            mode: Mode::Hist,
+            program: "p".to_owned(),
+            new,
+            baseline,
+        };
+        for (new, within) in [(95.0, true), (105.0, true), (94.9, false), (105.1, false)] {
+            assert_eq!(row(new, 100.0).within(), within, "{new}");
+        }
+    }
+
+    #[test]
+    fn table_and_json_name_the_baseline() {
+        let rows = vec![
+            Row {
+                mode: Mode::Hist,
+                program: "inet_sock_set_state".to_owned(),
+                new: 123.0,
+                baseline: 120.0,
+            },
+            Row {
+                mode: Mode::Stream,
+                program: "inet_sock_set_state".to_owned(),
+                new: 260.0,
+                baseline: 236.0,
+            },
+        ];
+        let b = baseline();
+        let md = markdown(&heading(&b, 3), &rows);
+        assert_eq!(
+            md,
+            "Baseline `9536a8a` (9536a8a) against this tree (19107da-dirty), same run: kernel ns \
+             per call of each program over the whole run (the tracer's exit summary), median of \
+             3 rounds.\n\n\
+             | mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within 5% |\n\
+             |---|---|---:|---:|---:|---|\n\
+             | tcptrace --hist | inet_sock_set_state | 123 | 120 | 1.025 | yes |\n\
+             | tcptrace --json > /dev/null | inet_sock_set_state | 260 | 236 | 1.102 | **no** |\n\
+             \n1 of 2 within 5% of the baseline.\n"
+        );
+        assert!(markdown("h", &[]).contains("No program reported by both builds."));
+
+        let j = json(&b, 3, &rows);
+        assert_eq!(j["rev"], "9536a8a");
+        assert_eq!(j["commit"], b.commit.as_str());
+        assert_eq!(j["rounds"], 3);
+        assert_eq!(j["programs"][0]["mode"], "tcptrace --hist");
+        assert_eq!(j["programs"][0]["ratio"], 1.025);
+        assert_eq!(j["programs"][0]["within"], true);
+        assert_eq!(j["programs"][1]["baseline_ns_per_call"], 236.0);
+        assert_eq!(j["programs"][1]["within"], false);
+    }
+}
