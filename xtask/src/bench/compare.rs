@@ -1,6 +1,6 @@
 //! `--baseline REV`'s comparison: for each mode that both builds ran and each
-//! program that both report, this tree's median kernel ns/call (over the
-//! whole run) against the baseline's, their ratio, and whether it is within
+//! program that both report, this tree's median kernel ns/call (under
+//! load, from the kernel's exact totals) against the baseline's, their ratio, and whether it is within
 //! [`TOLERANCE`].
 
 use std::{collections::BTreeMap, fmt::Write as _};
@@ -82,7 +82,8 @@ pub fn rows(medians: &[(&Config, BTreeMap<String, f64>)]) -> Vec<Row> {
 pub fn heading(b: &Baseline, rounds: u32) -> String {
     format!(
         "Baseline `{}` ({}) against this tree ({}), same run: kernel ns per call of each \
-         program over the whole run (the tracer's exit summary), median of {rounds} rounds.",
+         program under both loads (churn, then keep-alive; the kernel's run-time totals, \
+         not rounded), median of {rounds} rounds.",
         b.rev, b.short, b.tree
     )
 }
@@ -321,8 +322,8 @@ mod tests {
         assert_eq!(
             md,
             "Baseline `9536a8a` (9536a8a) against this tree (19107da-dirty), same run: kernel ns \
-             per call of each program over the whole run (the tracer's exit summary), median of \
-             3 rounds.\n\n\
+             per call of each program under both loads (churn, then keep-alive; the kernel's \
+             run-time totals, not rounded), median of 3 rounds.\n\n\
              | mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within 5% |\n\
              |---|---|---:|---:|---:|---|\n\
              | tcptrace --hist | inet_sock_set_state | 123 | 120 | 1.025 | yes |\n\

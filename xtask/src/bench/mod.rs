@@ -53,9 +53,11 @@ struct Run {
     rss_kib: u64,
     /// Kernel ns per invocation, per program name (tcptrace) or fd (bpftrace).
     ns_per_call: BTreeMap<String, f64>,
-    /// The same during the churn load only, and the keep-alive load only.
+    /// The same during the churn load only, and the keep-alive load only,
+    /// and over both loads (exact, from the kernel's totals).
     ns_churn: BTreeMap<String, f64>,
     ns_keepalive: BTreeMap<String, f64>,
+    ns_load: BTreeMap<String, f64>,
     events_per_s: f64,
     losses: u64,
 }
@@ -357,6 +359,7 @@ fn throughput(
                 let end = stats();
                 run.ns_churn = phase_costs(&start, &mid);
                 run.ns_keepalive = phase_costs(&mid, &end);
+                run.ns_load = phase_costs(&start, &end);
                 if let Some(t) = tracer {
                     stop_tracer(cfg, t, &mut run)?;
                 }

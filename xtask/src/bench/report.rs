@@ -148,8 +148,10 @@ pub fn write_reports(
 /// in docs/benchmarks.md and under `"baseline"` in docs/benchmarks.json;
 /// returns the table.
 pub fn write_comparison(runs: &[(Config, Vec<Run>)], b: &Baseline, rounds: u32) -> Result<String> {
-    let medians: Vec<(&Config, BTreeMap<String, f64>)> =
-        runs.iter().map(|(c, rs)| (c, call_medians(rs))).collect();
+    let medians: Vec<(&Config, BTreeMap<String, f64>)> = runs
+        .iter()
+        .map(|(c, rs)| (c, phase_medians(rs, |r| &r.ns_load)))
+        .collect();
     let rows = compare::rows(&medians);
     let md = compare::markdown(&compare::heading(b, rounds), &rows);
     let docs = workspace_root().join("docs");
