@@ -153,7 +153,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 /// Read one field of `CONFIG`. Volatile, so the compiler does not fold the
 /// all-zero initialiser into the code; one field at a time, because the BPF
 /// stack is 512 bytes.
-macro_rules! cfg {
+macro_rules! config {
     ($($field:tt)+) => {
         // SAFETY: CONFIG is a valid, aligned static; this reads one field.
         unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
@@ -164,10 +164,10 @@ macro_rules! cfg {
 #[inline(always)]
 fn accepts(family: u16, lport: u16, rport: u16) -> bool {
     tcptrace_common::config::accepts(
-        cfg!(families),
-        cfg!(port),
-        cfg!(lport),
-        cfg!(rport),
+        config!(families),
+        config!(port),
+        config!(lport),
+        config!(rport),
         family,
         lport,
         rport,
@@ -481,7 +481,7 @@ macro_rules! setting {
     ($v:ident, $field:ident) => {
         match $v::SHAPE {
             Some(shape) => shape.$field,
-            None => cfg!($field),
+            None => config!($field),
         }
     };
 }
@@ -622,12 +622,12 @@ impl SetStateRecord for CopiedSetState {
 fn try_set_state<V: Variant>(ctx: &TracePointContext) -> Result<(), i64> {
     // CONFIG is read-only and frozen, so the verifier knows this branch's
     // outcome and drops the other path.
-    if cfg!(direct_ctx) & DIRECT_SET_STATE != 0 {
+    if config!(direct_ctx) & DIRECT_SET_STATE != 0 {
         set_state::<V>(ctx, &DirectSetState(ctx))
     } else {
         let rec = CopiedSetState {
             raw: Raw::<RECORD>::load(ctx)?,
-            o: cfg!(offsets.set_state),
+            o: config!(offsets.set_state),
         };
         set_state::<V>(ctx, &rec)
     }
@@ -699,7 +699,7 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
                 }
             }
         }
-        let long = cfg!(long_dwell_ns);
+        let long = config!(long_dwell_ns);
         if long != 0 && dwell_ns >= long {
             count(Counter::LongDwells);
         }
@@ -1069,7 +1069,7 @@ fn lean_advance<V: Variant>(
 /// The table bucket of `skaddr` (an inlined array index, no helper call).
 #[inline(always)]
 fn lean_bucket(skaddr: u64) -> Option<*mut LeanBucket> {
-    LEAN_TABLE.get_ptr_mut(table::bucket_of(skaddr, cfg!(lean_table_mask)))
+    LEAN_TABLE.get_ptr_mut(table::bucket_of(skaddr, config!(lean_table_mask)))
 }
 
 /// The table slot that holds `skaddr`, if any.
@@ -1218,7 +1218,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// irq_work, which on these machines is most of a transition's cost.
 #[inline(always)]
 fn submit_flags() -> u64 {
-    let threshold = cfg!(wakeup_bytes);
+    let threshold = config!(wakeup_bytes);
     if threshold == 0 {
         0
     } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(threshold) {
@@ -1248,7 +1248,7 @@ fn tracked(skaddr: u64) -> (u32, Owner, u32) {
     if skaddr == 0 {
         return unknown;
     }
-    if cfg!(lean_socks) != 0 {
+    if config!(lean_socks) != 0 {
         let e = if let Some(slot) = lean_slot(skaddr) {
             // SAFETY: a slot of an array value, valid for this program run.
             let s = unsafe { *slot };
@@ -1276,14 +1276,14 @@ fn tracked(skaddr: u64) -> (u32, Owner, u32) {
 /// tcp_v4_destroy_sock). Every socket that had an entry passes here.
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    let skaddr = if cfg!(direct_ctx) & DIRECT_DESTROY != 0 {
+    let skaddr = if config!(direct_ctx) & DIRECT_DESTROY != 0 {
         Ok(ctx_field::<u64, { DESTROY_SKADDR_STANDARD as usize }>(&ctx))
     } else {
-        read::<u64>(&ctx, cfg!(offsets.destroy_skaddr))
+        read::<u64>(&ctx, config!(offsets.destroy_skaddr))
     };
     match skaddr {
         Ok(skaddr) => {
-            let removed = if cfg!(lean_socks) != 0 {
+            let removed = if config!(lean_socks) != 0 {
                 if let Some(slot) = lean_slot(skaddr) {
                     // SAFETY: a slot of an array value, valid for this
                     // program run. Key 0: free for the next claim.
@@ -1296,12 +1296,12 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
                 SOCKS.remove(skaddr)
             };
             // Details are counted with nothing: the store counts sockets.
-            let details = cfg!(sock_details) != 0 && SOCKS.remove(skaddr).is_ok();
+            let details = config!(sock_details) != 0 && SOCKS.remove(skaddr).is_ok();
             if removed.is_ok() {
                 count(Counter::SockDeletes);
             }
             // Its address may come back as another socket.
-            if (removed.is_ok() || details) && cfg!(io_hooks) != 0 {
+            if (removed.is_ok() || details) && config!(io_hooks) != 0 {
                 bump_io_generation(io_slot(skaddr));
             }
         }
@@ -1319,10 +1319,10 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 }
 
 fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
-    if cfg!(emit_resets) == 0 {
+    if config!(emit_resets) == 0 {
         return Ok(());
     }
-    let o = cfg!(offsets.send_reset);
+    let o = config!(offsets.send_reset);
     // saddr/daddr are `struct sockaddr_in` or `sockaddr_in6` in 28 bytes:
     // family (host order), port (network order), then the address at byte 4
     // (v4) or byte 8 (v6). The sender of the RST is the local side.
@@ -1377,10 +1377,10 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 }
 
 fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
-    if cfg!(emit_resets) == 0 {
+    if config!(emit_resets) == 0 {
         return Ok(());
     }
-    let o = cfg!(offsets.receive_reset);
+    let o = config!(offsets.receive_reset);
     let raw = Raw::<RECORD>::load(ctx)?;
     let family: u16 = raw.get(o.family)?;
     let sport: u16 = raw.get(o.sport)?;
@@ -1470,7 +1470,7 @@ fn bump_io_generation(i: usize) {
 #[inline(always)]
 fn owner_replaced(sk: u64, before: (u32, u32), tgid: u32) {
     let (source, previous) = before;
-    if cfg!(io_hooks) != 0 && source != OwnerSource::Unknown as u32 && previous != tgid {
+    if config!(io_hooks) != 0 && source != OwnerSource::Unknown as u32 && previous != tgid {
         bump_io_generation(io_slot(sk));
     }
 }
@@ -1505,7 +1505,7 @@ fn on_io(ctx: &TracePointContext, is_recv: bool) -> Result<(), i64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // (protocol, sk, ret): straight from the context for the standard
     // layout, else from one copy of the record at tracefs's offsets.
-    let (protocol, sk, ret) = if cfg!(direct_ctx) & DIRECT_SOCK_LENGTH != 0 {
+    let (protocol, sk, ret) = if config!(direct_ctx) & DIRECT_SOCK_LENGTH != 0 {
         const O: SockLengthOffsets = SockLengthOffsets::STANDARD;
         (
             ctx_field::<u16, { O.protocol as usize }>(ctx),
@@ -1514,9 +1514,9 @@ fn on_io(ctx: &TracePointContext, is_recv: bool) -> Result<(), i64> {
         )
     } else {
         let o = if is_recv {
-            cfg!(offsets.recv_length)
+            config!(offsets.recv_length)
         } else {
-            cfg!(offsets.send_length)
+            config!(offsets.send_length)
         };
         let mut buf = [0u8; IO_RECORD];
         let raw = Raw::<IO_RECORD>::fill(ctx, &raw mut buf)?;
@@ -1561,7 +1561,7 @@ fn io_update(ctx: &TracePointContext, sk: u64, stamp: IoStamp, eof: bool) {
     let IoStamp { generation, tgid } = stamp;
     // The stream keeps its owners in the lean store; leak mode (and the
     // full socket map) in the details.
-    let settled = if cfg!(lean_socks) != 0 && cfg!(sock_details) == 0 {
+    let settled = if config!(lean_socks) != 0 && config!(sock_details) == 0 {
         io_lean_owner(sk)
     } else {
         io_details(ctx, sk, tgid, eof)
@@ -1646,7 +1646,7 @@ fn io_take_owner(sk: u64, e: &LeanSock, pid_tgid: u64) -> Option<(u32, u32)> {
 #[inline(always)]
 fn io_details(ctx: &TracePointContext, sk: u64, tgid: u32, eof: bool) -> bool {
     // The owner's first touch creates the details, filled in below.
-    let Some(info) = details(sk, cfg!(sock_details) != 0) else {
+    let Some(info) = details(sk, config!(sock_details) != 0) else {
         return false;
     };
     // SAFETY: lookup result, valid for this program run; updated in place.
@@ -1656,7 +1656,7 @@ fn io_details(ctx: &TracePointContext, sk: u64, tgid: u32, eof: bool) -> bool {
         info.owner = current_owner();
         info.owner_source = OwnerSource::Io as u32;
     }
-    let capture = cfg!(capture_stacks) != 0;
+    let capture = config!(capture_stacks) != 0;
     if capture && !info.first_stack.is_some() {
         info.first_stack = capture_stack(ctx, tgid);
     }
@@ -1710,10 +1710,10 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 /// one read of `ret` and a compare.
 #[inline(always)]
 fn on_sys_exit(ctx: &TracePointContext, syscall: u32, errno: i32) -> Result<(), i64> {
-    if cfg!(emit_failures) == 0 {
+    if config!(emit_failures) == 0 {
         return Ok(());
     }
-    let ret: i64 = read(ctx, cfg!(offsets.sys_exit_ret))?;
+    let ret: i64 = read(ctx, config!(offsets.sys_exit_ret))?;
     if ret != -i64::from(errno) {
         return Ok(());
     }
