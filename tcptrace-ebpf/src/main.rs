@@ -1,5 +1,5 @@
 //! tcptrace's kernel side. Tracepoint programs only: this kernel family has no
-//! kprobes, and fentry is refused (DESIGN.md §2).
+//! kprobes, and refuses fentry programs.
 //!
 //! - `inet_sock_set_state`: every TCP state change; keeps the per-socket entry
 //!   (state, entry time, owner) and emits one record with the dwell.
@@ -69,12 +69,11 @@ static CPU_LOG: Array<cpulog::CpuLog> = Array::with_max_entries(1, BPF_F_MMAPABL
 
 /// One ring buffer per possible CPU for the stream's state records, which
 /// a CPU writes only to its own ring: no ring lock, producer position or
-/// record line shared with another CPU's transitions (a shared ring made
-/// them most of the mode's cost: docs/benchmarks.md). Userspace sizes the
-/// outer array to the possible CPUs and creates the rings, of any size (the
-/// kernel does not compare an inner ring's size with this one-page
-/// template), before it attaches the programs; it drains them on a timer
-/// and merges them by time.
+/// record line shared with another CPU's transitions, as one ring for all
+/// CPUs would have. Userspace sizes the outer array to the possible CPUs
+/// and creates the rings, of any size (the kernel does not compare an inner
+/// ring's size with this one-page template), before it attaches the
+/// programs; it drains them on a timer and merges them by time.
 #[btf_map]
 static STATE_RINGS: ArrayOfMaps<CpuRing<StateLine, 4096>, 1> = ArrayOfMaps::new();
 
@@ -185,8 +184,8 @@ fn count(c: Counter) {
 /// A tracepoint record copied with one helper call into a buffer (a per-CPU
 /// scratch slot, or the stack for small records). Fields are then read at the
 /// offsets from `CONFIG`, bounds-checked (the verifier requires it; a layout
-/// larger than `N` fails as a read error). One copy instead of one
-/// `bpf_probe_read_kernel` per field is most of the hooks' cost.
+/// larger than `N` fails as a read error). One copy replaces a
+/// `bpf_probe_read_kernel` call per field, a hook's largest cost.
 struct Raw<const N: usize> {
     buf: *const u8,
 }
@@ -1215,7 +1214,7 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Batch the reader's wakeups (`Config::wakeup_bytes`): each one costs an
-/// irq_work, which on these machines is most of a transition's cost.
+/// irq_work, so the records of `wakeup_bytes` share one.
 #[inline(always)]
 fn submit_flags() -> u64 {
     let threshold = config!(wakeup_bytes);
