@@ -1,0 +1,8 @@
+//! The tracepoint programs, one file per tracepoint family. Userspace loads
+//! and attaches each program by its function's name.
+
+mod destroy;
+mod io;
+mod reset;
+mod set_state;
+mod sys_exit;

@@ -1,0 +1,121 @@
+//! `tcp_send_reset` / `tcp_receive_reset`: every RST sent or received, sent
+//! to userspace with the socket's state and owner.
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
+};
+use tcptrace_common::{
+    AF_INET, AF_INET6, Addrs, Counter, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent,
+};
+
+use crate::{
+    config::accepts,
+    emit::{emit, submit_flags},
+    maps::count,
+    store::tracked,
+    tracepoint::{RECORD, Raw, header, read, read_split_addrs},
+};
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    if try_send_reset(&ctx).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
+    if config!(emit_resets) == 0 {
+        return Ok(());
+    }
+    let o = config!(offsets.send_reset);
+    // saddr/daddr are `struct sockaddr_in` or `sockaddr_in6` in 28 bytes:
+    // family (host order), port (network order), then the address at byte 4
+    // (v4) or byte 8 (v6). The sender of the RST is the local side.
+    let s: [u8; 28] = read(ctx, o.saddr)?;
+    let d: [u8; 28] = read(ctx, o.daddr)?;
+    let family = u16::from_ne_bytes([s[0], s[1]]);
+    let sport = u16::from_be_bytes([s[2], s[3]]);
+    let dport = u16::from_be_bytes([d[2], d[3]]);
+    if !accepts(family, sport, dport) {
+        return Ok(());
+    }
+    let mut addrs = Addrs {
+        family,
+        sport,
+        dport,
+        ..Addrs::default()
+    };
+    if family == AF_INET {
+        addrs.saddr[..4].copy_from_slice(&s[4..8]);
+        addrs.daddr[..4].copy_from_slice(&d[4..8]);
+    } else if family == AF_INET6 {
+        addrs.saddr.copy_from_slice(&s[8..24]);
+        addrs.daddr.copy_from_slice(&d[8..24]);
+    }
+    let skaddr: u64 = read(ctx, o.skaddr)?;
+    let state: i32 = read(ctx, o.state)?;
+    let reason: u32 = read(ctx, o.reason)?;
+    let (_, owner, owner_source) = tracked(skaddr);
+    #[expect(clippy::cast_sign_loss, reason = "TCP states are 0..=12")]
+    let ev = ResetEvent {
+        // SAFETY: no preconditions.
+        header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),
+        skaddr,
+        cookie: 0,
+        owner,
+        addrs,
+        direction: RST_SENT,
+        state: state as u32,
+        reason,
+        owner_source,
+    };
+    emit(ev, Counter::ResetEvents, submit_flags());
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    if try_receive_reset(&ctx).is_err() {
+        count(Counter::ReadErrors);
+    }
+    0
+}
+
+fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
+    if config!(emit_resets) == 0 {
+        return Ok(());
+    }
+    let o = config!(offsets.receive_reset);
+    let raw = Raw::<RECORD>::load(ctx)?;
+    let family: u16 = raw.get(o.family)?;
+    let sport: u16 = raw.get(o.sport)?;
+    let dport: u16 = raw.get(o.dport)?;
+    if !accepts(family, sport, dport) {
+        return Ok(());
+    }
+    let skaddr: u64 = raw.get(o.skaddr)?;
+    let cookie: u64 = raw.get(o.sock_cookie)?;
+    let addrs = read_split_addrs(
+        &raw,
+        family,
+        sport,
+        dport,
+        [o.saddr, o.daddr, o.saddr_v6, o.daddr_v6],
+    )?;
+    let (state, owner, owner_source) = tracked(skaddr);
+    let ev = ResetEvent {
+        // SAFETY: no preconditions.
+        header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),
+        skaddr,
+        cookie,
+        owner,
+        addrs,
+        direction: RST_RECEIVED,
+        state,
+        reason: 0,
+        owner_source,
+    };
+    emit(ev, Counter::ResetEvents, submit_flags());
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The socket details (`Config::sock_details`, leak mode): entries in the
+//! `SOCKS` map that the owner's first recv/send and CLOSE_WAIT create, with
+//! the owner, its stacks, the first EOF and the CLOSE_WAIT endpoints.
+
+use tcptrace_common::{SockInfo, TcpState, track::forget_life};
+
+use crate::{
+    maps::{BPF_NOEXIST, NEW_SOCK, SOCKS},
+    tracepoint::{SetStateHead, SetStateRecord},
+};
+
+/// A transition into or out of CLOSE_WAIT in the socket details
+/// (`Config::sock_details`, `SOCKS`): CLOSE_WAIT entry records the state,
+/// time and endpoints, creating the details if the socket's owner has not
+/// touched it yet; leaving it records the new state, so that leak reports
+/// skip it (and no record names its owner: the details' owner stays the
+/// one its I/O recorded).
+#[inline(always)]
+pub(crate) fn detail_transition(
+    rec: &impl SetStateRecord,
+    h: &SetStateHead,
+    now: u64,
+) -> Result<(), i64> {
+    let (skaddr, new) = (h.skaddr, h.new);
+    let entering = new == TcpState::CloseWait as u32;
+    let Some(p) = details(skaddr, entering) else {
+        return Ok(());
+    };
+    // SAFETY: lookup result, valid for this program run; updated in place.
+    let info = unsafe { &mut *p };
+    if entering {
+        info.addrs = rec.addrs(h)?;
+    }
+    info.state = new;
+    info.entered_ns = now;
+    Ok(())
+}
+
+/// The details of `skaddr`; with `create`, new ones that know nothing yet
+/// if it has none. A racing insert on another CPU (a recv/send, a
+/// CLOSE_WAIT entry) may win: both callers then update its entry.
+#[inline(always)]
+pub(crate) fn details(skaddr: u64, create: bool) -> Option<*mut SockInfo> {
+    let found = SOCKS.get_ptr_mut(skaddr);
+    if found.is_some() || !create {
+        return found;
+    }
+    insert_details(skaddr);
+    SOCKS.get_ptr_mut(skaddr)
+}
+
+/// Insert details that know nothing yet for `skaddr`, unless it has some,
+/// built in this CPU's slot. Once per socket: a BPF subprogram, so that the
+/// hot paths that call it keep their registers.
+#[inline(never)]
+fn insert_details(skaddr: u64) {
+    if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, only this program run uses it.
+        let info = unsafe { &mut *fresh };
+        info.state = 0;
+        info.entered_ns = 0;
+        forget_life(info);
+        let _ = SOCKS.insert(skaddr, &*info, BPF_NOEXIST);
+    }
+}
