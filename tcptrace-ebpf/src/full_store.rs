@@ -64,7 +64,9 @@ pub(crate) fn full_transition(
                     // Reported like any untracked socket: unknown dwell,
                     // the owner only from an owner transition.
                     count(Counter::SockInsertErrors);
-                    aya_log_ebpf::warn!(ctx, "socket map insert failed");
+                    // Target `tcptrace`, the crate, not this module's path: the name
+                    // that userspace's log line shows.
+                    aya_log_ebpf::warn!(ctx, target: "tcptrace", "socket map insert failed");
                 }
             }
             (dwell_ns, info.owner, info.owner_source)

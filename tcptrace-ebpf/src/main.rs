@@ -23,11 +23,14 @@
 //!
 //! rustc hands LLVM the crate's functions sorted by mangled name, module path
 //! included, and LLVM inlines `#[inline(always)]` functions in that order,
-//! which decides the order of stack slots and registers in the programs. The
-//! modules' names and depths keep that order: the stores and `tracepoint`
-//! are top-level modules, not submodules, so that the object's code is that
-//! of the single-file crate they came from. Renaming or nesting a module can
-//! change the generated code (not what it does): compare the objects.
+//! which decides where the programs' stack slots and registers go. The
+//! stores and `tracepoint` are top-level modules, not submodules, for that
+//! order: under a `store` module, for instance, the stores' functions would
+//! come after the `inet_sock_set_state` code that calls them and after the
+//! `tcptrace_common` functions they call, and `inet_sock_set_state` would
+//! compile to other (equivalent) code.
+//! Renaming or nesting a module can change the generated code, not what it
+//! does: compare the built object's programs before and after.
 #![no_std]
 #![no_main]
 
