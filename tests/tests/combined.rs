@@ -1,6 +1,6 @@
 //! The analyses composed: `--closewait-leaks --hist --timewait` in one
 //! tcptrace over one scenario: a CLOSE_WAIT leak, an active-close churn to
-//! one destination, and a restart whose bind() fails on TIME_WAIT. Each
+//! one destination, and a restart whose `bind()` fails on `TIME_WAIT`. Each
 //! analysis's JSON goes through the parser its own tests use, and must say
 //! what it says alone; `/metrics` is scraped from the same process.
 //!
@@ -15,7 +15,7 @@ use integration_tests::{
 };
 use serde_json::Value;
 
-/// Sockets leaked, connections churned, TIME_WAITs left by the old server.
+/// Sockets leaked, connections churned, `TIME_WAIT`s left by the old server.
 const LEAKS: u64 = 4;
 const CHURN: usize = 10;
 const RESTART_TW: u64 = 3;
@@ -131,8 +131,8 @@ fn three_analyses_report_one_scenario_each_as_alone() {
     run.assert_clean_exit();
 
     // --closewait-leaks: the server's pid, its count, its handler.
-    let leaks = LeakReport::parse_all(&of_types(&run, &["closewait_leak"]));
-    let fin = leaks.last().expect("a leak report");
+    let leak_reports = LeakReport::parse_all(&of_types(&run, &["closewait_leak"]));
+    let fin = leak_reports.last().expect("a leak report");
     assert!(fin.is_final(), "the final report comes last");
     let groups = fin.of_pid(server.pid());
     assert_eq!(groups.len(), 1, "one leaking path:\n{fin}");
