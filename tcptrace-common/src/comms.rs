@@ -1,22 +1,6 @@
-//! The comm cache (`COMMS`): the names of the threads that owner transitions
-//! saw, for the lean store, which keeps only a socket owner's pid and tid.
-//!
-//! `--timewait` names the process that closed first, but the socket enters
-//! TIME_WAIT in softirq, long after that process's `close()`. The full socket
-//! map kept a 16-byte comm per socket for it; the lean store keeps none, so
-//! the closer's thread notes its comm here at its `close()`, and userspace
-//! looks it up, through a shared mapping of the array, by the pid and tid
-//! that the TIME_WAIT entry's record ([`crate::cpulog::LogRecord`]) carries
-//! from the lean entry.
-//!
-//! A plain BPF array of 32-byte slots indexed by the thread id: an inlined
-//! array index, no hash-map helper call. Thread ids are handed out in order,
-//! so live threads rarely share a slot; when two do, the later one takes it
-//! and the earlier one's records carry no comm (userspace reads it from
-//! /proc while the process lives). Each slot is tagged with its thread's
-//! pid and tid and sealed like the lean table's slots
-//! ([`crate::table`]): two threads writing one slot at the same instant
-//! leave a slot that fails its seal and names nobody, never a wrong name.
+//! The comm cache (`COMMS`): thread names noted at owner transitions, by
+//! thread id, for the lean store, which keeps only a socket owner's pid and tid.
+//! Mechanism: docs/internals.md, "The comm cache".
 
 /// Slots in the cache: 32 bytes each, 512 KiB in all.
 pub const SLOTS: u32 = 16_384;

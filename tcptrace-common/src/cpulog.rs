@@ -1,28 +1,6 @@
-//! The per-CPU record log (`CPU_LOG`): state records for a mode that reads
-//! them in batches, without the ring buffer's cost per record.
-//!
-//! `--timewait` needs one record per connection, the TIME_WAIT entry (its
-//! exact time and the closer). Through the ring buffer, that record cost
-//! more than the rest of the mode's work on every transition together: a
-//! reserve and a commit on a buffer that every CPU writes, whose lines move
-//! between CPUs with each record (docs/benchmarks.md). The census reads
-//! those records in batches anyway, so each CPU appends them to its own log
-//! instead, and userspace reads the logs through a shared mapping every few
-//! tens of milliseconds.
-//!
-//! - **Layout**: a BPF array with one [`CpuLog`] per possible CPU, mappable.
-//!   A CPU writes only its own log: a program runs on one CPU from start to
-//!   end, and the kernel never runs two tracing programs at once on a CPU.
-//! - **Writer** (the eBPF side): the record ([`LogRecord`], one cache line)
-//!   goes into slot `head %` [`SLOTS`], stamped with its sequence number
-//!   `head` and a [`seal`] over both; then `head` moves on. When userspace
-//!   falls [`SLOTS`] records behind, the oldest are overwritten: a loss,
-//!   which userspace counts exactly.
-//! - **Reader** ([`Cursor`]): it checks each slot's sequence number and
-//!   seal. BPF programs built by Rust have no memory barriers, so nothing
-//!   orders the writer's stores for a reader on another CPU; the seal makes
-//!   that irrelevant. A slot that fails it is being written (read it again
-//!   on the next drain) or was overwritten under the reader (lost).
+//! The per-CPU record log (`CPU_LOG`): state records that userspace reads in
+//! batches through a shared mapping, each CPU writing its own log.
+//! Mechanism: docs/internals.md, "The per-CPU record log".
 
 use crate::{Addrs, StateEvent};
 

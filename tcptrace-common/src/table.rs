@@ -1,29 +1,6 @@
-//! The lean socket table (`LEAN_TABLE`): where `--hist` keeps most sockets.
-//!
-//! A hash map costs `inet_sock_set_state` a helper call, a hash of the key
-//! and a bucket walk on every transition, and a locked insert and delete per
-//! socket. This table is a plain BPF array of two-slot buckets, one cache
-//! line each, indexed by a multiplicative hash of the socket's address: a
-//! transition is an inlined array index, two compares and a few stores.
-//!
-//! - **Lookup**: the socket's bucket, then the slot whose key is its address.
-//! - **Claim** (a new socket): a free slot of its bucket (key 0). When both
-//!   are taken the socket goes to the `LEAN` LRU hash map instead, which
-//!   also looks after sockets that moved there earlier.
-//! - **Release**: `tcp_destroy_sock` zeroes the key.
-//!
-//! A socket's own transitions never run concurrently (the kernel changes a
-//! socket's state under its lock), so only a claim can race: two new
-//! sockets of one bucket taking the same free slot at the same instant. BPF
-//! programs built by Rust have no compare-and-swap (the target has no atomic
-//! CAS), so instead every slot carries a **seal**, a hash over its other
-//! fields written with them. A slot whose fields come from two writers fails
-//! its seal: its socket is then reported as untracked for that one
-//! transition (unknown dwell, counted as a socket first seen mid-life) and
-//! the slot rewritten, and the loser of the
-//! race finds its key gone and starts again in the hash map. Readers that are
-//! not the socket's own transitions (the reset programs, userspace's count)
-//! skip slots that fail their seal.
+//! The lean socket table (`LEAN_TABLE`): two-slot buckets in a plain BPF
+//! array, indexed by a hash of the socket's address, each slot sealed.
+//! Mechanism: docs/internals.md, "The lean socket table".
 
 use crate::{LeanSock, TcpState};
 

@@ -1,15 +1,7 @@
 //! `--timewait`: why a server cannot restart (`bind()` EADDRINUSE) and why
-//! clients run out of ports (`connect()` EADDRNOTAVAIL).
-//!
-//! - Entries into TIME_WAIT come from the kernel's per-CPU log, with the
-//!   process that closed first.
-//! - The runtime's sock_diag polls give the census by destination and local
-//!   port, and the projection of port use. A TIME_WAIT socket gone before
-//!   its timer was killed early; port reuse when its 4-tuple entered
-//!   TIME_WAIT again, or a live socket holds it right after the poll.
-//! - Failed `bind()`/`connect()` calls are explained at once ([`failures`]).
-//! - Every `--interval`, and at exit, a census with advice computed from
-//!   what was measured and the namespace's sysctls.
+//! clients run out of ports (`connect()` EADDRNOTAVAIL): TIME_WAIT entries
+//! from the per-CPU log, a census with projection and advice from the
+//! polls, and each failed call explained at once ([`failures`]).
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -1,24 +1,7 @@
-//! TIME_WAIT tracking. `inet_sock_set_state` never reports TIME_WAIT: at
-//! `FIN_WAIT2 -> CLOSE` or `CLOSING -> CLOSE` the kernel swaps the full socket
-//! for a small timewait socket (`tcp_time_wait()`), visible only to sock_diag.
-//!
-//! Lives are observed by polling sock_diag for timewait sockets: their
-//! substate (FIN_WAIT2 for an orphan waiting for the peer's FIN, then
-//! TIME_WAIT) and their timer. The TIME_WAIT timer is `TCP_TIMEWAIT_LEN`
-//! (60 s) when set, so the moment a socket entered TIME_WAIT is
-//! `seen - (60 s - remaining)`, and a natural end is exactly the timer's
-//! expiry. A socket that vanishes well before its expiry was killed early:
-//! its port was reused, or it received a RST. Those ends are known only to
-//! the poll interval.
-//!
-//! Entries come either from those transitions' records (`--timewait`: exact
-//! time and closer, [`Tracker::on_entry`]) or from the polls alone
-//! ([`Tracker::from_polls`], `--hist`, which streams no record): an entry is
-//! then a life the polls saw begin, an orphan's FIN_WAIT2 phase starts at
-//! its timer's expiry minus `tcp_fin_timeout` (the timer the kernel sets),
-//! and a TIME_WAIT timer that moved later between two polls is a new life
-//! of its 4-tuple (port reuse within one poll, or a retransmitted FIN
-//! restarting the timer: both rare).
+//! The lives of timewait sockets, which `inet_sock_set_state` never
+//! reports: followed through sock_diag polls (their substate and timer),
+//! with entries from the kernel's records or from the polls alone.
+//! Mechanism: docs/internals.md, "TIME_WAIT lives".
 
 use std::{collections::HashMap, time::Duration};
 
