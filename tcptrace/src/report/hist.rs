@@ -12,7 +12,10 @@ use crate::{
         histogram::{Hist, RESOLUTION},
         timewait::lives::Tracker,
     },
-    report::histogram::{JsonHist, render},
+    report::{
+        histogram::{JsonHist, render},
+        json_line,
+    },
 };
 
 /// Histograms by (state, `--by` group).
@@ -47,18 +50,18 @@ impl HistReport<'_> {
     pub fn json(&self, buf: &mut BytesMut) -> serde_json::Result<()> {
         let tw = self.timewait;
         for ((state, group), h) in self.hists {
-            push_json(
+            json_line(
                 buf,
                 &JsonHist::new(state.name(), self.by, group.as_deref(), h),
             )?;
         }
-        push_json(buf, &JsonHist::new("TIME_WAIT", None, None, &tw.time_wait))?;
-        push_json(
+        json_line(buf, &JsonHist::new("TIME_WAIT", None, None, &tw.time_wait))?;
+        json_line(
             buf,
             &JsonHist::new("FIN_WAIT2_ORPHAN", None, None, &tw.fin_wait2_orphan),
         )?;
         let (count, min, max) = self.predicted();
-        push_json(
+        json_line(
             buf,
             &serde_json::json!({
                 "type": "timewait",
@@ -128,10 +131,4 @@ impl HistReport<'_> {
         let _ = writeln!(t, "  {RESOLUTION}\n");
         t
     }
-}
-
-fn push_json<T: serde::Serialize>(buf: &mut BytesMut, v: &T) -> serde_json::Result<()> {
-    buf.extend_from_slice(&serde_json::to_vec(v)?);
-    buf.extend_from_slice(b"\n");
-    Ok(())
 }

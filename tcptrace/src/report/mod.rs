@@ -9,3 +9,10 @@ pub mod prometheus;
 pub mod summary;
 pub mod text;
 pub mod timewait;
+
+/// Append `v` as one JSON line (compact, newline-terminated) to `buf`.
+pub fn json_line<T: serde::Serialize>(buf: &mut bytes::BytesMut, v: &T) -> serde_json::Result<()> {
+    buf.extend_from_slice(&serde_json::to_vec(v)?);
+    buf.extend_from_slice(b"\n");
+    Ok(())
+}

@@ -15,7 +15,10 @@ use crate::{
     host::{procs, sockdiag, symbolize::Symbols},
     kernel::{clock::monotonic_ns, maps},
     model::{counters::KernelCounters, event::Event, plan::LeakOptions},
-    report::closewait::{JsonGroup, closed_line, losses_line, render_text},
+    report::{
+        closewait::{JsonGroup, closed_line, losses_line, render_text},
+        json_line,
+    },
 };
 
 mod collect;
@@ -75,15 +78,14 @@ impl Analysis for Leaks {
         let when = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         if self.json {
             for g in &groups {
-                let line = serde_json::to_vec(&JsonGroup {
+                let group = JsonGroup {
                     kind: "closewait_leak",
                     report_time: &when,
                     report: if final_report { "final" } else { "interval" },
                     min_age_s: self.opts.min_age.as_secs_f64(),
                     group: g,
-                })?;
-                cx.out.extend_from_slice(&line);
-                cx.out.extend_from_slice(b"\n");
+                };
+                json_line(cx.out, &group)?;
             }
         } else {
             let text = render_text(&groups, &when, self.opts.min_age, final_report);

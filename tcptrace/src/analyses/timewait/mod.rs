@@ -32,7 +32,10 @@ use crate::{
             lives::{self, Tracker},
         },
     },
-    report::timewait::{CensusReport, Times},
+    report::{
+        json_line,
+        timewait::{CensusReport, Times},
+    },
 };
 
 mod failures;
@@ -203,11 +206,11 @@ impl Timewait {
     }
 }
 
-/// One JSON line into the output batch.
+/// One JSON line into the output batch; a value that cannot be written
+/// is logged, not fatal.
 fn push_json(cx: &mut Cx<'_>, v: &serde_json::Value) {
-    if let Ok(bytes) = serde_json::to_vec(v) {
-        cx.out.extend_from_slice(&bytes);
-        cx.out.extend_from_slice(b"\n");
+    if let Err(e) = json_line(cx.out, v) {
+        log::warn!("writing a JSON line: {e}");
     }
 }
 
