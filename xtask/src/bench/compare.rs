@@ -1,7 +1,8 @@
 //! `--baseline REV`'s comparison: for each mode that both builds ran and each
-//! program that both report, this tree's median kernel ns/call (under
-//! load, from the kernel's exact totals) against the baseline's, their ratio, and whether it is within
-//! [`TOLERANCE`].
+//! program that both report, this tree's kernel ns/call (under load, from
+//! the kernel's exact totals) against the baseline's. Rows of one mode run
+//! back to back in each round, so the ratio is taken per round and its
+//! median kept: what drifts between rounds cancels out.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 use super::{
     baseline::Baseline,
     configs::{Binary, Config, Mode},
+    median,
 };
 
 /// How far this tree's figure may be from the baseline's, either way, as a
@@ -24,25 +26,31 @@ pub struct Row {
     /// Median kernel ns/call over rounds: this tree's build, the baseline's.
     pub new: f64,
     pub baseline: f64,
+    /// The median over rounds of this tree's ns/call over the baseline's in
+    /// the same round.
+    pub ratio: f64,
 }
 
 impl Row {
     pub fn ratio(&self) -> f64 {
-        self.new / self.baseline
+        self.ratio
     }
 
     pub fn within(&self) -> bool {
-        (self.new - self.baseline).abs() <= TOLERANCE * self.baseline
+        (self.ratio - 1.0).abs() <= TOLERANCE + 1e-9
     }
 }
 
-/// The rows, from each configuration's median ns/call per program: every
+/// Each round's ns/call per program, for one configuration.
+pub type Rounds = Vec<BTreeMap<String, f64>>;
+
+/// The rows, from each configuration's ns/call per program and round: every
 /// baseline row against this tree's row of the same mode, in table order,
 /// programs by name. A program either build lacks (or that never ran) is
-/// left out.
-pub fn rows(medians: &[(&Config, BTreeMap<String, f64>)]) -> Vec<Row> {
+/// left out, and so is a round where either side has no figure.
+pub fn rows(rounds: &[(&Config, Rounds)]) -> Vec<Row> {
     let current = |mode: Mode| {
-        medians.iter().find_map(|(c, m)| match c {
+        rounds.iter().find_map(|(c, m)| match c {
             Config::Tcptrace {
                 mode: m0,
                 binary: Binary::Current(_),
@@ -51,7 +59,7 @@ pub fn rows(medians: &[(&Config, BTreeMap<String, f64>)]) -> Vec<Row> {
         })
     };
     let mut out = Vec::new();
-    for (cfg, old) in medians {
+    for (cfg, old) in rounds {
         let Config::Tcptrace {
             mode,
             binary: Binary::Baseline { .. },
@@ -62,17 +70,25 @@ pub fn rows(medians: &[(&Config, BTreeMap<String, f64>)]) -> Vec<Row> {
         let Some(new) = current(*mode) else {
             continue;
         };
-        for (program, &baseline) in old {
-            if let Some(&new) = new.get(program)
-                && baseline > 0.0
-            {
-                out.push(Row {
-                    mode: *mode,
-                    program: program.clone(),
-                    new,
-                    baseline,
-                });
+        let programs: std::collections::BTreeSet<&String> =
+            old.iter().flat_map(BTreeMap::keys).collect();
+        for program in programs {
+            let pairs: Vec<(f64, f64)> = new
+                .iter()
+                .zip(old)
+                .filter_map(|(n, o)| Some((*n.get(program)?, *o.get(program)?)))
+                .filter(|&(_, o)| o > 0.0)
+                .collect();
+            if pairs.is_empty() {
+                continue;
             }
+            out.push(Row {
+                mode: *mode,
+                program: program.clone(),
+                new: median(pairs.iter().map(|p| p.0).collect()),
+                baseline: median(pairs.iter().map(|p| p.1).collect()),
+                ratio: median(pairs.iter().map(|p| p.0 / p.1).collect()),
+            });
         }
     }
     out
@@ -83,7 +99,8 @@ pub fn heading(b: &Baseline, rounds: u32) -> String {
     format!(
         "Baseline `{}` ({}) against this tree ({}), same run: kernel ns per call of each \
          program under both loads (churn, then keep-alive; the kernel's run-time totals, \
-         not rounded), median of {rounds} rounds.",
+         not rounded), medians of {rounds} rounds; the ratio is the median of each \
+         round's ratio (the two rows of a mode run back to back).",
         b.rev, b.short, b.tree
     )
 }
@@ -163,13 +180,13 @@ mod tests {
         }
     }
 
-    /// Medians for every row of a lineup with a baseline: this tree's and
+    /// One round for every row of a lineup with a baseline: this tree's and
     /// the baseline's by mode, nothing for the others.
     fn medians<'a>(
         configs: &'a [Config],
         new: &[(Mode, BTreeMap<String, f64>)],
         old: &[(Mode, BTreeMap<String, f64>)],
-    ) -> Vec<(&'a Config, BTreeMap<String, f64>)> {
+    ) -> Vec<(&'a Config, Rounds)> {
         configs
             .iter()
             .map(|c| {
@@ -187,7 +204,7 @@ mod tests {
                     }
                     _ => costs(&[("inet_sock_set_state", 31.0)]),
                 };
-                (c, m)
+                (c, vec![m])
             })
             .collect()
     }
@@ -288,13 +305,57 @@ mod tests {
         );
     }
 
+    /// Drift between rounds cancels: each round's ratio is 1 although the
+    /// rounds' figures differ by half, and a round with a figure on one side
+    /// only is left out.
+    #[test]
+    fn ratios_are_taken_round_by_round() {
+        let configs = lineup(
+            Path::new("/new/tcptrace"),
+            Some(("9536a8a", Path::new("/old/tcptrace"))),
+        );
+        let p = |ns: f64| costs(&[("inet_sock_set_state", ns)]);
+        let rounds: Vec<(&Config, Rounds)> = configs
+            .iter()
+            .map(|c| {
+                let r = match c {
+                    Config::Tcptrace {
+                        mode: Mode::Hist, ..
+                    } => vec![p(100.0), p(150.0), p(200.0), BTreeMap::new()],
+                    _ => Vec::new(),
+                };
+                (c, r)
+            })
+            .collect();
+        // Baseline: 100, 150, 200 and a fourth round with a figure; this
+        // tree: the same, and none in the fourth.
+        let mut rounds = rounds;
+        for (c, r) in &mut rounds {
+            if matches!(
+                c,
+                Config::Tcptrace {
+                    mode: Mode::Hist,
+                    binary: Binary::Baseline { .. }
+                }
+            ) {
+                r[3] = p(50.0);
+            }
+        }
+        let rows = rows(&rounds);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!((rows[0].ratio() - 1.0).abs() < 1e-12, "{rows:?}");
+        assert!((rows[0].new - 150.0).abs() < 1e-12);
+        assert!(rows[0].within());
+    }
+
     #[test]
     fn verdict_is_symmetric_and_inclusive() {
-        let row = |new, baseline| Row {
+        let row = |new: f64, baseline: f64| Row {
             mode: Mode::Hist,
             program: "p".to_owned(),
             new,
             baseline,
+            ratio: new / baseline,
         };
         for (new, within) in [(95.0, true), (105.0, true), (94.9, false), (105.1, false)] {
             assert_eq!(row(new, 100.0).within(), within, "{new}");
@@ -309,12 +370,14 @@ mod tests {
                 program: "inet_sock_set_state".to_owned(),
                 new: 123.0,
                 baseline: 120.0,
+                ratio: 123.0 / 120.0,
             },
             Row {
                 mode: Mode::Stream,
                 program: "inet_sock_set_state".to_owned(),
                 new: 260.0,
                 baseline: 236.0,
+                ratio: 260.0 / 236.0,
             },
         ];
         let b = baseline();
@@ -323,7 +386,8 @@ mod tests {
             md,
             "Baseline `9536a8a` (9536a8a) against this tree (19107da-dirty), same run: kernel ns \
              per call of each program under both loads (churn, then keep-alive; the kernel's \
-             run-time totals, not rounded), median of 3 rounds.\n\n\
+             run-time totals, not rounded), medians of 3 rounds; the ratio is the median of each \
+             round's ratio (the two rows of a mode run back to back).\n\n\
              | mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within 5% |\n\
              |---|---|---:|---:|---:|---|\n\
              | tcptrace --hist | inet_sock_set_state | 123 | 120 | 1.025 | yes |\n\

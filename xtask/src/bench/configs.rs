@@ -178,24 +178,28 @@ impl Config {
 }
 
 /// Every configuration of a round, in table order: no tracer, this tree's
-/// tcptrace in each mode, the baseline's (when given) in each of its modes,
-/// then bpftrace.
+/// tcptrace in each mode, each followed by the baseline's (when given) in
+/// the same mode, then bpftrace.
 pub fn lineup(current: &Path, baseline: Option<(&str, &Path)>) -> Vec<Config> {
     let current = Binary::Current(current.to_owned());
+    let baseline = baseline.map(|(rev, path)| Binary::Baseline {
+        rev: rev.to_owned(),
+        path: path.to_owned(),
+    });
     let mut out = vec![Config::NoTracer];
-    out.extend(Mode::ALL.map(|mode| Config::Tcptrace {
-        mode,
-        binary: current.clone(),
-    }));
-    if let Some((rev, path)) = baseline {
-        let binary = Binary::Baseline {
-            rev: rev.to_owned(),
-            path: path.to_owned(),
-        };
-        out.extend(Mode::BASELINE.map(|mode| Config::Tcptrace {
+    for mode in Mode::ALL {
+        out.push(Config::Tcptrace {
             mode,
-            binary: binary.clone(),
-        }));
+            binary: current.clone(),
+        });
+        // The baseline's row of a mode runs right after this tree's, so
+        // that the two see the same machine (see `compare`).
+        if let Some(b) = baseline.as_ref().filter(|_| Mode::BASELINE.contains(&mode)) {
+            out.push(Config::Tcptrace {
+                mode,
+                binary: b.clone(),
+            });
+        }
     }
     out.extend(Script::ALL.map(Config::Bpftrace));
     out

@@ -215,7 +215,7 @@ fn load(loadgen: &Path, mode: &str, threads: u32, seconds: f64) -> Result<(f64, 
     Ok((num("connections") / secs, num("requests") / secs))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

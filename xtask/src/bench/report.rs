@@ -148,11 +148,11 @@ pub fn write_reports(
 /// in docs/benchmarks.md and under `"baseline"` in docs/benchmarks.json;
 /// returns the table.
 pub fn write_comparison(runs: &[(Config, Vec<Run>)], b: &Baseline, rounds: u32) -> Result<String> {
-    let medians: Vec<(&Config, BTreeMap<String, f64>)> = runs
+    let per_round: Vec<(&Config, compare::Rounds)> = runs
         .iter()
-        .map(|(c, rs)| (c, phase_medians(rs, |r| &r.ns_load)))
+        .map(|(c, rs)| (c, rs.iter().map(|r| r.ns_load.clone()).collect()))
         .collect();
-    let rows = compare::rows(&medians);
+    let rows = compare::rows(&per_round);
     let md = compare::markdown(&compare::heading(b, rounds), &rows);
     let docs = workspace_root().join("docs");
     update_json(&docs.join("benchmarks.json"), |doc| {
