@@ -48,11 +48,10 @@ const PROGRAMS: [&str; 8] = [
     "sys_exit_connect",
 ];
 
-/// Cumulative kernel run time (ns) and invocations of each BPF program that
-/// process `pid` holds, by name. The kernel keeps 15 characters of a name;
-/// tcptrace's programs, and bpftrace's (named after their tracepoint), are
-/// completed from [`PROGRAMS`].
-pub fn program_stats(pid: u32) -> BTreeMap<String, (f64, f64)> {
+/// The BPF programs process `pid` holds, by name. The kernel keeps 15
+/// characters of a name; tcptrace's programs, and bpftrace's (named after
+/// their tracepoint), are completed from [`PROGRAMS`].
+fn programs_of(pid: u32) -> Vec<(String, aya::programs::ProgramInfo)> {
     let mut ids = std::collections::BTreeSet::new();
     if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) {
         for fd in fds.flatten() {
@@ -68,21 +67,41 @@ pub fn program_stats(pid: u32) -> BTreeMap<String, (f64, f64)> {
             }
         }
     }
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|info| ids.contains(&info.id()))
+        .map(|info| {
+            let short = info.name_as_str().unwrap_or_default();
+            let name = PROGRAMS
+                .iter()
+                .find(|p| !short.is_empty() && p.starts_with(short))
+                .map_or_else(|| format!("prog {short}"), |p| (*p).to_owned());
+            (name, info)
+        })
+        .collect()
+}
+
+/// Cumulative kernel run time (ns) and invocations of each BPF program that
+/// process `pid` holds, by name.
+pub fn program_stats(pid: u32) -> BTreeMap<String, (f64, f64)> {
     let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for info in aya::programs::loaded_programs().flatten() {
-        if !ids.contains(&info.id()) {
-            continue;
-        }
-        let short = info.name_as_str().unwrap_or_default();
-        let name = PROGRAMS
-            .iter()
-            .find(|p| !short.is_empty() && p.starts_with(short))
-            .map_or_else(|| format!("prog {short}"), |p| (*p).to_owned());
+    for (name, info) in programs_of(pid) {
         #[expect(clippy::cast_precision_loss, reason = "ns and counts as f64")]
         let (t, n) = (info.run_time().as_nanos() as f64, info.run_count() as f64);
         let e = out.entry(name).or_default();
         e.0 += t;
         e.1 += n;
+    }
+    out
+}
+
+/// The size of each program that process `pid` holds, in bytes of the
+/// bytecode the verifier passed (`xlated_prog_len`), by name: two builds
+/// whose programs have the same sizes run the same instructions.
+pub fn program_sizes(pid: u32) -> BTreeMap<String, u32> {
+    let mut out: BTreeMap<String, u32> = BTreeMap::new();
+    for (name, info) in programs_of(pid) {
+        *out.entry(name).or_default() += info.size_translated().unwrap_or(0);
     }
     out
 }

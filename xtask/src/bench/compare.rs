@@ -29,6 +29,9 @@ pub struct Row {
     /// The median over rounds of this tree's ns/call over the baseline's in
     /// the same round.
     pub ratio: f64,
+    /// The program's size after the verifier, in bytes, in this tree's build
+    /// and the baseline's, when both are known.
+    pub bytes: Option<(u32, u32)>,
 }
 
 impl Row {
@@ -88,10 +91,30 @@ pub fn rows(rounds: &[(&Config, Rounds)]) -> Vec<Row> {
                 new: median(pairs.iter().map(|p| p.0).collect()),
                 baseline: median(pairs.iter().map(|p| p.1).collect()),
                 ratio: median(pairs.iter().map(|p| p.0 / p.1).collect()),
+                bytes: None,
             });
         }
     }
     out
+}
+
+/// `rows` with each program's size after the verifier in both builds, from
+/// each configuration's sizes by program name.
+pub fn with_sizes(mut rows: Vec<Row>, sizes: &[(&Config, BTreeMap<String, u32>)]) -> Vec<Row> {
+    let of = |mode: Mode, baseline: bool, program: &str| {
+        sizes.iter().find_map(|(c, s)| match c {
+            Config::Tcptrace { mode: m, binary }
+                if *m == mode && matches!(binary, Binary::Baseline { .. }) == baseline =>
+            {
+                s.get(program).copied().filter(|&b| b > 0)
+            }
+            _ => None,
+        })
+    };
+    for r in &mut rows {
+        r.bytes = of(r.mode, false, &r.program).zip(of(r.mode, true, &r.program));
+    }
+    rows
 }
 
 /// The line above the table: what is compared with what.
@@ -115,13 +138,23 @@ pub fn markdown(heading: &str, rows: &[Row]) -> String {
     }
     let _ = writeln!(
         md,
-        "| mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within {pct:.0}% |"
+        "| mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within {pct:.0}% | bytes after the verifier, this tree / baseline |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---|---|");
     for r in rows {
+        let bytes = r.bytes.map_or_else(
+            || "-".to_owned(),
+            |(n, b)| {
+                if n == b {
+                    format!("{n} (same)")
+                } else {
+                    format!("{n} / {b}")
+                }
+            },
+        );
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.3} | {} | {bytes} |",
             r.mode.label(),
             r.program,
             r.new,
@@ -155,6 +188,8 @@ pub fn json(b: &Baseline, rounds: u32, rows: &[Row]) -> Value {
             "baseline_ns_per_call": r.baseline,
             "ratio": four_places(r.ratio()),
             "within": r.within(),
+            "bytes": r.bytes.map(|b| b.0),
+            "baseline_bytes": r.bytes.map(|b| b.1),
         })).collect::<Vec<_>>(),
     })
 }
@@ -348,6 +383,54 @@ mod tests {
         assert!(rows[0].within());
     }
 
+    /// Sizes are joined by mode and build, and a missing one leaves none.
+    #[test]
+    fn sizes_join_by_mode_and_build() {
+        let configs = lineup(
+            Path::new("/new/tcptrace"),
+            Some(("9536a8a", Path::new("/old/tcptrace"))),
+        );
+        let sizes: Vec<(&Config, BTreeMap<String, u32>)> = configs
+            .iter()
+            .map(|c| {
+                let s = match c {
+                    Config::Tcptrace {
+                        mode: Mode::Hist,
+                        binary,
+                    } => {
+                        let n = if matches!(binary, Binary::Baseline { .. }) {
+                            4104
+                        } else {
+                            4096
+                        };
+                        [("inet_sock_set_state".to_owned(), n)]
+                            .into_iter()
+                            .collect()
+                    }
+                    _ => BTreeMap::new(),
+                };
+                (c, s)
+            })
+            .collect();
+        let row = |mode, program: &str| Row {
+            mode,
+            program: program.to_owned(),
+            new: 1.0,
+            baseline: 1.0,
+            ratio: 1.0,
+            bytes: None,
+        };
+        let rows = with_sizes(
+            vec![
+                row(Mode::Hist, "inet_sock_set_state"),
+                row(Mode::Stream, "inet_sock_set_state"),
+            ],
+            &sizes,
+        );
+        assert_eq!(rows[0].bytes, Some((4096, 4104)));
+        assert_eq!(rows[1].bytes, None);
+    }
+
     #[test]
     fn verdict_is_symmetric_and_inclusive() {
         let row = |new: f64, baseline: f64| Row {
@@ -356,6 +439,7 @@ mod tests {
             new,
             baseline,
             ratio: new / baseline,
+            bytes: None,
         };
         for (new, within) in [(95.0, true), (105.0, true), (94.9, false), (105.1, false)] {
             assert_eq!(row(new, 100.0).within(), within, "{new}");
@@ -371,6 +455,7 @@ mod tests {
                 new: 123.0,
                 baseline: 120.0,
                 ratio: 123.0 / 120.0,
+                bytes: Some((4096, 4096)),
             },
             Row {
                 mode: Mode::Stream,
@@ -378,6 +463,7 @@ mod tests {
                 new: 260.0,
                 baseline: 236.0,
                 ratio: 260.0 / 236.0,
+                bytes: Some((9000, 8992)),
             },
         ];
         let b = baseline();
@@ -388,10 +474,10 @@ mod tests {
              per call of each program under both loads (churn, then keep-alive; the kernel's \
              run-time totals, not rounded), medians of 3 rounds; the ratio is the median of each \
              round's ratio (the two rows of a mode run back to back).\n\n\
-             | mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within 5% |\n\
-             |---|---|---:|---:|---:|---|\n\
-             | tcptrace --hist | inet_sock_set_state | 123 | 120 | 1.025 | yes |\n\
-             | tcptrace --json > /dev/null | inet_sock_set_state | 260 | 236 | 1.102 | **no** |\n\
+             | mode | program | this tree, ns/call | baseline, ns/call | this tree / baseline | within 5% | bytes after the verifier, this tree / baseline |\n\
+             |---|---|---:|---:|---:|---|---|\n\
+             | tcptrace --hist | inet_sock_set_state | 123 | 120 | 1.025 | yes | 4096 (same) |\n\
+             | tcptrace --json > /dev/null | inet_sock_set_state | 260 | 236 | 1.102 | **no** | 9000 / 8992 |\n\
              \n1 of 2 within 5% of the baseline.\n"
         );
         assert!(markdown("h", &[]).contains("No program reported by both builds."));

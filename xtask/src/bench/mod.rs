@@ -34,7 +34,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::{
     cargo, is_root,
-    procstat::{cpu_seconds, peak_rss_kib, program_stats},
+    procstat::{cpu_seconds, peak_rss_kib, program_sizes, program_stats},
     status, workspace_root,
 };
 use configs::Config;
@@ -58,6 +58,8 @@ struct Run {
     ns_churn: BTreeMap<String, f64>,
     ns_keepalive: BTreeMap<String, f64>,
     ns_load: BTreeMap<String, f64>,
+    /// Each program's size after the verifier, in bytes.
+    prog_bytes: BTreeMap<String, u32>,
     events_per_s: f64,
     losses: u64,
 }
@@ -151,6 +153,7 @@ fn stop_tracer(cfg: &Config, t: Tracer, run: &mut Run) -> Result<()> {
     run.cpu_per_s = cpu_seconds(pid).unwrap_or(0.0) / wall;
     run.rss_kib = peak_rss_kib(pid);
     let totals = program_stats(pid);
+    run.prog_bytes = program_sizes(pid);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap_or(0), libc::SIGINT) };
     let mut child = t.child;

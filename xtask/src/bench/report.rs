@@ -152,7 +152,16 @@ pub fn write_comparison(runs: &[(Config, Vec<Run>)], b: &Baseline, rounds: u32) 
         .iter()
         .map(|(c, rs)| (c, rs.iter().map(|r| r.ns_load.clone()).collect()))
         .collect();
-    let rows = compare::rows(&per_round);
+    let sizes: Vec<(&Config, BTreeMap<String, u32>)> = runs
+        .iter()
+        .map(|(c, rs)| {
+            (
+                c,
+                rs.last().map(|r| r.prog_bytes.clone()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let rows = compare::with_sizes(compare::rows(&per_round), &sizes);
     let md = compare::markdown(&compare::heading(b, rounds), &rows);
     let docs = workspace_root().join("docs");
     update_json(&docs.join("benchmarks.json"), |doc| {
