@@ -288,3 +288,44 @@ pub fn active_closes(
     );
     ports
 }
+
+/// The restart scenario: a server without `SO_REUSEADDR` at `addr` closes
+/// `n` connections first and exits, leaving `n` `TIME_WAIT` sockets on its
+/// port (checked with `ss`); a new instance then fails to bind with
+/// `EADDRINUSE`. Returns the first server's pid and the restarted server.
+#[must_use]
+pub fn failed_restart(lab: &Lab, addr: &str, n: u64) -> (u32, Peer) {
+    let count = n.to_string();
+    let server = lab.server(&[
+        "--addr",
+        addr,
+        "--no-reuseaddr",
+        "--connections",
+        &count,
+        "--read-request",
+        "--reply",
+    ]);
+    let server_pid = server.pid();
+    let client = lab.client(&[
+        "--addr",
+        addr,
+        "--connections",
+        &count,
+        "--send",
+        "--read-reply",
+        "--wait-peer-close",
+    ]);
+    client.wait_success();
+    server.wait_success();
+    let port = format!(":{}", port_of(addr));
+    let held = lab.ss_count("time-wait", &["sport", "=", &port]);
+    assert_eq!(
+        held as u64, n,
+        "the server closed first: {n} TIME_WAIT on its port"
+    );
+    let mut restarted = lab.server(&["--addr", addr, "--no-reuseaddr", "--wait-go"]);
+    restarted.go();
+    let line = restarted.wait_line("bind-error");
+    assert!(line.starts_with("bind-error 98 "), "{line}");
+    (server_pid, restarted)
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use integration_tests::{
     HistReport, Lab, LeakReport, LeakyServerBin, Metrics, ModeRun, ModeTracer, lab,
-    scenario::{Clients, active_closes},
+    scenario::{Clients, active_closes, failed_restart},
 };
 use serde_json::Value;
 
@@ -43,37 +43,6 @@ fn leak(lab: &Lab) {
         &["sport", "=", &format!(":{LEAK_PORT}")],
         usize::try_from(LEAKS).expect("small"),
     );
-}
-
-/// A server without SO_REUSEADDR closes `RESTART_TW` connections first and
-/// exits; its restart fails to bind. Returns the restarted server's pid.
-fn failed_restart(lab: &Lab) -> u32 {
-    let n = RESTART_TW.to_string();
-    let server = lab.server(&[
-        "--addr",
-        RESTART_ADDR,
-        "--no-reuseaddr",
-        "--connections",
-        &n,
-        "--read-request",
-        "--reply",
-    ]);
-    let client = lab.client(&[
-        "--addr",
-        RESTART_ADDR,
-        "--connections",
-        &n,
-        "--send",
-        "--read-reply",
-        "--wait-peer-close",
-    ]);
-    client.wait_success();
-    server.wait_success();
-    let mut restarted = lab.server(&["--addr", RESTART_ADDR, "--no-reuseaddr", "--wait-go"]);
-    restarted.go();
-    let line = restarted.wait_line("bind-error");
-    assert!(line.starts_with("bind-error 98 "), "{line}");
-    restarted.pid()
 }
 
 /// The lines of `run` whose `type` is one of `types`, as text.
@@ -111,7 +80,8 @@ fn three_analyses_report_one_scenario_each_as_alone() {
     leak(&lab);
     let ports = active_closes(&lab, CHURN_ADDR, CHURN, Duration::ZERO, Clients::OneByOne);
     assert_eq!(ports.len(), CHURN);
-    let restarted = failed_restart(&lab);
+    let (_, restarted) = failed_restart(&lab, RESTART_ADDR, RESTART_TW);
+    let restarted = restarted.pid();
     let failure = tracer
         .wait_for_json(SOON, |v| v["type"] == "failure" && v["syscall"] == "bind")
         .unwrap_or_else(|| panic!("no bind failure: {:#?}", tracer.json_lines()));

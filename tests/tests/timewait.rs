@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Lab, ModeTracer, lab, tracer_bin};
+use integration_tests::{Lab, ModeTracer, lab, scenario::failed_restart, tracer_bin};
 use serde_json::Value;
 
 /// How long to wait for a JSON line that should come within a poll or two.
@@ -53,38 +53,7 @@ fn restart_failure_is_explained_and_advises_so_reuseaddr() {
     let addr = "127.0.0.1:29601";
     let lab = lab!();
     let tracer = start(&lab, "29601");
-    let server = lab.server(&[
-        "--addr",
-        addr,
-        "--no-reuseaddr",
-        "--connections",
-        "5",
-        "--read-request",
-        "--reply",
-    ]);
-    let server_pid = server.pid();
-    let client = lab.client(&[
-        "--addr",
-        addr,
-        "--connections",
-        "5",
-        "--send",
-        "--read-reply",
-        "--wait-peer-close",
-    ]);
-    client.wait_success();
-    server.wait_success();
-    let held = lab.ss_count("time-wait", &["sport", "=", ":29601"]);
-    assert_eq!(
-        held as u64, N,
-        "the server closed first: {N} TIME_WAIT on its port"
-    );
-
-    // The restart.
-    let mut restarted = lab.server(&["--addr", addr, "--no-reuseaddr", "--wait-go"]);
-    restarted.go();
-    let line = restarted.wait_line("bind-error");
-    assert!(line.starts_with("bind-error 98 "), "{line}");
+    let (server_pid, restarted) = failed_restart(&lab, addr, N);
 
     let failure = tracer
         .wait_for_json(SOON, |v| v["type"] == "failure" && v["syscall"] == "bind")

@@ -88,13 +88,21 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The analyses, and what they may use while they run, borrowed apart.
+    fn split(&mut self) -> (&mut Vec<Box<dyn Analysis>>, Cx<'_>) {
+        (
+            &mut self.analyses,
+            Cx {
+                ebpf: self.ebpf,
+                out: &mut self.out,
+            },
+        )
+    }
+
     /// Every analysis gets `ev`; all but the last a copy.
     fn dispatch(&mut self, ev: Event) {
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        if let Some((last, rest)) = self.analyses.split_last_mut() {
+        let (analyses, mut cx) = self.split();
+        if let Some((last, rest)) = analyses.split_last_mut() {
             for a in rest {
                 a.on_event(&mut cx, ev.clone());
             }
@@ -142,11 +150,8 @@ impl Run<'_> {
                 }
             }
         }
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        for a in &mut self.analyses {
+        let (analyses, mut cx) = self.split();
+        for a in analyses.iter_mut() {
             a.on_drained(&mut cx, started_ns, last);
         }
     }
@@ -160,11 +165,8 @@ impl Run<'_> {
                         now_ns: monotonic_ns(),
                         sockets: &sockets,
                     };
-                    let mut cx = Cx {
-                        ebpf: self.ebpf,
-                        out: &mut self.out,
-                    };
-                    for a in self.analyses.iter_mut().filter(|a| a.polls_timewait()) {
+                    let (analyses, mut cx) = self.split();
+                    for a in analyses.iter_mut().filter(|a| a.polls_timewait()) {
                         a.on_poll(&mut cx, &poll);
                     }
                 }
@@ -176,21 +178,15 @@ impl Run<'_> {
     /// Every poll period: the poll, then every analysis's tick.
     fn tick(&mut self) {
         self.poll();
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        for a in &mut self.analyses {
+        let (analyses, mut cx) = self.split();
+        for a in analyses.iter_mut() {
             a.on_tick(&mut cx);
         }
     }
 
     fn report(&mut self, final_report: bool) -> anyhow::Result<()> {
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        for a in &mut self.analyses {
+        let (analyses, mut cx) = self.split();
+        for a in analyses.iter_mut() {
             a.report(&mut cx, final_report)?;
         }
         Ok(())
@@ -200,11 +196,8 @@ impl Run<'_> {
         let mut snap = snapshot
             .lock()
             .map_err(|_| anyhow::anyhow!("metrics lock poisoned"))?;
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        for a in &mut self.analyses {
+        let (analyses, mut cx) = self.split();
+        for a in analyses.iter_mut() {
             a.export(&mut cx, &mut snap);
         }
         Ok(())
@@ -213,11 +206,8 @@ impl Run<'_> {
     /// Before the first record: each analysis's start, then the line that
     /// says tracing has begun.
     fn start(&mut self, plan: &Plan) -> std::io::Result<()> {
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        for a in &mut self.analyses {
+        let (analyses, mut cx) = self.split();
+        for a in analyses.iter_mut() {
             a.on_start(&mut cx);
         }
         self.flush()?;
@@ -274,14 +264,11 @@ impl Run<'_> {
         let kernel = counters::read(self.ebpf)
             .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
             .ok();
-        let mut cx = Cx {
-            ebpf: self.ebpf,
-            out: &mut self.out,
-        };
-        let mut lines: Vec<String> = self
-            .analyses
+        let counts = self.counts;
+        let (analyses, mut cx) = self.split();
+        let mut lines: Vec<String> = analyses
             .iter()
-            .flat_map(|a| a.exit_lines(&mut cx, kernel.as_ref(), &self.counts))
+            .flat_map(|a| a.exit_lines(&mut cx, kernel.as_ref(), &counts))
             .collect();
         if let Some(k) = &kernel {
             lines.push(socket_map_line(k));
