@@ -83,10 +83,6 @@ pub struct Tracer {
     pub reasons: ResetReasons,
     /// Drains aya-log records from the eBPF side.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    /// The configuration the programs were loaded with (filters, modes,
-    /// offsets), for userspace to apply the same filters to what sock_diag
-    /// finds.
-    pub config: Config,
     /// Why `bind()`/`connect()` failures are not caught, when they were asked
     /// for (`Config::emit_failures`) and the kernel cannot give them.
     pub failures_unavailable: Option<String>,
@@ -312,7 +308,6 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         ebpf,
         reasons,
         logger,
-        config,
         failures_unavailable,
         log_cpus,
         state_rings,
