@@ -109,6 +109,14 @@ pub struct Cli {
           requires = "closewait_leaks", help_heading = "Analyses (any combination)")]
     pub min_age: Duration,
 
+    /// With --closewait-leaks: how long the symbolizer may take over one
+    /// process's stacks. It runs as a separate process, because it opens
+    /// files the traced process chooses; past this it is killed and that
+    /// process's frames print as "not symbolized (timed out)".
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
+          requires = "closewait_leaks", help_heading = "Analyses (any combination)")]
+    pub symbolize_timeout: Duration,
+
     /// Print a report every DURATION (every analysis); default 10s.
     #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
           help_heading = "Analyses (any combination)")]
@@ -145,6 +153,7 @@ impl Cli {
         let closewait = self.closewait_leaks.then_some(LeakOptions {
             min_age: self.min_age,
             interval,
+            symbolize_timeout: self.symbolize_timeout,
         });
         let timewait = self.timewait.then_some(TimewaitOptions { interval });
         if closewait.is_some() && hist.is_some_and(|h| h.by != HistBy::State) {

@@ -1,6 +1,7 @@
 //! `tcptrace` binary: the exit-code contract (ripgrep's). Success and a closed
 //! stdout exit 0; errors print `tcptrace: <error>` on stderr and exit 1; bad
-//! flags are clap's (exit 2).
+//! flags are clap's (exit 2). Run with `worker::ARG` first, it is the leak
+//! reports' symbolizer process instead (`host::symbolize`).
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
     cli::Cli,
+    host::symbolize::worker,
     kernel::{
         load::{self, LoadOptions},
         settings::kernel_config,
@@ -17,6 +19,9 @@ use tcptrace::{
 };
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(worker::ARG)) {
+        return worker::main();
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,

@@ -3,7 +3,10 @@
 //! [`Analysis`] and writes its own reports; none imports another, so any
 //! combination runs in one process over one loaded kernel object.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use aya::Ebpf;
 use bytes::BytesMut;
@@ -28,6 +31,9 @@ pub struct Setup<'a> {
     /// Why failed `bind()`/`connect()` calls are not caught, if they are not.
     pub failures_unavailable: Option<&'a str>,
     pub clock: Clock,
+    /// Set once the run is ending: work that may take long (symbolizing)
+    /// cuts itself short.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// What an analysis may use while it runs.

@@ -22,6 +22,8 @@ pub struct LeakOptions {
     /// Report a socket once it has been in CLOSE_WAIT this long.
     pub min_age: Duration,
     pub interval: Duration,
+    /// How long symbolizing one process's stacks may take.
+    pub symbolize_timeout: Duration,
 }
 
 /// `--timewait`: the TIME_WAIT census, port failures and advice.

@@ -4,15 +4,45 @@
 //! ([`splice`]), and a walk that stops early is called truncated
 //! ([`is_truncated`]) rather than passed off as the whole path.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a frame has no function name, or a name without a source line: the
+/// symbolizer runs untrusted inputs (the traced process's files) under a
+/// deadline and refuses files that are not what they should be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skipped {
+    /// The symbolizer overran its deadline on this process.
+    TimedOut,
+    /// The run was stopping while the symbolizer worked on this process.
+    Interrupted,
+    /// The symbolizer process died (e.g. SIGBUS on a file truncated under it).
+    Failed,
+    /// A file the symbolizer would open was refused (not a regular file, too
+    /// large); the text says which.
+    Refused(String),
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skipped::TimedOut => f.write_str("timed out"),
+            Skipped::Interrupted => f.write_str("interrupted"),
+            Skipped::Failed => f.write_str("symbolizer failed"),
+            Skipped::Refused(why) => f.write_str(why),
+        }
+    }
+}
 
 /// One frame of a symbolized stack.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// Function name, demangled; null when the address did not resolve.
     pub function: Option<String>,
     /// Instruction address in the process.
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "unhex")]
     pub addr: u64,
     /// Offset into the function.
     pub offset: u64,
@@ -22,11 +52,21 @@ pub struct Frame {
     /// Recovered from the user stack pointer (the caller of a frameless
     /// syscall wrapper), not from the frame-pointer chain.
     pub recovered: bool,
+    /// What the symbolizer skipped for this frame: everything when
+    /// `function` is null, the debug info (source lines) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Skipped>,
 }
 
 #[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
+}
+
+fn unhex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    let digits = s.strip_prefix("0x").unwrap_or(&s);
+    u64::from_str_radix(digits, 16).map_err(serde::de::Error::custom)
 }
 
 /// A symbolized stack.

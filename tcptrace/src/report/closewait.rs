@@ -51,6 +51,15 @@ fn write_stack(out: &mut String, title: &str, frames: &[Frame], truncated: bool)
                 "  [caller of a frameless syscall wrapper, from the user sp]"
             );
         }
+        match (&f.skipped, &f.function) {
+            (Some(why), None) => {
+                let _ = write!(out, "  (not symbolized: {why})");
+            }
+            (Some(why), Some(_)) => {
+                let _ = write!(out, "  (no debug info read: {why})");
+            }
+            (None, _) => {}
+        }
         out.push('\n');
     }
     if truncated {

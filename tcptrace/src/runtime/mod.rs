@@ -295,12 +295,14 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
     } else {
         Some(CpuLogs::open(&ebpf, log_cpus)?)
     };
+    let mut stop = Stop::new(plan.duration)?;
     let analyses = analyses::build(&Setup {
         plan,
         ebpf: &ebpf,
         reasons: &reasons,
         failures_unavailable: failures_unavailable.as_deref(),
         clock: wall_clock(),
+        stopping: stop.flag(),
     })?;
     let snapshot = match plan.prometheus {
         Some(addr) => {
@@ -337,8 +339,6 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         Some(Duration::ZERO),
     );
     let mut report = maybe_timer(plan.report_interval(), None);
-    let mut stop = Stop::new(plan.duration)?;
-
     run.start(plan)?;
 
     let end = loop {

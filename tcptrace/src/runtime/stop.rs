@@ -1,42 +1,101 @@
 //! When a run ends: Ctrl-C, SIGTERM (systemd's stop), or the end of
 //! `--duration`: what ends the runtime's loop.
+//!
+//! The signals are taken by a thread of their own (`sigwait`), not by the
+//! event loop, so that they are seen while the loop is busy (a leak report
+//! waiting on the symbolizer reads [`Stop::flag`]), and so that a second one
+//! exits at once even if the loop never comes back.
 
-use std::time::Duration;
+use std::{
+    io::IsTerminal as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
+use nix::sys::signal::{SigSet, Signal};
 use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
+    sync::Notify,
     time::{Instant, sleep_until},
 };
 
+/// The exit status of a run cut short by a second signal (128 + SIGINT).
+const SECOND_SIGNAL_EXIT: i32 = 130;
+
 pub struct Stop {
-    sigint: Signal,
-    sigterm: Signal,
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
     deadline: Option<Instant>,
 }
 
 impl Stop {
-    /// Install the handlers; `duration` counts from now.
+    /// Take SIGINT and SIGTERM on a signal thread; `duration` counts from
+    /// now. Call before any other thread starts: threads inherit the mask
+    /// that keeps the signals for the signal thread.
     pub fn new(duration: Option<Duration>) -> anyhow::Result<Self> {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set.thread_block().context("blocking SIGINT and SIGTERM")?;
+        let flag = Arc::new(AtomicBool::new(false));
+        let notify = Arc::new(Notify::new());
+        let (f, n) = (Arc::clone(&flag), Arc::clone(&notify));
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || signal_thread(&set, &f, &n))
+            .context("starting the signal thread")?;
+        let now = Instant::now();
         Ok(Self {
-            sigint: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            sigterm: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            deadline: duration.map(|d| Instant::now() + d),
+            flag,
+            notify,
+            // A duration past what the clock can add is no deadline at all.
+            deadline: duration.and_then(|d| now.checked_add(d)),
         })
+    }
+
+    /// Set once the run is ending, for work that must cut itself short.
+    #[must_use]
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.flag)
     }
 
     /// Resolves when the run should end. Cancel-safe, for `select!`.
     pub async fn wait(&mut self) {
         let deadline = self.deadline;
         tokio::select! {
-            _ = self.sigint.recv() => {}
-            _ = self.sigterm.recv() => {}
+            () = self.notify.notified() => {}
             () = async {
                 match deadline {
                     Some(d) => sleep_until(d).await,
                     None => std::future::pending().await,
                 }
             } => {}
+        }
+        self.flag.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The first signal ends the run (the final report follows); the second
+/// exits at once.
+fn signal_thread(set: &SigSet, flag: &AtomicBool, notify: &Notify) {
+    let mut seen = 0u32;
+    loop {
+        let Ok(sig) = set.wait() else {
+            continue;
+        };
+        seen += 1;
+        if seen == 1 {
+            flag.store(true, Ordering::Relaxed);
+            notify.notify_one();
+            if std::io::stderr().is_terminal() {
+                eprintln!("tcptrace: {sig}: finishing; send it again to exit at once");
+            }
+        } else {
+            eprintln!("tcptrace: {sig} again: exiting without the final report");
+            std::process::exit(SECOND_SIGNAL_EXIT);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ([`collect`]). Leaks that ended are counted by the kernel's CLOSE_WAIT
 //! dwell histogram and its count of dwells past `--min-age`.
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use tcptrace_common::{Counter, TcpState};
 
@@ -55,7 +55,7 @@ impl Leaks {
                 ports: setup.plan.ports,
                 start_ns,
                 seeded,
-                symbols: Symbols::new(),
+                symbols: Symbols::new(opts.symbolize_timeout, Arc::clone(&setup.stopping)),
             },
         }
     }

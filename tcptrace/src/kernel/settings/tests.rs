@@ -35,6 +35,7 @@ const HIST: HistOptions = HistOptions {
 const LEAKS: LeakOptions = LeakOptions {
     min_age: Duration::from_secs(10),
     interval: Duration::from_secs(10),
+    symbolize_timeout: Duration::from_secs(2),
 };
 const TIMEWAIT: TimewaitOptions = TimewaitOptions {
     interval: Duration::from_secs(10),

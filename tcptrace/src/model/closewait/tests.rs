@@ -13,6 +13,7 @@ pub(crate) fn frame(f: &str) -> Frame {
         file: None,
         line: None,
         recovered: false,
+        skipped: None,
     }
 }
 

@@ -1,15 +1,15 @@
-//! User stacks to function names (and <file:line> where debug info exists),
-//! with blazesym, the symbolizer made for BPF tools. The stack model and its
-//! corrections (splice, truncation) are `crate::model::stack`'s.
-
-use std::collections::HashMap;
+//! Addresses of a live process to function names and <file:line>, with
+//! blazesym, the symbolizer made for BPF tools. This runs only in the
+//! symbolizer process ([`super::worker`]): blazesym opens and maps files the
+//! traced process chooses.
 
 use blazesym::{
     Pid,
     symbolize::{Input, Symbolized, Symbolizer, source::Process, source::Source},
 };
 
-use crate::model::stack::{Frame, Stack, is_truncated, splice};
+use super::preflight::Checked;
+use crate::model::stack::{Frame, Skipped};
 
 fn to_frame(addr: u64, s: Option<&Symbolized<'_>>) -> Frame {
     match s {
@@ -27,6 +27,7 @@ fn to_frame(addr: u64, s: Option<&Symbolized<'_>>) -> Frame {
                 .map(|c| c.to_path().display().to_string()),
             line: sym.code_info.as_deref().and_then(|c| c.line),
             recovered: false,
+            skipped: None,
         },
         _ => Frame {
             function: None,
@@ -36,62 +37,48 @@ fn to_frame(addr: u64, s: Option<&Symbolized<'_>>) -> Frame {
             file: None,
             line: None,
             recovered: false,
+            skipped: None,
         },
     }
 }
 
-/// Symbolizes addresses of live processes, caching per (pid, address).
-pub struct Symbols {
+/// One blazesym symbolizer, with its per-file caches.
+pub struct Resolver {
     inner: Symbolizer,
-    cache: HashMap<(u32, u64), Frame>,
 }
 
-impl Default for Symbols {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Symbols {
-    #[must_use]
+impl Resolver {
     pub fn new() -> Self {
         Self {
             inner: Symbolizer::new(),
-            cache: HashMap::new(),
         }
     }
 
-    /// Forget cached addresses (processes come and go; addresses are reused).
-    pub fn clear(&mut self) {
-        self.cache.clear();
-    }
-
-    /// Resolve `addrs` in process `pid`. Addresses that cannot be resolved
-    /// (the process exited, no symbols) come back with `function: None`.
-    pub fn frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        let missing: Vec<u64> = addrs
-            .iter()
-            .copied()
-            .filter(|a| !self.cache.contains_key(&(pid, *a)))
-            .collect();
-        if !missing.is_empty() {
-            let frames = self.resolve(pid, &missing);
-            for (addr, frame) in missing.iter().zip(frames) {
-                self.cache.insert((pid, *addr), frame);
-            }
+    /// Resolve `addrs` of `pid` with what the preflight allows. Addresses
+    /// that cannot be resolved (the process exited, no symbols) come back
+    /// with `function: None`, and with the refusal that explains it, if any.
+    pub fn frames(&self, pid: u32, addrs: &[u64], checked: &Checked) -> Vec<Frame> {
+        let mut source = Process::new(Pid::from(pid));
+        source.debug_syms = checked.debug_refused.is_none();
+        source.perf_map = checked.perf_map_refused.is_none();
+        let mut frames = self.resolve(pid, addrs, &source);
+        for f in &mut frames {
+            let refusal = if checked.anonymous.contains(&f.addr) {
+                checked.perf_map_refused.as_ref()
+            } else {
+                checked.debug_refused.as_ref()
+            };
+            f.skipped = refusal.map(|why| Skipped::Refused(why.clone()));
         }
-        addrs
-            .iter()
-            .filter_map(|a| self.cache.get(&(pid, *a)).cloned())
-            .collect()
+        frames
     }
 
     /// Resolve a batch; one address that a source cannot read (blazesym
     /// fails the whole batch, e.g. on a section of Debian's libc) must not
     /// cost the others, so failures fall back to one address at a time, then
     /// to the ELF symbol tables without DWARF.
-    fn resolve(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        let with_debug = Source::Process(Process::new(Pid::from(pid)));
+    fn resolve(&self, pid: u32, addrs: &[u64], source: &Process) -> Vec<Frame> {
+        let with_debug = Source::Process(source.clone());
         match self.inner.symbolize(&with_debug, Input::AbsAddr(addrs)) {
             Ok(v) => {
                 return addrs
@@ -102,7 +89,7 @@ impl Symbols {
             }
             Err(e) => log::debug!("symbolizing {} addresses in pid {pid}: {e}", addrs.len()),
         }
-        let mut symtab_only = Process::new(Pid::from(pid));
+        let mut symtab_only = source.clone();
         symtab_only.debug_syms = false;
         let symtab_only = Source::Process(symtab_only);
         addrs
@@ -118,27 +105,6 @@ impl Symbols {
             })
             .collect()
     }
-
-    /// Symbolize a captured stack: `ips` from the stack map, `sp_word` from
-    /// the kernel side (0 if none).
-    pub fn stack(&mut self, pid: u32, ips: &[u64], sp_word: u64) -> Stack {
-        let mut all = ips.to_vec();
-        if sp_word != 0 {
-            all.push(sp_word);
-        }
-        let mut frames = self.frames(pid, &all);
-        let sp_frame = (sp_word != 0).then(|| frames.pop()).flatten();
-        let funcs: Vec<Option<&str>> = frames.iter().map(|f| f.function.as_deref()).collect();
-        let at = sp_frame
-            .as_ref()
-            .and_then(|f| splice(ips, &funcs, sp_word, f.function.as_deref()));
-        let truncated = is_truncated(&funcs);
-        if let (Some(at), Some(mut f)) = (at, sp_frame) {
-            f.recovered = true;
-            frames.insert(at, f);
-        }
-        Stack { frames, truncated }
-    }
 }
 
 #[cfg(test)]
@@ -151,11 +117,12 @@ mod tests {
         fn marker() -> u64 {
             marker as *const () as u64
         }
-        let mut s = Symbols::new();
-        let frames = s.frames(std::process::id(), &[marker()]);
+        let r = Resolver::new();
+        let ok = Checked::default();
+        let frames = r.frames(std::process::id(), &[marker()], &ok);
         let f = frames[0].function.as_deref().unwrap_or_default();
         assert!(f.contains("marker"), "{frames:?}");
-        let gone = s.frames(u32::MAX - 1, &[0x1234]);
+        let gone = r.frames(u32::MAX - 1, &[0x1234], &ok);
         assert_eq!(gone[0].function, None, "an exited process is not an error");
     }
 }

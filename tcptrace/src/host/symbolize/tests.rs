@@ -1,0 +1,74 @@
+//! The symbolizer client's deadlines, with real processes standing in for
+//! a symbolizer that hangs or dies (the real one is exercised by the root
+//! tests in `tests/tests/symbolize.rs`).
+
+use super::*;
+
+fn program(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+#[test]
+fn a_symbolizer_that_never_answers_times_out_and_its_process_is_not_asked_again() {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut s = Symbols::with_program(
+        program(&["sleep", "30"]),
+        Duration::from_millis(300),
+        stopping,
+    );
+    let t = Instant::now();
+    let frames = s.frames(4242, &[0x10, 0x20]);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the deadline bounds the wait: {took:?}"
+    );
+    assert_eq!(frames.len(), 2);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.function.is_none() && f.skipped == Some(Skipped::TimedOut))
+    );
+    assert!(s.worker.is_none(), "the overrunning symbolizer is killed");
+    let t = Instant::now();
+    let again = s.frames(4242, &[0x30]);
+    assert_eq!(again[0].skipped, Some(Skipped::TimedOut));
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "a timed-out process is not asked again"
+    );
+}
+
+#[test]
+fn a_symbolizer_that_dies_fails_the_request() {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut s = Symbols::with_program(program(&["true"]), Duration::from_secs(5), stopping);
+    let frames = s.frames(1, &[0x10]);
+    assert_eq!(frames[0].skipped, Some(Skipped::Failed));
+}
+
+#[test]
+fn a_stop_interrupts_the_wait() {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopping);
+    let mut s = Symbols::with_program(program(&["sleep", "30"]), Duration::from_mins(1), stopping);
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        flag.store(true, Ordering::Relaxed);
+    });
+    let t = Instant::now();
+    let frames = s.frames(7, &[0x10]);
+    let _ = setter.join();
+    assert_eq!(frames[0].skipped, Some(Skipped::Interrupted));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Once stopping, requests share a short budget instead of the timeout.
+    let t = Instant::now();
+    let frames = s.frames(8, &[0x10]);
+    assert_eq!(frames[0].skipped, Some(Skipped::Interrupted));
+    assert!(
+        t.elapsed() < STOP_BUDGET + Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+}
