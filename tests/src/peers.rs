@@ -162,7 +162,7 @@ fn on_path(program: &str) -> bool {
 /// `good_handler` (reads to EOF, closes). Single-threaded: every client must
 /// send and close for the next one to be served.
 pub struct LeakyServerBin {
-    _dir: TempDir,
+    _dir: Option<TempDir>,
     bin: PathBuf,
 }
 
@@ -173,14 +173,20 @@ impl LeakyServerBin {
     /// Compile it with `cc`. Panics (never skips) without a C compiler.
     #[must_use]
     pub fn build() -> Self {
+        Self::build_from("leaky_server")
+    }
+
+    /// Compile `tests/peers/NAME.c` the same way, into `NAME`.
+    #[must_use]
+    pub fn build_from(name: &str) -> Self {
         assert!(
             on_path("cc"),
             "no cc on PATH: the CLOSE_WAIT leak tests compile tests/peers/leaky_server.c; \
              install a C compiler (apt-get install gcc)"
         );
         let dir = TempDir::new("leaky");
-        let bin = dir.path().join("leaky_server");
-        let src = workspace_root().join("tests/peers/leaky_server.c");
+        let bin = dir.path().join(name);
+        let src = workspace_root().join(format!("tests/peers/{name}.c"));
         let out = run_bounded(
             Command::new("cc")
                 .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
@@ -195,7 +201,16 @@ impl LeakyServerBin {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        Self { _dir: dir, bin }
+        Self {
+            _dir: Some(dir),
+            bin,
+        }
+    }
+
+    /// A binary built elsewhere (e.g. a rewritten copy of one built here).
+    #[must_use]
+    pub fn at(bin: PathBuf) -> Self {
+        Self { _dir: None, bin }
     }
 
     #[must_use]
@@ -206,9 +221,15 @@ impl LeakyServerBin {
     /// `ip netns exec NS leaky_server PORT SECONDS`; returns once it listens.
     #[must_use]
     pub fn start(&self, ns: &Netns, port: u16, seconds: u32) -> LeakyServer {
+        self.start_with(ns, &[&port.to_string(), &seconds.to_string()])
+    }
+
+    /// `ip netns exec NS BIN ARGS`; returns once it prints `ready <pid>`.
+    #[must_use]
+    pub fn start_with(&self, ns: &Netns, args: &[&str]) -> LeakyServer {
+        let port = args.first().copied().unwrap_or_default();
         let mut cmd = ns.command(&self.bin);
-        cmd.arg(port.to_string())
-            .arg(seconds.to_string())
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

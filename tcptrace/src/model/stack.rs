@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 /// Why a frame has no function name, or a name without a source line: the
 /// symbolizer runs untrusted inputs (the traced process's files) under a
 /// deadline and refuses files that are not what they should be.
+/// In JSON it is its text: "timed out", "interrupted", "symbolizer failed",
+/// or the refusal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "String", from = "String")]
 pub enum Skipped {
     /// The symbolizer overran its deadline on this process.
     TimedOut,
@@ -32,6 +34,23 @@ impl fmt::Display for Skipped {
             Skipped::Interrupted => f.write_str("interrupted"),
             Skipped::Failed => f.write_str("symbolizer failed"),
             Skipped::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<Skipped> for String {
+    fn from(s: Skipped) -> String {
+        s.to_string()
+    }
+}
+
+impl From<String> for Skipped {
+    fn from(s: String) -> Skipped {
+        match s.as_str() {
+            "timed out" => Skipped::TimedOut,
+            "interrupted" => Skipped::Interrupted,
+            "symbolizer failed" => Skipped::Failed,
+            _ => Skipped::Refused(s),
         }
     }
 }

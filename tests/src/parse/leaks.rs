@@ -76,6 +76,8 @@ pub struct LeakFrame {
     pub file: Option<String>,
     pub line: Option<u64>,
     pub recovered: bool,
+    /// Why the symbolizer skipped the frame ("timed out", a refusal).
+    pub skipped: Option<String>,
 }
 
 /// One `closewait_leak` JSON line, checked against the documented schema.
@@ -225,8 +227,13 @@ impl LeakGroup {
                 return Err(format!("an empty {stack} cannot be truncated"));
             }
             for f in frames {
-                if f.as_object().map(serde_json::Map::len) != Some(7) {
+                // `skipped` only when the symbolizer skipped the frame.
+                let keys = f.as_object().map_or(0, serde_json::Map::len);
+                if keys != 7 + usize::from(f.get("skipped").is_some()) {
                     return Err(format!("{stack} frame {f}"));
+                }
+                if let Some(s) = f.get("skipped") {
+                    check("skipped", s, |x| x.as_str().is_some_and(|s| !s.is_empty()))?;
                 }
                 check("function", &f["function"], str_or_null)?;
                 check("addr", &f["addr"], |x| {
@@ -359,6 +366,7 @@ impl LeakGroup {
                         file: s(f, "file"),
                         line: f["line"].as_u64(),
                         recovered: f["recovered"] == true,
+                        skipped: s(f, "skipped"),
                     })
                     .collect()
             })

@@ -65,6 +65,24 @@ impl LeakTracer {
     pub fn wait_end(self, timeout: Duration) -> LeakRun {
         LeakRun(self.0.wait_end(timeout))
     }
+
+    /// SIGTERM, and wait at most `timeout` for the exit.
+    #[must_use]
+    pub fn terminate(self, timeout: Duration) -> LeakRun {
+        LeakRun(self.0.terminate(timeout))
+    }
+
+    /// tcptrace's pid.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.0.pid()
+    }
+
+    /// stderr so far.
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        self.0.stderr()
+    }
 }
 
 /// Everything one `--closewait-leaks` run printed, and how it ended.

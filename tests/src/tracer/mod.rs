@@ -160,6 +160,19 @@ impl ModeTracer {
         self.finish(EXIT_TIMEOUT)
     }
 
+    /// SIGTERM (systemd's stop), wait at most `timeout` for the exit.
+    #[must_use]
+    pub fn terminate(self, timeout: Duration) -> ModeRun {
+        signal(&self.child, libc::SIGTERM);
+        self.finish(timeout)
+    }
+
+    /// tcptrace's pid (`ip netns exec` execs it).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Wait (at most `timeout`) for a run with `-d` to end by itself.
     #[must_use]
     pub fn wait_end(self, timeout: Duration) -> ModeRun {

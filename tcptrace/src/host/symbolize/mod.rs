@@ -241,7 +241,7 @@ impl Symbols {
             let frames = match self.quarantined.get(&pid) {
                 Some(why) => skipped(&missing, why),
                 None => self.ask(pid, &missing).unwrap_or_else(|why| {
-                    log::warn!(
+                    log::info!(
                         "symbolizing pid {pid}: {why}; its frames are reported unsymbolized"
                     );
                     self.worker = None;
