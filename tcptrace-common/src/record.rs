@@ -347,9 +347,11 @@ pub enum Counter {
     /// Dwells of at least `Config::long_dwell_ns` (leak mode: CLOSE_WAIT
     /// sockets closed after leaking longer than `--min-age`).
     LongDwells = 10,
+    /// Dwells `HIST` could not count: the map was full (`--hist --by`).
+    HistFull = 11,
 }
 
-pub const NUM_COUNTERS: u32 = 11;
+pub const NUM_COUNTERS: u32 = 12;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 16);
 const _: () = assert!(core::mem::size_of::<Owner>() == 24);

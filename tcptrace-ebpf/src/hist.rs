@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
 };
-use tcptrace_common::{HistKey, hist};
+use tcptrace_common::{Counter, HistKey, hist};
 
-use crate::maps::BPF_NOEXIST;
+use crate::maps::{BPF_NOEXIST, count};
 
 /// Dwell histograms (`--hist`): one counter per (state, bucket, group), per
 /// CPU, so high connection rates cost a map update and no ring-buffer record.
@@ -25,7 +25,8 @@ pub(crate) static HIST_STATE: PerCpuArray<[u64; hist::ROW]> = PerCpuArray::with_
 #[map]
 pub(crate) static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(256, 0);
 
-/// Count one dwell in its bucket and raise the group's maximum.
+/// Count one dwell in its bucket and raise the group's maximum. A dwell
+/// whose bucket key the full map refuses is counted as `HistFull`.
 #[inline(always)]
 pub(crate) fn hist_add(key: &HistKey, dwell_ns: u64) {
     // A per-CPU hash still has one key for all CPUs: another CPU may create
@@ -33,11 +34,12 @@ pub(crate) fn hist_add(key: &HistKey, dwell_ns: u64) {
     if let Some(n) = HIST.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it while we run.
         unsafe { *n += 1 };
-    } else if HIST.insert(key, 1, BPF_NOEXIST).is_err()
-        && let Some(n) = HIST.get_ptr_mut(key)
-    {
-        // SAFETY: as above.
-        unsafe { *n += 1 };
+    } else if HIST.insert(key, 1, BPF_NOEXIST).is_err() {
+        match HIST.get_ptr_mut(key) {
+            // SAFETY: as above.
+            Some(n) => unsafe { *n += 1 },
+            None => count(Counter::HistFull),
+        }
     }
     let max_key = HistKey {
         slot: hist::MAX_SLOT,

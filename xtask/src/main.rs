@@ -17,6 +17,7 @@ mod layers;
 mod procstat;
 mod scale;
 mod setup;
+mod soak;
 
 #[derive(Parser)]
 #[command(about = "tcptrace build, run and test tasks")]
@@ -67,6 +68,14 @@ enum Task {
         /// stage only.
         #[arg(long, value_name = "REV")]
         baseline: Option<String>,
+    },
+    /// Soak (root): tcptrace's leak mode and `--timewait` under churn and
+    /// short-lived leakers for N minutes, sampling RSS, fds, CPU and kernel
+    /// map occupancy every 10 s into docs/benchmarks.md; fails when any of
+    /// RSS, fds or a map grew more than 5% over the last two thirds.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
     },
     /// Check the userspace crate's layering (model, kernel, host, report,
     /// analyses, runtime, cli) and the source files' sizes; the rules are in
@@ -195,6 +204,7 @@ fn run(args: Args) -> Result<()> {
             only,
             baseline,
         } => bench::run(rounds.max(1), seconds, only, baseline.as_deref()),
+        Task::Soak { minutes } => soak::run(minutes),
     }
 }
 

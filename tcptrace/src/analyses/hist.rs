@@ -10,14 +10,14 @@ use std::{collections::BTreeMap, path::Path, time::Duration, time::SystemTime};
 use tcptrace_common::Counter;
 
 use crate::{
-    analyses::{Analysis, Cx, Setup, TW_POLL, TimewaitPoll},
+    analyses::{Analysis, Cx, RunCounts, Setup, TW_POLL, TimewaitPoll},
     host::{netstat::timewait_overflow, sysctl},
     kernel::{counters, maps},
     model::{
-        event::Event, histogram::by_name, plan::HistOptions, reset_reasons::ResetReasons,
-        timewait::lives::Tracker,
+        counters::KernelCounters, event::Event, histogram::by_name, plan::HistOptions,
+        reset_reasons::ResetReasons, timewait::lives::Tracker,
     },
-    report::{hist::HistReport, prometheus::Snapshot},
+    report::{hist::HistReport, prometheus::Snapshot, summary::hist_losses_line},
 };
 
 pub struct Hists {
@@ -97,6 +97,19 @@ impl Analysis for Hists {
             cx.out.extend_from_slice(report.text().as_bytes());
         }
         Ok(())
+    }
+
+    /// What the histograms and the resets may be missing.
+    fn exit_lines(
+        &self,
+        _cx: &mut Cx<'_>,
+        kernel: Option<&KernelCounters>,
+        counts: &RunCounts,
+    ) -> Vec<String> {
+        kernel
+            .map(|k| hist_losses_line(k, counts.undecodable))
+            .into_iter()
+            .collect()
     }
 
     /// The histograms, transitions, resets and timewait sockets, and the

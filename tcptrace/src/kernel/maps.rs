@@ -3,20 +3,24 @@
 //! per-socket details of leak mode. Every map name userspace uses is here.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv6Addr},
+    os::fd::AsFd as _,
 };
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{
+        HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, StackTraceMap,
+    },
+    sys::SyscallError,
 };
 use tcptrace_common::{
     HistBy, HistKey, STACK_DEPTH, SockInfo, StackLocation, StackRef, TcpState, hist,
 };
 use thiserror::Error;
 
-use crate::model::histogram::Hist;
+use crate::model::{aging::Sweep, histogram::Hist};
 
 /// Map names, as the eBPF object declares them.
 pub mod names {
@@ -158,6 +162,8 @@ pub fn read_hists(
             h.add_bucket(key.slot, values.iter().sum());
         }
     }
+    // A group whose bucket the full map refused has only its maximum.
+    out.retain(|_, h| h.count() > 0);
     Ok(out)
 }
 
@@ -231,5 +237,84 @@ impl<'a> StackMaps<'a> {
                 Some(words.into_iter().take_while(|&ip| ip != 0).collect())
             }
         }
+    }
+}
+
+/// Frees the stacks no socket refers to any more: with address-space
+/// randomisation every new process brings new stacks, and `STACKS` and
+/// `STACK_SPILL` would fill for good. Marks the stacks of the sockets in
+/// `SOCKS`, then deletes the ids and keys that two consecutive passes
+/// found unreferenced ([`Sweep`]). A stack captured between a pass's mark
+/// and its deletes, under an id that was a suspect already, can still be
+/// deleted: that socket then reports its stack as gone, or another stack
+/// if one takes the bucket before the report.
+#[derive(Debug, Default)]
+pub struct StackRecycler {
+    stacks: Sweep,
+    spill: Sweep,
+}
+
+/// What one [`StackRecycler::pass`] deleted and what it found in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recycled {
+    pub stacks: u64,
+    pub spill: u64,
+    pub referenced: u64,
+}
+
+/// A handle of our own on map `name`, for deletes (the loaded object
+/// lends its maps read-only).
+fn own(ebpf: &Ebpf, name: &'static str) -> Result<Option<Map>, ReadError> {
+    let Some(m) = ebpf.map(name) else {
+        return Ok(None);
+    };
+    let (Map::StackTraceMap(data) | Map::HashMap(data)) = m else {
+        return Err(ReadError::Missing(name));
+    };
+    let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+        err(name)(MapError::from(SyscallError {
+            call: "dup",
+            io_error,
+        }))
+    })?;
+    MapData::from_fd(fd)
+        .and_then(Map::from_map_data)
+        .map(Some)
+        .map_err(err(name))
+}
+
+impl StackRecycler {
+    /// One pass: mark from `SOCKS`, sweep `STACKS` and `STACK_SPILL`.
+    pub fn pass(&mut self, ebpf: &Ebpf) -> Result<Recycled, ReadError> {
+        let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
+        each_sock_details(ebpf, |i| {
+            for r in [i.first_stack, i.eof_stack] {
+                match r.location() {
+                    Some(StackLocation::Stacks(id)) => ids.insert(id),
+                    Some(StackLocation::Spill(key)) => keys.insert(key),
+                    None => false,
+                };
+            }
+        })?;
+        let mut out = Recycled {
+            referenced: (ids.len() + keys.len()) as u64,
+            ..Recycled::default()
+        };
+        if let Some(m) = own(ebpf, names::STACKS)? {
+            let mut map = StackTraceMap::try_from(m).map_err(err(names::STACKS))?;
+            let present: Vec<u32> = map.stack_ids().flatten().collect();
+            for id in self.stacks.pass(present, &ids) {
+                out.stacks += u64::from(map.remove(&id).is_ok());
+            }
+        }
+        if let Some(m) = own(ebpf, names::STACK_SPILL)? {
+            let mut map: BpfHashMap<_, u32, [u64; STACK_DEPTH]> =
+                BpfHashMap::try_from(m).map_err(err(names::STACK_SPILL))?;
+            let present: Vec<u32> = map.keys().flatten().collect();
+            for key in self.spill.pass(present, &keys) {
+                out.spill += u64::from(map.remove(&key).is_ok());
+            }
+        }
+        Ok(out)
     }
 }

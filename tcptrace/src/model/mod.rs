@@ -2,6 +2,7 @@
 //! plan of a run, histogram maths, leak grouping, TIME_WAIT lives, census,
 //! projection and advice, and the counters a run reports.
 
+pub mod aging;
 pub mod clock;
 pub mod closewait;
 pub mod counters;

@@ -66,6 +66,21 @@ pub fn losses_line(k: &KernelCounters) -> String {
     )
 }
 
+/// `--hist`'s losses: records (resets) the ring refused or that could not
+/// be decoded, field reads that failed, and dwells the full `HIST` map
+/// (`--by`) could not count.
+#[must_use]
+pub fn hist_losses_line(k: &KernelCounters, undecodable: u64) -> String {
+    format!(
+        "tcptrace: --hist losses: {} ring-buffer full, {} field-read errors, {} undecodable, \
+         {} dwells not counted (histogram map full)",
+        k.get(Counter::RingbufFull),
+        k.get(Counter::ReadErrors),
+        undecodable,
+        k.get(Counter::HistFull),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +136,17 @@ mod tests {
             run_time_ns: 0,
         }]);
         assert!(off.contains("bpf_stats_enabled=1"), "{off}");
+    }
+
+    #[test]
+    fn hist_losses_name_the_full_histogram_map() {
+        let mut k = KernelCounters::default();
+        k.values[Counter::HistFull as usize] = 7;
+        k.values[Counter::ReadErrors as usize] = 2;
+        assert_eq!(
+            hist_losses_line(&k, 3),
+            "tcptrace: --hist losses: 0 ring-buffer full, 2 field-read errors, 3 undecodable, \
+             7 dwells not counted (histogram map full)"
+        );
     }
 }

@@ -38,6 +38,7 @@ use crate::{
     status, workspace_root,
 };
 use configs::Config;
+pub(crate) use report::splice as splice_table;
 use report::{SCALE_MARKERS, splice, update_json, write_comparison, write_reports};
 
 const NETNS: &str = "tcptrace-bench";

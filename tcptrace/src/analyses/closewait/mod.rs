@@ -27,6 +27,8 @@ pub struct Leaks {
     opts: LeakOptions,
     json: bool,
     collector: collect::Collector,
+    /// Frees the stacks of sockets gone, after each report.
+    stacks: maps::StackRecycler,
 }
 
 impl Leaks {
@@ -57,6 +59,7 @@ impl Leaks {
                 seeded,
                 symbols: Symbols::new(opts.symbolize_timeout, Arc::clone(&setup.stopping)),
             },
+            stacks: maps::StackRecycler::default(),
         }
     }
 }
@@ -91,6 +94,10 @@ impl Analysis for Leaks {
             let text = render_text(&groups, &when, self.opts.min_age, final_report);
             cx.out.extend_from_slice(text.as_bytes());
             cx.out.extend_from_slice(b"\n");
+        }
+        match self.stacks.pass(cx.ebpf) {
+            Ok(r) => log::debug!("stacks freed: {r:?}"),
+            Err(e) => log::warn!("freeing the stacks of sockets gone: {e}"),
         }
         Ok(())
     }

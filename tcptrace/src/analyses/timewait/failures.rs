@@ -10,6 +10,7 @@ use super::{LIVE_STATES, Timewait, push_json};
 use crate::{
     analyses::Cx,
     host::{procs, sockdiag},
+    kernel::clock::monotonic_ns,
     model::{
         event::{FailedCall, Failure},
         socket::{DiagSocket, canonical_tuple},
@@ -58,11 +59,16 @@ impl Timewait {
         }
     }
 
-    /// Explain a failed bind with what holds the port right now.
+    /// Explain a failed bind with what holds the port right now; one
+    /// over the rate of lookups is only counted, as unexplained.
     fn on_bind_failure(&mut self, cx: &mut Cx<'_>, f: &Failure, addr: IpAddr, port: u16) {
         let key = (f.owner.pid, port);
-        if let Some(b) = self.binds.get_mut(&key) {
+        let now = monotonic_ns();
+        if let Some(b) = self.binds.touch_existing(&key, now) {
             b.count += 1;
+            return;
+        }
+        if !self.lookups.take(now) {
             return;
         }
         let (tw, live) = sockets_on(addr, port);
@@ -100,36 +106,36 @@ impl Timewait {
             );
             cx.out.extend_from_slice(text.as_bytes());
         }
-        self.binds.insert(
-            key,
-            BindFacts {
-                pid: f.owner.pid,
-                comm: f.owner.comm.clone(),
-                port,
-                count: 1,
-                time_wait,
-                listeners,
-            },
-        );
+        let facts = BindFacts {
+            pid: f.owner.pid,
+            comm: f.owner.comm.clone(),
+            port,
+            count: 1,
+            time_wait,
+            listeners,
+        };
+        self.binds.touch(key, now, || facts);
     }
 
-    /// Explain a failed connect with the census of its destination now.
+    /// Explain a failed connect with the census of its destination now;
+    /// one over the rate of lookups is only counted, as unexplained.
     fn on_connect_failure(&mut self, cx: &mut Cx<'_>, f: &Failure, addr: IpAddr, port: u16) {
         let dest = canonical_tuple((addr, 0, addr, 0)).0;
         let key = (f.owner.pid, dest, port);
-        if let Some(c) = self.connects.get_mut(&key) {
+        let now = monotonic_ns();
+        if let Some(c) = self.connects.touch_existing(&key, now) {
             c.count += 1;
             return;
         }
-        self.connects.insert(
-            key,
-            ConnectFacts {
-                pid: f.owner.pid,
-                comm: f.owner.comm.clone(),
-                dest: (dest, port),
-                count: 1,
-            },
-        );
+        self.connects.touch(key, now, || ConnectFacts {
+            pid: f.owner.pid,
+            comm: f.owner.comm.clone(),
+            dest: (dest, port),
+            count: 1,
+        });
+        if !self.lookups.take(now) {
+            return;
+        }
         // A fresh look, as of the failure.
         self.poll_timewait();
         self.count_live();

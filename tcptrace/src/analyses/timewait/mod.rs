@@ -3,11 +3,7 @@
 //! from the per-CPU log, a census with projection and advice from the
 //! polls, and each failed call explained at once ([`failures`]).
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    net::IpAddr,
-    path::Path,
-};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use tcptrace_common::TcpState;
 
@@ -20,6 +16,7 @@ use crate::{
     },
     kernel::clock::monotonic_ns,
     model::{
+        aging::{Aged, TokenBucket},
         counters::KernelCounters,
         event::{Event, StateChange},
         filter::PortFilter,
@@ -28,13 +25,13 @@ use crate::{
         sysctl::Sysctls,
         timewait::{
             advice::{self, BindFacts, ConnectFacts},
-            census::{Census, LiveCounts, Snapshot},
+            census::{Census, DestKey, LiveCounts, STALE_AFTER, Snapshot},
             lives::{self, Tracker},
         },
     },
     report::{
         json_line,
-        timewait::{CensusReport, Times},
+        timewait::{CensusReport, Forgotten, Times},
     },
 };
 
@@ -44,6 +41,18 @@ mod failures;
 /// sockets killed by port reuse from those killed by a RST
 /// ([`Timewait::find_reuses`]): a few milliseconds of netlink round trips.
 const MAX_REUSE_LOOKUPS: usize = 1024;
+
+/// A failed call's (pid, port) or (pid, destination) is forgotten after
+/// this long without a failure, and at most [`MAX_FAILURE_GROUPS`] of each
+/// are kept (the least recently failing go first).
+const FAILURE_TTL: Duration = Duration::from_mins(10);
+const MAX_FAILURE_GROUPS: usize = 4096;
+/// Explaining a new failure costs a /proc scan and sock_diag dumps: at most
+/// this many a second (and a burst of [`LOOKUP_BURST`]), so that a user
+/// failing calls on purpose cannot make tcptrace work hard. The others are
+/// counted, and explained by a later failure of theirs.
+const LOOKUPS_PER_S: u64 = 4;
+const LOOKUP_BURST: u64 = 16;
 
 /// The live (non-timewait) states whose sockets hold a local port, and
 /// listeners.
@@ -72,10 +81,12 @@ pub struct Timewait {
     polled: Vec<DiagSocket>,
     live: LiveCounts,
     overflow_at_start: Option<u64>,
-    binds: BTreeMap<(u32, u16), BindFacts>,
-    connects: BTreeMap<(u32, IpAddr, u16), ConnectFacts>,
-    /// Destinations already announced as heading for exhaustion.
-    announced: HashSet<(IpAddr, IpAddr, u16)>,
+    binds: Aged<(u32, u16), BindFacts>,
+    connects: Aged<(u32, IpAddr, u16), ConnectFacts>,
+    /// Lookups that explain failures, rate-limited.
+    lookups: TokenBucket,
+    /// Destinations announced as heading for exhaustion, while they are.
+    announced: Aged<DestKey, ()>,
     failures_unavailable: Option<String>,
 }
 
@@ -102,9 +113,10 @@ impl Timewait {
             polled: Vec::new(),
             live: LiveCounts::new(),
             overflow_at_start: timewait_overflow(),
-            binds: BTreeMap::new(),
-            connects: BTreeMap::new(),
-            announced: HashSet::new(),
+            binds: Aged::new(ns(FAILURE_TTL), MAX_FAILURE_GROUPS),
+            connects: Aged::new(ns(FAILURE_TTL), MAX_FAILURE_GROUPS),
+            lookups: TokenBucket::new(LOOKUPS_PER_S, LOOKUP_BURST),
+            announced: Aged::new(ns(STALE_AFTER), MAX_FAILURE_GROUPS),
             failures_unavailable: setup.failures_unavailable.map(str::to_owned),
         }
     }
@@ -188,14 +200,17 @@ impl Timewait {
             .snapshot(monotonic_ns(), &self.polled, &self.live, &self.sysctls)
     }
 
-    /// Announce destinations newly heading for exhaustion.
+    /// Announce destinations newly heading for exhaustion (again, once
+    /// they stopped for [`STALE_AFTER`]).
     fn check_projections(&mut self, cx: &mut Cx<'_>) {
         let snap = self.snapshot();
+        let now = monotonic_ns();
+        self.announced.prune(now);
         for g in &snap.destinations {
-            if !g.projection.exhaustion || !self.announced.insert(g.key) {
+            if !g.projection.exhaustion || self.announced.touch_existing(&g.key, now).is_some() {
                 continue;
             }
-            let now = monotonic_ns();
+            self.announced.touch(g.key, now, || ());
             if self.json {
                 push_json(cx, &self.times.projection_json(g, now));
             } else {
@@ -204,6 +219,10 @@ impl Timewait {
             }
         }
     }
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One JSON line into the output batch; a value that cannot be written
@@ -259,6 +278,9 @@ impl Analysis for Timewait {
         let overflow = timewait_overflow()
             .zip(self.overflow_at_start)
             .map(|(a, b)| a.saturating_sub(b));
+        let now = monotonic_ns();
+        self.binds.prune(now);
+        self.connects.prune(now);
         let binds: Vec<BindFacts> = self.binds.values().cloned().collect();
         let connects: Vec<ConnectFacts> = self.connects.values().cloned().collect();
         let advice = advice::advise(&advice::Facts {
@@ -280,6 +302,11 @@ impl Analysis for Timewait {
             connects: &connects,
             advice: &advice,
             failures_unavailable: self.failures_unavailable.as_deref(),
+            forgotten: Forgotten {
+                unexplained: self.lookups.refused,
+                failures: self.binds.forgotten() + self.connects.forgotten(),
+                groups: self.census.forgotten(),
+            },
         };
         if self.json {
             push_json(cx, &report.json());

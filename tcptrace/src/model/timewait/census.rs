@@ -9,12 +9,14 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
+    time::Duration,
 };
 
 use tcptrace_common::TcpState;
 
 pub use crate::model::timewait::projection::{Projection, RATE_WINDOW_S, project};
 use crate::model::{
+    aging::Aged,
     socket::{DiagSocket, Tuple, canonical_tuple},
     sysctl::Sysctls,
     timewait::{lives::TIMEWAIT_LEN, projection::Rate},
@@ -88,18 +90,55 @@ impl Snapshot {
     }
 }
 
-/// Counts entries, rates and closers over time; [`Census::snapshot`] groups
-/// the sockets of one poll.
+/// A destination or port is forgotten when it saw no new entry for this
+/// long: its TIME_WAIT sockets (60 s, after an orphan's FIN_WAIT2 phase of
+/// `tcp_fin_timeout`, 60 s by default) are gone well before.
+pub const STALE_AFTER: Duration = Duration::from_mins(5);
+/// At most this many destinations (and as many ports) are followed; a new
+/// one beyond evicts the least recently active, counted in
+/// [`Census::forgotten`].
+pub const MAX_GROUPS: usize = 65_536;
+/// How long a closer's name learnt from a record or /proc names its later
+/// records that come without one. Short, so that a reused pid is not
+/// named after the process that had it before (pids wrap far slower).
+pub const NAME_TTL: Duration = Duration::from_secs(10);
+
+/// Closers of one group: TIME_WAIT sockets entered, by (pid, comm). A
+/// reused pid is another closer, since its records carry the new comm.
+type CloserCounts = HashMap<(u32, String), u64>;
+
+/// One destination's or port's history.
 #[derive(Debug, Default)]
+struct Group {
+    rate: Rate,
+    closers: CloserCounts,
+    /// When tcptrace first projected exhaustion for it (destinations).
+    exhaustion_projected: Option<u64>,
+}
+
+/// Counts entries, rates and closers over time; [`Census::snapshot`] groups
+/// the sockets of one poll. Groups without an entry for [`STALE_AFTER`]
+/// are forgotten at the next snapshot.
+#[derive(Debug)]
 pub struct Census {
-    dest_rate: HashMap<DestKey, Rate>,
-    port_rate: HashMap<u16, Rate>,
-    dest_closers: HashMap<DestKey, HashMap<u32, u64>>,
-    port_closers: HashMap<u16, HashMap<u32, u64>>,
-    comms: HashMap<u32, String>,
+    dests: Aged<DestKey, Group>,
+    ports: Aged<u16, Group>,
+    /// Names of recent closers, for their records without one.
+    names: Aged<u32, String>,
     /// Every port a listener was seen on.
     listening: HashSet<u16>,
-    exhaustion_projected: HashMap<DestKey, u64>,
+}
+
+impl Default for Census {
+    fn default() -> Self {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Census {
+            dests: Aged::new(ns(STALE_AFTER), MAX_GROUPS),
+            ports: Aged::new(ns(STALE_AFTER), MAX_GROUPS),
+            names: Aged::new(ns(NAME_TTL), MAX_GROUPS),
+            listening: HashSet::new(),
+        }
+    }
 }
 
 /// Which side of its connection a local socket is.
@@ -128,14 +167,25 @@ pub fn side<S: std::hash::BuildHasher>(
     }
 }
 
-fn closers(counts: Option<&HashMap<u32, u64>>, comms: &HashMap<u32, String>) -> Closers {
+fn closers(counts: Option<&CloserCounts>) -> Closers {
     let mut v: Closers = counts
         .into_iter()
         .flatten()
-        .map(|(pid, n)| (*pid, comms.get(pid).cloned().unwrap_or_default(), *n))
+        .map(|((pid, comm), n)| (*pid, comm.clone(), *n))
         .collect();
-    v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
     v
+}
+
+/// Count one entry closed by `pid` named `comm` (empty if unknown): a
+/// named record takes over the count of the pid's unnamed ones.
+fn count_closer(counts: &mut CloserCounts, pid: u32, comm: String) {
+    let unnamed = if comm.is_empty() {
+        0
+    } else {
+        counts.remove(&(pid, String::new())).unwrap_or(0)
+    };
+    *counts.entry((pid, comm)).or_default() += 1 + unnamed;
 }
 
 impl Census {
@@ -156,45 +206,44 @@ impl Census {
         live_comm: impl FnOnce(u32) -> Option<String>,
     ) {
         let (l, lport, r, rport) = canonical_tuple(tuple);
-        let pid = closer.map(|(pid, comm)| {
-            let known = self.comms.entry(pid).or_default();
-            if known.is_empty() {
+        let closer = closer.map(|(pid, comm)| {
+            let name = if comm.is_empty() {
                 // A record without a comm: the kernel's comm cache had
-                // lost the closer's thread to another one. The process has
-                // it while it lives.
-                *known = if comm.is_empty() {
-                    live_comm(pid).unwrap_or_default()
-                } else {
-                    comm.to_owned()
-                };
+                // lost the closer's thread to another one. A recent
+                // record named it, or the process has it while it lives.
+                match self.names.get(&pid) {
+                    Some(n) => n.clone(),
+                    None => live_comm(pid).unwrap_or_default(),
+                }
+            } else {
+                comm.to_owned()
+            };
+            if !name.is_empty() {
+                self.names.touch(pid, ts_ns, String::new).clone_from(&name);
             }
-            pid
+            (pid, name)
         });
-        match side(lport, rport, &self.listening, sysctls) {
-            Side::Client => {
-                let key = (l, r, rport);
-                self.dest_rate.entry(key).or_default().add(ts_ns);
-                if let Some(pid) = pid {
-                    *self
-                        .dest_closers
-                        .entry(key)
-                        .or_default()
-                        .entry(pid)
-                        .or_default() += 1;
-                }
-            }
-            Side::Server => {
-                self.port_rate.entry(lport).or_default().add(ts_ns);
-                if let Some(pid) = pid {
-                    *self
-                        .port_closers
-                        .entry(lport)
-                        .or_default()
-                        .entry(pid)
-                        .or_default() += 1;
-                }
-            }
+        let group = match side(lport, rport, &self.listening, sysctls) {
+            Side::Client => self.dests.touch((l, r, rport), ts_ns, Group::default),
+            Side::Server => self.ports.touch(lport, ts_ns, Group::default),
+        };
+        group.rate.add(ts_ns);
+        if let Some((pid, name)) = closer {
+            count_closer(&mut group.closers, pid, name);
         }
+    }
+
+    /// Destinations and ports forgotten so far: stale, or evicted by the
+    /// cap.
+    #[must_use]
+    pub fn forgotten(&self) -> u64 {
+        self.dests.forgotten() + self.ports.forgotten()
+    }
+
+    /// Groups followed now (destinations and ports), and names cached.
+    #[must_use]
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.dests.len() + self.ports.len(), self.names.len())
     }
 
     /// Count one live socket (from a dump of the other states) in `live`:
@@ -267,34 +316,40 @@ impl Census {
         }
         // Destinations and ports whose rate is still counting are shown even
         // when none of their sockets is left.
-        for (k, rate) in &self.dest_rate {
-            if rate.per_sec(now_ns) > 0.0 {
+        self.dests.prune(now_ns);
+        self.ports.prune(now_ns);
+        self.names.prune(now_ns);
+        for (k, g) in self.dests.iter() {
+            if g.rate.per_sec(now_ns) > 0.0 {
                 dests.entry(*k).or_default();
             }
         }
-        for (p, rate) in &self.port_rate {
-            if rate.per_sec(now_ns) > 0.0 {
+        for (p, g) in self.ports.iter() {
+            if g.rate.per_sec(now_ns) > 0.0 {
                 ports.entry(*p).or_default();
             }
         }
         let usable = sysctls.usable_ports();
         for (key, c) in dests {
-            let rate = self.dest_rate.get(&key).map_or(0.0, |r| r.per_sec(now_ns));
+            let rate = self.dests.get(&key).map_or(0.0, |g| g.rate.per_sec(now_ns));
             let reuse = reuse_applies(sysctls, key.0, key.1);
             let hold = if reuse { reuse_delay_s } else { tw_len_s };
             let projection = project(&c.remaining_s, c.live, rate, usable, hold, reuse);
-            if projection.exhaustion {
-                self.exhaustion_projected.entry(key).or_insert(now_ns);
-            }
+            let projected_ns = if projection.exhaustion {
+                let g = self.dests.touch(key, now_ns, Group::default);
+                Some(*g.exhaustion_projected.get_or_insert(now_ns))
+            } else {
+                self.dests.get(&key).and_then(|g| g.exhaustion_projected)
+            };
             snap.destinations.push(DestGroup {
                 key,
                 time_wait: c.tw,
                 fin_wait2: c.fw2,
                 live: c.live,
                 rate_per_s: rate,
-                closers: closers(self.dest_closers.get(&key), &self.comms),
+                closers: closers(self.dests.get(&key).map(|g| &g.closers)),
                 projection,
-                exhaustion_projected_ns: self.exhaustion_projected.get(&key).copied(),
+                exhaustion_projected_ns: projected_ns,
             });
         }
         for (lport, c) in ports {
@@ -303,10 +358,10 @@ impl Census {
                 time_wait: c.tw,
                 fin_wait2: c.fw2,
                 rate_per_s: self
-                    .port_rate
+                    .ports
                     .get(&lport)
-                    .map_or(0.0, |r| r.per_sec(now_ns)),
-                closers: closers(self.port_closers.get(&lport), &self.comms),
+                    .map_or(0.0, |g| g.rate.per_sec(now_ns)),
+                closers: closers(self.ports.get(&lport).map(|g| &g.closers)),
                 listening: self.listening.contains(&lport),
             });
         }

@@ -244,6 +244,19 @@ pub struct CensusReport<'a> {
     pub advice: &'a [Advice],
     /// Why failed `bind()`/`connect()` calls are not caught, if they are not.
     pub failures_unavailable: Option<&'a str>,
+    pub forgotten: Forgotten,
+}
+
+/// What the report no longer shows or never explained, to keep memory and
+/// work bounded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forgotten {
+    /// Failures not explained at once: over the rate of lookups.
+    pub unexplained: u64,
+    /// Failure groups (pid and port, or pid and destination) dropped.
+    pub failures: u64,
+    /// Census destinations and ports dropped.
+    pub groups: u64,
 }
 
 /// The sysctls as JSON: numbers, or null when unreadable.
@@ -293,7 +306,10 @@ impl CensusReport<'_> {
                     "destination": endpoint(c.dest.0, c.dest.1), "count": c.count,
                 })).collect::<Vec<_>>(),
                 "unavailable": self.failures_unavailable,
+                "unexplained": self.forgotten.unexplained,
+                "forgotten": self.forgotten.failures,
             },
+            "forgotten_groups": self.forgotten.groups,
             "advice": self.advice,
         })
     }

@@ -236,6 +236,22 @@ impl CensusReport<'_> {
                 );
             }
         }
+        let f = self.forgotten;
+        if f.unexplained > 0 {
+            let _ = writeln!(
+                t,
+                "  {} failure(s) not explained: more than the lookups allowed per second",
+                f.unexplained
+            );
+        }
+        if f.failures > 0 || f.groups > 0 {
+            let _ = writeln!(
+                t,
+                "  forgotten (quiet for minutes, or over the cap): {} failure group(s), \
+                 {} destination(s) or port(s)",
+                f.failures, f.groups
+            );
+        }
         if advice.is_empty() {
             let _ = writeln!(t, "Advice: none; nothing measured calls for any.");
         } else {

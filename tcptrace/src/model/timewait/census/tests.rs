@@ -202,3 +202,79 @@ fn reuse_needs_the_sysctl_timestamps_and_for_2_loopback() {
     s.timestamps = Ok(0);
     assert!(!reuse_applies(&s, ME, SERVER));
 }
+
+/// A destination with no entry for [`STALE_AFTER`] is forgotten, closers
+/// and all, at the next snapshot; one still active stays.
+#[test]
+fn quiet_groups_are_forgotten_after_the_stale_delay() {
+    let s = sysctls((40000, 40099), 0);
+    let stale = u64::try_from(STALE_AFTER.as_nanos()).unwrap();
+    let mut c = Census::default();
+    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 6));
+    c.on_entry((ME, 40000, SERVER, 80), NS, Some((7, "a")), &s, |_| None);
+    c.on_entry((ME, 40001, other, 80), NS, Some((7, "a")), &s, |_| None);
+    c.on_entry((ME, 9000, SERVER, 40002), NS, Some((8, "b")), &s, |_| None);
+    c.on_entry((ME, 40003, other, 80), stale, Some((7, "a")), &s, |_| None);
+    assert_eq!(c.sizes().0, 3);
+    let snap = c.snapshot(NS + stale + 1, &[], &LiveCounts::new(), &s);
+    assert_eq!(c.sizes(), (1, 1), "pid 8's name expired, pid 7's is recent");
+    assert_eq!(c.forgotten(), 2);
+    let keys: Vec<_> = snap.destinations.iter().map(|d| d.key).collect();
+    assert_eq!(keys, vec![(ME, other, 80)], "{snap:?}");
+    assert!(snap.local_ports.is_empty(), "{snap:?}");
+    // The active one still has its closers when its sockets show up.
+    let tw = [sock(TcpState::TimeWait, 40003, other, 80)];
+    let snap = c.snapshot(NS + stale + 2, &tw, &LiveCounts::new(), &s);
+    assert_eq!(snap.destinations[0].closers, vec![(7, "a".to_owned(), 2)]);
+}
+
+/// Ten thousand distinct destinations, each closed once: the census holds
+/// at most [`MAX_GROUPS`] of them, however many come.
+#[test]
+fn the_census_is_capped() {
+    let s = sysctls((40000, 40099), 0);
+    let mut c = Census::default();
+    for i in 0..(u32::try_from(MAX_GROUPS).unwrap() + 10) {
+        let r = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        c.on_entry((ME, 40000, r, 80), NS, None, &s, |_| None);
+    }
+    assert_eq!(c.sizes().0, MAX_GROUPS);
+    assert_eq!(c.forgotten(), 10);
+}
+
+/// A pid reused by another program is another closer: the names learnt
+/// from records expire after [`NAME_TTL`], so a record without a comm is
+/// named from /proc (the new process), not after the old one.
+#[test]
+fn a_reused_pid_is_not_named_after_its_previous_process() {
+    let s = sysctls((40000, 40099), 0);
+    let ttl = u64::try_from(NAME_TTL.as_nanos()).unwrap();
+    let mut c = Census::default();
+    let now = |_| Some("new-proc".to_owned());
+    c.on_entry((ME, 40000, SERVER, 80), NS, Some((7, "old-proc")), &s, now);
+    c.on_entry((ME, 40001, SERVER, 80), 2 * NS, Some((7, "")), &s, now);
+    // Pid 7 exits; a new process gets pid 7 and closes without a comm.
+    c.snapshot(2 * NS + ttl + 1, &[], &LiveCounts::new(), &s);
+    c.on_entry(
+        (ME, 40002, SERVER, 80),
+        3 * NS + ttl,
+        Some((7, "")),
+        &s,
+        now,
+    );
+    c.on_entry(
+        (ME, 40003, SERVER, 80),
+        3 * NS + ttl,
+        Some((7, "new-proc")),
+        &s,
+        now,
+    );
+    let tw: Vec<_> = (0..4u16)
+        .map(|i| sock(TcpState::TimeWait, 40000 + i, SERVER, 80))
+        .collect();
+    let snap = c.snapshot(4 * NS + ttl, &tw, &LiveCounts::new(), &s);
+    assert_eq!(
+        snap.destinations[0].closers,
+        vec![(7, "new-proc".to_owned(), 2), (7, "old-proc".to_owned(), 2)]
+    );
+}
