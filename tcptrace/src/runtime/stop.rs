@@ -21,7 +21,7 @@ impl Stop {
         Ok(Self {
             sigint: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             sigterm: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            deadline: duration.map(|d| Instant::now() + d),
+            deadline: duration.and_then(|d| Instant::now().checked_add(d)),
         })
     }
 
