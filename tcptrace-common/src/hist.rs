@@ -37,21 +37,24 @@ pub const fn slot(v: u64) -> u32 {
     (k - SUB_BITS + 1) * SUB_U32 + sub
 }
 
-/// The smallest value in bucket `s`.
+/// The smallest value in bucket `s`. A slot past the last (malformed map
+/// data: [`slot`] never gives one) reads as the last bucket.
 #[must_use]
 pub const fn lower(s: u32) -> u64 {
     if s < SUB_U32 {
         return s as u64;
     }
+    let s = if s < SLOTS { s } else { SLOTS - 1 };
     let k = s / SUB_U32 + SUB_BITS - 1;
     let sub = (s % SUB_U32) as u64;
     (1u64 << k) + (sub << (k - SUB_BITS))
 }
 
-/// One past the largest value in bucket `s`.
+/// One past the largest value in bucket `s`; `u64::MAX` for the last
+/// bucket and any slot past it.
 #[must_use]
 pub const fn upper(s: u32) -> u64 {
-    if s + 1 >= SLOTS {
+    if s >= SLOTS - 1 {
         u64::MAX
     } else {
         lower(s + 1)
@@ -79,6 +82,15 @@ mod tests {
         for s in SUB_U32..SLOTS - 1 {
             let (lo, hi) = (lower(s), upper(s));
             assert!((hi - lo) * SUB <= lo, "slot {s}: [{lo}, {hi})");
+        }
+    }
+
+    /// Userspace reads slots from kernel maps: any `u32` must give a bucket.
+    #[test]
+    fn slots_past_the_last_read_as_the_last_bucket() {
+        for s in [SLOTS, SLOTS + 1, 509, MAX_SLOT, u32::MAX] {
+            assert_eq!(lower(s), lower(SLOTS - 1), "slot {s}");
+            assert_eq!(upper(s), u64::MAX, "slot {s}");
         }
     }
 
