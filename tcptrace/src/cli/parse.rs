@@ -86,3 +86,31 @@ pub(super) fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Parser as _, error::ErrorKind};
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// Durations too long for a timer deadline are usage errors, not panics.
+    #[test]
+    fn durations_are_bounded_at_ten_years() {
+        assert_eq!(parse_duration("10y"), Ok(MAX_DURATION));
+        for too_long in ["18446744073709551615", "11y", "315576001"] {
+            let err = parse_duration(too_long).unwrap_err();
+            assert!(err.contains("at most 10 years"), "{too_long}: {err}");
+        }
+        for flag in [&["-d"][..], &["-i"], &["--closewait-leaks", "--min-age"]] {
+            let args: Vec<&str> = flag
+                .iter()
+                .copied()
+                .chain(["18446744073709551615"])
+                .collect();
+            let err =
+                Cli::try_parse_from(std::iter::once("tcptrace").chain(args.clone())).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{args:?}");
+        }
+    }
+}
