@@ -103,4 +103,27 @@ mod tests {
         assert_eq!(slot(17), 16);
         assert!(slot(200_000_000) > slot(100_000_000));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// Every value lies in its bucket, whose bounds round-trip.
+        #[test]
+        fn any_value_lies_in_its_bucket(v: u64, shift in 0u32..64) {
+            let v = v >> shift; // every magnitude, not mostly huge values
+            let s = slot(v);
+            assert!(s < SLOTS);
+            assert!(lower(s) <= v && (v < upper(s) || upper(s) == u64::MAX), "v={v} s={s}");
+            assert_eq!(slot(lower(s)), s);
+        }
+
+        /// Any slot, as kernel map data may hold, gives ordered bounds.
+        #[test]
+        fn any_slot_has_ordered_bounds(s: u32) {
+            assert!(lower(s) <= upper(s));
+            if s + 1 < SLOTS {
+                assert_eq!(upper(s), lower(s + 1));
+            }
+        }
+    }
 }

@@ -184,4 +184,50 @@ mod tests {
         assert_eq!(h.count(), 3);
         assert_eq!(h.max_ns, 1100);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Percentiles of userspace-fed values: within the bucket's stated
+        /// resolution (half a bucket, at most 1/16 of the value: 6.25%) of the
+        /// true sample quantile at the same rank, and min <= p50 <= p99 <= max.
+        #[test]
+        fn percentiles_are_within_resolution_and_ordered(
+            values in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u32..64), 1..200),
+            p in 0.0f64..=1.0,
+        ) {
+            let mut values: Vec<u64> = values.into_iter().map(|(v, s)| v >> s).collect();
+            let mut h = Hist::default();
+            for &v in &values {
+                h.add(v);
+            }
+            values.sort_unstable();
+            let n = values.len();
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss,
+                     clippy::cast_precision_loss, reason = "a rank within a count")]
+            let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+            let truth = values[rank - 1];
+            let got = h.percentile(p).unwrap();
+            assert!(u128::from(got.abs_diff(truth)) * 16 <= u128::from(truth), "{got} vs {truth}");
+            let (min, max) = (values[0], values[n - 1]);
+            let (p50, p99) = (h.percentile(0.5).unwrap(), h.percentile(0.99).unwrap());
+            assert!(min <= p50 && p50 <= p99 && p99 <= max, "{min} {p50} {p99} {max}");
+        }
+
+        /// Kernel rows (slots, counts, min and max from a map) give a
+        /// percentile without a panic, whatever they hold.
+        #[test]
+        fn any_kernel_row_gives_a_percentile(
+            rows in proptest::collection::vec((proptest::prelude::any::<u32>(), proptest::prelude::any::<u64>()), 0..20),
+            min: u64,
+            p in 0.0f64..=1.0,
+        ) {
+            let mut h = Hist::default();
+            for (s, c) in rows {
+                h.add_bucket(s % (hist::SLOTS + 20), c);
+            }
+            h.add_min(min);
+            let _ = (h.percentile(p), h.log2_rows(), h.count());
+        }
+    }
 }

@@ -145,4 +145,6 @@ pub fn as_bytes<T: Plain>(v: &T) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 pub(crate) mod tests;
