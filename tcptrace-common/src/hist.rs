@@ -37,21 +37,24 @@ pub const fn slot(v: u64) -> u32 {
     (k - SUB_BITS + 1) * SUB_U32 + sub
 }
 
-/// The smallest value in bucket `s`.
+/// The smallest value in bucket `s`. A slot past the last (malformed map
+/// data: [`slot`] never gives one) reads as the last bucket.
 #[must_use]
 pub const fn lower(s: u32) -> u64 {
     if s < SUB_U32 {
         return s as u64;
     }
+    let s = if s < SLOTS { s } else { SLOTS - 1 };
     let k = s / SUB_U32 + SUB_BITS - 1;
     let sub = (s % SUB_U32) as u64;
     (1u64 << k) + (sub << (k - SUB_BITS))
 }
 
-/// One past the largest value in bucket `s`.
+/// One past the largest value in bucket `s`; `u64::MAX` for the last
+/// bucket and any slot past it.
 #[must_use]
 pub const fn upper(s: u32) -> u64 {
-    if s + 1 >= SLOTS {
+    if s >= SLOTS - 1 {
         u64::MAX
     } else {
         lower(s + 1)
@@ -82,6 +85,15 @@ mod tests {
         }
     }
 
+    /// Userspace reads slots from kernel maps: any `u32` must give a bucket.
+    #[test]
+    fn slots_past_the_last_read_as_the_last_bucket() {
+        for s in [SLOTS, SLOTS + 1, 509, MAX_SLOT, u32::MAX] {
+            assert_eq!(lower(s), lower(SLOTS - 1), "slot {s}");
+            assert_eq!(upper(s), u64::MAX, "slot {s}");
+        }
+    }
+
     #[test]
     fn slots_are_monotonic() {
         assert_eq!(slot(7), 7);
@@ -90,5 +102,28 @@ mod tests {
         assert_eq!(slot(16), 16);
         assert_eq!(slot(17), 16);
         assert!(slot(200_000_000) > slot(100_000_000));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// Every value lies in its bucket, whose bounds round-trip.
+        #[test]
+        fn any_value_lies_in_its_bucket(v: u64, shift in 0u32..64) {
+            let v = v >> shift; // every magnitude, not mostly huge values
+            let s = slot(v);
+            assert!(s < SLOTS);
+            assert!(lower(s) <= v && (v < upper(s) || upper(s) == u64::MAX), "v={v} s={s}");
+            assert_eq!(slot(lower(s)), s);
+        }
+
+        /// Any slot, as kernel map data may hold, gives ordered bounds.
+        #[test]
+        fn any_slot_has_ordered_bounds(s: u32) {
+            assert!(lower(s) <= upper(s));
+            if s + 1 < SLOTS {
+                assert_eq!(upper(s), lower(s + 1));
+            }
+        }
     }
 }

@@ -69,6 +69,7 @@ pub struct Cli {
     pub states: Vec<TcpState>,
 
     /// Stop after this long: seconds (30) or a humantime duration (30s, 5m).
+    /// Every DURATION (this, --interval, --min-age) is at most 10 years.
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 

@@ -45,6 +45,26 @@ fn zero_duration_exits_2() {
     assert!(err.contains("greater than zero"), "{err}");
 }
 
+/// A duration no timer can hold, for `-d` or `-i`, is a usage error (exit
+/// 2) that names the flag and the bound, not a panic when the timer starts.
+#[test]
+fn durations_beyond_the_bound_exit_2() {
+    for (args, flag) in [
+        (&["-d", "18446744073709551615"][..], "--duration"),
+        (
+            &["-i", "18446744073709551615", "--closewait-leaks"],
+            "--interval",
+        ),
+    ] {
+        let out = run_bounded(Command::new(tracer_bin()).args(args), SHORT);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(err.contains("at most 10 years"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 /// `-d 1` stops by itself after about a second: exit 0, ready line first,
 /// then the summary.
 #[test]

@@ -79,7 +79,7 @@ impl Analysis for Hists {
 
     fn report(&mut self, cx: &mut Cx<'_>, final_report: bool) -> anyhow::Result<()> {
         let hists = maps::read_hists(cx.ebpf, self.opts.by)?;
-        let when = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let when = crate::report::text::report_time(SystemTime::now());
         let report = HistReport {
             when: &when,
             final_report,

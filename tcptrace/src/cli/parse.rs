@@ -9,7 +9,14 @@ use tcptrace_common::{HistBy, TcpState};
 
 use super::MAX_SOCKETS_RANGE;
 
-/// `30` (seconds) or a humantime duration such as `30s`, `1m30s`, `500ms`.
+/// The longest `--duration`, `--interval` or `--min-age`: ten years (in
+/// humantime's years of 365.25 days, so `10y` is accepted). Far beyond any run, and far
+/// within what a timer deadline (now plus the duration) can hold: tokio
+/// caps its own timers at 30 years.
+pub const MAX_DURATION: Duration = Duration::from_hours(10 * 8766);
+
+/// `30` (seconds) or a humantime duration such as `30s`, `1m30s`, `500ms`,
+/// greater than zero and at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = if let Ok(secs) = s.parse::<u64>() {
         Duration::from_secs(secs)
@@ -18,6 +25,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "must be at most 10 years ({} seconds)",
+            MAX_DURATION.as_secs()
+        ));
     }
     Ok(d)
 }
@@ -72,4 +85,32 @@ pub(super) fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
         return Err("must be a power of two from 4 to 1048576".to_owned());
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Parser as _, error::ErrorKind};
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// Durations too long for a timer deadline are usage errors, not panics.
+    #[test]
+    fn durations_are_bounded_at_ten_years() {
+        assert_eq!(parse_duration("10y"), Ok(MAX_DURATION));
+        for too_long in ["18446744073709551615", "11y", "315576001"] {
+            let err = parse_duration(too_long).unwrap_err();
+            assert!(err.contains("at most 10 years"), "{too_long}: {err}");
+        }
+        for flag in [&["-d"][..], &["-i"], &["--closewait-leaks", "--min-age"]] {
+            let args: Vec<&str> = flag
+                .iter()
+                .copied()
+                .chain(["18446744073709551615"])
+                .collect();
+            let err =
+                Cli::try_parse_from(std::iter::once("tcptrace").chain(args.clone())).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{args:?}");
+        }
+    }
 }

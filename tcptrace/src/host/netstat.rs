@@ -32,4 +32,28 @@ mod tests {
         assert_eq!(parse_timewait_overflow(""), None);
         assert!(timewait_overflow().is_some(), "this namespace's netstat");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Any text gives a number or None; the counter is found among any
+        /// other names, wherever it stands.
+        #[test]
+        fn any_text_or_the_counter_among_others(
+            text in "\\PC{0,200}",
+            others in proptest::collection::vec(("[A-Za-z]{1,12}", proptest::prelude::any::<u64>()), 0..6),
+            at: proptest::sample::Index,
+            value: u64,
+        ) {
+            let _ = parse_timewait_overflow(&text);
+            let mut counters = others;
+            counters.insert(at.index(counters.len() + 1), ("TCPTimeWaitOverflow".to_owned(), value));
+            let (names, values): (Vec<String>, Vec<String>) =
+                counters.into_iter().map(|(n, v)| (n, v.to_string())).unzip();
+            let text = format!("TcpExt: {}\nTcpExt: {}\n", names.join(" "), values.join(" "));
+            let first = names.iter().position(|n| n == "TCPTimeWaitOverflow");
+            let want = first.and_then(|i| values[i].parse().ok());
+            proptest::prop_assert_eq!(parse_timewait_overflow(&text), want);
+        }
+    }
 }

@@ -179,4 +179,19 @@ mod tests {
             "a vanished pid is not an error"
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Any cgroup path gives None or 64 hex digits taken from it; an id
+        /// in a docker scope is found.
+        #[test]
+        fn container_ids_from_any_path(path in "\\PC{0,120}", id in "[0-9a-f]{64}") {
+            if let Some(found) = container_id(&path) {
+                proptest::prop_assert!(found.len() == 64 && path.contains(&found));
+            }
+            let scoped = format!("{path}/docker-{id}.scope");
+            proptest::prop_assert!(container_id(&scoped).is_some());
+        }
+    }
 }

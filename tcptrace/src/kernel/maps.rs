@@ -103,6 +103,12 @@ fn group_label(by: HistBy, g: &[u8; 16]) -> Option<String> {
     }
 }
 
+/// A sum of per-CPU counts that saturates: the maps may hold anything, and a
+/// debug build panics on overflow.
+fn saturating_sum(counts: impl Iterator<Item = u64>) -> u64 {
+    counts.fold(0, u64::saturating_add)
+}
+
 /// One state's row of the kernel's by-state histograms (`HIST_STATE`),
 /// summed over CPUs: the histogram, its maximum included, and the exact
 /// minimum. None when the row counted no dwell.
@@ -114,7 +120,7 @@ pub fn read_state_row(ebpf: &Ebpf, state: TcpState) -> Result<Option<(Hist, u64)
         .map_err(err(names::HIST_STATE))?;
     let mut h = Hist::default();
     for slot in 0..hist::ROW_MIN_INV {
-        let n: u64 = per_cpu.iter().map(|r| r[slot]).sum();
+        let n = saturating_sum(per_cpu.iter().map(|r| r[slot]));
         if n > 0 {
             #[expect(clippy::cast_possible_truncation, reason = "slot < 512")]
             h.add_bucket(slot as u32, n);
@@ -131,6 +137,7 @@ pub fn read_state_row(ebpf: &Ebpf, state: TcpState) -> Result<Option<(Hist, u64)
         .map(|r| r[hist::ROW_MIN_INV])
         .max()
         .unwrap_or(0);
+    h.add_min(min);
     Ok(Some((h, min)))
 }
 
@@ -159,7 +166,7 @@ pub fn read_hists(
         if key.slot == hist::MAX_SLOT {
             h.add_bucket(key.slot, values.iter().copied().max().unwrap_or(0));
         } else {
-            h.add_bucket(key.slot, values.iter().sum());
+            h.add_bucket(key.slot, saturating_sum(values.iter().copied()));
         }
     }
     // A group whose bucket the full map refused has only its maximum.
@@ -175,11 +182,12 @@ pub fn read_transitions(ebpf: &Ebpf) -> Result<Vec<(TcpState, TcpState, u64)>, R
     for old in TcpState::ALL {
         for new in TcpState::ALL {
             let i = (old as u32) * 16 + new as u32;
-            let n: u64 = arr
-                .get(&i, 0)
-                .map_err(err(names::TRANSITIONS))?
-                .iter()
-                .sum();
+            let n = saturating_sum(
+                arr.get(&i, 0)
+                    .map_err(err(names::TRANSITIONS))?
+                    .iter()
+                    .copied(),
+            );
             if n > 0 {
                 out.push((old, new, n));
             }

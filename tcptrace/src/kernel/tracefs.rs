@@ -261,6 +261,8 @@ fn parse_field(line: &str) -> Option<Field> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
 

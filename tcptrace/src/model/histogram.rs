@@ -8,21 +8,25 @@ use tcptrace_common::{HistBy, hist};
 
 /// What a percentile from these buckets is worth, said with every report.
 pub const RESOLUTION: &str = "log-linear buckets, 8 per power of two: percentiles are bucket \
-     midpoints, within 6.25% of the true value; max is exact. For exact per-socket dwell times use \
-     the event stream (tcptrace --json, dwell_ns).";
+     midpoints held within the exact min and max, within 6.25% of the true value; max is exact. \
+     For exact per-socket dwell times use the event stream (tcptrace --json, dwell_ns).";
 
-/// Counts by bucket, plus the exact maximum.
+/// Counts by bucket, plus the exact maximum and, when known, the exact
+/// minimum. Counts saturate: the kernel's maps may hold anything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hist {
     pub buckets: BTreeMap<u32, u64>,
     pub max_ns: u64,
+    /// None when the source keeps no minimum (the kernel's `--by` maps).
+    pub min_ns: Option<u64>,
 }
 
 impl Hist {
     /// Record one value (userspace-measured dwells).
     pub fn add(&mut self, v: u64) {
-        *self.buckets.entry(hist::slot(v)).or_default() += 1;
+        self.add_bucket(hist::slot(v), 1);
         self.max_ns = self.max_ns.max(v);
+        self.add_min(v);
     }
 
     /// Add a kernel bucket count.
@@ -30,17 +34,24 @@ impl Hist {
         if slot == hist::MAX_SLOT {
             self.max_ns = self.max_ns.max(n);
         } else {
-            *self.buckets.entry(slot).or_default() += n;
+            let c = self.buckets.entry(slot).or_default();
+            *c = c.saturating_add(n);
         }
+    }
+
+    /// Add an exact minimum (the kernel's by-state rows keep one).
+    pub fn add_min(&mut self, v: u64) {
+        self.min_ns = Some(self.min_ns.map_or(v, |m| m.min(v)));
     }
 
     #[must_use]
     pub fn count(&self) -> u64 {
-        self.buckets.values().sum()
+        self.buckets.values().fold(0, |a, &c| a.saturating_add(c))
     }
 
     /// The `p`-quantile (0..=1): the midpoint of the bucket holding that rank,
-    /// capped at the exact maximum.
+    /// kept within the exact minimum and maximum (the true quantile lies
+    /// between them, so this only brings it closer).
     #[must_use]
     pub fn percentile(&self, p: f64) -> Option<u64> {
         let n = self.count();
@@ -54,17 +65,18 @@ impl Hist {
             reason = "a rank within a count"
         )]
         let rank = ((p * n as f64).ceil() as u64).clamp(1, n);
-        let mut seen = 0;
+        let mut seen: u64 = 0;
         for (&s, &c) in &self.buckets {
-            seen += c;
+            seen = seen.saturating_add(c);
             if seen >= rank {
                 let (lo, hi) = (hist::lower(s), hist::upper(s));
                 let mid = lo + (hi - lo) / 2;
-                return Some(if self.max_ns > 0 {
+                let capped = if self.max_ns > 0 {
                     mid.min(self.max_ns)
                 } else {
                     mid
-                });
+                };
+                return Some(capped.max(self.min_ns.unwrap_or(0)));
             }
         }
         Some(self.max_ns)
@@ -77,7 +89,8 @@ impl Hist {
         for (&s, &c) in &self.buckets {
             let lo = hist::lower(s);
             let k = if lo == 0 { 0 } else { 64 - lo.leading_zeros() };
-            *rows.entry(k).or_default() += c;
+            let row = rows.entry(k).or_default();
+            *row = row.saturating_add(c);
         }
         let (Some(&first), Some(&last)) = (rows.keys().next(), rows.keys().last()) else {
             return Vec::new();
@@ -133,6 +146,36 @@ mod tests {
         assert_eq!(Hist::default().percentile(0.5), None);
     }
 
+    /// 70.2µs lies in the bucket [65.5µs, 73.7µs): its midpoint, 69.6µs,
+    /// printed as the median below the exact minimum until held within it.
+    #[test]
+    fn percentiles_stay_within_the_exact_min_and_max() {
+        let mut h = Hist::default();
+        h.add_bucket(hist::slot(70_200), 3);
+        h.add_bucket(hist::MAX_SLOT, 73_000);
+        h.add_min(70_200);
+        assert_eq!(h.percentile(0.5), Some(70_200));
+        h.add_bucket(hist::slot(66_000), 1);
+        h.add_min(66_000);
+        assert_eq!(
+            h.percentile(0.01),
+            Some(69_632),
+            "the midpoint, within bounds"
+        );
+    }
+
+    /// Slots and counts come from kernel maps: any values give a result.
+    #[test]
+    fn malformed_kernel_buckets_do_not_panic() {
+        let mut h = Hist::default();
+        h.add_bucket(u32::MAX, u64::MAX);
+        h.add_bucket(hist::SLOTS, u64::MAX);
+        h.add_bucket(hist::SLOTS, 1);
+        assert_eq!(h.count(), u64::MAX);
+        assert!(h.percentile(0.5).is_some());
+        assert!(!h.log2_rows().is_empty());
+    }
+
     #[test]
     fn kernel_buckets_and_max_slot() {
         let mut h = Hist::default();
@@ -140,5 +183,51 @@ mod tests {
         h.add_bucket(hist::MAX_SLOT, 1100);
         assert_eq!(h.count(), 3);
         assert_eq!(h.max_ns, 1100);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Percentiles of userspace-fed values: within the bucket's stated
+        /// resolution (half a bucket, at most 1/16 of the value: 6.25%) of the
+        /// true sample quantile at the same rank, and min <= p50 <= p99 <= max.
+        #[test]
+        fn percentiles_are_within_resolution_and_ordered(
+            values in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u32..64), 1..200),
+            p in 0.0f64..=1.0,
+        ) {
+            let mut values: Vec<u64> = values.into_iter().map(|(v, s)| v >> s).collect();
+            let mut h = Hist::default();
+            for &v in &values {
+                h.add(v);
+            }
+            values.sort_unstable();
+            let n = values.len();
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss,
+                     clippy::cast_precision_loss, reason = "a rank within a count")]
+            let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+            let truth = values[rank - 1];
+            let got = h.percentile(p).unwrap();
+            assert!(u128::from(got.abs_diff(truth)) * 16 <= u128::from(truth), "{got} vs {truth}");
+            let (min, max) = (values[0], values[n - 1]);
+            let (p50, p99) = (h.percentile(0.5).unwrap(), h.percentile(0.99).unwrap());
+            assert!(min <= p50 && p50 <= p99 && p99 <= max, "{min} {p50} {p99} {max}");
+        }
+
+        /// Kernel rows (slots, counts, min and max from a map) give a
+        /// percentile without a panic, whatever they hold.
+        #[test]
+        fn any_kernel_row_gives_a_percentile(
+            rows in proptest::collection::vec((proptest::prelude::any::<u32>(), proptest::prelude::any::<u64>()), 0..20),
+            min: u64,
+            p in 0.0f64..=1.0,
+        ) {
+            let mut h = Hist::default();
+            for (s, c) in rows {
+                h.add_bucket(s % (hist::SLOTS + 20), c);
+            }
+            h.add_min(min);
+            let _ = (h.percentile(p), h.log2_rows(), h.count());
+        }
     }
 }

@@ -105,7 +105,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         RecordKind::Failure => {
             let r: FailureEvent = read(buf, "failure record")?;
-            let call = match (r.syscall, -r.ret) {
+            // `ret` is the kernel's -errno; i32::MIN has no negation and
+            // stays as it is, which no errno matches.
+            let call = match (r.syscall, r.ret.wrapping_neg()) {
                 (SYSCALL_BIND, EADDRINUSE) => FailedCall::BindInUse,
                 (SYSCALL_CONNECT, EADDRNOTAVAIL) => FailedCall::ConnectNoPort,
                 (call, errno) => return Err(DecodeError::BadFailure { call, errno }),
@@ -142,5 +144,7 @@ pub fn as_bytes<T: Plain>(v: &T) -> Vec<u8> {
         .to_vec()
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 pub(crate) mod tests;

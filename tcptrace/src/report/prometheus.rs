@@ -49,7 +49,7 @@ fn prom_buckets(h: &Hist) -> (f64, Vec<(f64, u64)>) {
         }
         // A kernel bucket lies entirely below a power-of-two bound or above.
         let i = bounds.iter().position(|b| hi <= *b).unwrap_or(bounds.len());
-        counts[i] += c;
+        counts[i] = counts[i].saturating_add(c);
     }
     #[expect(clippy::cast_precision_loss, reason = "seconds")]
     let mut out: Vec<(f64, u64)> = bounds

@@ -40,6 +40,8 @@ use crate::{
 mod serve;
 mod sink;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 use sink::StdoutSink;
 use stop::Stop;
@@ -58,9 +60,14 @@ pub enum End {
 }
 
 /// A timer that first fires after `first`, then every `period`; a late tick
-/// delays the next ones instead of bursting to catch up.
+/// delays the next ones instead of bursting to catch up. A `first` past what
+/// an instant can hold (the flags bound it) waits a year instead of panicking.
 fn timer(first: Duration, period: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    let now = tokio::time::Instant::now();
+    let start = now
+        .checked_add(first)
+        .unwrap_or_else(|| now + Duration::from_hours(24 * 365));
+    let mut t = tokio::time::interval_at(start, period);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t
 }

@@ -78,7 +78,7 @@ impl Analysis for Leaks {
 
     fn report(&mut self, cx: &mut Cx<'_>, final_report: bool) -> anyhow::Result<()> {
         let groups = self.collector.collect(cx.ebpf)?.finish(procs::info);
-        let when = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let when = crate::report::text::report_time(SystemTime::now());
         if self.json {
             for g in &groups {
                 let group = JsonGroup {

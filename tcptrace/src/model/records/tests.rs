@@ -239,3 +239,33 @@ fn decodes_reset_records_of_both_directions() {
     assert_eq!(s.state, Some(TcpState::Established));
     assert_eq!(s.reason, None);
 }
+
+/// A failure record's `ret` is a negative errno; `i32::MIN`, which has no
+/// negation, is a typed error like any other unknown errno.
+#[test]
+fn failure_records_decode_and_an_unnegatable_ret_is_an_error() {
+    let raw = |syscall, ret| tcptrace_common::FailureEvent {
+        header: Header {
+            kind: RecordKind::Failure as u32,
+            ..Header::default()
+        },
+        syscall,
+        ret,
+        ..tcptrace_common::FailureEvent::default()
+    };
+    let ok = decode(&as_bytes(&raw(SYSCALL_BIND, -EADDRINUSE)));
+    assert!(matches!(
+        ok,
+        Ok(Event::Failure(Failure {
+            call: FailedCall::BindInUse,
+            ..
+        }))
+    ));
+    assert_eq!(
+        decode(&as_bytes(&raw(SYSCALL_CONNECT, i32::MIN))),
+        Err(DecodeError::BadFailure {
+            call: SYSCALL_CONNECT,
+            errno: i32::MIN
+        })
+    );
+}
