@@ -3,7 +3,9 @@
 //! leaks `CLOSE_WAIT` sockets for the `--closewait-leaks` tests.
 
 use std::{
+    ffi::OsStr,
     io::{BufRead as _, BufReader, Write as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -206,10 +208,26 @@ impl LeakyServerBin {
     /// `ip netns exec NS leaky_server PORT SECONDS`; returns once it listens.
     #[must_use]
     pub fn start(&self, ns: &Netns, port: u16, seconds: u32) -> LeakyServer {
+        self.start_named(ns, port, seconds, None)
+    }
+
+    /// [`LeakyServerBin::start`], renamed `comm` (any bytes but NUL, at
+    /// most 15 kept: `prctl(PR_SET_NAME)`) before it listens; `comm` is in
+    /// its command line too.
+    #[must_use]
+    pub fn start_named(
+        &self,
+        ns: &Netns,
+        port: u16,
+        seconds: u32,
+        comm: Option<&[u8]>,
+    ) -> LeakyServer {
         let mut cmd = ns.command(&self.bin);
-        cmd.arg(port.to_string())
-            .arg(seconds.to_string())
-            .stdin(Stdio::null())
+        cmd.arg(port.to_string()).arg(seconds.to_string());
+        if let Some(comm) = comm {
+            cmd.arg(OsStr::from_bytes(comm));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let child = cmd
