@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use env_logger::fmt::{ConfigurableFormat, Formatter};
 use tcptrace::{
     cli::Cli,
     host::symbolize::worker,
@@ -15,6 +16,7 @@ use tcptrace::{
         settings::kernel_config,
     },
     model::plan::Plan,
+    report::text::escape,
     runtime,
 };
 
@@ -32,15 +34,35 @@ fn main() -> ExitCode {
         .filter_level(level)
         .parse_default_env()
         .target(env_logger::Target::Stderr)
+        .format(escaped_log_line)
         .init();
     let plan = cli.plan().unwrap_or_else(|e| e.exit());
     match run(&plan) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("tcptrace: {err:#}");
+            eprintln!("tcptrace: {}", escape(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `env_logger`'s default line, with the message through [`escape`]: a
+/// message may quote what a traced process controls (a module path in a
+/// symbolization error), and no log line may put a control character on
+/// the operator's terminal.
+fn escaped_log_line(buf: &mut Formatter, record: &log::Record<'_>) -> std::io::Result<()> {
+    let message = record.args().to_string();
+    ConfigurableFormat::default().format(
+        buf,
+        &log::Record::builder()
+            .args(format_args!("{}", escape(&message)))
+            .level(record.level())
+            .target(record.target())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .build(),
+    )
 }
 
 fn run(plan: &Plan) -> anyhow::Result<()> {

@@ -2,11 +2,13 @@
  * --closewait-leaks tests. Build with frame pointers:
  *   cc -O0 -g -fno-omit-frame-pointer -o leaky_server leaky_server.c
  *
- * usage: leaky_server PORT [SECONDS]
+ * usage: leaky_server PORT [SECONDS [COMM]]
  *   PORT   -> leaky_eof_handler:    reads to EOF, never closes
  *   PORT+1 -> leaky_noread_handler: reads the request once, never again
  *   PORT+2 -> good_handler:         reads to EOF and closes
- * Prints "ready <pid>" once listening; exits after SECONDS (default 120).
+ * With COMM, renames itself COMM (prctl(PR_SET_NAME), at most 15 bytes kept)
+ * before listening. Prints "ready <pid>" once listening; exits after SECONDS
+ * (default 120).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,11 +69,15 @@ static int listen_on(int port) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT [SECONDS]\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT [SECONDS [COMM]]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[1]);
     int seconds = argc > 2 ? atoi(argv[2]) : 120;
+    if (argc > 3 && prctl(PR_SET_NAME, argv[3], 0, 0, 0)) {
+        perror("prctl(PR_SET_NAME)");
+        return 1;
+    }
     struct pollfd p[3];
     for (int i = 0; i < 3; i++) {
         p[i].fd = listen_on(port + i);

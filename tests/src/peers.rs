@@ -3,7 +3,9 @@
 //! leaks `CLOSE_WAIT` sockets for the `--closewait-leaks` tests.
 
 use std::{
+    ffi::OsStr,
     io::{BufRead as _, BufReader, Write as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -221,13 +223,39 @@ impl LeakyServerBin {
     /// `ip netns exec NS leaky_server PORT SECONDS`; returns once it listens.
     #[must_use]
     pub fn start(&self, ns: &Netns, port: u16, seconds: u32) -> LeakyServer {
-        self.start_with(ns, &[&port.to_string(), &seconds.to_string()])
+        self.start_named(ns, port, seconds, None)
+    }
+
+    /// [`LeakyServerBin::start`], renamed `comm` (any bytes but NUL, at
+    /// most 15 kept: `prctl(PR_SET_NAME)`) before it listens; `comm` is in
+    /// its command line too.
+    #[must_use]
+    pub fn start_named(
+        &self,
+        ns: &Netns,
+        port: u16,
+        seconds: u32,
+        comm: Option<&[u8]>,
+    ) -> LeakyServer {
+        let mut args = vec![port.to_string().into(), seconds.to_string().into()];
+        if let Some(comm) = comm {
+            args.push(OsStr::from_bytes(comm).to_owned());
+        }
+        self.spawn_ready(ns, &args)
     }
 
     /// `ip netns exec NS BIN ARGS`; returns once it prints `ready <pid>`.
     #[must_use]
     pub fn start_with(&self, ns: &Netns, args: &[&str]) -> LeakyServer {
-        let port = args.first().copied().unwrap_or_default();
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        self.spawn_ready(ns, &args)
+    }
+
+    fn spawn_ready(&self, ns: &Netns, args: &[std::ffi::OsString]) -> LeakyServer {
+        let port = args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut cmd = ns.command(&self.bin);
         cmd.args(args)
             .stdin(Stdio::null())

@@ -4,7 +4,7 @@
 //! anyway (the file is regular, but its owner holds a write lease, so every
 //! other open waits for the lease to break) costs one `--symbolize-timeout`,
 //! after which that process's frames say "timed out"; a well-behaved `-g`
-//! leaker in the same run keeps its file:line; and SIGTERM while the
+//! leaker in the same run keeps its source lines; and SIGTERM while the
 //! symbolizer is blocked ends the run at once, final report included.
 //!
 //! Needs root, `cc` and `objcopy` (binutils), and the tests share kernel
@@ -79,7 +79,7 @@ fn with_debug_link(bin: &Path, dir: &Path, name: &str, fifo: bool) -> (PathBuf, 
     };
     let mut data = target.as_os_str().as_encoded_bytes().to_vec();
     data.push(0);
-    while data.len() % 4 != 0 {
+    while !data.len().is_multiple_of(4) {
         data.push(0);
     }
     data.extend_from_slice(&crc);

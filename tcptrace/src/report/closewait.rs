@@ -1,7 +1,7 @@
 //! CLOSE_WAIT leak reports for people (text) and programs (one JSON line
 //! per group).
 
-use std::{fmt::Write as _, time::Duration};
+use std::{borrow::Cow, fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
@@ -9,7 +9,7 @@ use tcptrace_common::Counter;
 
 use crate::{
     model::{closewait::Group, counters::KernelCounters, histogram::Hist, stack::Frame},
-    report::text::human_duration,
+    report::text::{escape, human_duration},
 };
 
 /// One JSON line per group per report.
@@ -34,16 +34,16 @@ fn write_stack(out: &mut String, title: &str, frames: &[Frame], truncated: bool)
     for f in frames {
         let name = f.function.as_deref().map_or_else(
             || format!("{:#x}", f.addr),
-            |n| format!("{n}+{:#x}", f.offset),
+            |n| format!("{}+{:#x}", escape(n), f.offset),
         );
         let module = f
             .module
             .as_deref()
             .and_then(|m| m.rsplit('/').next())
-            .unwrap_or("?");
+            .map_or(Cow::Borrowed("?"), escape);
         let _ = write!(out, "      {name:<40} {module}");
         if let (Some(file), Some(line)) = (&f.file, f.line) {
-            let _ = write!(out, "  {file}:{line}");
+            let _ = write!(out, "  {}:{line}", escape(file));
         }
         if f.recovered {
             let _ = write!(
@@ -89,16 +89,16 @@ pub fn render_text(groups: &[Group], when: &str, min_age: Duration, final_report
     );
     for g in groups {
         let who = match (g.pid, &g.comm) {
-            (Some(pid), Some(comm)) => format!("pid {pid} ({comm})"),
+            (Some(pid), Some(comm)) => format!("pid {pid} ({})", escape(comm)),
             (Some(pid), None) => format!("pid {pid}"),
             _ => "owner unknown (no process holds the socket)".to_owned(),
         };
         let _ = writeln!(out, "\n  {who}: {} sockets in CLOSE_WAIT", g.count);
         if let Some(c) = &g.process.cmdline {
-            let _ = writeln!(out, "    cmdline: {c}");
+            let _ = writeln!(out, "    cmdline: {}", escape(c));
         }
         if let Some(c) = &g.process.cgroup {
-            let _ = write!(out, "    cgroup: {c}");
+            let _ = write!(out, "    cgroup: {}", escape(c));
             if let Some(id) = &g.process.container_id {
                 let _ = write!(out, "  container: {}", &id[..12.min(id.len())]);
             }
@@ -237,5 +237,40 @@ mod tests {
         assert!(text.contains("may be incomplete"), "{text}");
         assert!(text.contains(">= 12.000s"), "{text}");
         assert!(text.starts_with("Final report:"), "{text}");
+    }
+
+    /// What a traced process controls (comm, command line, cgroup path,
+    /// function names, module and source paths) reaches no line raw.
+    #[test]
+    fn text_escapes_what_the_process_controls() {
+        const HOSTILE: &str = "\x1b[2J\nFake: \"\\";
+        const SHOWN: &str = "\\x1b[2J\\nFake: \"\\\\";
+        let mut s = sock(10, 12, Some(&[HOSTILE, "eof_handler"]), &["x"], 1);
+        s.comm = Some(HOSTILE.into());
+        if let Some(st) = s.eof_stack.as_mut().map(Arc::make_mut) {
+            st.frames[1].module = Some(format!("/srv/{HOSTILE}"));
+            st.frames[1].file = Some(format!("/src/{HOSTILE}.c"));
+            st.frames[1].line = Some(7);
+        }
+        let g = group(vec![s], |_| ProcessInfo {
+            cmdline: Some(format!("./leaky {HOSTILE}")),
+            cgroup: Some(format!("/system.slice/{HOSTILE}")),
+            container_id: None,
+        });
+        let text = render_text(&g, "now", Duration::from_secs(10), true);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("Fake")), "{text}");
+        for want in [
+            format!("pid 10 ({SHOWN})"),
+            format!("cmdline: ./leaky {SHOWN}\n"),
+            format!("cgroup: /system.slice/{SHOWN}\n"),
+            format!("{SHOWN}+0x4"),
+            format!(" {SHOWN}  /src/{SHOWN}.c:7"),
+        ] {
+            assert!(text.contains(&want), "{want:?} in {text}");
+        }
     }
 }

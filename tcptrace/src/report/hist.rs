@@ -15,6 +15,7 @@ use crate::{
     report::{
         histogram::{JsonHist, render},
         json_line,
+        text::escape,
     },
 };
 
@@ -97,7 +98,12 @@ impl HistReport<'_> {
         );
         for ((state, group), h) in self.hists {
             let title = match group {
-                Some(g) => format!("{} [{}={g}]", state.name(), self.by.unwrap_or("group")),
+                Some(g) => format!(
+                    "{} [{}={}]",
+                    state.name(),
+                    self.by.unwrap_or("group"),
+                    escape(g)
+                ),
                 None => state.name().to_owned(),
             };
             t.push_str(&render(&title, h));
@@ -130,5 +136,38 @@ impl HistReport<'_> {
         }
         let _ = writeln!(t, "  {RESOLUTION}\n");
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `--by comm` group is a comm a traced process chose: escaped.
+    #[test]
+    fn text_escapes_comm_groups() {
+        let mut h = Hist::default();
+        h.add(5_000);
+        let mut hists = Hists::new();
+        hists.insert((TcpState::CloseWait, Some("\x1b[2J\nFake: \"\\".into())), h);
+        let text = HistReport {
+            when: "now",
+            final_report: false,
+            by: Some("comm"),
+            hists: &hists,
+            timewait: &Tracker::default(),
+            overflow: None,
+            poll_interval: Duration::from_secs(1),
+        }
+        .text();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("Fake")), "{text}");
+        assert!(
+            text.contains("CLOSE_WAIT [comm=\\x1b[2J\\nFake: \"\\\\]: count 1"),
+            "{text}"
+        );
     }
 }

@@ -57,8 +57,8 @@ fn prom_buckets(h: &Hist) -> (f64, Vec<(f64, u64)>) {
         .map(|b| *b as f64 * 1e-9)
         .zip(counts.iter().copied())
         .collect();
-    // prometheus-client writes f64::MAX as le="+Inf".
-    out.push((f64::MAX, counts[bounds.len()]));
+    // prometheus-client writes le="+Inf" for f64::INFINITY only.
+    out.push((f64::INFINITY, counts[bounds.len()]));
     (sum, out)
 }
 
@@ -158,7 +158,9 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// Encode the snapshot as the Prometheus text format.
+/// Encode the snapshot as the Prometheus text format. prometheus-client
+/// escapes label values (`\\`, `\"`, `\n`), so a comm under `--by comm`
+/// cannot break the page or forge a sample.
 pub fn render(snapshot: &Arc<Mutex<Snapshot>>) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(Arc::clone(snapshot))));
@@ -229,7 +231,42 @@ mod tests {
         h.add(3_000_000_000_000_000); // beyond the last bound
         let (_, b) = prom_buckets(&h);
         assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 2);
-        assert!((b.last().unwrap().0 - f64::MAX).abs() < f64::EPSILON);
+        assert!(b.last().unwrap().0.is_infinite());
         assert_eq!(b.last().unwrap().1, 1);
+    }
+
+    /// Every histogram ends in a `+Inf` bucket that holds its count, and a
+    /// `--by comm` label value is escaped as the exposition format says.
+    #[test]
+    fn every_histogram_has_an_inf_bucket_and_label_values_are_escaped() {
+        let mut h = Hist::default();
+        h.add(1_500);
+        h.add(3_000_000_000_000_000);
+        let hostile = "\x1b[2J\n\"} 1\nfake 2\\";
+        let snap = Arc::new(Mutex::new(Snapshot {
+            by: Some("comm"),
+            dwell: vec![
+                ("CLOSE_WAIT".into(), Some(hostile.into()), h.clone()),
+                ("ESTABLISHED".into(), Some("nginx".into()), h),
+                ("TIME_WAIT".into(), None, Hist::default()),
+            ],
+            ..Snapshot::default()
+        }));
+        let text = render(&snap).unwrap();
+        let count = |suffix: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("tcptrace_state_dwell_seconds_{suffix}")))
+                .count()
+        };
+        assert_eq!(count("count"), 3, "{text}");
+        let inf: Vec<&str> = text.lines().filter(|l| l.contains("le=\"+Inf\"")).collect();
+        assert_eq!(inf.len(), 3, "{text}");
+        assert!(inf[0].ends_with("} 2") && inf[2].ends_with("} 0"), "{text}");
+        assert!(!text.contains("e308"), "{text}");
+        assert!(
+            text.contains("comm=\"\x1b[2J\\n\\\"} 1\\nfake 2\\\\\""),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("fake")), "{text}");
     }
 }

@@ -15,7 +15,7 @@ pub mod timewait;
 pub use events::{Event, Socket, group_sockets};
 pub use hist::{HistBucket, HistLine, HistReport};
 pub use leaks::{LeakFrame, LeakGroup, LeakReport};
-pub use prometheus::{Labels, Metrics, Sample};
+pub use prometheus::{Labels, Metrics, Sample, promtool_check};
 pub use timewait::TimewaitLine;
 
 /// The first line of tcptrace's `stderr` that starts with `prefix` and

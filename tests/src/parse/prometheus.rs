@@ -1,5 +1,14 @@
 //! `--prometheus`: [`Metrics`], a `/metrics` page in the Prometheus text
-//! format parsed into [`Sample`]s.
+//! format parsed into [`Sample`]s, and [`promtool_check`], Prometheus's own
+//! check of such a page.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::process::{slurp, wait_exit};
 
 /// A sample's labels, `(name, value)` in page order.
 pub type Labels = Vec<(String, String)>;
@@ -180,6 +189,59 @@ impl Metrics {
             })
             .collect()
     }
+}
+
+/// `promtool check metrics` on `page`: Prometheus's own parser (the text
+/// format's) and linter, the strict check that a page parses. Panics, with
+/// promtool's words, when promtool is missing (never skips), on a parse
+/// error (exit 1), and on a lint problem other than "no help text" for a
+/// `_total` sample. That one every counter of prometheus-client's page has:
+/// the page is `OpenMetrics` text, which writes `# HELP` and `# TYPE` on a
+/// counter's name without the `_total` its samples carry, and this promtool
+/// (2.42) reads the Prometheus text format, which wants them on the
+/// sample's own name. Lint problems exit 3.
+pub fn promtool_check(page: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running promtool: {e}: the /metrics tests parse the page with \
+                 `promtool check metrics`; install it: apt-get install --no-install-recommends \
+                 prometheus (.ci/run does)"
+            )
+        });
+    let mut stdin = child.stdin.take().expect("piped");
+    let out = slurp(child.stdout.take().expect("piped"));
+    let err = slurp(child.stderr.take().expect("piped"));
+    stdin
+        .write_all(page.as_bytes())
+        .expect("writing the page to promtool");
+    drop(stdin);
+    let status = wait_exit(
+        &mut child,
+        "promtool check metrics",
+        Duration::from_secs(30),
+    );
+    let said = format!(
+        "{}{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            !(l.split_once(' ')
+                .is_some_and(|(name, why)| name.ends_with("_total") && why == "no help text"))
+        })
+        .collect();
+    assert!(
+        matches!(status.code(), Some(0 | 3)) && problems.is_empty(),
+        "promtool check metrics: {status}: {problems:#?}\npage:\n{page}"
+    );
 }
 
 #[cfg(test)]

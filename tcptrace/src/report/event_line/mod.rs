@@ -15,7 +15,7 @@ use crate::{
         reset_reasons::ResetReasons,
         socket::endpoint,
     },
-    report::text::human_duration,
+    report::text::{escape, human_duration},
 };
 
 #[cfg(test)]
@@ -117,8 +117,8 @@ impl Printer {
         // `2026-11-21T16:05:27.123456Z` -> `16:05:27.123456`
         let clock = time.get(11..26).unwrap_or(&time);
         let (pid, comm) = match ev.owner() {
-            Some(o) => (o.pid.to_string(), o.comm.as_str()),
-            None => ("?".to_owned(), "?"),
+            Some(o) => (o.pid.to_string(), escape(&o.comm)),
+            None => ("?".to_owned(), "?".into()),
         };
         let _ = write!(
             out,

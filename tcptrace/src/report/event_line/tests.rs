@@ -250,3 +250,48 @@ fn cached_second_formats_like_humantime() {
         assert_eq!(p.time(ts), want, "ts {ts}");
     }
 }
+
+/// The comm a hostile process can set with `prctl(PR_SET_NAME)`: ESC and a
+/// screen clear, a line break, a quote, a backslash, a C1 CSI (U+009B).
+const HOSTILE_COMM: &[u8] = b"\x1b[2J\n\"\\\r\xc2\x9b\x7f";
+
+fn hostile_event() -> Event {
+    Event::State(StateChange {
+        ts_ns: 1_000,
+        skaddr: 0x10,
+        owner: Some(owner(66, HOSTILE_COMM, tcptrace_common::OwnerSource::Io)),
+        endpoints: endpoints("10.0.0.1", 8080, "10.0.0.2", 40000),
+        old: TcpState::Established,
+        new: TcpState::CloseWait,
+        dwell: Some(Duration::from_millis(1)),
+    })
+}
+
+#[test]
+fn json_line_of_a_hostile_comm_is_valid_json() {
+    let mut out = BytesMut::new();
+    printer(Format::Json).write(&hostile_event(), &mut out);
+    let line = std::str::from_utf8(&out).unwrap();
+    assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+    assert!(line.contains(r#""comm":"\u001b[2J\n\"\\\r"#), "{line:?}");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["comm"], "\x1b[2J\n\"\\\r\u{9b}\x7f");
+    assert_eq!(v["new_state"], "CLOSE_WAIT");
+}
+
+#[test]
+fn text_line_of_a_hostile_comm_has_no_control_character() {
+    let mut out = BytesMut::new();
+    printer(Format::Text).write(&hostile_event(), &mut out);
+    let line = std::str::from_utf8(&out).unwrap();
+    let body = line.strip_suffix('\n').unwrap();
+    assert!(!body.chars().any(char::is_control), "{line:?}");
+    assert!(
+        body.contains(r#" 66      \x1b[2J\n"\\\r\u{9b}\x7f "#),
+        "{line:?}"
+    );
+    assert!(
+        body.ends_with("ESTABLISHED -> CLOSE_WAIT after 1.00ms"),
+        "{line:?}"
+    );
+}

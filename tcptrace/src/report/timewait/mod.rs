@@ -18,6 +18,8 @@ use crate::model::{
     },
 };
 
+#[cfg(test)]
+mod tests;
 pub mod text;
 
 /// Times of the report's lines.

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, net::IpAddr, time::Duration};
 use super::{CensusReport, Times, projection_text};
 use crate::{
     model::{event::Failure, socket::endpoint, timewait::census::DestGroup},
-    report::text::human_duration,
+    report::text::{escape, human_duration},
 };
 
 /// The top three closers: `pid comm (count), ...`, or `?`.
@@ -14,7 +14,7 @@ fn closers_text(closers: &[(u32, String, u64)]) -> String {
     let who: Vec<String> = closers
         .iter()
         .take(3)
-        .map(|(p, c, n)| format!("{p} {c} ({n})"))
+        .map(|(p, c, n)| format!("{p} {} ({n})", escape(c)))
         .collect();
     if who.is_empty() {
         "?".to_owned()
@@ -40,7 +40,7 @@ impl Times {
         } else {
             let who: Vec<String> = holders
                 .iter()
-                .map(|(p, c)| format!("pid {p} ({c})"))
+                .map(|(p, c)| format!("pid {p} ({})", escape(c)))
                 .collect();
             format!(
                 "{live} live socket(s){}",
@@ -56,7 +56,7 @@ impl Times {
              TIME_WAIT, {fin_wait2} orphaned FIN_WAIT2, {held}\n",
             self.clock_of(f.ts_ns),
             f.owner.pid,
-            f.owner.comm,
+            escape(&f.owner.comm),
         )
     }
 
@@ -72,7 +72,7 @@ impl Times {
             "{} connect() EADDRNOTAVAIL: pid {} ({}) to {}: ",
             self.clock_of(f.ts_ns),
             f.owner.pid,
-            f.owner.comm,
+            escape(&f.owner.comm),
             endpoint(dest, port)
         );
         if groups.is_empty() {
@@ -107,7 +107,7 @@ impl Times {
         let closer = g
             .closers
             .first()
-            .map(|(p, c, _)| format!(" (pid {p} ({c}) closes first)"))
+            .map(|(p, c, _)| format!(" (pid {p} ({}) closes first)", escape(c)))
             .unwrap_or_default();
         format!(
             "{} projection: {}{closer}\n",
@@ -222,7 +222,11 @@ impl CensusReport<'_> {
                 let _ = writeln!(
                     t,
                     "  bind() EADDRINUSE: pid {} ({}) port {}, {} time(s); {} TIME_WAIT held it",
-                    b.pid, b.comm, b.port, b.count, b.time_wait
+                    b.pid,
+                    escape(&b.comm),
+                    b.port,
+                    b.count,
+                    b.time_wait
                 );
             }
             for c in connects {
@@ -230,7 +234,7 @@ impl CensusReport<'_> {
                     t,
                     "  connect() EADDRNOTAVAIL: pid {} ({}) to {}, {} time(s)",
                     c.pid,
-                    c.comm,
+                    escape(&c.comm),
                     endpoint(c.dest.0, c.dest.1),
                     c.count
                 );
@@ -257,7 +261,8 @@ impl CensusReport<'_> {
         } else {
             let _ = writeln!(t, "Advice:");
             for a in advice {
-                let _ = writeln!(t, "  - [{}] {}", a.id, a.text);
+                // The advice names processes by comm.
+                let _ = writeln!(t, "  - [{}] {}", a.id, escape(&a.text));
             }
         }
         t.push('\n');

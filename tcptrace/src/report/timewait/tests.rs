@@ -1,0 +1,136 @@
+//! Timewait text tests: a comm a traced process chose reaches no line raw.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::model::{
+    event::{FailedCall, Owner},
+    timewait::{census::project, lives::Tracker},
+};
+
+/// ESC and a screen clear, a line break that starts a fake line, a quote,
+/// a backslash.
+const HOSTILE: &str = "\x1b[2J\nFake: \"\\";
+/// [`HOSTILE`] as text output shows it.
+const SHOWN: &str = "\\x1b[2J\\nFake: \"\\\\";
+
+const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+
+fn sysctls() -> Sysctls {
+    Sysctls {
+        port_range: Ok((40000, 40099)),
+        reserved_ports: Ok(vec![]),
+        tw_reuse: Ok(0),
+        tw_reuse_delay_ms: None,
+        timestamps: Ok(1),
+        max_tw_buckets: Ok(262_144),
+        fin_timeout_s: Ok(60),
+        tw_recycle: None,
+    }
+}
+
+fn dest() -> DestGroup {
+    DestGroup {
+        key: (ME, SERVER, 80),
+        time_wait: 90,
+        fin_wait2: 0,
+        live: 0,
+        rate_per_s: 40.0,
+        closers: vec![(7, HOSTILE.into(), 90)],
+        projection: project(&[50.0; 90], 0, 40.0, Some(100), 60.0, false),
+        exhaustion_projected_ns: Some(1_000),
+    }
+}
+
+fn failure(call: FailedCall) -> Failure {
+    Failure {
+        ts_ns: 2_000,
+        owner: Owner {
+            pid: 42,
+            tid: 42,
+            comm: HOSTILE.into(),
+            source: tcptrace_common::OwnerSource::Syscall,
+        },
+        call,
+        fd: 3,
+        addr: Some((SERVER, 80)),
+    }
+}
+
+/// Every line of `text`: no control character, none forged by the comm,
+/// and the comm shown escaped.
+fn assert_escaped(text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("Fake")), "{text}");
+    assert!(text.contains(SHOWN), "{text}");
+}
+
+#[test]
+fn text_lines_escape_the_comms_of_traced_processes() {
+    let times = Times(Clock::fixed(1_700_000_000_000_000_000));
+    let snap = Snapshot {
+        destinations: vec![dest()],
+        local_ports: vec![PortGroup {
+            lport: 80,
+            time_wait: 3,
+            fin_wait2: 0,
+            rate_per_s: 1.0,
+            closers: vec![(9, HOSTILE.into(), 3)],
+            listening: true,
+        }],
+        time_wait: 93,
+        fin_wait2: 0,
+    };
+    let binds = [BindFacts {
+        pid: 42,
+        comm: HOSTILE.into(),
+        port: 80,
+        count: 1,
+        time_wait: 3,
+        listeners: vec![(9, HOSTILE.into())],
+    }];
+    let connects = [ConnectFacts {
+        pid: 43,
+        comm: HOSTILE.into(),
+        dest: (SERVER, 80),
+        count: 2,
+    }];
+    let advice = [Advice {
+        id: "x",
+        text: format!("pid 7 ({HOSTILE}) closes first"),
+    }];
+    let report = CensusReport {
+        times,
+        now_ns: 3_000,
+        final_report: true,
+        snap: &snap,
+        tracker: &Tracker::default(),
+        sysctls: &sysctls(),
+        overflow: None,
+        binds: &binds,
+        connects: &connects,
+        advice: &advice,
+        failures_unavailable: None,
+        forgotten: Forgotten::default(),
+    }
+    .text();
+    assert_escaped(&report);
+    assert_eq!(report.matches(SHOWN).count(), 5, "{report}");
+    assert_escaped(&times.bind_failure_text(
+        &failure(FailedCall::BindInUse),
+        (SERVER, 80),
+        (3, 0),
+        1,
+        &[(9, HOSTILE.into())],
+    ));
+    assert_escaped(&times.connect_failure_text(
+        &failure(FailedCall::ConnectNoPort),
+        (SERVER, 80),
+        &[&dest()],
+    ));
+    assert_escaped(&times.projection_line(&dest(), 3_000));
+}
