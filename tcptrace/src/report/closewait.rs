@@ -51,12 +51,13 @@ fn write_stack(out: &mut String, title: &str, frames: &[Frame], truncated: bool)
                 "  [caller of a frameless syscall wrapper, from the user sp]"
             );
         }
+        // A refusal names a path the traced process chose.
         match (&f.skipped, &f.function) {
             (Some(why), None) => {
-                let _ = write!(out, "  (not symbolized: {why})");
+                let _ = write!(out, "  (not symbolized: {})", escape(&why.to_string()));
             }
             (Some(why), Some(_)) => {
-                let _ = write!(out, "  (no debug info read: {why})");
+                let _ = write!(out, "  (no debug info read: {})", escape(&why.to_string()));
             }
             (None, _) => {}
         }
@@ -181,7 +182,10 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::model::closewait::{ProcessInfo, group, tests::sock};
+    use crate::model::{
+        closewait::{ProcessInfo, group, tests::sock},
+        stack::Skipped,
+    };
 
     #[test]
     fn json_group_has_the_documented_keys() {
@@ -251,6 +255,12 @@ mod tests {
             st.frames[1].module = Some(format!("/srv/{HOSTILE}"));
             st.frames[1].file = Some(format!("/src/{HOSTILE}.c"));
             st.frames[1].line = Some(7);
+            let mut unresolved = st.frames[1].clone();
+            unresolved.function = None;
+            unresolved.skipped = Some(Skipped::Refused(format!(
+                "debug file /tmp/{HOSTILE} is not a regular file"
+            )));
+            st.frames.push(unresolved);
         }
         let g = group(vec![s], |_| ProcessInfo {
             cmdline: Some(format!("./leaky {HOSTILE}")),
@@ -269,6 +279,7 @@ mod tests {
             format!("cgroup: /system.slice/{SHOWN}\n"),
             format!("{SHOWN}+0x4"),
             format!(" {SHOWN}  /src/{SHOWN}.c:7"),
+            format!("(not symbolized: debug file /tmp/{SHOWN} is not a regular file)"),
         ] {
             assert!(text.contains(&want), "{want:?} in {text}");
         }
