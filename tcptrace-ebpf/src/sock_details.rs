@@ -2,10 +2,10 @@
 //! `SOCKS` map that the owner's first recv/send and CLOSE_WAIT create, with
 //! the owner, its stacks, the first EOF and the CLOSE_WAIT endpoints.
 
-use tcptrace_common::{SockInfo, TcpState, track::forget_life};
+use tcptrace_common::{Counter, SockInfo, TcpState, track::forget_life};
 
 use crate::{
-    maps::{BPF_NOEXIST, NEW_SOCK, SOCKS},
+    maps::{BPF_NOEXIST, NEW_SOCK, SOCKS, count},
     tracepoint::{SetStateHead, SetStateRecord},
 };
 
@@ -49,6 +49,9 @@ pub(crate) fn details(skaddr: u64, create: bool) -> Option<*mut SockInfo> {
     SOCKS.get_ptr_mut(skaddr)
 }
 
+/// `bpf_map_update_elem`'s error (negated) for a key already present.
+const EEXIST: i32 = 17;
+
 /// Insert details that know nothing yet for `skaddr`, unless it has some,
 /// built in this CPU's slot. Once per socket: a BPF subprogram, so that the
 /// hot paths that call it keep their registers.
@@ -60,6 +63,11 @@ fn insert_details(skaddr: u64) {
         info.state = 0;
         info.entered_ns = 0;
         forget_life(info);
-        let _ = SOCKS.insert(skaddr, &*info, BPF_NOEXIST);
+        // EEXIST: another hook inserted it first, which is fine.
+        if let Err(e) = SOCKS.insert(skaddr, &*info, BPF_NOEXIST)
+            && e != -EEXIST
+        {
+            count(Counter::SockInsertErrors);
+        }
     }
 }

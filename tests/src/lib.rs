@@ -38,8 +38,8 @@ pub mod tracer;
 pub use netns::{Lab, Netns, TW_REUSE_DELAY, wait_until_reusable};
 pub use parse::{
     Event, HistBucket, HistLine, HistReport, Labels, LeakFrame, LeakGroup, LeakReport, Metrics,
-    Sample, Socket, TimewaitLine, group_sockets, json_objects, number_before, parse_human_duration,
-    promtool_check, stderr_line,
+    Sample, Socket, TimewaitLine, group_sockets, json_objects, loss, losses, number_before,
+    parse_human_duration, promtool_check, stderr_line,
 };
 pub use peers::{LEAKY_RECV_BUF, LeakyServer, LeakyServerBin, Peer};
 pub use process::{ChildGuard, TempDir, run_bounded, signal, wait_exit};

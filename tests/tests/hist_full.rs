@@ -9,22 +9,17 @@
 use std::time::Duration;
 
 use integration_tests::{
-    ModeRun, ModeTracer, lab, number_before,
+    ModeRun, ModeTracer, lab, loss,
     scenario::{Clients, active_closes},
 };
 
 /// `HIST`'s size in the eBPF object.
 const HIST_KEYS: u64 = 16_384;
 
-/// The dwells `HIST` refused, from `tcptrace: --hist losses: ... N dwells
-/// not counted (histogram map full)`.
+/// The dwells `HIST` refused, from the loss line's `N dwells not counted
+/// (histogram map full)`.
 fn hist_full(run: &ModeRun) -> u64 {
-    let line = run
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("tcptrace: --hist losses: "))
-        .unwrap_or_else(|| panic!("no --hist losses line:\n{run}"));
-    number_before(line, " dwells not counted (histogram map full)")
+    loss(&run.stderr, "dwells not counted (histogram map full)")
 }
 
 /// 3000 client connections (two runs of 1500: the peer makes at most

@@ -1,19 +1,23 @@
-//! The stream counts every record it loses: with its reader stalled, the
-//! kernel's rings fill, and every transition is either printed or counted
-//! as lost, none both and none neither.
+//! Losses: the stream counts every record it loses (with its reader
+//! stalled, the kernel's rings fill, and every transition is either printed
+//! or counted as lost, none both and none neither); every mode prints the
+//! same loss line; and an error mid-run still prints it.
 //!
 //! Needs root, and the tests share kernel state (tracepoints are global):
 //! run with `--test-threads=1`, e.g. `sudo cargo xtask test`, or
 //! `cargo build -p tcptrace && cargo test -p integration-tests -- --test-threads=1`.
 
 use std::{
+    fs::File,
     io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
     thread,
     time::Duration,
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, lab, number_before, signal, spawn_tracer_raw, stderr_line, wait_exit,
+    EXIT_TIMEOUT, lab, losses, number_before, require_root, run_bounded, signal, spawn_tracer_raw,
+    stderr_line, tracer_bin, wait_exit,
 };
 
 /// Connections made while tcptrace's stdout is not read. Each one is ten
@@ -117,4 +121,83 @@ fn stalled_reader_losses_are_counted_exactly() {
         "printed + lost must be every transition of {CONNECTIONS} connections and the \
          listener's close:\n{summary}\n{losses}"
     );
+}
+
+/// Every mode, and all three analyses together, end a `-d` run with the
+/// same loss line: one format, every counter named, zeros included.
+#[test]
+fn every_mode_prints_the_same_loss_line() {
+    let lab = lab!();
+    let modes: [&[&str]; 5] = [
+        &[],
+        &["--hist"],
+        &["--closewait-leaks"],
+        &["--timewait"],
+        &["--closewait-leaks", "--hist", "--timewait"],
+    ];
+    let mut labels: Option<Vec<String>> = None;
+    for mode in modes {
+        let out = run_bounded(
+            lab.ns
+                .command(&tracer_bin())
+                .args(mode)
+                .args(["-d", "1", "--port", "29702"]),
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode:?}: {}\n{err}", out.status);
+        let these: Vec<String> = losses(&err).into_iter().map(|(l, _)| l).collect();
+        for want in [
+            "ring-buffer full",
+            "socket-map evictions",
+            "insert failures",
+            "field-read errors",
+            "undecodable",
+            "stack captures failed",
+            "dwells not counted (histogram map full)",
+            "TIME_WAIT log entries overwritten",
+            "map entries unreadable",
+            "sock_diag requests failed",
+        ] {
+            assert!(
+                these.iter().any(|l| l == want),
+                "{mode:?}: no {want:?}:\n{err}"
+            );
+        }
+        match &labels {
+            None => labels = Some(these),
+            Some(first) => assert_eq!(first, &these, "{mode:?}:\n{err}"),
+        }
+    }
+}
+
+/// An error in the middle of a run (stdout is /dev/full: the first write
+/// fails with ENOSPC) exits 1 with the error, after the loss line.
+#[test]
+fn an_error_mid_run_still_prints_the_loss_line() {
+    require_root();
+    let mut child = Command::new(tracer_bin())
+        .args(["--port", "29703", "-d", "10"])
+        .stdin(Stdio::null())
+        .stdout(
+            File::options()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning tcptrace");
+    let stderr = child.stderr.take().expect("piped");
+    let reader = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let status = wait_exit(&mut child, "tcptrace", Duration::from_secs(20));
+    let err = reader.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(1), "{err}");
+    let losses_at = err.find("tcptrace: losses: ");
+    let error_at = err.find("No space left on device");
+    assert!(
+        matches!((losses_at, error_at), (Some(l), Some(e)) if l < e),
+        "the loss line, then the error:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -10,14 +10,14 @@ use std::{collections::BTreeMap, path::Path, time::Duration, time::SystemTime};
 use tcptrace_common::Counter;
 
 use crate::{
-    analyses::{Analysis, Cx, RunCounts, Setup, TW_POLL, TimewaitPoll},
+    analyses::{Analysis, Cx, Setup, TW_POLL, TimewaitPoll},
     host::{netstat::timewait_overflow, sysctl},
     kernel::{counters, maps},
     model::{
-        counters::KernelCounters, event::Event, histogram::by_name, plan::HistOptions,
-        reset_reasons::ResetReasons, timewait::lives::Tracker,
+        event::Event, histogram::by_name, plan::HistOptions, reset_reasons::ResetReasons,
+        timewait::lives::Tracker,
     },
-    report::{hist::HistReport, prometheus::Snapshot, summary::hist_losses_line},
+    report::{hist::HistReport, prometheus::Snapshot},
 };
 
 pub struct Hists {
@@ -100,18 +100,6 @@ impl Analysis for Hists {
     }
 
     /// What the histograms and the resets may be missing.
-    fn exit_lines(
-        &self,
-        _cx: &mut Cx<'_>,
-        kernel: Option<&KernelCounters>,
-        counts: &RunCounts,
-    ) -> Vec<String> {
-        kernel
-            .map(|k| hist_losses_line(k, counts.undecodable))
-            .into_iter()
-            .collect()
-    }
-
     /// The histograms, transitions, resets and timewait sockets, and the
     /// kernel's losses; a failed read keeps the last figures.
     fn export(&mut self, cx: &mut Cx<'_>, snap: &mut Snapshot) {

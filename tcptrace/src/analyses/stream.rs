@@ -146,7 +146,7 @@ impl Analysis for Stream {
     fn exit_lines(
         &self,
         _cx: &mut Cx<'_>,
-        kernel: Option<&KernelCounters>,
+        _kernel: Option<&KernelCounters>,
         counts: &RunCounts,
     ) -> Vec<String> {
         let user = UserCounters {
@@ -154,13 +154,7 @@ impl Analysis for Stream {
             decode_errors: counts.undecodable,
             ..self.counts
         };
-        vec![
-            summary::events_line(&user),
-            kernel.map_or_else(
-                || "tcptrace: kernel counters unavailable".to_owned(),
-                summary::losses_line,
-            ),
-        ]
+        vec![summary::events_line(&user)]
     }
 }
 

@@ -4,7 +4,10 @@
 //!
 //! sock_diag answers for the network namespace tcptrace runs in.
 
-use std::io;
+use std::{
+    io,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -33,6 +36,23 @@ pub enum DiagError {
     Parse(String),
 }
 
+/// sock_diag requests that failed, since start-up: every caller goes on
+/// without the answer, and the exit summary counts them.
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// How many sock_diag requests failed so far.
+#[must_use]
+pub fn failed_requests() -> u64 {
+    FAILED.load(Ordering::Relaxed)
+}
+
+fn counted<T>(r: Result<T, DiagError>) -> Result<T, DiagError> {
+    if r.is_err() {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
 /// Dump TCP sockets (IPv4 and IPv6) in any of `states`.
 pub fn dump(states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
     let mut out = Vec::new();
@@ -49,7 +69,7 @@ pub fn dump_with(states: &[TcpState], mut visit: impl FnMut(DiagSocket)) -> Resu
         flags |= StateFlags::from_bits_retain(1 << (*s as u32));
     }
     for family in [AF_INET, AF_INET6] {
-        dump_family(family, flags.clone(), &mut visit)?;
+        counted(dump_family(family, flags.clone(), &mut visit))?;
     }
     Ok(())
 }
@@ -143,6 +163,10 @@ fn send_request(socket: &Socket, flags: u16, request: InetRequest) -> Result<(),
 /// lookup each (`inet_diag_find_one_icsk`, the kernel's own connection
 /// lookup), not a dump.
 pub fn held_tuples(tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
+    counted(lookup_tuples(tuples))
+}
+
+fn lookup_tuples(tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
     if tuples.is_empty() {
         return Ok(Vec::new());
     }

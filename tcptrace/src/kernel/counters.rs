@@ -47,7 +47,7 @@ fn count_states<V: aya::Pod>(
     state: impl Fn(&V) -> u32,
 ) -> (u64, u64) {
     let (mut live, mut close_wait) = (0, 0);
-    for (_, v) in map.iter().flatten() {
+    for (_, v) in map.iter().filter_map(super::maps::readable) {
         live += 1;
         if state(&v) == TcpState::CloseWait as u32 {
             close_wait += 1;

@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv6Addr},
     os::fd::AsFd as _,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use aya::{
@@ -21,6 +22,25 @@ use tcptrace_common::{
 use thiserror::Error;
 
 use crate::model::{aging::Sweep, histogram::Hist};
+
+/// Map entries that could not be read while iterating (most often one that
+/// was deleted between its key and value reads), since start-up.
+static UNREADABLE: AtomicU64 = AtomicU64::new(0);
+
+/// How many map entries could not be read so far; the exit summary counts
+/// them.
+#[must_use]
+pub fn unreadable_entries() -> u64 {
+    UNREADABLE.load(Ordering::Relaxed)
+}
+
+/// An entry of a map iteration, or None (counted) when it cannot be read.
+pub(crate) fn readable<T>(r: Result<T, MapError>) -> Option<T> {
+    r.inspect_err(|_| {
+        UNREADABLE.fetch_add(1, Ordering::Relaxed);
+    })
+    .ok()
+}
 
 /// Map names, as the eBPF object declares them.
 pub mod names {
@@ -158,7 +178,7 @@ pub fn read_hists(
     }
     let hists: PerCpuHashMap<_, HistKey, u64> =
         PerCpuHashMap::try_from(map(ebpf, names::HIST)?).map_err(err(names::HIST))?;
-    for (key, values) in hists.iter().flatten() {
+    for (key, values) in hists.iter().filter_map(readable) {
         let Some(state) = TcpState::from_u32(key.state) else {
             continue;
         };
@@ -202,7 +222,7 @@ pub fn read_transitions(ebpf: &Ebpf) -> Result<Vec<(TcpState, TcpState, u64)>, R
 pub fn each_sock_details(ebpf: &Ebpf, mut visit: impl FnMut(&SockInfo)) -> Result<(), ReadError> {
     let socks: BpfHashMap<_, u64, SockInfo> =
         BpfHashMap::try_from(map(ebpf, names::SOCKS)?).map_err(err(names::SOCKS))?;
-    for (_, info) in socks.iter().flatten() {
+    for (_, info) in socks.iter().filter_map(readable) {
         visit(&info);
     }
     Ok(())
@@ -310,7 +330,7 @@ impl StackRecycler {
         };
         if let Some(m) = own(ebpf, names::STACKS)? {
             let mut map = StackTraceMap::try_from(m).map_err(err(names::STACKS))?;
-            let present: Vec<u32> = map.stack_ids().flatten().collect();
+            let present: Vec<u32> = map.stack_ids().filter_map(readable).collect();
             for id in self.stacks.pass(present, &ids) {
                 out.stacks += u64::from(map.remove(&id).is_ok());
             }
@@ -318,7 +338,7 @@ impl StackRecycler {
         if let Some(m) = own(ebpf, names::STACK_SPILL)? {
             let mut map: BpfHashMap<_, u32, [u64; STACK_DEPTH]> =
                 BpfHashMap::try_from(m).map_err(err(names::STACK_SPILL))?;
-            let present: Vec<u32> = map.keys().flatten().collect();
+            let present: Vec<u32> = map.keys().filter_map(readable).collect();
             for key in self.spill.pass(present, &keys) {
                 out.spill += u64::from(map.remove(&key).is_ok());
             }

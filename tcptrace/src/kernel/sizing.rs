@@ -157,8 +157,8 @@ pub(crate) fn size_ring(config: &mut Config, requested: u32) -> u32 {
 /// Sizes of the maps that only some modes use: one entry where the mode
 /// does not (the comm cache without noted comms; the stack maps, 16 MiB and
 /// 4 MiB of kernel memory allocated up front, without stack captures).
-/// `TCPTRACE_STACKS_ENTRIES` sets `STACKS`' size, for the tests that fill it
-/// to see stacks go to `STACK_SPILL`.
+/// `TCPTRACE_STACKS_ENTRIES` shrinks `STACKS`, for the tests that fill it
+/// to see stacks go to `STACK_SPILL` ([`stacks_entries`]).
 pub(crate) fn mode_map_sizes(config: &Config) -> Vec<(&'static str, u32)> {
     let mut sizes = Vec::new();
     if config.lean_socks == 0 || config.noted_new_states == 0 {
@@ -166,14 +166,32 @@ pub(crate) fn mode_map_sizes(config: &Config) -> Vec<(&'static str, u32)> {
     }
     if config.capture_stacks == 0 {
         sizes.extend([(names::STACKS, 1), (names::STACK_SPILL, 1)]);
-    } else if let Some(n) = std::env::var("TCPTRACE_STACKS_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|&n| n > 0)
+    } else if let Some(n) = stacks_entries(std::env::var("TCPTRACE_STACKS_ENTRIES").ok().as_deref())
     {
         sizes.push((names::STACKS, n));
     }
     sizes
+}
+
+/// `STACKS`' size in the eBPF object, which `TCPTRACE_STACKS_ENTRIES` may
+/// only shrink: a setcap'd binary must not let its environment ask for
+/// more kernel memory than the object declares.
+const STACKS_COMPILED: u32 = 16_384;
+
+/// The `STACKS` size `TCPTRACE_STACKS_ENTRIES` asks for, if it is a number
+/// from 1 to the compiled size; anything else is ignored, with a warning.
+fn stacks_entries(v: Option<&str>) -> Option<u32> {
+    let v = v?;
+    match v.parse::<u32>() {
+        Ok(n) if (1..=STACKS_COMPILED).contains(&n) => Some(n),
+        _ => {
+            log::warn!(
+                "ignoring TCPTRACE_STACKS_ENTRIES={v:?}: it may only shrink the stack map \
+                 (1 to {STACKS_COMPILED})"
+            );
+            None
+        }
+    }
 }
 
 /// Bytes per entry of a power-of-two socket map, for `--help`.
@@ -241,6 +259,16 @@ mod tests {
         };
         if std::env::var_os("TCPTRACE_STACKS_ENTRIES").is_none() {
             assert_eq!(mode_map_sizes(&leaks), [("COMMS", 1)], "compiled sizes");
+        }
+    }
+
+    #[test]
+    fn the_stack_map_knob_only_shrinks() {
+        assert_eq!(stacks_entries(None), None);
+        assert_eq!(stacks_entries(Some("1")), Some(1));
+        assert_eq!(stacks_entries(Some("16384")), Some(16_384));
+        for bad in ["0", "16385", "4294967295", "99999999999", "x", ""] {
+            assert_eq!(stacks_entries(Some(bad)), None, "{bad}");
         }
     }
 

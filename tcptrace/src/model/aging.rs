@@ -3,16 +3,18 @@
 //! [`TokenBucket`], a rate limit, and [`Sweep`], mark and sweep over two
 //! passes. Pure: the caller passes the time and the keys.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// A map of entries stamped with the last time they were touched.
 /// [`Aged::prune`] drops those untouched for longer than its `ttl_ns`; a
 /// new key beyond `cap` entries evicts the least recently touched one.
-/// Both are counted. Eviction scans the map (O(cap)): it happens only
-/// once the cap is reached, which the TTL keeps rare.
+/// Both are counted. A second index by (touch time, key) finds the least
+/// recently touched entries in O(log n), so that a flood of new keys (which
+/// a traced process controls) costs O(log n) per key, not a scan.
 #[derive(Clone, Debug)]
 pub struct Aged<K, V> {
     map: BTreeMap<K, (V, u64)>,
+    by_touch: BTreeSet<(u64, K)>,
     ttl_ns: u64,
     cap: usize,
     /// Entries dropped by [`Aged::prune`] (stale).
@@ -26,6 +28,7 @@ impl<K: Ord + Clone, V> Aged<K, V> {
     pub fn new(ttl_ns: u64, cap: usize) -> Self {
         Aged {
             map: BTreeMap::new(),
+            by_touch: BTreeSet::new(),
             ttl_ns,
             cap: cap.max(1),
             expired: 0,
@@ -33,18 +36,26 @@ impl<K: Ord + Clone, V> Aged<K, V> {
         }
     }
 
+    /// Move `key`'s stamp from `old` to `new` in the recency index.
+    fn restamp(&mut self, key: &K, old: u64, new: u64) {
+        if old != new {
+            self.by_touch.remove(&(old, key.clone()));
+            self.by_touch.insert((new, key.clone()));
+        }
+    }
+
     /// The entry of `key`, touched at `now_ns`; `new` makes it if absent.
     pub fn touch(&mut self, key: K, now_ns: u64, new: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains_key(&key) && self.map.len() >= self.cap {
-            let oldest = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.map.remove(&k);
+        if let Some(old) = self.map.get(&key).map(|e| e.1) {
+            self.restamp(&key, old, old.max(now_ns));
+        } else {
+            if self.map.len() >= self.cap
+                && let Some((_, oldest)) = self.by_touch.pop_first()
+            {
+                self.map.remove(&oldest);
                 self.evicted += 1;
             }
+            self.by_touch.insert((now_ns, key.clone()));
         }
         let e = self.map.entry(key).or_insert_with(|| (new(), now_ns));
         e.1 = e.1.max(now_ns);
@@ -53,8 +64,11 @@ impl<K: Ord + Clone, V> Aged<K, V> {
 
     /// The entry of `key`, touched at `now_ns`, if present.
     pub fn touch_existing(&mut self, key: &K, now_ns: u64) -> Option<&mut V> {
+        let old = self.map.get(key)?.1;
+        let stamp = old.max(now_ns);
+        self.restamp(key, old, stamp);
         self.map.get_mut(key).map(|e| {
-            e.1 = e.1.max(now_ns);
+            e.1 = stamp;
             &mut e.0
         })
     }
@@ -71,11 +85,15 @@ impl<K: Ord + Clone, V> Aged<K, V> {
 
     /// Drop the entries untouched for longer than the TTL at `now_ns`.
     pub fn prune(&mut self, now_ns: u64) {
-        let before = self.map.len();
-        let ttl = self.ttl_ns;
-        self.map
-            .retain(|_, (_, t)| now_ns.saturating_sub(*t) <= ttl);
-        self.expired += (before - self.map.len()) as u64;
+        while let Some((t, _)) = self.by_touch.first() {
+            if now_ns.saturating_sub(*t) <= self.ttl_ns {
+                break;
+            }
+            if let Some((_, key)) = self.by_touch.pop_first() {
+                self.map.remove(&key);
+                self.expired += 1;
+            }
+        }
     }
 
     /// Entries in key order.
@@ -260,5 +278,55 @@ mod tests {
         // A quarter second gives one token.
         assert!(b.take(11 * S + S / 4));
         assert!(!b.take(11 * S + S / 4));
+    }
+
+    proptest::proptest! {
+        /// The recency index agrees with a naive map that scans for the
+        /// oldest entry, whatever the order of touches, prunes and
+        /// evictions: same keys, same counts.
+        #[test]
+        fn matches_a_scanning_model(
+            ops in proptest::collection::vec((0u8..3, 0u16..40, 0u64..50), 0..300),
+        ) {
+            let (ttl, cap) = (20, 8);
+            let mut m: Aged<u16, ()> = Aged::new(ttl, cap);
+            let mut naive: BTreeMap<u16, u64> = BTreeMap::new();
+            let (mut expired, mut evicted, mut now) = (0u64, 0u64, 0u64);
+            for (op, key, dt) in ops {
+                now += dt;
+                match op {
+                    0 => {
+                        m.touch(key, now, || ());
+                        if !naive.contains_key(&key) && naive.len() >= cap {
+                            let oldest = naive.iter().min_by_key(|(k, t)| (**t, **k)).map(|(k, _)| *k);
+                            if let Some(k) = oldest {
+                                naive.remove(&k);
+                                evicted += 1;
+                            }
+                        }
+                        let t = naive.entry(key).or_insert(now);
+                        *t = (*t).max(now);
+                    }
+                    1 => {
+                        let hit = m.touch_existing(&key, now).is_some();
+                        proptest::prop_assert_eq!(hit, naive.contains_key(&key));
+                        if let Some(t) = naive.get_mut(&key) {
+                            *t = (*t).max(now);
+                        }
+                    }
+                    _ => {
+                        m.prune(now);
+                        let before = naive.len();
+                        naive.retain(|_, t| now - *t <= ttl);
+                        expired += (before - naive.len()) as u64;
+                    }
+                }
+                let keys: Vec<u16> = m.iter().map(|(k, ())| *k).collect();
+                let want: Vec<u16> = naive.keys().copied().collect();
+                proptest::prop_assert_eq!(keys, want);
+                proptest::prop_assert_eq!((m.expired, m.evicted), (expired, evicted));
+                proptest::prop_assert_eq!(m.by_touch.len(), m.map.len());
+            }
+        }
     }
 }

@@ -62,6 +62,19 @@ pub struct UserCounters {
     pub decode_errors: u64,
 }
 
+/// Losses counted in userspace, for the exit summary's loss line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserLosses {
+    /// Records that could not be decoded.
+    pub undecodable: u64,
+    /// Per-CPU log records overwritten before they were read.
+    pub log_lost: u64,
+    /// Map entries that could not be read while iterating a map.
+    pub map_unreadable: u64,
+    /// sock_diag requests that failed.
+    pub sockdiag_failed: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,8 @@ use std::{borrow::Cow, fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
-use tcptrace_common::Counter;
-
 use crate::{
-    model::{closewait::Group, counters::KernelCounters, histogram::Hist, stack::Frame},
+    model::{closewait::Group, histogram::Hist, stack::Frame},
     report::text::{escape, human_duration},
 };
 
@@ -165,16 +163,6 @@ pub fn closed_line(ended_leaks: u64, min_age: Duration, row: Option<(&Hist, u64)
         );
     }
     s
-}
-
-/// The exit line on what leak reports may have missed.
-#[must_use]
-pub fn losses_line(k: &KernelCounters) -> String {
-    format!(
-        "tcptrace: losses: {} socket-map evictions, {} stack captures failed",
-        k.evictions(),
-        k.get(Counter::StackErrors),
-    )
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use tcptrace_common::Counter;
 
-use crate::model::counters::{KernelCounters, ProgramCost, UserCounters};
+use crate::model::counters::{KernelCounters, ProgramCost, UserCounters, UserLosses};
 
 /// The socket map's occupancy, for the exit summary of every run:
 /// `tcptrace: socket map: 200004 of 262144 entries in use (100000 in
@@ -52,32 +52,30 @@ pub fn events_line(u: &UserCounters) -> String {
     )
 }
 
-/// The kernel side's losses.
+/// The loss line, the same in every mode and on every exit path: each
+/// counter a run may lose data to, kernel and userspace, zero or not, so
+/// that "no loss" is something the line says rather than leaves out. `?`
+/// when the kernel counters could not be read.
 #[must_use]
-pub fn losses_line(k: &KernelCounters) -> String {
+pub fn losses_line(k: Option<&KernelCounters>, u: &UserLosses) -> String {
+    let kernel = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    let c = |c: Counter| kernel(k.map(|k| k.get(c)));
     format!(
         "tcptrace: losses: {} ring-buffer full, {} socket-map evictions, {} insert failures, \
-         {} field-read errors; {} transitions of sockets older than the tracer or evicted",
-        k.get(Counter::RingbufFull),
-        k.evictions(),
-        k.get(Counter::SockInsertErrors),
-        k.get(Counter::ReadErrors),
-        k.get(Counter::SockUnknown),
-    )
-}
-
-/// `--hist`'s losses: records (resets) the ring refused or that could not
-/// be decoded, field reads that failed, and dwells the full `HIST` map
-/// (`--by`) could not count.
-#[must_use]
-pub fn hist_losses_line(k: &KernelCounters, undecodable: u64) -> String {
-    format!(
-        "tcptrace: --hist losses: {} ring-buffer full, {} field-read errors, {} undecodable, \
-         {} dwells not counted (histogram map full)",
-        k.get(Counter::RingbufFull),
-        k.get(Counter::ReadErrors),
-        undecodable,
-        k.get(Counter::HistFull),
+         {} field-read errors, {} undecodable, {} stack captures failed, {} dwells not counted \
+         (histogram map full), {} TIME_WAIT log entries overwritten, {} map entries unreadable, \
+         {} sock_diag requests failed; {} transitions of sockets older than the tracer or evicted",
+        c(Counter::RingbufFull),
+        kernel(k.map(KernelCounters::evictions)),
+        c(Counter::SockInsertErrors),
+        c(Counter::ReadErrors),
+        u.undecodable,
+        c(Counter::StackErrors),
+        c(Counter::HistFull),
+        u.log_lost,
+        u.map_unreadable,
+        u.sockdiag_failed,
+        c(Counter::SockUnknown),
     )
 }
 
@@ -120,7 +118,7 @@ mod tests {
         }];
         let s = [
             events_line(&user),
-            losses_line(&k),
+            losses_line(Some(&k), &UserLosses::default()),
             socket_map_line(&k),
             costs_line(&costs),
         ]
@@ -139,14 +137,29 @@ mod tests {
     }
 
     #[test]
-    fn hist_losses_name_the_full_histogram_map() {
+    fn one_loss_line_names_every_loss_and_unknowns() {
         let mut k = KernelCounters::default();
         k.values[Counter::HistFull as usize] = 7;
         k.values[Counter::ReadErrors as usize] = 2;
+        k.values[Counter::StackErrors as usize] = 4;
+        let u = UserLosses {
+            undecodable: 3,
+            log_lost: 5,
+            map_unreadable: 6,
+            sockdiag_failed: 8,
+        };
         assert_eq!(
-            hist_losses_line(&k, 3),
-            "tcptrace: --hist losses: 0 ring-buffer full, 2 field-read errors, 3 undecodable, \
-             7 dwells not counted (histogram map full)"
+            losses_line(Some(&k), &u),
+            "tcptrace: losses: 0 ring-buffer full, 0 socket-map evictions, 0 insert failures, \
+             2 field-read errors, 3 undecodable, 4 stack captures failed, 7 dwells not counted \
+             (histogram map full), 5 TIME_WAIT log entries overwritten, 6 map entries unreadable, \
+             8 sock_diag requests failed; 0 transitions of sockets older than the tracer or evicted"
         );
+        let unknown = losses_line(None, &u);
+        assert!(
+            unknown.contains("? ring-buffer full, ? socket-map evictions"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("3 undecodable"), "{unknown}");
     }
 }

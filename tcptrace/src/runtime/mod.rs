@@ -20,7 +20,6 @@ use crate::{
     host::sockdiag,
     kernel::{
         clock::{monotonic_ns, wall_clock},
-        counters,
         cpulog::{CpuLogs, LOG_DRAIN},
         load::Tracer,
         rings,
@@ -31,12 +30,10 @@ use crate::{
         plan::Plan,
         records::{decode, decode_state},
     },
-    report::{
-        prometheus::Snapshot,
-        summary::{costs_line, socket_map_line},
-    },
+    report::prometheus::Snapshot,
 };
 
+mod exit;
 mod serve;
 mod sink;
 mod stop;
@@ -49,6 +46,21 @@ use stop::Stop;
 /// Printed on stderr once every program is attached: from here on no event is
 /// missed. Tests wait for it.
 pub const READY: &str = "tcptrace: tracing";
+
+/// Undecodable records logged one by one; the rest are only counted (the
+/// loss line has them all).
+const UNDECODABLE_WARNINGS: u64 = 5;
+
+/// Log the `n`th undecodable record, while that is useful.
+fn warn_undecodable(n: u64, e: &dyn std::fmt::Display) {
+    match n.cmp(&UNDECODABLE_WARNINGS) {
+        std::cmp::Ordering::Less => log::warn!("dropping a record: {e}"),
+        std::cmp::Ordering::Equal => {
+            log::warn!("dropping a record: {e} (further ones are only counted)");
+        }
+        std::cmp::Ordering::Greater => {}
+    }
+}
 
 /// How the run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +135,7 @@ impl Run<'_> {
             Ok(ev) => self.dispatch(ev),
             Err(e) => {
                 self.counts.undecodable += 1;
-                log::warn!("dropping a record: {e}");
+                warn_undecodable(self.counts.undecodable, &e);
             }
         }
     }
@@ -152,7 +164,7 @@ impl Run<'_> {
                     Ok(s) => self.dispatch(Event::State(s)),
                     Err(e) => {
                         self.counts.undecodable += 1;
-                        log::warn!("dropping a record: {e}");
+                        warn_undecodable(self.counts.undecodable, &e);
                     }
                 }
             }
@@ -228,61 +240,21 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// After the loop: whatever was submitted before the end is still
-    /// handed over; after a stop, the final reports and the exit summary.
-    fn finish(
-        &mut self,
-        ring: &mut RingBuf<MapData>,
-        end: End,
-        plan: &Plan,
-    ) -> anyhow::Result<End> {
-        self.drain(ring, true);
-        if end == End::Stopped {
-            self.poll();
-            self.report(true)?;
-        }
-        self.flush()?;
-        let end = if self.sink.closed() {
-            End::BrokenPipe
-        } else {
-            end
-        };
-        if self.counts.undecodable > 0 && !plan.analyses.stream {
-            eprintln!(
-                "tcptrace: {} undecodable records dropped",
-                self.counts.undecodable
-            );
-        }
-        if end == End::Stopped {
-            for line in self.exit_lines() {
-                eprintln!("{line}");
-            }
-        }
-        Ok(end)
-    }
-
     fn flush(&mut self) -> std::io::Result<()> {
         self.sink.write(&mut self.out)
     }
+}
 
-    /// The exit summary on stderr: each analysis's lines, then the socket
-    /// store and the kernel cost shared by all.
-    fn exit_lines(&mut self) -> Vec<String> {
-        let kernel = counters::read(self.ebpf)
-            .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
-            .ok();
-        let counts = self.counts;
-        let (analyses, mut cx) = self.split();
-        let mut lines: Vec<String> = analyses
-            .iter()
-            .flat_map(|a| a.exit_lines(&mut cx, kernel.as_ref(), &counts))
-            .collect();
-        if let Some(k) = &kernel {
-            lines.push(socket_map_line(k));
-        }
-        lines.push(costs_line(&counters::program_costs(self.ebpf)));
-        lines
-    }
+/// The `/metrics` endpoint, if the plan asks for one, and the snapshot it
+/// serves.
+async fn serve_metrics(plan: &Plan) -> anyhow::Result<Option<Arc<Mutex<Snapshot>>>> {
+    let Some(addr) = plan.prometheus else {
+        return Ok(None);
+    };
+    let s = Arc::new(Mutex::new(Snapshot::default()));
+    serve::serve(addr, Arc::clone(&s)).await?;
+    eprintln!("tcptrace: serving Prometheus metrics on http://{addr}/metrics");
+    Ok(Some(s))
 }
 
 /// Run `plan`'s analyses on a loaded tracer until the run ends.
@@ -311,15 +283,7 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         clock: wall_clock(),
         stopping: stop.flag(),
     })?;
-    let snapshot = match plan.prometheus {
-        Some(addr) => {
-            let s = Arc::new(Mutex::new(Snapshot::default()));
-            serve::serve(addr, Arc::clone(&s)).await?;
-            eprintln!("tcptrace: serving Prometheus metrics on http://{addr}/metrics");
-            Some(s)
-        }
-        None => None,
-    };
+    let snapshot = serve_metrics(plan).await?;
     let mut run = Run {
         ebpf: &ebpf,
         analyses,
@@ -346,43 +310,52 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         Some(Duration::ZERO),
     );
     let mut report = maybe_timer(plan.report_interval(), None);
-    run.start(plan)?;
-
-    let end = loop {
-        tokio::select! {
-            r = ring.readable_mut() => {
-                let mut guard = r.context("waiting on the ring buffer")?;
-                run.drain(guard.get_inner_mut(), false);
-                guard.clear_ready();
-            }
-            _ = drain.tick() => {
-                run.drain(ring.get_mut(), false);
-                if let Some(l) = logger.as_mut() {
-                    l.flush();
+    // Every way out of the loop, errors included, ends with the summary.
+    let looped: anyhow::Result<End> = async {
+        run.start(plan)?;
+        loop {
+            tokio::select! {
+                r = ring.readable_mut() => {
+                    let mut guard = r.context("waiting on the ring buffer")?;
+                    run.drain(guard.get_inner_mut(), false);
+                    guard.clear_ready();
                 }
-            }
-            _ = poll.tick() => {
-                run.drain(ring.get_mut(), false);
-                run.tick();
-                if let Some(s) = &snapshot {
-                    run.export(s)?;
+                _ = drain.tick() => {
+                    run.drain(ring.get_mut(), false);
+                    if let Some(l) = logger.as_mut() {
+                        l.flush();
+                    }
                 }
-                if let Some(l) = logger.as_mut() {
-                    l.flush();
+                _ = poll.tick() => {
+                    run.drain(ring.get_mut(), false);
+                    run.tick();
+                    if let Some(s) = &snapshot {
+                        run.export(s)?;
+                    }
+                    if let Some(l) = logger.as_mut() {
+                        l.flush();
+                    }
                 }
-            }
-            _ = report.tick() => {
-                if let Some(l) = logger.as_mut() {
-                    l.flush();
+                _ = report.tick() => {
+                    if let Some(l) = logger.as_mut() {
+                        l.flush();
+                    }
+                    run.report(false)?;
                 }
-                run.report(false)?;
+                () = stop.wait() => break Ok(End::Stopped),
             }
-            () = stop.wait() => break End::Stopped,
+            run.flush()?;
+            if run.sink.closed() {
+                break Ok(End::BrokenPipe);
+            }
         }
-        run.flush()?;
-        if run.sink.closed() {
-            break End::BrokenPipe;
+    }
+    .await;
+    match looped {
+        Ok(end) => run.finish(ring.get_mut(), end),
+        Err(e) => {
+            run.print_exit_lines();
+            Err(e)
         }
-    };
-    run.finish(ring.get_mut(), end, plan)
+    }
 }

@@ -28,6 +28,49 @@ pub fn stderr_line<'a>(stderr: &'a str, prefix: &str, holds: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {prefix:?} line with {holds:?} on stderr:\n{stderr}"))
 }
 
+/// The loss line's counts, `(label, count)` in its order: `tcptrace:
+/// losses: N ring-buffer full, N socket-map evictions, ...; N transitions
+/// of sockets older than the tracer or evicted`, up to the `;` (what follows
+/// is not a loss). Panics without one loss line, or on a count that is not
+/// a number.
+#[must_use]
+pub fn losses(stderr: &str) -> Vec<(String, u64)> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("tcptrace: losses: "))
+        .collect();
+    let [line] = lines[..] else {
+        panic!(
+            "expected one loss line on stderr, got {}:\n{stderr}",
+            lines.len()
+        );
+    };
+    let head = line.split_once(';').map_or(line, |(h, _)| h);
+    head.split(", ")
+        .map(|item| {
+            let (n, label) = item
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("loss item {item:?} in {line:?}"));
+            let n = n
+                .parse()
+                .unwrap_or_else(|_| panic!("loss count {n:?} in {line:?}"));
+            (label.to_owned(), n)
+        })
+        .collect()
+}
+
+/// The count of the loss labelled `label` (e.g. `ring-buffer full`).
+#[must_use]
+pub fn loss(stderr: &str, label: &str) -> u64 {
+    losses(stderr)
+        .into_iter()
+        .find(|(l, _)| l == label)
+        .map_or_else(
+            || panic!("no {label:?} in the loss line:\n{stderr}"),
+            |(_, n)| n,
+        )
+}
+
 /// The number just before the first `word` in a summary `line`, after a
 /// space or an opening parenthesis (`N events (S state, R reset)`).
 #[must_use]

@@ -6,7 +6,7 @@ use std::{fmt, time::Duration};
 use super::{ModeRun, ModeTracer};
 use crate::{
     Netns, READY,
-    parse::{LeakGroup, LeakReport, parse_human_duration, stderr_line},
+    parse::{LeakGroup, LeakReport, losses, parse_human_duration, stderr_line},
     tracer_bin,
 };
 
@@ -98,8 +98,6 @@ impl std::ops::Deref for LeakRun {
 
 /// The start of the summary line of a leak run.
 const LEAK_SUMMARY: &str = " CLOSE_WAIT sockets closed during the run, ";
-/// The loss line of a clean leak run.
-const NO_LEAK_LOSSES: &str = "tcptrace: losses: 0 socket-map evictions, 0 stack captures failed";
 
 impl LeakRun {
     /// The JSON reports (with `--json`).
@@ -141,11 +139,11 @@ impl LeakRun {
             && lines
                 .iter()
                 .any(|l| l.starts_with("tcptrace: ") && l.contains(LEAK_SUMMARY))
-            && lines.contains(&NO_LEAK_LOSSES)
+            && losses(&self.stderr).iter().all(|(_, n)| *n == 0)
             && lines.iter().all(|l| l.starts_with("tcptrace: "));
         assert!(
             clean,
-            "tcptrace {:?}: expected the ready line, the summary, {NO_LEAK_LOSSES:?} and \
+            "tcptrace {:?}: expected the ready line, the summary, a loss line of zeros and \
              no other kind of line on stderr, got:\n{}",
             self.args, self.stderr
         );

@@ -16,7 +16,7 @@ use crate::{
     kernel::{clock::monotonic_ns, maps},
     model::{counters::KernelCounters, event::Event, plan::LeakOptions},
     report::{
-        closewait::{JsonGroup, closed_line, losses_line, render_text},
+        closewait::{JsonGroup, closed_line, render_text},
         json_line,
     },
 };
@@ -102,8 +102,7 @@ impl Analysis for Leaks {
         Ok(())
     }
 
-    /// CLOSE_WAIT sockets closed during the run, and what the reports may
-    /// have missed.
+    /// CLOSE_WAIT sockets closed during the run.
     fn exit_lines(
         &self,
         cx: &mut Cx<'_>,
@@ -115,14 +114,10 @@ impl Analysis for Leaks {
             .ok()
             .flatten();
         let ended = kernel.map_or(0, |k| k.get(Counter::LongDwells));
-        let mut lines = vec![closed_line(
+        vec![closed_line(
             ended,
             self.opts.min_age,
             row.as_ref().map(|(h, min)| (h, *min)),
-        )];
-        if let Some(k) = kernel {
-            lines.push(losses_line(k));
-        }
-        lines
+        )]
     }
 }
