@@ -13,8 +13,8 @@ use std::{
 };
 
 use integration_tests::{
-    READY, lab, require_root, run_bounded, scenario::local_port, spawn_tracer_raw, tracer_bin,
-    wait_exit,
+    READY, lab, require_root, run_bounded, scenario::local_port, signal, spawn_tracer_raw,
+    tracer_bin, wait_exit,
 };
 
 const SHORT: Duration = Duration::from_secs(30);
@@ -169,4 +169,57 @@ fn closed_stdout_exits_0_promptly() {
             "no {want:?} after a closed stdout:\n{err}"
         );
     }
+}
+
+/// The first Ctrl-C asks for the final report; when that cannot come (here
+/// stdout is a pipe nobody reads, full, so the event loop is stuck in
+/// `write`), a second Ctrl-C exits at once, with 130 and a line that says
+/// the final report was skipped.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let lab = lab!();
+    let (mut child, stderr) = spawn_tracer_raw(&["--json", "--port", "29304"]);
+    // 200 connections, ten transitions each, some 300 bytes of JSON per
+    // transition: far more than the pipe's 64 KiB, never read.
+    let server = lab.server(&[
+        "--addr",
+        "127.0.0.1:29304",
+        "--connections",
+        "200",
+        "--read-request",
+        "--wait-peer-close",
+    ]);
+    let client = lab.client(&[
+        "--addr",
+        "127.0.0.1:29304",
+        "--connections",
+        "200",
+        "--one-by-one",
+        "--send",
+    ]);
+    client.wait_success();
+    server.wait_success();
+    thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "with stdout full, the first Ctrl-C cannot finish the run:\n{}",
+        "(still running is the premise of this test)"
+    );
+    let t = Instant::now();
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, "tcptrace", Duration::from_secs(10));
+    let took = t.elapsed();
+    let err = stderr();
+    assert!(
+        took < Duration::from_secs(2),
+        "the second Ctrl-C took {took:?}:\n{err}"
+    );
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("again: exiting without the final report"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

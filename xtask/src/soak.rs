@@ -74,6 +74,8 @@ int main(int argc, char **argv) {
 pub struct Sample {
     pub t_s: f64,
     pub rss_kib: u64,
+    /// RSS of tcptrace's child processes (leak mode's symbolizer).
+    pub child_rss_kib: u64,
     pub fds: u64,
     pub cpu_pct: f64,
     /// Keys of each hash or stack map, by name.
@@ -198,6 +200,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// RSS of `pid`'s children, summed.
+fn children_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(rss_kib)
+        .sum()
+}
+
 fn fd_count(pid: u32) -> u64 {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
@@ -228,6 +240,7 @@ impl Tracer {
         self.samples.push(Sample {
             t_s,
             rss_kib: rss_kib(pid),
+            child_rss_kib: children_rss_kib(pid),
             fds: fd_count(pid),
             cpu_pct: (cpu - self.last_cpu) / dt * 100.0,
             maps: map_occupancy(pid),
@@ -237,12 +250,20 @@ impl Tracer {
     }
 }
 
+/// What a series must grow by before its growth counts, whatever its
+/// percentage: a map holding 13 to 22 sockets is not growing when a fit
+/// through that noise slopes by one entry.
+const MAP_FLOOR: f64 = 100.0;
+const FD_FLOOR: f64 = 16.0;
+const RSS_FLOOR_KIB: f64 = 4096.0;
+
 /// Relative growth of `ys` (sampled at `xs`) over the last two thirds of
 /// the run: the least-squares line through the samples from the one at a
-/// third of the run on, from its start to its end, relative to its start
-/// (at least 1, so that a count going 0 -> 1 is not infinite growth).
+/// third of the run on, from its start to its end, relative to its start,
+/// or to `floor` when the start is smaller (so that small counts
+/// wandering up and down, or going 0 -> 1, are not growth).
 #[must_use]
-pub fn growth(xs: &[f64], ys: &[f64]) -> f64 {
+pub fn growth(xs: &[f64], ys: &[f64], floor: f64) -> f64 {
     let from = xs.len() / 3;
     let (xs, ys) = (&xs[from.min(xs.len())..], &ys[from.min(ys.len())..]);
     if xs.len() < 2 {
@@ -256,7 +277,7 @@ pub fn growth(xs: &[f64], ys: &[f64]) -> f64 {
     let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     let (x0, x1) = (xs[0], xs[xs.len() - 1]);
     let start = my + slope * (x0 - mx);
-    (slope * (x1 - x0)) / start.max(1.0)
+    (slope * (x1 - x0)) / start.max(floor).max(1.0)
 }
 
 /// Every series of `samples` that grew more than [`MAX_GROWTH`]: (name,
@@ -265,12 +286,22 @@ pub fn growth(xs: &[f64], ys: &[f64]) -> f64 {
 pub fn grown(samples: &[Sample]) -> Vec<(String, f64)> {
     let xs: Vec<f64> = samples.iter().map(|s| s.t_s).collect();
     #[expect(clippy::cast_precision_loss, reason = "counts and KiB")]
-    let mut series: Vec<(String, Vec<f64>)> = vec![
+    let mut series: Vec<(String, Vec<f64>, f64)> = vec![
         (
             "RSS".into(),
             samples.iter().map(|s| s.rss_kib as f64).collect(),
+            RSS_FLOOR_KIB,
         ),
-        ("fds".into(), samples.iter().map(|s| s.fds as f64).collect()),
+        (
+            "symbolizer RSS".into(),
+            samples.iter().map(|s| s.child_rss_kib as f64).collect(),
+            RSS_FLOOR_KIB,
+        ),
+        (
+            "fds".into(),
+            samples.iter().map(|s| s.fds as f64).collect(),
+            FD_FLOOR,
+        ),
     ];
     let names: std::collections::BTreeSet<&String> = samples
         .iter()
@@ -287,11 +318,11 @@ pub fn grown(samples: &[Sample]) -> Vec<(String, f64)> {
                     .map_or(0.0, |m| m.1 as f64)
             })
             .collect();
-        series.push((name.clone(), ys));
+        series.push((name.clone(), ys, MAP_FLOOR));
     }
     series
         .into_iter()
-        .map(|(n, ys)| (n, growth(&xs, &ys)))
+        .map(|(n, ys, floor)| (n, growth(&xs, &ys, floor)))
         .filter(|(_, g)| *g > MAX_GROWTH)
         .collect()
 }
@@ -305,7 +336,10 @@ fn table(tracers: &[Tracer], minutes: u64, failures: &[String]) -> String {
          (1 thread) with a leaker starting every {} ms ({LEAKER_COPIES} distinct binaries, \
          4 CLOSE_WAIT sockets and one failed bind each, exiting after {LEAKER_LIFE_S} s). \
          Growth: a least-squares line through the samples of the last two thirds, end \
-         against start; the run fails above {:.0}%.\n",
+         against start (or against a floor of {MAP_FLOOR} map entries, {FD_FLOOR} fds or \
+         {RSS_FLOOR_KIB} KiB when the start is smaller); the run fails above {:.0}%. \
+         \"symbolizer\" is the RSS of leak mode's symbolizer process, replaced every \
+         10 minutes.\n",
         LEAKER_EVERY.as_millis(),
         MAX_GROWTH * 100.0
     );
@@ -318,10 +352,10 @@ fn table(tracers: &[Tracer], minutes: u64, failures: &[String]) -> String {
         let _ = writeln!(t, "\n`{}`:\n", tr.name);
         let _ = writeln!(
             t,
-            "| t (s) | RSS (MiB) | fds | CPU % | {} |",
+            "| t (s) | RSS (MiB) | symbolizer (MiB) | fds | CPU % | {} |",
             names.join(" | ")
         );
-        let _ = writeln!(t, "|---|---|---|---|{}", "---|".repeat(names.len()));
+        let _ = writeln!(t, "|---|---|---|---|---|{}", "---|".repeat(names.len()));
         for s in &tr.samples {
             let maps: Vec<String> = names
                 .iter()
@@ -334,10 +368,10 @@ fn table(tracers: &[Tracer], minutes: u64, failures: &[String]) -> String {
                 })
                 .collect();
             #[expect(clippy::cast_precision_loss, reason = "MiB for people")]
-            let mib = s.rss_kib as f64 / 1024.0;
+            let (mib, child) = (s.rss_kib as f64 / 1024.0, s.child_rss_kib as f64 / 1024.0);
             let _ = writeln!(
                 t,
-                "| {:.0} | {mib:.1} | {} | {:.1} | {} |",
+                "| {:.0} | {mib:.1} | {child:.1} | {} | {:.1} | {} |",
                 s.t_s,
                 s.fds,
                 s.cpu_pct,
@@ -510,6 +544,7 @@ mod tests {
         Sample {
             t_s: t as f64,
             rss_kib: rss,
+            child_rss_kib: 0,
             fds: 20,
             cpu_pct: 1.0,
             maps: vec![("STACKS".into(), stacks)],
@@ -536,14 +571,38 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_leak_fails() {
-        // RSS grows 10% over the last two thirds; STACKS doubles.
+    fn small_counts_wandering_are_not_growth() {
+        // SOCKS between 13 and 22, as in a real 3-minute run whose fit
+        // sloped by one entry: 7% of 15, 1% of the floor.
+        let ys = [13, 19, 14, 18, 22, 13, 14, 16, 15, 13, 18, 14, 18, 13, 14, 16, 15];
+        let s: Vec<Sample> = ys
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Sample {
+                maps: vec![("SOCKS".into(), n)],
+                ..at(i as u64 * 10, 2000, 60)
+            })
+            .collect();
+        assert!(grown(&s).is_empty(), "{:?}", grown(&s));
+        // A map that really grows, from small to well past the floor, fails.
         let s: Vec<Sample> = (0..30)
-            .map(|i| at(i * 10, 2000 + i * 10, 100 + i * 10))
+            .map(|i| Sample {
+                maps: vec![("SOCKS".into(), 10 + i * 20)],
+                ..at(i * 10, 2000, 60)
+            })
+            .collect();
+        assert_eq!(grown(&s).len(), 1, "{:?}", grown(&s));
+    }
+
+    #[test]
+    fn a_slow_leak_fails() {
+        // RSS (20 MiB) grows 10% over the last two thirds; STACKS doubles.
+        let s: Vec<Sample> = (0..30)
+            .map(|i| at(i * 10, 20_000 + i * 100, 100 + i * 10))
             .collect();
         let g = grown(&s);
         let names: Vec<&str> = g.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["RSS", "STACKS"], "{g:?}");
-        assert!((growth(&[0.0, 1.0, 2.0, 3.0], &[0.0, 0.0, 1.0, 2.0]) - 2.0).abs() < 1e-9);
+        assert!((growth(&[0.0, 1.0, 2.0, 3.0], &[0.0, 0.0, 1.0, 2.0], 1.0) - 2.0).abs() < 1e-9);
     }
 }
