@@ -26,8 +26,9 @@ fn hist_full(run: &ModeRun) -> u64 {
 /// 2000), each from its own port, each through
 /// SYN_SENT, ESTABLISHED, FIN_WAIT1 and FIN_WAIT2: a bucket and a maximum
 /// key per state and port, some 24 000 keys for a map of 16 384. The
-/// refused dwells are counted and printed. (The final report is not
-/// checked: a group whose maximum's key was refused shows max 0.)
+/// refused dwells are counted and printed, and the final report still
+/// parses: a group whose maximum's key was refused has its top bucket's
+/// upper bound as its max, never a max below its percentiles.
 #[test]
 fn a_full_histogram_map_counts_every_dwell_it_refuses() {
     const N: u64 = 3000;
@@ -52,6 +53,15 @@ fn a_full_histogram_map_counts_every_dwell_it_refuses() {
         run.stderr
     );
     assert!(lost < N * 4, "at most the clients' dwells are lost: {lost}");
+    // The parser checks every line: percentiles in order, none above max.
+    let last = run
+        .reports()
+        .pop()
+        .unwrap_or_else(|| panic!("no report:\n{run}"));
+    assert!(
+        !last.hists.is_empty(),
+        "the final report has groups:\n{run}"
+    );
 }
 
 /// A run whose groups fit counts no loss.

@@ -574,7 +574,9 @@ mod tests {
     fn small_counts_wandering_are_not_growth() {
         // SOCKS between 13 and 22, as in a real 3-minute run whose fit
         // sloped by one entry: 7% of 15, 1% of the floor.
-        let ys = [13, 19, 14, 18, 22, 13, 14, 16, 15, 13, 18, 14, 18, 13, 14, 16, 15];
+        let ys = [
+            13, 19, 14, 18, 22, 13, 14, 16, 15, 13, 18, 14, 18, 13, 14, 16, 15,
+        ];
         let s: Vec<Sample> = ys
             .iter()
             .enumerate()

@@ -189,8 +189,17 @@ pub fn read_hists(
             h.add_bucket(key.slot, saturating_sum(values.iter().copied()));
         }
     }
-    // A group whose bucket the full map refused has only its maximum.
+    // A group whose bucket the full map refused has only its maximum; one
+    // whose maximum's key it refused gets its top bucket's upper bound (the
+    // loss line counts the refusals).
     out.retain(|_, h| h.count() > 0);
+    for h in out.values_mut() {
+        if h.max_ns == 0
+            && let Some((&top, _)) = h.buckets.last_key_value()
+        {
+            h.max_ns = hist::upper(top);
+        }
+    }
     Ok(out)
 }
 
