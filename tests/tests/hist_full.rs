@@ -54,7 +54,7 @@ fn a_full_histogram_map_counts_every_dwell_it_refuses() {
     );
     assert!(lost < N * 4, "at most the clients' dwells are lost: {lost}");
     // The parser checks every line: percentiles in order, none above max.
-    let last = run
+    let final_report = run
         .reports()
         .pop()
         .unwrap_or_else(|| panic!("no report:\n{run}"));
