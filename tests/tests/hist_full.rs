@@ -59,7 +59,7 @@ fn a_full_histogram_map_counts_every_dwell_it_refuses() {
         .pop()
         .unwrap_or_else(|| panic!("no report:\n{run}"));
     assert!(
-        !last.hists.is_empty(),
+        !final_report.hists.is_empty(),
         "the final report has groups:\n{run}"
     );
 }
