@@ -37,6 +37,22 @@ fn leak(lab: &Lab, port: u16, n: usize) {
     }
 }
 
+/// Leak reports every second of sockets older than 1 s, in JSON.
+fn leak_tracer(lab: &Lab, symbolize_timeout: &str) -> LeakTracer {
+    LeakTracer::start(
+        &lab.ns,
+        &[
+            "--json",
+            "--min-age",
+            "1s",
+            "-i",
+            "1",
+            "--symbolize-timeout",
+            symbolize_timeout,
+        ],
+    )
+}
+
 fn run(cmd: &mut Command) {
     let out = run_bounded(cmd, Duration::from_secs(30));
     assert!(
@@ -141,18 +157,7 @@ fn hostile_symbolizer_inputs_cost_only_their_own_frames() {
     let fifo_linked = LeakyServerBin::at(fifo_linked);
     let lease_linked = LeakyServerBin::at(lease_linked);
 
-    let tracer = LeakTracer::start(
-        &lab.ns,
-        &[
-            "--json",
-            "--min-age",
-            "1s",
-            "-i",
-            "1",
-            "--symbolize-timeout",
-            SYMBOLIZE_TIMEOUT,
-        ],
-    );
+    let tracer = leak_tracer(&lab, SYMBOLIZE_TIMEOUT);
     let secs = "60";
     let port = |i: u16| (PORT + i).to_string();
     let plain = bin.start_with(&lab.ns, &[&port(0), secs, "plain"]);
@@ -220,18 +225,7 @@ fn sigterm_while_the_symbolizer_is_blocked_ends_the_run_within_2s() {
     const PORT: u16 = 29611;
     let lab = lab!();
     let bin = LeakyServerBin::build_from("hostile_server");
-    let tracer = LeakTracer::start(
-        &lab.ns,
-        &[
-            "--json",
-            "--min-age",
-            "1s",
-            "-i",
-            "1",
-            "--symbolize-timeout",
-            "10m",
-        ],
-    );
+    let tracer = leak_tracer(&lab, "10m");
     let server = bin.start_with(&lab.ns, &[&PORT.to_string(), "60", "perf-lease"]);
     leak(&lab, PORT, 2);
     let worker = blocked_symbolizer(tracer.pid(), Duration::from_secs(15)).unwrap_or_else(|| {

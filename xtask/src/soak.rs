@@ -189,24 +189,13 @@ fn map_occupancy(pid: u32) -> Vec<(String, u64)> {
     out
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// RSS of `pid`'s children, summed.
 fn children_rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|c| c.parse().ok())
-        .map(rss_kib)
+        .map(procstat::rss_kib)
         .sum()
 }
 
@@ -239,7 +228,7 @@ impl Tracer {
         let dt = SAMPLE.as_secs_f64();
         self.samples.push(Sample {
             t_s,
-            rss_kib: rss_kib(pid),
+            rss_kib: procstat::rss_kib(pid),
             child_rss_kib: children_rss_kib(pid),
             fds: fd_count(pid),
             cpu_pct: (cpu - self.last_cpu) / dt * 100.0,

@@ -77,6 +77,24 @@ pub struct Frame {
     pub skipped: Option<Skipped>,
 }
 
+impl Frame {
+    /// A frame whose address did not resolve; `skipped` says why, if the
+    /// symbolizer skipped it.
+    #[must_use]
+    pub fn unresolved(addr: u64, skipped: Option<Skipped>) -> Self {
+        Frame {
+            function: None,
+            addr,
+            offset: 0,
+            module: None,
+            file: None,
+            line: None,
+            recovered: false,
+            skipped,
+        }
+    }
+}
+
 #[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))

@@ -288,16 +288,7 @@ impl Symbols {
 fn skipped(addrs: &[u64], why: &Skipped) -> Vec<Frame> {
     addrs
         .iter()
-        .map(|&addr| Frame {
-            function: None,
-            addr,
-            offset: 0,
-            module: None,
-            file: None,
-            line: None,
-            recovered: false,
-            skipped: Some(why.clone()),
-        })
+        .map(|&addr| Frame::unresolved(addr, Some(why.clone())))
         .collect()
 }
 

@@ -29,16 +29,7 @@ fn to_frame(addr: u64, s: Option<&Symbolized<'_>>) -> Frame {
             recovered: false,
             skipped: None,
         },
-        _ => Frame {
-            function: None,
-            addr,
-            offset: 0,
-            module: None,
-            file: None,
-            line: None,
-            recovered: false,
-            skipped: None,
-        },
+        _ => Frame::unresolved(addr, None),
     }
 }
 
