@@ -1,7 +1,8 @@
 //! Everything that touches BPF: privileges, tracefs and tracepoint offsets,
-//! loading and sizing, the configuration for a plan, the rings and per-CPU
-//! logs, map readers and kernel counters.
+//! kernel struct offsets from BTF, loading and sizing, the configuration for
+//! a plan, the rings and per-CPU logs, map readers and kernel counters.
 
+pub mod btf;
 pub mod clock;
 pub mod counters;
 pub mod cpulog;
