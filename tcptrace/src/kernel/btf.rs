@@ -49,8 +49,8 @@ pub enum BtfError {
 /// `struct sock`: `*(sk + skc_net + net_ptr) + net_ns + ns_inum`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetnsOffsets {
-    /// `skc_net` (a `possible_net_t`) in `struct sock_common`, which is
-    /// `__sk_common` at offset 0 of `struct sock`.
+    /// `skc_net` (a `possible_net_t`) in `struct sock`: its offset in
+    /// `struct sock_common` plus that of `__sk_common` (0 on every kernel).
     pub skc_net: u32,
     /// The `struct net *` named `net` in `possible_net_t`.
     pub net_ptr: u32,
@@ -84,8 +84,14 @@ pub fn netns_offsets_at(path: &Path) -> Result<NetnsOffsets, BtfError> {
 /// The offsets from raw BTF bytes (the format of `/sys/kernel/btf/vmlinux`).
 pub fn netns_offsets_from(bytes: &[u8]) -> Result<NetnsOffsets, BtfError> {
     let btf = Btf::parse(bytes)?;
+    let sock = btf.struct_named("sock")?;
+    let common = btf.member(sock, "struct sock", "__sk_common")?;
     let sock_common = btf.struct_named("sock_common")?;
     let skc_net = btf.member(sock_common, "struct sock_common", "skc_net")?;
+    let skc_net_in_sock = common
+        .offset
+        .checked_add(skc_net.offset)
+        .ok_or_else(|| unexpected("struct sock", "__sk_common", "within 4 GiB"))?;
     if !matches!(
         btf.resolve(skc_net.tid),
         Some(TypeVariant::Struct(_) | TypeVariant::Union(_))
@@ -113,7 +119,7 @@ pub fn netns_offsets_from(bytes: &[u8]) -> Result<NetnsOffsets, BtfError> {
     }
     .ok_or_else(|| unexpected("struct ns_common", "inum", "an integer"))?;
     Ok(NetnsOffsets {
-        skc_net: skc_net.offset,
+        skc_net: skc_net_in_sock,
         net_ptr: net_ptr.offset,
         net_ns: ns.offset,
         ns_inum: inum.offset,

@@ -98,11 +98,14 @@ struct Kernel {
     no_net: bool,
     /// `inum` as a bitfield.
     bitfield_inum: bool,
+    /// Where `__sk_common` is in `struct sock` (0 in every kernel).
+    sk_common_at: u32,
 }
 
-/// `sock_common`, `possible_net_t`, `net` and `ns_common` as on this kernel, with
-/// `ns` inside an anonymous struct inside an anonymous union of `struct net`
-/// (128 + 0 + 24 = 152), bitfields before `skc_net`, and modifiers.
+/// `sock`, `sock_common`, `possible_net_t`, `net` and `ns_common` as on
+/// this kernel, with `ns` inside an anonymous struct inside an anonymous
+/// union of `struct net` (128 + 0 + 24 = 152), bitfields before `skc_net`,
+/// and modifiers.
 fn kernel_btf(k: Kernel) -> Vec<u8> {
     let mut b = Builder::new();
     let uint = b.int("unsigned int", 4);
@@ -143,7 +146,7 @@ fn kernel_btf(k: Kernel) -> Vec<u8> {
     let possible = b.aggregate(KIND_STRUCT, "", 8, members);
     let possible_t = b.ty("possible_net_t", KIND_TYPEDEF, 0, false, possible);
     let skc_net_t = b.ty("", KIND_VOLATILE, 0, false, possible_t);
-    b.aggregate(
+    let sock_common = b.aggregate(
         KIND_STRUCT,
         "sock_common",
         136,
@@ -153,6 +156,12 @@ fn kernel_btf(k: Kernel) -> Vec<u8> {
             ("", uint, 36, 4),
             ("skc_net", skc_net_t, 48 * 8, 0),
         ],
+    );
+    b.aggregate(
+        KIND_STRUCT,
+        "sock",
+        k.sk_common_at + 200,
+        &[("__sk_common", sock_common, k.sk_common_at * 8, 0)],
     );
     b.bytes()
 }
@@ -203,6 +212,16 @@ fn members_are_found_through_anonymous_members_typedefs_and_modifiers() {
 }
 
 #[test]
+fn skc_net_is_counted_from_struct_sock() {
+    let moved = Kernel {
+        sk_common_at: 8,
+        ..Kernel::default()
+    };
+    let o = netns_offsets_from(&kernel_btf(moved)).unwrap();
+    assert_eq!(o.skc_net, 56, "{o:?}");
+}
+
+#[test]
 fn net_without_ns_is_a_missing_member() {
     let no_ns = Kernel {
         no_ns: true,
@@ -248,7 +267,7 @@ fn a_missing_struct_is_named() {
     b.int("unsigned int", 4);
     let err = netns_offsets_from(&b.bytes()).unwrap_err();
     assert!(
-        matches!(&err, BtfError::TypeNotFound(t) if t == "struct sock_common"),
+        matches!(&err, BtfError::TypeNotFound(t) if t == "struct sock"),
         "{err:?}"
     );
 }
@@ -258,7 +277,8 @@ fn a_typedef_cycle_is_not_followed_forever() {
     let mut b = Builder::new();
     let cycle = b.ty("loop_t", KIND_TYPEDEF, 0, false, 2);
     b.ty("", KIND_CONST, 0, false, cycle);
-    b.aggregate(KIND_STRUCT, "sock_common", 8, &[("skc_net", cycle, 0, 0)]);
+    let common = b.aggregate(KIND_STRUCT, "sock_common", 8, &[("skc_net", cycle, 0, 0)]);
+    b.aggregate(KIND_STRUCT, "sock", 8, &[("__sk_common", common, 0, 0)]);
     let err = netns_offsets_from(&b.bytes()).unwrap_err();
     assert!(
         matches!(&err, BtfError::Unexpected { member, .. } if member == "skc_net"),
