@@ -21,7 +21,8 @@ use crate::model::aging::Aged;
 pub const CACHE_CAP: usize = 4096;
 /// A miss walks the mount again at most this often.
 pub const REWALK_EVERY: Duration = Duration::from_secs(1);
-/// Ids not asked for this long are forgotten (their cgroups may be gone).
+/// Ids neither asked for nor seen by a walk this long are forgotten at the
+/// next walk (their cgroups are gone or idle).
 const FORGET_AFTER: Duration = Duration::from_mins(10);
 /// A walk stops after this many directories (counted in `truncated_walks`).
 const MAX_WALK_DIRS: usize = 1 << 16;
@@ -146,7 +147,7 @@ impl CgroupPaths {
         *slot = path;
     }
 
-    /// Ids forgotten so far: evicted at the cap or not asked for in 10 min.
+    /// Ids forgotten so far: evicted at the cap, or stale (`FORGET_AFTER`).
     #[must_use]
     pub fn forgotten(&self) -> u64 {
         self.cache.forgotten()
