@@ -1,7 +1,9 @@
 //! Everything that reads the running system outside BPF: sock_diag, `/proc`
-//! (socket holders, process details, network namespaces), the sysctls,
+//! (socket holders, process details, network namespaces), cgroups (paths by
+//! v2 id, owners' v1 paths and in-namespace pids), the sysctls,
 //! `/proc/net/netstat`, and stack symbolization.
 
+pub mod cgroup;
 pub mod netstat;
 pub mod procs;
 pub mod sockdiag;

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use procfs::process::{FDTarget, Process};
 
-use crate::model::closewait::ProcessInfo;
+use crate::model::{closewait::ProcessInfo, container::Container};
 
 /// A process holding a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,16 +87,12 @@ pub fn info(pid: u32) -> ProcessInfo {
     }
 }
 
-/// A container id in a cgroup path: the last 64-hex-digit component, as
-/// docker, containerd and cri-o name theirs (`docker-<id>.scope`,
-/// `cri-containerd-<id>.scope`, `/docker/<id>`).
+/// The id of the innermost container a cgroup path names
+/// ([`Container::from_cgroup_path`]): 64 hex digits, or a systemd-nspawn
+/// machine's name.
 #[must_use]
 pub fn container_id(cgroup: &str) -> Option<String> {
-    cgroup
-        .rsplit('/')
-        .flat_map(|part| part.split(['-', '.', ':']))
-        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
+    Container::from_cgroup_path(cgroup).map(|c| c.id)
 }
 
 /// Tells the processes in tcptrace's network namespace from the others: the
@@ -183,12 +179,17 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(256))]
 
-        /// Any cgroup path gives None or 64 hex digits taken from it; an id
-        /// in a docker scope is found.
+        /// Any cgroup path gives None or an id taken from it (64 hex digits,
+        /// or an nspawn machine name, which may be unescaped); an id in a
+        /// docker scope is found.
         #[test]
         fn container_ids_from_any_path(path in "\\PC{0,120}", id in "[0-9a-f]{64}") {
             if let Some(found) = container_id(&path) {
-                proptest::prop_assert!(found.len() == 64 && path.contains(&found));
+                proptest::prop_assert!(
+                    (found.len() == 64 && path.contains(&found))
+                        || path.contains("nspawn@")
+                        || path.contains("machine-")
+                );
             }
             let scoped = format!("{path}/docker-{id}.scope");
             proptest::prop_assert!(container_id(&scoped).is_some());

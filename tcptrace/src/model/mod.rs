@@ -1,10 +1,12 @@
 //! Pure logic, unit-tested without root: events, sockets and filters, the
-//! plan of a run, histogram maths, leak grouping, TIME_WAIT lives, census,
-//! projection and advice, and the counters a run reports.
+//! plan of a run, histogram maths, leak grouping, containers named by cgroup
+//! paths, TIME_WAIT lives, census, projection and advice, and the counters a
+//! run reports.
 
 pub mod aging;
 pub mod clock;
 pub mod closewait;
+pub mod container;
 pub mod counters;
 pub mod event;
 pub mod filter;

@@ -6,7 +6,7 @@ use std::{borrow::Cow, fmt::Write as _, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    model::{closewait::Group, histogram::Hist, stack::Frame},
+    model::{closewait::Group, container::short_id, histogram::Hist, stack::Frame},
     report::text::{escape, human_duration},
 };
 
@@ -99,7 +99,7 @@ pub fn render_text(groups: &[Group], when: &str, min_age: Duration, final_report
         if let Some(c) = &g.process.cgroup {
             let _ = write!(out, "    cgroup: {}", escape(c));
             if let Some(id) = &g.process.container_id {
-                let _ = write!(out, "  container: {}", &id[..12.min(id.len())]);
+                let _ = write!(out, "  container: {}", escape(short_id(id)));
             }
             out.push('\n');
         }
