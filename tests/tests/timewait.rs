@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Lab, ModeTracer, lab, scenario::failed_restart, tracer_bin};
+use integration_tests::{
+    Lab, LeakyServerBin, ModeTracer, lab, run_bounded, scenario::failed_restart, tracer_bin,
+};
 use serde_json::Value;
 
 /// How long to wait for a JSON line that should come within a poll or two.
@@ -405,4 +407,51 @@ fn text_output_has_the_census_failure_and_advice() {
         out.contains("  - [so_reuseaddr] bind() to port 29631"),
         "{out}"
     );
+}
+
+/// Explaining a failed bind costs a `/proc` fd scan and two sock_diag
+/// dumps, and any user can fail binds: the explanations are rate-limited
+/// (a burst of 16, then 4 a second). 60 failures on 60 ports within a few
+/// milliseconds get at most the burst and a few more explained; the rest
+/// are counted as unexplained, none lost.
+#[test]
+fn failure_explanations_are_rate_limited_and_the_rest_counted() {
+    const N: u64 = 60;
+    let lab = lab!();
+    let storm = LeakyServerBin::build_from("bind_storm");
+    let tracer = ModeTracer::start_mode(&lab.ns, "--timewait", &["--json", "-i", "1"]);
+    let out = run_bounded(
+        lab.ns.command(storm.path()).args(["29651", &N.to_string()]),
+        SOON,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bind_storm: {said}");
+    assert_eq!(
+        said.trim(),
+        format!("failed {N}"),
+        "every second bind fails"
+    );
+    let pid_failures = |r: &Value| {
+        r["failures"]["bind"].as_array().map_or(0, |b| {
+            b.iter()
+                .filter(|b| {
+                    b["port"]
+                        .as_u64()
+                        .is_some_and(|p| (29651..29651 + N).contains(&p))
+                })
+                .count() as u64
+        })
+    };
+    let settled = tracer.wait_for_json(SOON, |v| {
+        v["type"] == "timewait_report"
+            && pid_failures(v) + v["failures"]["unexplained"].as_u64().unwrap_or(0) >= N
+    });
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let report = settled.unwrap_or_else(|| panic!("no report accounting for {N} failures:\n{run}"));
+    let explained = pid_failures(&report);
+    let unexplained = report["failures"]["unexplained"].as_u64().unwrap_or(0);
+    assert_eq!(explained + unexplained, N, "{report:#}");
+    assert!(explained >= 16, "the burst is explained: {report:#}");
+    assert!(unexplained > 0, "the rest are only counted: {report:#}");
 }
