@@ -328,7 +328,7 @@ fn table(tracers: &[Tracer], minutes: u64, failures: &[String]) -> String {
          against start (or against a floor of {MAP_FLOOR} map entries, {FD_FLOOR} fds or \
          {RSS_FLOOR_KIB} KiB when the start is smaller); the run fails above {:.0}%. \
          \"symbolizer\" is the RSS of leak mode's symbolizer process, replaced every \
-         10 minutes.\n",
+         minute.\n",
         LEAKER_EVERY.as_millis(),
         MAX_GROWTH * 100.0
     );

@@ -34,8 +34,10 @@ pub mod worker;
 /// final report is not held up by a process that blocks the symbolizer.
 const STOP_BUDGET: Duration = Duration::from_millis(800);
 /// A symbolizer process is replaced after this long: that bounds blazesym's
-/// caches, and the deleted binaries they hold open.
-const WORKER_LIFETIME: Duration = Duration::from_mins(10);
+/// caches (they grow with every new binary it reads) and the deleted
+/// binaries they hold open. The cost is one exec and re-reading the debug
+/// info of the binaries still leaking, once a minute at most.
+const WORKER_LIFETIME: Duration = Duration::from_mins(1);
 /// How often a wait for the symbolizer looks at the stop flag.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// Processes remembered as not to be asked about again.
