@@ -33,6 +33,9 @@ fn hist_full(run: &ModeRun) -> u64 {
 fn a_full_histogram_map_counts_every_dwell_it_refuses() {
     const N: u64 = 3000;
     let lab = lab!();
+    // Loopback's default (`tcp_tw_reuse=2`) lets a connect reuse a port in
+    // TIME_WAIT: each client port must be new.
+    lab.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let tracer = ModeTracer::start(&lab.ns, &["--json", "-i", "60", "--by", "lport"]);
     let mut ports: Vec<u16> = Vec::new();
     for addr in ["127.0.0.1:29571", "127.0.0.1:29573"] {
