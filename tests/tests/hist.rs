@@ -326,7 +326,13 @@ fn assert_population_metrics(m: &Metrics, n: u64, json_close_wait: u64) {
         "+Inf holds them all: {buckets:?}"
     );
     assert!(m.get("tcptrace_state_dwell_seconds_sum", &cw).is_some());
-    for reason in ["ringbuf_full", "socket_map_eviction"] {
+    for reason in [
+        "ringbuf_full",
+        "socket_map_eviction",
+        "socket_map_insert_failure",
+        "field_read_error",
+        "histogram_map_full",
+    ] {
         assert_eq!(
             m.int("tcptrace_lost_events_total", &[("reason", reason)]),
             0

@@ -146,6 +146,9 @@ impl Analysis for Hists {
                 snap.close_wait = k.close_wait;
                 snap.ringbuf_full = k.get(Counter::RingbufFull);
                 snap.evictions = k.evictions();
+                snap.insert_failures = k.get(Counter::SockInsertErrors);
+                snap.read_errors = k.get(Counter::ReadErrors);
+                snap.hist_full = k.get(Counter::HistFull);
             }
             Err(e) => log::warn!("reading kernel counters: {e}"),
         }

@@ -33,6 +33,10 @@ pub struct Snapshot {
     pub timewait_killed_early: u64,
     pub ringbuf_full: u64,
     pub evictions: u64,
+    pub insert_failures: u64,
+    pub read_errors: u64,
+    /// Dwells the full `--by` histogram map could not count.
+    pub hist_full: u64,
 }
 
 /// Prometheus histogram buckets: powers of two of nanoseconds, in seconds,
@@ -151,6 +155,9 @@ impl Collector for SnapshotCollector {
         for (reason, n) in [
             ("ringbuf_full", s.ringbuf_full),
             ("socket_map_eviction", s.evictions),
+            ("socket_map_insert_failure", s.insert_failures),
+            ("field_read_error", s.read_errors),
+            ("histogram_map_full", s.hist_full),
         ] {
             ConstCounter::new(n).encode(m.encode_family(&[("reason", reason)])?)?;
         }
@@ -186,6 +193,7 @@ mod tests {
             time_wait: 7,
             timewait_entered: 9,
             ringbuf_full: 1,
+            hist_full: 3,
             ..Snapshot::default()
         }));
         let text = render(&snap).unwrap();
@@ -219,6 +227,10 @@ mod tests {
         );
         assert!(
             text.contains("tcptrace_lost_events_total{reason=\"ringbuf_full\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_lost_events_total{reason=\"histogram_map_full\"} 3"),
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
