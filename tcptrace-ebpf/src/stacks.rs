@@ -32,9 +32,10 @@ static STACK_SPILL: HashMap<u32, [u64; STACK_DEPTH]> = HashMap::with_max_entries
 static STACK_BUF: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 
 /// `bpf_get_stackid` errors (negated): the stack's bucket holds another
-/// stack; there is no user stack (a kernel thread).
+/// stack; there is no user stack (a kernel thread); no free bucket.
 const EEXIST: i32 = 17;
 const EFAULT: i32 = 14;
+const ENOMEM: i32 = 12;
 
 /// Capture the current task's user stack: in `STACKS`, or in `STACK_SPILL`
 /// when its `STACKS` bucket is taken. A kernel thread has none to capture.
@@ -48,7 +49,10 @@ pub(crate) fn capture_stack(ctx: &TracePointContext, tgid: u32) -> StackRef {
         )]
         Ok(id) => id as u32 + 1,
         Err(e) if e == -EFAULT => return StackRef::default(),
-        Err(e) if e == -EEXIST => match spill_stack(ctx) {
+        // EEXIST: another stack holds the bucket. ENOMEM: no free bucket at
+        // this instant (two CPUs filling empty buckets at once, with the
+        // last free one between them). Either way the spill map keeps it.
+        Err(e) if e == -EEXIST || e == -ENOMEM => match spill_stack(ctx) {
             Some(key) => key,
             None => {
                 count(Counter::StackErrors);
