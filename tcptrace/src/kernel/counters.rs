@@ -97,7 +97,7 @@ pub fn read(ebpf: &Ebpf) -> Result<KernelCounters, MapError> {
         .transpose()?;
     let sum = |arr: &PerCpuArray<_, u64>, i: usize| -> Result<u64, MapError> {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
-        Ok(arr.get(&i, 0)?.iter().fold(0, |a, &v| a.saturating_add(v)))
+        Ok(super::maps::saturating_sum(arr.get(&i, 0)?.iter().copied()))
     };
     if let Some(arr) = &counters {
         for (i, slot) in out.values.iter_mut().enumerate() {

@@ -125,7 +125,7 @@ fn group_label(by: HistBy, g: &[u8; 16]) -> Option<String> {
 
 /// A sum of per-CPU counts that saturates: the maps may hold anything, and a
 /// debug build panics on overflow.
-fn saturating_sum(counts: impl Iterator<Item = u64>) -> u64 {
+pub(crate) fn saturating_sum(counts: impl Iterator<Item = u64>) -> u64 {
     counts.fold(0, u64::saturating_add)
 }
 
@@ -279,9 +279,9 @@ impl<'a> StackMaps<'a> {
 
 /// Frees the stacks no socket refers to any more: with address-space
 /// randomisation every new process brings new stacks, and `STACKS` and
-/// `STACK_SPILL` would fill for good. Marks the stacks of the sockets in
-/// `SOCKS`, then deletes the ids and keys that two consecutive passes
-/// found unreferenced ([`Sweep`]). A stack captured between a pass's mark
+/// `STACK_SPILL` would fill for good. Given the marks of the sockets in
+/// `SOCKS` ([`StackMarks`]), deletes the ids and keys that two consecutive
+/// sweeps found unreferenced ([`Sweep`]). A stack captured between a pass's mark
 /// and its deletes, under an id that was a suspect already, can still be
 /// deleted: that socket then reports its stack as gone, or another stack
 /// if one takes the bucket before the report.
@@ -291,7 +291,7 @@ pub struct StackRecycler {
     spill: Sweep,
 }
 
-/// What one [`StackRecycler::pass`] deleted and what it found in use.
+/// What one [`StackRecycler::sweep`] deleted and what it found in use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recycled {
     pub stacks: u64,
@@ -320,27 +320,46 @@ fn own(ebpf: &Ebpf, name: &'static str) -> Result<Option<Map>, ReadError> {
         .map_err(err(name))
 }
 
+/// The stacks the sockets in `SOCKS` refer to, marked while a report reads
+/// them ([`StackMarks::mark`]), for [`StackRecycler::sweep`].
+#[derive(Debug, Default)]
+pub struct StackMarks {
+    ids: HashSet<u32>,
+    keys: HashSet<u32>,
+}
+
+impl StackMarks {
+    /// Forget the marks of the previous report.
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.keys.clear();
+    }
+
+    /// Mark the stacks of one socket.
+    pub fn mark(&mut self, info: &SockInfo) {
+        for r in [info.first_stack, info.eof_stack] {
+            match r.location() {
+                Some(StackLocation::Stacks(id)) => self.ids.insert(id),
+                Some(StackLocation::Spill(key)) => self.keys.insert(key),
+                None => false,
+            };
+        }
+    }
+}
+
 impl StackRecycler {
-    /// One pass: mark from `SOCKS`, sweep `STACKS` and `STACK_SPILL`.
-    pub fn pass(&mut self, ebpf: &Ebpf) -> Result<Recycled, ReadError> {
-        let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
-        each_sock_details(ebpf, |i| {
-            for r in [i.first_stack, i.eof_stack] {
-                match r.location() {
-                    Some(StackLocation::Stacks(id)) => ids.insert(id),
-                    Some(StackLocation::Spill(key)) => keys.insert(key),
-                    None => false,
-                };
-            }
-        })?;
+    /// Sweep `STACKS` and `STACK_SPILL` with the marks of every socket in
+    /// `SOCKS`, read just before (by the same report, so the map is walked
+    /// once).
+    pub fn sweep(&mut self, ebpf: &Ebpf, marks: &StackMarks) -> Result<Recycled, ReadError> {
         let mut out = Recycled {
-            referenced: (ids.len() + keys.len()) as u64,
+            referenced: (marks.ids.len() + marks.keys.len()) as u64,
             ..Recycled::default()
         };
         if let Some(m) = own(ebpf, names::STACKS)? {
             let mut map = StackTraceMap::try_from(m).map_err(err(names::STACKS))?;
             let present: Vec<u32> = map.stack_ids().filter_map(readable).collect();
-            for id in self.stacks.pass(present, &ids) {
+            for id in self.stacks.pass(present, &marks.ids) {
                 out.stacks += u64::from(map.remove(&id).is_ok());
             }
         }
@@ -348,7 +367,7 @@ impl StackRecycler {
             let mut map: BpfHashMap<_, u32, [u64; STACK_DEPTH]> =
                 BpfHashMap::try_from(m).map_err(err(names::STACK_SPILL))?;
             let present: Vec<u32> = map.keys().filter_map(readable).collect();
-            for key in self.spill.pass(present, &keys) {
+            for key in self.spill.pass(present, &marks.keys) {
                 out.spill += u64::from(map.remove(&key).is_ok());
             }
         }

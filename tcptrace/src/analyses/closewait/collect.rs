@@ -17,7 +17,7 @@ use crate::{
     host::{procs, sockdiag, symbolize::Symbols},
     kernel::{
         clock::monotonic_ns,
-        maps::{self, StackMaps},
+        maps::{self, StackMaps, StackMarks},
     },
     model::{
         closewait::{Grouper, LeakClass, LeakSocket},
@@ -107,6 +107,9 @@ pub(super) struct Collector {
     /// Inodes of sockets already in CLOSE_WAIT when tcptrace started.
     pub seeded: HashSet<u32>,
     pub symbols: Symbols,
+    /// The stacks every socket in the kernel map refers to, marked as the
+    /// report reads the map, for the stack recycler.
+    pub marks: StackMarks,
 }
 
 /// This namespace's CLOSE_WAIT sockets from sock_diag, sorted by tuple.
@@ -230,9 +233,14 @@ impl Collector {
     ) -> anyhow::Result<Vec<Unowned>> {
         let mut unowned = Vec::new();
         let Collector {
-            filter, symbols, ..
+            filter,
+            symbols,
+            marks,
+            ..
         } = self;
+        marks.clear();
         maps::each_sock_details(ebpf, |info| {
+            marks.mark(info);
             if info.state != TcpState::CloseWait as u32 || info.entered_ns == 0 {
                 return;
             }

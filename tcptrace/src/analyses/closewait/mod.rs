@@ -58,6 +58,7 @@ impl Leaks {
                 start_ns,
                 seeded,
                 symbols: Symbols::new(opts.symbolize_timeout, Arc::clone(&setup.stopping)),
+                marks: maps::StackMarks::default(),
             },
             stacks: maps::StackRecycler::default(),
         }
@@ -95,7 +96,7 @@ impl Analysis for Leaks {
             cx.out.extend_from_slice(text.as_bytes());
             cx.out.extend_from_slice(b"\n");
         }
-        match self.stacks.pass(cx.ebpf) {
+        match self.stacks.sweep(cx.ebpf, &self.collector.marks) {
             Ok(r) => log::debug!("stacks freed: {r:?}"),
             Err(e) => log::warn!("freeing the stacks of sockets gone: {e}"),
         }
