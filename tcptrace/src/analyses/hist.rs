@@ -99,7 +99,6 @@ impl Analysis for Hists {
         Ok(())
     }
 
-    /// What the histograms and the resets may be missing.
     /// The histograms, transitions, resets and timewait sockets, and the
     /// kernel's losses; a failed read keeps the last figures.
     fn export(&mut self, cx: &mut Cx<'_>, snap: &mut Snapshot) {

@@ -79,7 +79,7 @@ impl CgroupPaths {
         let start = Instant::now();
         CgroupPaths {
             mount,
-            cache: Aged::new(nanos(FORGET_AFTER), cap),
+            cache: Aged::new(FORGET_AFTER, cap),
             start,
             last_walk: None,
             walks: 0,

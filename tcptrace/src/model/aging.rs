@@ -3,7 +3,10 @@
 //! [`TokenBucket`], a rate limit, and [`Sweep`], mark and sweep over two
 //! passes. Pure: the caller passes the time and the keys.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    time::Duration,
+};
 
 /// A map of entries stamped with the last time they were touched.
 /// [`Aged::prune`] drops those untouched for longer than its `ttl_ns`; a
@@ -24,12 +27,14 @@ pub struct Aged<K, V> {
 }
 
 impl<K: Ord + Clone, V> Aged<K, V> {
+    /// Entries expire `ttl` after they were last touched (times are in
+    /// nanoseconds, as the callers' clocks give them).
     #[must_use]
-    pub fn new(ttl_ns: u64, cap: usize) -> Self {
+    pub fn new(ttl: Duration, cap: usize) -> Self {
         Aged {
             map: BTreeMap::new(),
             by_touch: BTreeSet::new(),
-            ttl_ns,
+            ttl_ns: u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
             cap: cap.max(1),
             expired: 0,
             evicted: 0,
@@ -227,7 +232,7 @@ mod tests {
 
     #[test]
     fn entries_untouched_past_the_ttl_expire() {
-        let mut m: Aged<u32, u64> = Aged::new(60 * S, 100);
+        let mut m: Aged<u32, u64> = Aged::new(Duration::from_mins(1), 100);
         *m.touch(1, 0, || 0) += 1;
         *m.touch(2, 0, || 0) += 1;
         *m.touch(2, 50 * S, || 0) += 1;
@@ -245,7 +250,7 @@ mod tests {
 
     #[test]
     fn the_cap_evicts_the_least_recently_touched() {
-        let mut m: Aged<u32, ()> = Aged::new(u64::MAX, 3);
+        let mut m: Aged<u32, ()> = Aged::new(Duration::MAX, 3);
         for k in 0..3 {
             m.touch(k, u64::from(k), || ());
         }
@@ -289,7 +294,7 @@ mod tests {
             ops in proptest::collection::vec((0u8..3, 0u16..40, 0u64..50), 0..300),
         ) {
             let (ttl, cap) = (20, 8);
-            let mut m: Aged<u16, ()> = Aged::new(ttl, cap);
+            let mut m: Aged<u16, ()> = Aged::new(Duration::from_nanos(ttl), cap);
             let mut naive: BTreeMap<u16, u64> = BTreeMap::new();
             let (mut expired, mut evicted, mut now) = (0u64, 0u64, 0u64);
             for (op, key, dt) in ops {

@@ -51,9 +51,10 @@ pub const READY: &str = "tcptrace: tracing";
 /// loss line has them all).
 const UNDECODABLE_WARNINGS: u64 = 5;
 
-/// Log the `n`th undecodable record, while that is useful.
-fn warn_undecodable(n: u64, e: &dyn std::fmt::Display) {
-    match n.cmp(&UNDECODABLE_WARNINGS) {
+/// Count an undecodable record, and log it while that is useful.
+fn undecodable(counts: &mut RunCounts, e: &dyn std::fmt::Display) {
+    counts.undecodable += 1;
+    match counts.undecodable.cmp(&UNDECODABLE_WARNINGS) {
         std::cmp::Ordering::Less => log::warn!("dropping a record: {e}"),
         std::cmp::Ordering::Equal => {
             log::warn!("dropping a record: {e} (further ones are only counted)");
@@ -134,8 +135,7 @@ impl Run<'_> {
         match decode(bytes) {
             Ok(ev) => self.dispatch(ev),
             Err(e) => {
-                self.counts.undecodable += 1;
-                warn_undecodable(self.counts.undecodable, &e);
+                undecodable(&mut self.counts, &e);
             }
         }
     }
@@ -163,8 +163,7 @@ impl Run<'_> {
                 match decode_state(&r) {
                     Ok(s) => self.dispatch(Event::State(s)),
                     Err(e) => {
-                        self.counts.undecodable += 1;
-                        warn_undecodable(self.counts.undecodable, &e);
+                        undecodable(&mut self.counts, &e);
                     }
                 }
             }

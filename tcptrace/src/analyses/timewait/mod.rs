@@ -113,10 +113,10 @@ impl Timewait {
             polled: Vec::new(),
             live: LiveCounts::new(),
             overflow_at_start: timewait_overflow(),
-            binds: Aged::new(ns(FAILURE_TTL), MAX_FAILURE_GROUPS),
-            connects: Aged::new(ns(FAILURE_TTL), MAX_FAILURE_GROUPS),
+            binds: Aged::new(FAILURE_TTL, MAX_FAILURE_GROUPS),
+            connects: Aged::new(FAILURE_TTL, MAX_FAILURE_GROUPS),
             lookups: TokenBucket::new(LOOKUPS_PER_S, LOOKUP_BURST),
-            announced: Aged::new(ns(STALE_AFTER), MAX_FAILURE_GROUPS),
+            announced: Aged::new(STALE_AFTER, MAX_FAILURE_GROUPS),
             failures_unavailable: setup.failures_unavailable.map(str::to_owned),
         }
     }
@@ -219,10 +219,6 @@ impl Timewait {
             }
         }
     }
-}
-
-fn ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One JSON line into the output batch; a value that cannot be written

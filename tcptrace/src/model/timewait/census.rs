@@ -131,11 +131,10 @@ pub struct Census {
 
 impl Default for Census {
     fn default() -> Self {
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Census {
-            dests: Aged::new(ns(STALE_AFTER), MAX_GROUPS),
-            ports: Aged::new(ns(STALE_AFTER), MAX_GROUPS),
-            names: Aged::new(ns(NAME_TTL), MAX_GROUPS),
+            dests: Aged::new(STALE_AFTER, MAX_GROUPS),
+            ports: Aged::new(STALE_AFTER, MAX_GROUPS),
+            names: Aged::new(NAME_TTL, MAX_GROUPS),
             listening: HashSet::new(),
         }
     }
