@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod layers;
+mod netns;
 mod procstat;
 mod scale;
 mod setup;

@@ -25,6 +25,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::{
+    netns::{self, Netns},
     procstat::{cpu_seconds, peak_rss_kib, socket_map_memory},
     status,
 };
@@ -205,9 +206,7 @@ impl Proc {
         stdout: Stdio,
         capture_stderr: bool,
     ) -> Result<Self> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", NETNS])
-            .arg(program)
+        let child = netns::exec(NETNS, program)
             .args(args)
             .stdout(stdout)
             .stderr(if capture_stderr {
@@ -252,38 +251,18 @@ impl Drop for Proc {
     }
 }
 
-/// The namespace, deleted when dropped (which frees every socket left in it).
-struct Netns;
-
-impl Netns {
-    fn create() -> Result<Self> {
-        let _ = Command::new("ip")
-            .args(["netns", "del", NETNS])
-            .stderr(Stdio::null())
-            .status();
-        status(Command::new("ip").args(["netns", "add", NETNS]))?;
-        let ns = Netns;
-        status(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
-        // 64k ephemeral ports per destination instead of 28k, and accept
-        // queues deep enough for the connect rate.
-        for kv in [
-            "net.ipv4.ip_local_port_range=1024 65535",
-            "net.core.somaxconn=4096",
-        ] {
-            status(
-                Command::new("ip")
-                    .args(["netns", "exec", NETNS, "sysctl", "-qw"])
-                    .arg(kv),
-            )?;
-        }
-        Ok(ns)
+/// The namespace, with the sysctls a 100k-connection run needs.
+fn create_netns() -> Result<Netns> {
+    let ns = Netns::create(NETNS)?;
+    // 64k ephemeral ports per destination instead of 28k, and accept
+    // queues deep enough for the connect rate.
+    for kv in [
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.core.somaxconn=4096",
+    ] {
+        status(netns::exec(NETNS, "sysctl").arg("-qw").arg(kv))?;
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
-    }
+    Ok(ns)
 }
 
 /// Wait until no process is left in the namespace (the holders' workers exit
@@ -302,8 +281,8 @@ fn wait_netns_empty(timeout: Duration) {
 
 /// Sockets in `state` (an `ss` state name) in the namespace.
 fn ss_count(state: &str) -> Result<u64> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", NETNS, "ss", "-Htn", "state", state])
+    let out = netns::exec(NETNS, "ss")
+        .args(["-Htn", "state", state])
         .output()
         .context("running ss")?;
     if !out.status.success() {
@@ -497,7 +476,7 @@ fn hold(loadgen: &Path, run: &mut ScaleRun) -> Result<(Proc, Proc)> {
 }
 
 fn run_mode(mode: Mode, tcptrace: &Path, loadgen: &Path) -> Result<ScaleRun> {
-    let _ns = Netns::create()?;
+    let _ns = create_netns()?;
     let mut run = ScaleRun {
         mode: mode.name(),
         ..ScaleRun::default()

@@ -20,7 +20,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{bench::splice_table as splice, cargo, is_root, procstat, status, workspace_root};
+use crate::{
+    bench::splice_table as splice,
+    cargo, is_root,
+    netns::{self, Netns},
+    procstat, status, workspace_root,
+};
 
 const NETNS: &str = "tcptrace-soak";
 const ADDR: &str = "127.0.0.1:29800";
@@ -97,18 +102,8 @@ impl Drop for Tracer {
     }
 }
 
-struct NetnsGuard;
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
-    }
-}
-
 fn in_netns(program: &Path) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", NETNS]).arg(program);
-    c
+    netns::exec(NETNS, program)
 }
 
 /// `BPF_MAP_GET_NEXT_KEY`'s attribute.
@@ -425,13 +420,7 @@ pub fn run(minutes: u64) -> Result<()> {
     fs::create_dir_all(&dir)?;
     let leaker = build_leaker(&dir)?;
 
-    let _ = Command::new("ip")
-        .args(["netns", "del", NETNS])
-        .stderr(Stdio::null())
-        .status();
-    status(Command::new("ip").args(["netns", "add", NETNS]))?;
-    let _ns = NetnsGuard;
-    status(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
+    let _ns = Netns::create(NETNS)?;
     let total = Duration::from_secs(minutes * 60);
     let secs = (total.as_secs() + 30).to_string();
     let mut server = in_netns(&loadgen)

@@ -34,6 +34,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::{
     cargo, is_root,
+    netns::{self, Netns},
     procstat::{cpu_seconds, peak_rss_kib, program_sizes, program_stats},
     status, workspace_root,
 };
@@ -200,9 +201,7 @@ fn stop_tracer(cfg: &Config, t: Tracer, run: &mut Run) -> Result<()> {
 }
 
 fn load(loadgen: &Path, mode: &str, threads: u32, seconds: f64) -> Result<(f64, f64)> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", NETNS])
-        .arg(loadgen)
+    let out = netns::exec(NETNS, loadgen)
         .args([mode, "--addr", ADDR, "--threads", &threads.to_string()])
         .args(["--seconds", &seconds.to_string()])
         .output()
@@ -225,14 +224,6 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-struct NetnsGuard;
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
-    }
 }
 
 fn ensure_bpftrace() -> Result<()> {
@@ -318,19 +309,14 @@ fn throughput(
     rounds: u32,
     seconds: f64,
 ) -> Result<Option<String>> {
-    let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
-    status(Command::new("ip").args(["netns", "add", NETNS]))?;
-    let _guard = NetnsGuard;
-    status(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
+    let _ns = Netns::create(NETNS)?;
     let lineup = configs::lineup(
         tcptrace,
         baseline.map(|b| (b.rev.as_str(), b.binary.as_path())),
     );
     #[expect(clippy::cast_precision_loss, reason = "a handful of configs")]
     let total = f64::from(rounds) * lineup.len() as f64 * (2.0 * seconds + 6.0) + 60.0;
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", NETNS])
-        .arg(loadgen)
+    let mut server = netns::exec(NETNS, loadgen)
         .args([
             "serve",
             "--addr",
