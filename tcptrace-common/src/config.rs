@@ -228,6 +228,9 @@ pub enum HistBy {
     RemotePort = 3,
     RemoteAddr = 4,
     Comm = 5,
+    /// The socket's network namespace inode (4 bytes); userspace also
+    /// names each namespace's container from it.
+    Netns = 6,
 }
 
 /// Every TCP state's bit: `emit_old_states` that emits every transition,

@@ -112,6 +112,7 @@ fn group_label(by: HistBy, g: &[u8; 16]) -> Option<String> {
                 v6.to_string()
             })
         }
+        HistBy::Netns => Some(u32::from_ne_bytes([g[0], g[1], g[2], g[3]]).to_string()),
         HistBy::Comm => {
             let end = g.iter().position(|b| *b == 0).unwrap_or(16);
             Some(if end == 0 {

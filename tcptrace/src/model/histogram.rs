@@ -119,6 +119,7 @@ pub fn by_name(by: HistBy) -> Option<&'static str> {
         HistBy::RemotePort => Some("rport"),
         HistBy::RemoteAddr => Some("raddr"),
         HistBy::Comm => Some("comm"),
+        HistBy::Netns => Some("netns"),
     }
 }
 

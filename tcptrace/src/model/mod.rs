@@ -11,6 +11,7 @@ pub mod counters;
 pub mod event;
 pub mod filter;
 pub mod histogram;
+pub mod netns;
 pub mod plan;
 pub mod records;
 pub mod reset_reasons;
