@@ -137,6 +137,29 @@ impl TpOffsets {
     }
 }
 
+/// Where the kernel keeps a network namespace's inode, from its BTF:
+/// `*(u64 *)(sk + sk_net)` is a socket's `struct net *`, `*(u32 *)(net +
+/// net_inum)` that namespace's `ns.inum`; `*(u64 *)(task + task_nsproxy)`
+/// and `*(u64 *)(nsproxy + nsproxy_net)` lead from a task to its
+/// `struct net *`. All zero when unknown: records then carry netns 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    pub sk_net: u32,
+    pub net_inum: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_net: u32,
+}
+
+impl NetnsOffsets {
+    /// Whether the offsets were found (a socket's `struct net *` is never
+    /// at offset 0 of `struct sock`).
+    #[must_use]
+    pub const fn known(&self) -> bool {
+        self.sk_net != 0
+    }
+}
+
 /// `Config::families` bit for IPv4.
 pub const FAMILY_V4: u32 = 1;
 /// `Config::families` bit for IPv6.
@@ -147,6 +170,12 @@ pub const FAMILY_V6: u32 = 2;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub offsets: TpOffsets,
+    /// Where namespace inodes are; see [`NetnsOffsets`].
+    pub netns: NetnsOffsets,
+    /// `--netns`: only this namespace's sockets and callers, checked
+    /// before any map work; 0: every namespace.
+    pub netns_filter: u32,
+    pub _pad: u32,
     /// `FAMILY_V4 | FAMILY_V6` bits; 0 is treated as both.
     pub families: u32,
     /// Either endpoint's port must match.
@@ -434,7 +463,7 @@ pub const fn const_str_eq(a: &str, b: &str) -> bool {
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 200);
+const _: () = assert!(core::mem::size_of::<Config>() == 224);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

@@ -23,8 +23,15 @@ const _: () = assert!(SLOTS.is_power_of_two());
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogRecord {
-    /// The record's sequence number in its CPU's log, modulo 2^32.
-    pub seq: u32,
+    /// The record's sequence number in its CPU's log, modulo 2^16: the
+    /// seal covers the whole number, so a slot rewritten 2^16 records
+    /// later still fails [`LogRecord::is`].
+    pub seq: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// The old state in the high four bits, the new one in the low four
+    /// ([`LogRecord::old_state`], [`LogRecord::new_state`]).
+    pub states: u8,
     /// [`seal`] of the record; never 0, so that a zeroed slot fails.
     pub seal: u32,
     /// `bpf_ktime_get_ns()` of the transition.
@@ -32,11 +39,10 @@ pub struct LogRecord {
     /// The owner the socket's entry names (0: unknown).
     pub tgid: u32,
     pub tid: u32,
-    pub family: u16,
+    /// The socket's network namespace inode, as in [`crate::Header`].
+    pub netns: u32,
     pub sport: u16,
     pub dport: u16,
-    pub old_state: u8,
-    pub new_state: u8,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
@@ -71,7 +77,8 @@ pub fn seal(seq: u64, r: &LogRecord) -> u32 {
     // no padding (seq and seal fill the first), so every byte is
     // initialised.
     let words: &[u64; WORDS + 1] = unsafe { &*core::ptr::from_ref(r).cast() };
-    let mut x = seq;
+    // The first word's family and states, which share it with the seal.
+    let mut x = seq ^ (u64::from(r.family) << 48) ^ (u64::from(r.states) << 56);
     let mut i = 1;
     while i <= WORDS {
         #[expect(clippy::cast_possible_truncation, reason = "i <= 7")]
@@ -83,12 +90,30 @@ pub fn seal(seq: u64, r: &LogRecord) -> u32 {
     h | 1
 }
 
+/// [`LogRecord::states`] of `old -> new` (TCP states are 1..=12).
+#[inline(always)]
+#[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "states are 1..=12")]
+pub const fn pack_states(old: u32, new: u32) -> u8 {
+    (((old & 15) << 4) | (new & 15)) as u8
+}
+
 impl LogRecord {
+    #[must_use]
+    pub const fn old_state(&self) -> u32 {
+        (self.states >> 4) as u32
+    }
+
+    #[must_use]
+    pub const fn new_state(&self) -> u32 {
+        (self.states & 15) as u32
+    }
+
     /// The endpoints, as a state record carries them.
     #[must_use]
     pub fn addrs(&self) -> Addrs {
         Addrs {
-            family: self.family,
+            family: u16::from(self.family),
             sport: self.sport,
             dport: self.dport,
             _pad: 0,
@@ -101,8 +126,8 @@ impl LogRecord {
     #[inline(always)]
     #[must_use]
     pub fn is(&self, seq: u64) -> bool {
-        #[expect(clippy::cast_possible_truncation, reason = "stored modulo 2^32")]
-        let low = seq as u32;
+        #[expect(clippy::cast_possible_truncation, reason = "stored modulo 2^16")]
+        let low = seq as u16;
         self.seq == low && self.seal == seal(seq, self)
     }
 }
@@ -114,7 +139,7 @@ pub fn state_event(r: &LogRecord, comm: [u8; 16]) -> StateEvent {
     StateEvent {
         header: crate::Header {
             kind: crate::RecordKind::State as u32,
-            cpu: 0,
+            netns: r.netns,
             ts_ns: r.ts_ns,
         },
         skaddr: 0,
@@ -125,8 +150,8 @@ pub fn state_event(r: &LogRecord, comm: [u8; 16]) -> StateEvent {
             comm,
         },
         addrs: r.addrs(),
-        old_state: u32::from(r.old_state),
-        new_state: u32::from(r.new_state),
+        old_state: r.old_state(),
+        new_state: r.new_state(),
         owner_source: if r.tgid == 0 {
             crate::OwnerSource::Unknown as u32
         } else {
@@ -232,9 +257,9 @@ mod tests {
         /// Append a record whose timestamp is `ts`.
         fn append(&self, ts: u64) {
             let seq = *self.1.borrow();
-            #[expect(clippy::cast_possible_truncation, reason = "modulo 2^32")]
+            #[expect(clippy::cast_possible_truncation, reason = "modulo 2^16")]
             let mut r = LogRecord {
-                seq: seq as u32,
+                seq: seq as u16,
                 ts_ns: ts,
                 tgid: 7,
                 sport: 80,
@@ -366,16 +391,21 @@ mod tests {
             ts_ns: 5,
             tgid: 10,
             tid: 11,
-            family: crate::AF_INET,
+            family: 2,
             sport: 40000,
             dport: 80,
-            old_state: crate::TcpState::FinWait2 as u8,
-            new_state: crate::TcpState::Close as u8,
+            netns: 4_026_531_840,
+            states: pack_states(
+                crate::TcpState::FinWait2 as u32,
+                crate::TcpState::Close as u32,
+            ),
             saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             ..LogRecord::default()
         };
         let ev = state_event(&r, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
         assert_eq!(ev.header.ts_ns, 5);
+        assert_eq!(ev.header.netns, 4_026_531_840);
+        assert_eq!(ev.addrs.family, crate::AF_INET);
         assert_eq!((ev.owner.tgid, ev.owner.tid), (10, 11));
         assert_eq!(&ev.owner.comm[..4], b"curl");
         assert_eq!(ev.owner_source, crate::OwnerSource::Syscall as u32);

@@ -32,8 +32,11 @@ pub enum RecordKind {
 pub struct Header {
     /// A [`RecordKind`] value.
     pub kind: u32,
-    /// CPU the event fired on.
-    pub cpu: u32,
+    /// The network namespace's inode (`ls -l /proc/PID/ns/net`): the
+    /// socket's, or the caller's for a failed syscall. 0 when unknown: the
+    /// kernel has no BTF to find it with, or a RST answered a segment for
+    /// which no socket exists.
+    pub netns: u32,
     /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`.
     pub ts_ns: u64,
 }
@@ -316,6 +319,12 @@ pub struct SockInfo {
     /// Endpoints, recorded when the socket enters CLOSE_WAIT (family 0
     /// before): the one state whose sockets userspace reports from the map.
     pub addrs: Addrs,
+    /// The socket's network namespace inode, recorded with `addrs`.
+    pub netns: u32,
+    pub _pad: u32,
+    /// The owner's cgroup v2 id (`bpf_get_current_cgroup_id`), taken with
+    /// the owner, in its process context; 0 if unknown.
+    pub cgroup: u64,
 }
 
 /// Indices of the per-CPU `COUNTERS` array. Every loss is counted here.
@@ -360,7 +369,7 @@ const _: () = assert!(core::mem::size_of::<StateEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<ResetEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<StackRef>() == 16);
 const _: () = assert!(core::mem::size_of::<FailureEvent>() == 72);
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 120);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 136);
 
 #[cfg(test)]
 mod tests {

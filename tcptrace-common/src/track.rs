@@ -178,6 +178,8 @@ pub fn forget_life(info: &mut SockInfo) {
     info.eof_stack = crate::StackRef::default();
     info.first_stack = crate::StackRef::default();
     info.addrs = crate::Addrs::default();
+    info.netns = 0;
+    info.cgroup = 0;
 }
 
 /// The time a socket spent in `old`, according to its entry (`state`,

@@ -84,7 +84,7 @@ pub(crate) fn emit_line(
 /// with another CPU but the reader's; no comm (userspace joins it from the
 /// comm cache).
 #[inline(always)]
-pub(crate) fn log_state(now: u64, owner: &Owner, old: u32, new: u32, a: Addrs) {
+pub(crate) fn log_state(now: u64, owner: &Owner, old: u32, new: u32, a: Addrs, netns: u32) {
     // SAFETY: a helper with no arguments and no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(log) = CPU_LOG.get_ptr_mut(cpu) else {
@@ -101,17 +101,17 @@ pub(crate) fn log_state(now: u64, owner: &Owner, old: u32, new: u32, a: Addrs) {
         let r = &raw mut (*log).slots[(seq & cpulog::SLOT_MASK) as usize];
         #[expect(
             clippy::cast_possible_truncation,
-            reason = "modulo 2^32; states are 1..=12"
+            reason = "modulo 2^16; AF_INET and AF_INET6 fit a byte"
         )]
         {
-            (*r).seq = seq as u32;
-            (*r).old_state = old as u8;
-            (*r).new_state = new as u8;
+            (*r).seq = seq as u16;
+            (*r).family = a.family as u8;
         }
+        (*r).states = cpulog::pack_states(old, new);
         (*r).ts_ns = now;
         (*r).tgid = owner.tgid;
         (*r).tid = owner.tid;
-        (*r).family = a.family;
+        (*r).netns = netns;
         (*r).sport = a.sport;
         (*r).dport = a.dport;
         (*r).saddr = a.saddr;

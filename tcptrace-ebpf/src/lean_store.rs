@@ -2,7 +2,9 @@
 //! two-slot buckets, then the `LEAN` map for sockets whose bucket is full.
 //! State, entry time and the owner's pid and tid; comms go to `COMMS`.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+};
 use tcptrace_common::{
     Counter, LeanSock, Owner, TcpState,
     comms::{self, CommSlot},
@@ -181,12 +183,14 @@ fn table_transition<V: Variant>(
 #[inline(always)]
 pub(crate) fn note_comm(pid_tgid: u64) {
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
     if let Some(slot) = COMMS.get_ptr_mut(comms::slot_of(pid_tgid)) {
         // SAFETY: an array value, valid for this program run. A racing
         // writer of the same slot is caught by the seal.
         unsafe {
-            if !(*slot).holds(pid_tgid, &comm) {
-                *slot = CommSlot::new(pid_tgid, comm);
+            if !(*slot).holds(pid_tgid, &comm, cgroup) {
+                *slot = CommSlot::new(pid_tgid, comm, cgroup);
             }
         }
     }

@@ -19,6 +19,7 @@ mod hist;
 mod hooks;
 mod lean_store;
 mod maps;
+mod netns;
 mod owner_cache;
 mod sock_details;
 mod stacks;

@@ -20,6 +20,7 @@ pub(crate) fn detail_transition(
     rec: &impl SetStateRecord,
     h: &SetStateHead,
     now: u64,
+    netns: u32,
 ) -> Result<(), i64> {
     let (skaddr, new) = (h.skaddr, h.new);
     let entering = new == TcpState::CloseWait as u32;
@@ -30,6 +31,7 @@ pub(crate) fn detail_transition(
     let info = unsafe { &mut *p };
     if entering {
         info.addrs = rec.addrs(h)?;
+        info.netns = netns;
     }
     info.state = new;
     info.entered_ns = now;

@@ -3,10 +3,7 @@
 //! `inet_sock_set_state` record either way, and the header of a record sent.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    helpers::generated::{self, bpf_get_smp_processor_id},
-    macros::map,
-    maps::PerCpuArray,
+    EbpfContext as _, helpers::generated, macros::map, maps::PerCpuArray,
     programs::TracePointContext,
 };
 use tcptrace_common::{AF_INET, Addrs, Header, RecordKind, config::SetStateOffsets};
@@ -105,11 +102,10 @@ pub(crate) fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
 }
 
 #[inline(always)]
-pub(crate) fn header(kind: RecordKind, ts_ns: u64) -> Header {
+pub(crate) fn header(kind: RecordKind, netns: u32, ts_ns: u64) -> Header {
     Header {
         kind: kind as u32,
-        // SAFETY: a helper with no arguments and no preconditions.
-        cpu: unsafe { bpf_get_smp_processor_id() },
+        netns,
         ts_ns,
     }
 }

@@ -39,7 +39,7 @@ fn main() {
             as_bytes(&StateEvent {
                 header: Header {
                     kind: RecordKind::State as u32,
-                    cpu: 0,
+                    netns: 0,
                     ts_ns: 1_000_000 + i * 1000,
                 },
                 skaddr: 0xffff_0000 + i / 5,

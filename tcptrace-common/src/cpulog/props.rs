@@ -25,9 +25,9 @@ impl LogView for Scribbled {
     fn slot(&self, seq: u64) -> LogRecord {
         let i = usize::try_from(seq % self.garbage.len() as u64).unwrap();
         if self.intact[i] {
-            #[expect(clippy::cast_possible_truncation, reason = "modulo 2^32")]
+            #[expect(clippy::cast_possible_truncation, reason = "modulo 2^16")]
             let mut r = LogRecord {
-                seq: seq as u32,
+                seq: seq as u16,
                 ts_ns: seq,
                 ..self.garbage[i]
             };
@@ -40,7 +40,7 @@ impl LogView for Scribbled {
 }
 
 fn record() -> impl Strategy<Value = LogRecord> {
-    (any::<[u64; 4]>(), any::<[u8; 32]>(), any::<(u32, u32)>()).prop_map(|(w, a, (seq, seal))| {
+    (any::<[u64; 4]>(), any::<[u8; 32]>(), any::<(u16, u32)>()).prop_map(|(w, a, (seq, seal))| {
         #[expect(clippy::cast_possible_truncation, reason = "any bits will do")]
         LogRecord {
             seq,
@@ -48,11 +48,11 @@ fn record() -> impl Strategy<Value = LogRecord> {
             ts_ns: w[0],
             tgid: w[1] as u32,
             tid: (w[1] >> 32) as u32,
-            family: w[2] as u16,
+            family: w[2] as u8,
             sport: (w[2] >> 16) as u16,
             dport: (w[2] >> 32) as u16,
-            old_state: (w[3]) as u8,
-            new_state: (w[3] >> 8) as u8,
+            states: (w[3]) as u8,
+            netns: (w[3] >> 8) as u32,
             saddr: a[..16].try_into().unwrap(),
             daddr: a[16..].try_into().unwrap(),
         }

@@ -3,7 +3,10 @@
 //! transitions run in softirq), and leak mode's first touch and EOF.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -17,6 +20,7 @@ use tcptrace_common::{
 use crate::{
     lean_store::{lean_slot, note_comm},
     maps::{LEAN, count},
+    netns::{netns_filtered_out, sock_netns},
     owner_cache::{IO_CACHE, IO_GEN, IoSlot, io_slot, lean_owner_replaced, owner_replaced},
     sock_details::details,
     stacks::capture_stack,
@@ -90,13 +94,17 @@ struct IoStamp {
 #[inline(never)]
 fn io_update(ctx: &TracePointContext, sk: u64, stamp: IoStamp, eof: bool) {
     let IoStamp { generation, tgid } = stamp;
-    // The stream keeps its owners in the lean store; leak mode (and the
-    // full socket map) in the details.
-    let settled = if config!(lean_socks) != 0 && config!(sock_details) == 0 {
+    // `--netns`: another namespace's socket is settled at once, so that its
+    // next I/O stops at the pair cache.
+    let settled = if netns_filtered_out(|| sock_netns(sk)) {
+        true
+    } else if config!(lean_socks) != 0 && config!(sock_details) == 0 {
         io_lean_owner(sk)
     } else {
         io_details(ctx, sk, tgid, eof)
     };
+    // The stream keeps its owners in the lean store; leak mode (and the
+    // full socket map) in the details.
     if settled && let Some(slots) = IO_CACHE.get_ptr_mut(0) {
         // SAFETY: this CPU's slots, as in on_io.
         unsafe {
@@ -186,6 +194,8 @@ fn io_details(ctx: &TracePointContext, sk: u64, tgid: u32, eof: bool) -> bool {
         owner_replaced(sk, (info.owner_source, info.owner.tgid), tgid);
         info.owner = current_owner();
         info.owner_source = OwnerSource::Io as u32;
+        // SAFETY: no preconditions.
+        info.cgroup = unsafe { bpf_get_current_cgroup_id() };
     }
     let capture = config!(capture_stacks) != 0;
     if capture && !info.first_stack.is_some() {

@@ -12,6 +12,7 @@ use crate::{
     config::accepts,
     emit::{emit, submit_flags},
     maps::count,
+    netns::sock_netns,
     store::tracked,
     tracepoint::{RECORD, Raw, header, read, read_split_addrs},
 };
@@ -54,13 +55,19 @@ fn try_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
         addrs.daddr.copy_from_slice(&d[8..24]);
     }
     let skaddr: u64 = read(ctx, o.skaddr)?;
+    // A RST that answers a segment no socket matched has no socket, so no
+    // namespace: 0, and `--netns` drops it.
+    let netns = sock_netns(skaddr);
+    if config!(netns_filter) != 0 && netns != config!(netns_filter) {
+        return Ok(());
+    }
     let state: i32 = read(ctx, o.state)?;
     let reason: u32 = read(ctx, o.reason)?;
     let (_, owner, owner_source) = tracked(skaddr);
     #[expect(clippy::cast_sign_loss, reason = "TCP states are 0..=12")]
     let ev = ResetEvent {
         // SAFETY: no preconditions.
-        header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),
+        header: header(RecordKind::Reset, netns, unsafe { bpf_ktime_get_ns() }),
         skaddr,
         cookie: 0,
         owner,
@@ -95,6 +102,10 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let skaddr: u64 = raw.get(o.skaddr)?;
+    let netns = sock_netns(skaddr);
+    if config!(netns_filter) != 0 && netns != config!(netns_filter) {
+        return Ok(());
+    }
     let cookie: u64 = raw.get(o.sock_cookie)?;
     let addrs = read_split_addrs(
         &raw,
@@ -106,7 +117,7 @@ fn try_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let (state, owner, owner_source) = tracked(skaddr);
     let ev = ResetEvent {
         // SAFETY: no preconditions.
-        header: header(RecordKind::Reset, unsafe { bpf_ktime_get_ns() }),
+        header: header(RecordKind::Reset, netns, unsafe { bpf_ktime_get_ns() }),
         skaddr,
         cookie,
         owner,

@@ -19,6 +19,7 @@ use crate::{
     hist::{HIST_STATE, TRANSITIONS, hist_add},
     lean_store::lean_transition,
     maps::count,
+    netns::sock_netns,
     sock_details::detail_transition,
     tracepoint::{
         CopiedSetState, DirectSetState, IPPROTO_TCP, RECORD, Raw, SetStateHead, SetStateRecord,
@@ -86,6 +87,20 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         dport,
         ..
     } = h;
+    // `--netns`: the namespace is read first only when it filters; else
+    // where a record or a histogram key needs it.
+    let only = config!(netns_filter);
+    let known_ns = if only == 0 { 0 } else { sock_netns(skaddr) };
+    if known_ns != only {
+        return Ok(());
+    }
+    let netns = || {
+        if known_ns != 0 {
+            known_ns
+        } else {
+            sock_netns(skaddr)
+        }
+    };
     // The clock only where the mode times a dwell or emits or logs a record
     // (the mask bounds the shifts; states are 1..=12).
     let emit_old = setting!(V, emit_old_states);
@@ -107,7 +122,7 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
     if setting!(V, sock_details) != 0
         && (old == TcpState::CloseWait as u32 || new == TcpState::CloseWait as u32)
     {
-        detail_transition(rec, &h, now)?;
+        detail_transition(rec, &h, now, netns())?;
     }
 
     if let Some(slot) = TRANSITIONS.get_ptr_mut((old & 15) * 16 + (new & 15)) {
@@ -155,6 +170,8 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
             key.group = rec.addrs(&h)?.daddr;
         } else if by == HistBy::Comm as u32 {
             key.group = owner.comm;
+        } else if by == HistBy::Netns as u32 {
+            key.group[..4].copy_from_slice(&netns().to_ne_bytes());
         }
         hist_add(&key, dwell_ns);
     }
@@ -163,7 +180,7 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         return Ok(());
     }
     if log_old & (1 << old) != 0 {
-        log_state(now, &owner, old, new, rec.addrs(&h)?);
+        log_state(now, &owner, old, new, rec.addrs(&h)?, netns());
     }
     if emit_old & (1 << old) == 0 {
         return Ok(());
@@ -176,9 +193,10 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
         count(Counter::RingbufFull);
         return Ok(());
     };
+    let ns = netns();
     let stamp = |kind: RecordKind| Header {
         kind: kind as u32,
-        cpu,
+        netns: ns,
         ts_ns: now,
     };
     if addrs.family == AF_INET {

@@ -16,6 +16,7 @@ use crate::{
     config::accepts,
     emit::emit,
     maps::count,
+    netns::task_netns,
     task::{current_owner, syscall_args},
     tracepoint::{header, read},
 };
@@ -51,9 +52,13 @@ fn on_sys_exit(ctx: &TracePointContext, syscall: u32, errno: i32) -> Result<(), 
     if ret != -i64::from(errno) {
         return Ok(());
     }
+    let netns = task_netns();
+    if config!(netns_filter) != 0 && netns != config!(netns_filter) {
+        return Ok(());
+    }
     let mut ev = FailureEvent {
         // SAFETY: no preconditions.
-        header: header(RecordKind::Failure, unsafe { bpf_ktime_get_ns() }),
+        header: header(RecordKind::Failure, netns, unsafe { bpf_ktime_get_ns() }),
         owner: current_owner(),
         syscall,
         ret: -errno,

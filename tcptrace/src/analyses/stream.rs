@@ -89,10 +89,13 @@ impl Stream {
         if let Some(o) = ev.owner_mut()
             && o.comm.is_empty()
         {
-            o.comm = match self.comms.comm(o.pid, o.tid) {
-                Some(c) => Comm::of(&c).to_string(),
-                None => procs::comm(o.pid).unwrap_or_default(),
-            };
+            match self.comms.comm(o.pid, o.tid) {
+                Some((c, cgroup)) => {
+                    o.comm = Comm::of(&c).to_string();
+                    o.cgroup = (cgroup != 0).then_some(cgroup);
+                }
+                None => o.comm = procs::comm(o.pid).unwrap_or_default(),
+            }
         }
     }
 }

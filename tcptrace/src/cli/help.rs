@@ -70,7 +70,7 @@ SOCKET TABLE (--max-sockets)
   half of --max-sockets in a table of 32-byte slots (the socket's address
   picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
   bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all
-  for {default}), plus a 512 KiB cache of the owners' comms, by thread, that
+  for {default}), plus a 640 KiB cache of the owners' comms and cgroups, by thread, that
   names the owners in streamed records and --timewait's closers;
   --timewait adds a 256 KiB log of TIME_WAIT entries per CPU; --closewait-leaks adds the full map for the sockets its owner
   reads or writes or that enter CLOSE_WAIT. Size it for

@@ -1,6 +1,7 @@
 //! Member offsets of the kernel's own structs, read from its BTF
 //! (`/sys/kernel/btf/vmlinux`): the chain from a `struct sock *` to its
-//! network namespace's inode number, `sk->__sk_common.skc_net.net->ns.inum`.
+//! network namespace's inode number, `sk->__sk_common.skc_net.net->ns.inum`,
+//! and from a task to its namespace, `task->nsproxy->net_ns`.
 //!
 //! Tracepoints hand the eBPF side untyped pointers, so it cannot use CO-RE;
 //! these offsets are read here at start-up, as the tracepoint field offsets
@@ -62,14 +63,47 @@ pub struct NetnsOffsets {
     pub inum_size: u32,
 }
 
+/// Where a task's `struct net *` is: `*(*(task + task_nsproxy) +
+/// nsproxy_net)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `nsproxy` (a pointer) in `struct task_struct`.
+    pub task_nsproxy: u32,
+    /// `net_ns` (a pointer) in `struct nsproxy`.
+    pub nsproxy_net: u32,
+}
+
+/// Everything read from one parse of the BTF: the socket chain, and the
+/// task chain, which failed syscalls' records need and the rest can do
+/// without.
+#[derive(Debug)]
+pub struct KernelOffsets {
+    pub netns: NetnsOffsets,
+    pub task: Result<TaskOffsets, BtfError>,
+}
+
 /// The offsets from the running kernel's BTF.
 pub fn netns_offsets() -> Result<NetnsOffsets, BtfError> {
     netns_offsets_at(Path::new(VMLINUX))
 }
 
+/// Both chains from the BTF file at `path`.
+pub fn kernel_offsets_at(path: &Path) -> Result<KernelOffsets, BtfError> {
+    let bytes = read_btf(path)?;
+    let btf = Btf::parse(&bytes)?;
+    Ok(KernelOffsets {
+        netns: netns_offsets_in(&btf)?,
+        task: task_offsets_in(&btf),
+    })
+}
+
 /// The offsets from the BTF file at `path`.
 pub fn netns_offsets_at(path: &Path) -> Result<NetnsOffsets, BtfError> {
-    let bytes = fs::read(path).map_err(|source| match source.kind() {
+    netns_offsets_from(&read_btf(path)?)
+}
+
+fn read_btf(path: &Path) -> Result<Vec<u8>, BtfError> {
+    fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => BtfError::Missing {
             path: path.to_path_buf(),
         },
@@ -77,13 +111,37 @@ pub fn netns_offsets_at(path: &Path) -> Result<NetnsOffsets, BtfError> {
             path: path.to_path_buf(),
             source,
         },
-    })?;
-    netns_offsets_from(&bytes)
+    })
 }
 
 /// The offsets from raw BTF bytes (the format of `/sys/kernel/btf/vmlinux`).
 pub fn netns_offsets_from(bytes: &[u8]) -> Result<NetnsOffsets, BtfError> {
-    let btf = Btf::parse(bytes)?;
+    netns_offsets_in(&Btf::parse(bytes)?)
+}
+
+/// The task chain from raw BTF bytes.
+pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
+    task_offsets_in(&Btf::parse(bytes)?)
+}
+
+fn task_offsets_in(btf: &Btf) -> Result<TaskOffsets, BtfError> {
+    let task = btf.struct_named("task_struct")?;
+    let nsproxy = btf.member(task, "struct task_struct", "nsproxy")?;
+    if !matches!(btf.resolve(nsproxy.tid), Some(TypeVariant::Ptr(_))) {
+        return Err(unexpected("struct task_struct", "nsproxy", "a pointer"));
+    }
+    let proxy = btf.struct_named("nsproxy")?;
+    let net = btf.member(proxy, "struct nsproxy", "net_ns")?;
+    if !matches!(btf.resolve(net.tid), Some(TypeVariant::Ptr(_))) {
+        return Err(unexpected("struct nsproxy", "net_ns", "a pointer"));
+    }
+    Ok(TaskOffsets {
+        task_nsproxy: nsproxy.offset,
+        nsproxy_net: net.offset,
+    })
+}
+
+fn netns_offsets_in(btf: &Btf) -> Result<NetnsOffsets, BtfError> {
     let sock = btf.struct_named("sock")?;
     let common = btf.member(sock, "struct sock", "__sk_common")?;
     let sock_common = btf.struct_named("sock_common")?;

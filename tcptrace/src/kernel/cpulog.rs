@@ -88,10 +88,11 @@ impl CommCache {
         })
     }
 
-    /// The comm the cache holds for thread `thread` of process `process`;
-    /// None if its slot went to another thread, or holds none.
+    /// The comm and cgroup v2 id the cache holds for thread `thread` of
+    /// process `process`; None if its slot went to another thread, or holds
+    /// none.
     #[must_use]
-    pub fn comm(&self, process: u32, thread: u32) -> Option<[u8; 16]> {
+    pub fn comm(&self, process: u32, thread: u32) -> Option<([u8; 16], u64)> {
         let pid_tgid = (u64::from(process) << 32) | u64::from(thread);
         let i = comms::slot_of(pid_tgid) as usize;
         // SAFETY: slot i < SLOTS lies within the mapping; CommSlot is plain
@@ -170,7 +171,10 @@ impl CpuLogs {
         self.read += records.len() as u64;
         records
             .iter()
-            .map(|r| state_event(r, self.comms.comm(r.tgid, r.tid).unwrap_or([0; 16])))
+            .map(|r| {
+                let comm = self.comms.comm(r.tgid, r.tid).map_or([0; 16], |c| c.0);
+                state_event(r, comm)
+            })
             .collect()
     }
 

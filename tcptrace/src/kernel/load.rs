@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::{
     kernel::{
+        btf,
         counters::map_memlock,
         maps::names,
         offsets::{self, SYSCALL_TRACEPOINTS, TRACEPOINTS},
@@ -68,6 +69,11 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "--netns needs the network namespace of each socket, which the kernel's BTF locates, \
+         and {0}"
+    )]
+    NetnsFilter(String),
     #[error("attaching to tracepoint {group}:{name}: {source}")]
     Attach {
         group: &'static str,
@@ -92,6 +98,56 @@ pub struct Tracer {
     /// The state rings (`STATE_RINGS`), one per possible CPU, in CPU order;
     /// none when the mode emits no state record (`Config::emit_old_states`).
     pub state_rings: Vec<RingBuf<MapData>>,
+    /// Why records carry no network namespace, when they do not: the
+    /// kernel's BTF is missing or lacks a member of the chain.
+    pub netns_unavailable: Option<String>,
+}
+
+/// Where the kernel's BTF is read from: `TCPTRACE_BTF` (for tests of a
+/// kernel without one), else [`btf::VMLINUX`].
+fn btf_path() -> std::path::PathBuf {
+    std::env::var_os("TCPTRACE_BTF").map_or_else(|| btf::VMLINUX.into(), Into::into)
+}
+
+/// Fill in `config.netns` from the kernel's BTF. Returns why records will
+/// carry no namespace, if they will not (said once, here); without the task
+/// chain only failed syscalls' records go without. `--netns` cannot work
+/// without it.
+fn netns_config(config: &mut Config) -> Result<Option<String>, LoadError> {
+    let why = netns_offsets(config);
+    if let Some(why) = &why {
+        if config.netns_filter != 0 {
+            return Err(LoadError::NetnsFilter(why.clone()));
+        }
+        eprintln!(
+            "tcptrace: warning: records carry no network namespace ({why}): sockets of every \
+             namespace are traced, but sock_diag, the sysctls and netstat are read in \
+             tcptrace's own namespace only"
+        );
+    }
+    Ok(why)
+}
+
+fn netns_offsets(config: &mut Config) -> Option<String> {
+    let path = btf_path();
+    match btf::kernel_offsets_at(&path) {
+        Ok(k) => {
+            config.netns.sk_net = k.netns.skc_net + k.netns.net_ptr;
+            config.netns.net_inum = k.netns.net_ns + k.netns.ns_inum;
+            match k.task {
+                Ok(t) => {
+                    config.netns.task_nsproxy = t.task_nsproxy;
+                    config.netns.nsproxy_net = t.nsproxy_net;
+                }
+                Err(e) => {
+                    log::warn!("failed bind()/connect() calls carry no network namespace: {e}");
+                }
+            }
+            log::debug!("network namespace offsets: {:?}", config.netns);
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// Create one state ring of `bytes` for each of `cpus` CPUs and put it in
@@ -236,6 +292,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         }
     }
     log::debug!("tracepoint offsets: {:?}", config.offsets);
+    let netns_unavailable = netns_config(&mut config)?;
     let ringbuf_bytes = size_ring(&mut config, opts.ringbuf_bytes);
 
     let store = SocketStore::new(&config, opts.max_sockets);
@@ -311,5 +368,6 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         failures_unavailable,
         log_cpus,
         state_rings,
+        netns_unavailable,
     })
 }

@@ -23,8 +23,8 @@ pub fn cpu_ring_bytes(requested: u32, cpus: u32) -> u32 {
 /// kernel accounts it (`memlock` in the map's `/proc/PID/fdinfo`). An LRU
 /// hash map is preallocated: every entry is a 48-byte hash element header,
 /// the 8-byte key and the value (8-byte aligned), and every hash bucket 16
-/// bytes, buckets rounded up to a power of two, plus 896 bytes for the map:
-/// 192 bytes per entry with the 120-byte `SockInfo` (the unit test holds
+/// bytes, buckets rounded up to a power of two, plus 960 bytes for the map:
+/// 208 bytes per entry with the 136-byte `SockInfo` (the unit test holds
 /// the kernel's own figures).
 #[must_use]
 pub fn socket_map_bytes(entries: u32) -> u64 {
@@ -70,7 +70,7 @@ fn map_bytes(entries: u32, value: usize) -> u64 {
     const ELEM_HEADER: u64 = 48;
     const KEY: u64 = 8;
     const BUCKET: u64 = 16;
-    const MAP: u64 = 896;
+    const MAP: u64 = 960;
     let value = (value as u64).next_multiple_of(8);
     let n = u64::from(entries);
     n * (ELEM_HEADER + KEY + value) + n.next_power_of_two() * BUCKET + MAP
@@ -275,18 +275,18 @@ mod tests {
     #[test]
     fn socket_map_memory_matches_the_kernels_memlock() {
         // memlock as the kernel reports it (Linux 6.18 x86_64), with the
-        // 120-byte SockInfo.
-        if std::mem::size_of::<tcptrace_common::SockInfo>() == 120 {
+        // 136-byte SockInfo.
+        if std::mem::size_of::<tcptrace_common::SockInfo>() == 136 {
             for (entries, memlock) in [
-                (1024, 197_504),
-                (65_536, 12_583_808),
-                (131_072, 25_166_720),
-                (262_144, 50_332_544),
-                (1 << 20, 201_327_488),
+                (1024, 213_952),
+                (65_536, 13_632_448),
+                (131_072, 27_263_936),
+                (262_144, 54_526_912),
+                (1 << 20, 218_104_768),
             ] {
                 assert_eq!(socket_map_bytes(entries), memlock, "{entries}");
             }
-            assert_eq!(socket_map_bytes_per_entry(), 192);
+            assert_eq!(socket_map_bytes_per_entry(), 208);
         }
         // 100000 entries still have 131072 buckets.
         let per_entry = socket_map_bytes_per_entry();
@@ -294,8 +294,8 @@ mod tests {
             socket_map_bytes(131_072) - socket_map_bytes(100_000),
             31_072 * (per_entry - 16)
         );
-        assert_eq!(approx_map_size(socket_map_bytes(131_072)), "about 24 MiB");
-        assert_eq!(approx_map_size(socket_map_bytes(262_144)), "about 48 MiB");
+        assert_eq!(approx_map_size(socket_map_bytes(131_072)), "about 26 MiB");
+        assert_eq!(approx_map_size(socket_map_bytes(262_144)), "about 52 MiB");
         // Half the sockets in table slots (32 bytes), half in the map
         // (24-byte values: 48 + 8 + 24 + 16 bytes per entry).
         assert_eq!(lean_store_bytes(1 << 20) >> 20, 64);

@@ -9,6 +9,8 @@ use std::{
 use tcptrace_common::{AF_INET, AF_INET6, Addrs, Owner as RawOwner, OwnerSource, TcpState};
 use thiserror::Error;
 
+use crate::model::netns::Netns;
+
 /// Why a record could not be decoded. No record is ever read past its end.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -37,6 +39,9 @@ pub struct Owner {
     pub tid: u32,
     pub comm: String,
     pub source: OwnerSource,
+    /// The owner's cgroup v2 id, as the kernel noted it with the owner; None
+    /// where it did not (the mode keeps none, or the id was not noted).
+    pub cgroup: Option<u64>,
 }
 
 impl Owner {
@@ -49,6 +54,7 @@ impl Owner {
             tid: o.tid,
             comm: o.comm_lossy().to_string(),
             source,
+            cgroup: None,
         })
     }
 }
@@ -89,6 +95,8 @@ impl Endpoints {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateChange {
     pub ts_ns: u64,
+    /// The socket's network namespace; None when the kernel could not say.
+    pub netns: Option<Netns>,
     pub skaddr: u64,
     pub owner: Option<Owner>,
     pub endpoints: Endpoints,
@@ -117,6 +125,9 @@ impl Direction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reset {
     pub ts_ns: u64,
+    /// The socket's network namespace; None for a RST that answered a
+    /// segment no socket matched, or when the kernel could not say.
+    pub netns: Option<Netns>,
     /// 0 when the RST answered a segment for which no socket exists.
     pub skaddr: u64,
     pub cookie: u64,
@@ -160,6 +171,8 @@ impl FailedCall {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     pub ts_ns: u64,
+    /// The caller's network namespace; None when the kernel could not say.
+    pub netns: Option<Netns>,
     /// The caller, from its own syscall (source [`OwnerSource::Syscall`]).
     pub owner: Owner,
     pub call: FailedCall,
@@ -183,6 +196,16 @@ impl Event {
             Event::State(s) => s.ts_ns,
             Event::Reset(r) => r.ts_ns,
             Event::Failure(f) => f.ts_ns,
+        }
+    }
+
+    /// The network namespace the event happened in, if known.
+    #[must_use]
+    pub fn netns(&self) -> Option<Netns> {
+        match self {
+            Event::State(s) => s.netns,
+            Event::Reset(r) => r.netns,
+            Event::Failure(f) => f.netns,
         }
     }
 

@@ -13,9 +13,17 @@ use tcptrace_common::{
     SYSCALL_CONNECT, StateEvent, StateLine, TcpState, user::Plain,
 };
 
-use crate::model::event::{
-    DecodeError, Direction, Endpoints, Event, FailedCall, Failure, Owner, Reset, StateChange,
+use crate::model::{
+    event::{
+        DecodeError, Direction, Endpoints, Event, FailedCall, Failure, Owner, Reset, StateChange,
+    },
+    netns::Netns,
 };
+
+/// A header's namespace: 0 is unknown.
+fn netns(h: &Header) -> Option<Netns> {
+    (h.netns != 0).then_some(Netns(h.netns))
+}
 
 /// Copy a `T` out of the front of `buf`, checking its length first.
 fn read<T: Plain>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -42,6 +50,7 @@ fn state(v: u32) -> Result<TcpState, DecodeError> {
 pub fn decode_state(r: &StateEvent) -> Result<StateChange, DecodeError> {
     Ok(StateChange {
         ts_ns: r.header.ts_ns,
+        netns: netns(&r.header),
         skaddr: r.skaddr,
         owner: Owner::from_raw(&r.owner, r.owner_source),
         endpoints: Endpoints::from_raw(&r.addrs)?,
@@ -62,6 +71,7 @@ fn decode_state_line(r: &StateLine) -> Result<StateChange, DecodeError> {
     let v4 = |b: [u8; 4]| IpAddr::V4(Ipv4Addr::from(b));
     Ok(StateChange {
         ts_ns: r.header.ts_ns,
+        netns: netns(&r.header),
         skaddr: r.skaddr,
         owner: Owner::from_raw(&owner, u32::from(r.owner_source)),
         endpoints: Endpoints {
@@ -94,6 +104,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             };
             Ok(Event::Reset(Reset {
                 ts_ns: r.header.ts_ns,
+                netns: netns(&r.header),
                 skaddr: r.skaddr,
                 cookie: r.cookie,
                 owner: Owner::from_raw(&r.owner, r.owner_source),
@@ -121,11 +132,13 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             };
             Ok(Event::Failure(Failure {
                 ts_ns: r.header.ts_ns,
+                netns: netns(&r.header),
                 owner: Owner {
                     pid: r.owner.tgid,
                     tid: r.owner.tid,
                     comm: r.owner.comm_lossy().to_string(),
                     source: OwnerSource::Syscall,
+                    cgroup: None,
                 },
                 call,
                 fd: r.fd,

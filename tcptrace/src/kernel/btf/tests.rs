@@ -318,3 +318,18 @@ proptest! {
         let _ = netns_offsets_from(&bytes);
     }
 }
+
+#[test]
+fn this_machine_has_the_task_chain() {
+    match kernel_offsets_at(Path::new(VMLINUX)) {
+        Ok(k) => {
+            let t = k.task.expect("task_struct.nsproxy and nsproxy.net_ns");
+            eprintln!("task offsets on this kernel: {t:?}");
+            assert!(t.task_nsproxy > 0 && t.nsproxy_net > 0, "{t:?}");
+        }
+        Err(e @ BtfError::Missing { .. }) => {
+            eprintln!("!!! NOT CHECKED: {e}; the task chain of a real kernel was not read");
+        }
+        Err(e) => panic!("{VMLINUX}: {e}"),
+    }
+}

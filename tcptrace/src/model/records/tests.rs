@@ -23,7 +23,7 @@ pub(crate) fn raw_state(old: TcpState, new: TcpState) -> StateEvent {
     StateEvent {
         header: Header {
             kind: RecordKind::State as u32,
-            cpu: 0,
+            netns: 0,
             ts_ns: 1_000,
         },
         skaddr: 0xffff_8880_0000_1000,
@@ -207,7 +207,7 @@ fn decodes_reset_records_of_both_directions() {
     let mut r = ResetEvent {
         header: Header {
             kind: RecordKind::Reset as u32,
-            cpu: 1,
+            netns: 0,
             ts_ns: 5,
         },
         addrs: Addrs {

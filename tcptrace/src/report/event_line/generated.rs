@@ -133,7 +133,7 @@ fn generated_events(n: usize) -> Vec<Event> {
                 crate::model::records::as_bytes(&StateEvent {
                     header: Header {
                         kind: RecordKind::State as u32,
-                        cpu: 0,
+                        netns: 0,
                         ts_ns: ts,
                     },
                     skaddr: rng.int(),
@@ -153,7 +153,7 @@ fn generated_events(n: usize) -> Vec<Event> {
                 crate::model::records::as_bytes(&ResetEvent {
                     header: Header {
                         kind: RecordKind::Reset as u32,
-                        cpu: 1,
+                        netns: 0,
                         ts_ns: ts,
                     },
                     skaddr: if rng.below(3) == 0 { 0 } else { rng.int() },

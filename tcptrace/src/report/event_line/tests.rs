@@ -61,6 +61,7 @@ fn json_unknown_owner_is_null_not_the_cpu_task() {
 #[test]
 fn json_reset_has_direction_state_and_named_reason() {
     let ev = Event::Reset(Reset {
+        netns: None,
         ts_ns: 0,
         skaddr: 0,
         cookie: 0,
@@ -90,6 +91,7 @@ fn owner(pid: u32, raw_comm: &[u8], source: tcptrace_common::OwnerSource) -> Own
         comm,
     };
     Owner {
+        cgroup: None,
         pid,
         tid: pid + 1,
         comm: raw.comm_lossy().to_string(),
@@ -114,6 +116,7 @@ fn golden_events() -> Vec<Event> {
     let v6 = endpoints("2001:db8::1", 65535, "::ffff:10.1.2.3", 443);
     vec![
         Event::State(StateChange {
+            netns: None,
             ts_ns: 1_500_000_123,
             skaddr: 0xffff_8880_0000_1000,
             owner: Some(owner(42, b"server", S::Io)),
@@ -123,6 +126,7 @@ fn golden_events() -> Vec<Event> {
             dwell: Some(Duration::from_micros(1_500)),
         }),
         Event::State(StateChange {
+            netns: None,
             ts_ns: 0,
             skaddr: 0,
             owner: None,
@@ -132,6 +136,7 @@ fn golden_events() -> Vec<Event> {
             dwell: None,
         }),
         Event::State(StateChange {
+            netns: None,
             ts_ns: u64::MAX / 4,
             skaddr: u64::MAX,
             owner: Some(owner(u32::MAX - 1, b"a\"b\\c\n\x01\x1f\x7f", S::Syscall)),
@@ -141,6 +146,7 @@ fn golden_events() -> Vec<Event> {
             dwell: Some(Duration::ZERO),
         }),
         Event::State(StateChange {
+            netns: None,
             ts_ns: 999_999_999,
             skaddr: 0xabc,
             owner: Some(owner(1, b"\xff\xfeok\xc3\xa9\xe2\x82", S::Procfs)),
@@ -150,6 +156,7 @@ fn golden_events() -> Vec<Event> {
             dwell: Some(Duration::from_hours(24)),
         }),
         Event::Reset(Reset {
+            netns: None,
             ts_ns: 2_000,
             skaddr: 0x10,
             cookie: 0,
@@ -160,6 +167,7 @@ fn golden_events() -> Vec<Event> {
             reason: Some(14),
         }),
         Event::Reset(Reset {
+            netns: None,
             ts_ns: 3_000,
             skaddr: 0,
             cookie: 0,
@@ -170,6 +178,7 @@ fn golden_events() -> Vec<Event> {
             reason: Some(99),
         }),
         Event::Reset(Reset {
+            netns: None,
             ts_ns: 4_000,
             skaddr: 0xffff_8880_dead_beef,
             cookie: u64::MAX,
@@ -180,6 +189,7 @@ fn golden_events() -> Vec<Event> {
             reason: None,
         }),
         Event::Reset(Reset {
+            netns: None,
             ts_ns: 5_000,
             skaddr: 1,
             cookie: 12_345,
@@ -257,6 +267,7 @@ const HOSTILE_COMM: &[u8] = b"\x1b[2J\n\"\\\r\xc2\x9b\x7f";
 
 fn hostile_event() -> Event {
     Event::State(StateChange {
+        netns: None,
         ts_ns: 1_000,
         skaddr: 0x10,
         owner: Some(owner(66, HOSTILE_COMM, tcptrace_common::OwnerSource::Io)),

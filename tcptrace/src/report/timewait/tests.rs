@@ -45,8 +45,10 @@ fn dest() -> DestGroup {
 
 fn failure(call: FailedCall) -> Failure {
     Failure {
+        netns: None,
         ts_ns: 2_000,
         owner: Owner {
+            cgroup: None,
             pid: 42,
             tid: 42,
             comm: HOSTILE.into(),
