@@ -67,7 +67,7 @@ fn main() {
         if let Ok(ev) = decode(black_box(rec))
             && filter.matches(&ev)
         {
-            printer.write(&ev, &mut out);
+            printer.write(&ev, None, &mut out);
         }
         if out.len() > 512 * 1024 {
             black_box(&out);

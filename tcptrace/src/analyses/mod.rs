@@ -12,8 +12,8 @@ use aya::Ebpf;
 use bytes::BytesMut;
 
 use crate::model::{
-    clock::Clock, counters::KernelCounters, event::Event, plan::Plan, reset_reasons::ResetReasons,
-    socket::DiagSocket,
+    clock::Clock, counters::KernelCounters, event::Event, netns::Netns, plan::Plan,
+    reset_reasons::ResetReasons, socket::DiagSocket,
 };
 
 pub mod closewait;
@@ -34,6 +34,8 @@ pub struct Setup<'a> {
     /// Set once the run is ending: work that may take long (symbolizing)
     /// cuts itself short.
     pub stopping: Arc<AtomicBool>,
+    /// tcptrace's own network namespace, when records carry namespaces.
+    pub own_netns: Option<Netns>,
 }
 
 /// What an analysis may use while it runs.

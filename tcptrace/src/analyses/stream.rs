@@ -7,7 +7,7 @@ use tcptrace_common::user::alloc_free::Comm;
 
 use crate::{
     analyses::{Analysis, Cx, RunCounts, Setup},
-    host::procs,
+    host::{cgroup::labels::Labeller, procs},
     kernel::cpulog::CommCache,
     model::{
         counters::{KernelCounters, UserCounters},
@@ -62,6 +62,8 @@ pub struct Stream {
     /// Where owners' comms come from: the lean store keeps only pids.
     comms: CommCache,
     merge: Merge,
+    /// Owners' containers, by the cgroup id the kernel noted.
+    labels: Labeller,
     /// What it saw; records and undecodable ones are the runtime's.
     counts: UserCounters,
 }
@@ -74,10 +76,12 @@ impl Stream {
             Format::Text
         };
         Ok(Stream {
-            printer: Printer::new(format, setup.clock, setup.reasons.clone()),
+            printer: Printer::new(format, setup.clock, setup.reasons.clone())
+                .with_own_netns(setup.own_netns),
             filter: setup.plan.filter.clone(),
             comms: CommCache::open(setup.ebpf)?,
             merge: Merge::default(),
+            labels: Labeller::default(),
             counts: UserCounters::default(),
         })
     }
@@ -141,7 +145,10 @@ impl Analysis for Stream {
             started_ns.saturating_sub(IN_FLIGHT_NS)
         };
         for ev in self.merge.release(watermark) {
-            self.printer.write(&ev, cx.out);
+            let container = ev
+                .owner()
+                .and_then(|o| self.labels.place(o.cgroup, o.pid).container);
+            self.printer.write(&ev, container.as_deref(), cx.out);
             self.counts.printed += 1;
         }
     }

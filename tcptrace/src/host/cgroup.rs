@@ -4,6 +4,7 @@
 //! ([`owner`]). The path outlives the process; the model names the
 //! container in it (`model::container`).
 
+pub mod labels;
 pub mod mountinfo;
 pub mod owner;
 

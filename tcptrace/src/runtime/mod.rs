@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use crate::{
     analyses::{self, Analysis, Cx, RunCounts, Setup, TW_POLL, TimewaitPoll},
-    host::sockdiag,
+    host::{procs, sockdiag},
     kernel::{
         clock::{monotonic_ns, wall_clock},
         cpulog::{CpuLogs, LOG_DRAIN},
@@ -265,6 +265,7 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         failures_unavailable,
         log_cpus,
         state_rings,
+        netns_unavailable,
         ..
     } = tracer;
     let mut ring = rings::take_events(&mut ebpf)?;
@@ -281,6 +282,7 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         failures_unavailable: failures_unavailable.as_deref(),
         clock: wall_clock(),
         stopping: stop.flag(),
+        own_netns: netns_unavailable.is_none().then(procs::own_netns).flatten(),
     })?;
     let snapshot = serve_metrics(plan).await?;
     let mut run = Run {

@@ -133,7 +133,7 @@ fn generated_events(n: usize) -> Vec<Event> {
                 crate::model::records::as_bytes(&StateEvent {
                     header: Header {
                         kind: RecordKind::State as u32,
-                        netns: 0,
+                        netns: rng.pick(&[0, 4_026_531_840, u32::MAX]),
                         ts_ns: ts,
                     },
                     skaddr: rng.int(),
@@ -153,7 +153,7 @@ fn generated_events(n: usize) -> Vec<Event> {
                 crate::model::records::as_bytes(&ResetEvent {
                     header: Header {
                         kind: RecordKind::Reset as u32,
-                        netns: 0,
+                        netns: rng.pick(&[0, 4_026_532_281]),
                         ts_ns: ts,
                     },
                     skaddr: if rng.below(3) == 0 { 0 } else { rng.int() },
@@ -189,10 +189,11 @@ fn json_writer_matches_the_serde_reference() {
     let mut all = BytesMut::new();
     for epoch in [0, 1_700_000_000_000_000_000, 1_763_740_000_999_999_999] {
         let p = Printer::new(Format::Json, Clock::fixed(epoch), reasons.clone());
-        for ev in &events {
+        for (i, ev) in events.iter().enumerate() {
+            let container = [None, Some("0123456789abcdef"), Some("we\"ird\n")][i % 3];
             let (mut got, mut want) = (BytesMut::new(), BytesMut::new());
-            p.write(ev, &mut got);
-            p.serde_json_line(ev, &mut want);
+            p.write(ev, container, &mut got);
+            p.serde_json_line(ev, container, &mut want);
             assert_eq!(got, want, "{ev:?}");
             all.extend_from_slice(&got);
         }
@@ -201,6 +202,10 @@ fn json_writer_matches_the_serde_reference() {
     let all = String::from_utf8(all.to_vec()).unwrap();
     for needle in [
         "\"type\":\"state\"",
+        "\"netns\":null",
+        "\"netns\":4026531840",
+        "\"container\":null",
+        "\"container\":\"0123456789abcdef\"",
         "\"type\":\"reset\"",
         "\"family\":\"ipv6\"",
         "\"saddr\":\"::ffff:",

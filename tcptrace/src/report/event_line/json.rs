@@ -107,7 +107,7 @@ impl Printer {
     /// CPU goes into this. The bytes are exactly what serializing the flat
     /// struct in `serde_reference` (tests) gives: keys in that order,
     /// compact, the other event type's keys absent, unknowns as null.
-    pub(super) fn json(&self, ev: &Event, out: &mut BytesMut) {
+    pub(super) fn json(&self, ev: &Event, container: Option<&str>, out: &mut BytesMut) {
         let (kind, ts_ns, owner, e, skaddr) = match ev {
             Event::State(s) => ("state", s.ts_ns, s.owner.as_ref(), &s.endpoints, s.skaddr),
             Event::Reset(r) => ("reset", r.ts_ns, r.owner.as_ref(), &r.endpoints, r.skaddr),
@@ -136,10 +136,17 @@ impl Printer {
         }
         out.extend_from_slice(b",\"owner_source\":\"");
         out.extend_from_slice(owner_source(owner).as_bytes());
+        out.extend_from_slice(b"\",\"netns\":");
+        put_opt_int(out, ev.netns().map(|n| n.0));
+        out.extend_from_slice(b",\"container\":");
+        match container {
+            Some(c) => put_json_str(out, c),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(if e.is_ipv6() {
-            b"\",\"family\":\"ipv6\",\"saddr\":\""
+            b",\"family\":\"ipv6\",\"saddr\":\""
         } else {
-            b"\",\"family\":\"ipv4\",\"saddr\":\""
+            b",\"family\":\"ipv4\",\"saddr\":\""
         });
         put_ip(out, e.local);
         out.extend_from_slice(b"\",\"sport\":");

@@ -12,6 +12,7 @@ use crate::{
     model::{
         clock::Clock,
         event::{Event, Owner},
+        netns::Netns,
         reset_reasons::ResetReasons,
         socket::endpoint,
     },
@@ -38,6 +39,8 @@ pub struct Printer {
     format: Format,
     pub(super) clock: Clock,
     pub(super) reasons: ResetReasons,
+    /// tcptrace's own namespace: text lines name only the others.
+    own_netns: Option<Netns>,
     /// The RFC 3339 text of the last whole second printed, up to and with
     /// the `.`: events come in bursts within one second, so the date is
     /// formatted once per second, not once per event.
@@ -63,7 +66,18 @@ impl Printer {
             format,
             clock,
             reasons,
+            own_netns: None,
             second: std::cell::RefCell::new((u64::MAX, String::new())),
+        }
+    }
+
+    /// Text lines of events in namespaces other than `own` end with a
+    /// column that names the container, or else the namespace.
+    #[must_use]
+    pub fn with_own_netns(self, own: Option<Netns>) -> Self {
+        Self {
+            own_netns: own,
+            ..self
         }
     }
 
@@ -100,15 +114,16 @@ impl Printer {
         })
     }
 
-    /// Append one event, newline-terminated, to the batch `out`.
-    pub fn write(&self, ev: &Event, out: &mut BytesMut) {
+    /// Append one event, newline-terminated, to the batch `out`;
+    /// `container` is the owner's, where known.
+    pub fn write(&self, ev: &Event, container: Option<&str>, out: &mut BytesMut) {
         match self.format {
-            Format::Text => self.text(ev, out),
-            Format::Json => self.json(ev, out),
+            Format::Text => self.text(ev, container, out),
+            Format::Json => self.json(ev, container, out),
         }
     }
 
-    fn text(&self, ev: &Event, out: &mut BytesMut) {
+    fn text(&self, ev: &Event, container: Option<&str>, out: &mut BytesMut) {
         let Some(e) = ev.endpoints() else {
             // A failed syscall: only --timewait asks for them.
             return;
@@ -141,6 +156,20 @@ impl Printer {
                 }
             }
             Event::Failure(_) => {}
+        }
+        if let Some(ns) = ev.netns()
+            && self.own_netns.is_some_and(|own| own != ns)
+        {
+            match container {
+                // Twelve hex digits, as `docker ps` shows an id.
+                Some(c) => {
+                    let short = c.get(..12).unwrap_or(c);
+                    let _ = write!(out, "  container={}", escape(short));
+                }
+                None => {
+                    let _ = write!(out, "  netns={ns}");
+                }
+            }
         }
         out.put_u8(b'\n');
     }

@@ -23,6 +23,8 @@ struct JsonEvent<'a> {
     tid: Option<u32>,
     comm: Option<&'a str>,
     owner_source: &'static str,
+    netns: Option<u32>,
+    container: Option<&'a str>,
     family: &'static str,
     saddr: String,
     sport: u16,
@@ -49,11 +51,25 @@ struct JsonEvent<'a> {
 
 impl Printer {
     /// The line serde writes for a JSON event.
-    pub(super) fn serde_json_line(&self, ev: &Event, out: &mut BytesMut) {
+    pub(super) fn serde_json_line(&self, ev: &Event, container: Option<&str>, out: &mut BytesMut) {
         let w = (&mut *out).writer();
         let r = match ev {
-            Event::State(s) => serde_json::to_writer(w, &self.json_state(s)),
-            Event::Reset(r) => serde_json::to_writer(w, &self.json_reset(r)),
+            Event::State(s) => serde_json::to_writer(
+                w,
+                &JsonEvent {
+                    netns: s.netns.map(|n| n.0),
+                    container,
+                    ..self.json_state(s)
+                },
+            ),
+            Event::Reset(r) => serde_json::to_writer(
+                w,
+                &JsonEvent {
+                    netns: r.netns.map(|n| n.0),
+                    container,
+                    ..self.json_reset(r)
+                },
+            ),
             Event::Failure(_) => return,
         };
         assert!(r.is_ok());
@@ -76,6 +92,8 @@ impl Printer {
             tid: owner.map(|o| o.tid),
             comm: owner.map(|o| o.comm.as_str()),
             owner_source: owner_source(owner),
+            netns: None,
+            container: None,
             family: if e.is_ipv6() { "ipv6" } else { "ipv4" },
             saddr: e.local.to_string(),
             sport: e.lport,

@@ -25,7 +25,7 @@ fn state_event() -> Event {
 #[test]
 fn json_state_has_the_documented_keys() {
     let mut out = BytesMut::new();
-    printer(Format::Json).write(&state_event(), &mut out);
+    printer(Format::Json).write(&state_event(), None, &mut out);
     assert!(out.ends_with(b"\n"));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["type"], "state");
@@ -50,7 +50,7 @@ fn json_unknown_owner_is_null_not_the_cpu_task() {
     raw.dwell_ns = tcptrace_common::DWELL_UNKNOWN;
     let ev = decode(&crate::model::records::as_bytes(&raw)).unwrap();
     let mut out = BytesMut::new();
-    printer(Format::Json).write(&ev, &mut out);
+    printer(Format::Json).write(&ev, None, &mut out);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert!(v["pid"].is_null());
     assert!(v["comm"].is_null());
@@ -72,7 +72,7 @@ fn json_reset_has_direction_state_and_named_reason() {
         reason: Some(14),
     });
     let mut out = BytesMut::new();
-    printer(Format::Json).write(&ev, &mut out);
+    printer(Format::Json).write(&ev, None, &mut out);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["type"], "reset");
     assert_eq!(v["direction"], "sent");
@@ -215,7 +215,7 @@ fn json_lines_are_byte_for_byte_stable() {
     );
     let mut out = BytesMut::new();
     for ev in golden_events() {
-        p.write(&ev, &mut out);
+        p.write(&ev, None, &mut out);
     }
     let out = String::from_utf8(out.to_vec()).unwrap();
     assert_eq!(out, GOLDEN_JSON);
@@ -224,7 +224,7 @@ fn json_lines_are_byte_for_byte_stable() {
 #[test]
 fn text_line_shows_owner_endpoints_transition_and_dwell() {
     let mut out = BytesMut::new();
-    printer(Format::Text).write(&state_event(), &mut out);
+    printer(Format::Text).write(&state_event(), None, &mut out);
     let out = String::from_utf8(out.to_vec()).unwrap();
     assert!(out.starts_with("22:13:20.000001 "), "{out}");
     assert!(out.contains(" 42 "), "{out}");
@@ -281,7 +281,7 @@ fn hostile_event() -> Event {
 #[test]
 fn json_line_of_a_hostile_comm_is_valid_json() {
     let mut out = BytesMut::new();
-    printer(Format::Json).write(&hostile_event(), &mut out);
+    printer(Format::Json).write(&hostile_event(), None, &mut out);
     let line = std::str::from_utf8(&out).unwrap();
     assert_eq!(line.matches('\n').count(), 1, "{line:?}");
     assert!(line.contains(r#""comm":"\u001b[2J\n\"\\\r"#), "{line:?}");
@@ -293,7 +293,7 @@ fn json_line_of_a_hostile_comm_is_valid_json() {
 #[test]
 fn text_line_of_a_hostile_comm_has_no_control_character() {
     let mut out = BytesMut::new();
-    printer(Format::Text).write(&hostile_event(), &mut out);
+    printer(Format::Text).write(&hostile_event(), None, &mut out);
     let line = std::str::from_utf8(&out).unwrap();
     let body = line.strip_suffix('\n').unwrap();
     assert!(!body.chars().any(char::is_control), "{line:?}");
@@ -305,4 +305,39 @@ fn text_line_of_a_hostile_comm_has_no_control_character() {
         body.ends_with("ESTABLISHED -> CLOSE_WAIT after 1.00ms"),
         "{line:?}"
     );
+}
+
+/// Text lines name the container, else the namespace, of an event outside
+/// tcptrace's own namespace, and nothing for its own; JSON always carries
+/// both keys.
+#[test]
+fn foreign_namespaces_get_a_column_of_their_own() {
+    let mut raw = raw_state(TcpState::Established, TcpState::CloseWait);
+    raw.header.netns = 4_026_532_281;
+    let foreign = decode(&crate::model::records::as_bytes(&raw)).unwrap();
+    raw.header.netns = 4_026_531_840;
+    let own = decode(&crate::model::records::as_bytes(&raw)).unwrap();
+    let p = printer(Format::Text).with_own_netns(Some(Netns(4_026_531_840)));
+    let line = |ev: &Event, c: Option<&str>| {
+        let mut out = BytesMut::new();
+        p.write(ev, c, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    };
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert!(line(&own, Some(id)).trim_end().ends_with("after 1.50ms"));
+    assert!(
+        line(&foreign, None)
+            .trim_end()
+            .ends_with("after 1.50ms  netns=4026532281")
+    );
+    assert!(
+        line(&foreign, Some(id))
+            .trim_end()
+            .ends_with("  container=0123456789ab")
+    );
+    let mut out = BytesMut::new();
+    printer(Format::Json).write(&foreign, Some(id), &mut out);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["netns"], 4_026_532_281_u64);
+    assert_eq!(v["container"], id);
 }
