@@ -9,7 +9,7 @@ use tcptrace_common::{HistBy, TcpState};
 
 use crate::model::{
     filter::{Filter, PortFilter},
-    plan::{Analyses, HistOptions, LeakOptions, Plan, Sizes, TimewaitOptions},
+    plan::{Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TimewaitOptions},
 };
 
 mod help;
@@ -150,6 +150,7 @@ impl Cli {
         let hist = self.hist.then(|| HistOptions {
             interval,
             by: self.by.unwrap_or(HistBy::State),
+            label: GroupLabel::Key,
         });
         let closewait = self.closewait_leaks.then_some(LeakOptions {
             min_age: self.min_age,
@@ -183,6 +184,7 @@ impl Cli {
                 lport: self.lport.unwrap_or(0),
                 rport: self.rport.unwrap_or(0),
             },
+            scope: Scope::default(),
             json: self.json,
             duration: self.duration,
             prometheus: self.prometheus,
