@@ -9,7 +9,8 @@ use tcptrace_common::{HistBy, TcpState};
 
 use crate::model::{
     filter::{Filter, PortFilter},
-    plan::{Analyses, HistOptions, LeakOptions, Plan, Sizes, TimewaitOptions},
+    netns::NetnsSpec,
+    plan::{Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TimewaitOptions},
 };
 
 mod help;
@@ -18,7 +19,10 @@ mod parse;
 mod tests;
 
 use help::after_help;
-pub use parse::{parse_by, parse_duration, parse_listen, parse_state};
+pub use parse::{
+    By, parse_by, parse_cgroup, parse_container, parse_duration, parse_listen, parse_netns,
+    parse_state,
+};
 use parse::{parse_max_sockets, parse_ringbuf_kib};
 
 /// The default `--max-sockets`: 100k live sockets fit with room to spare.
@@ -68,6 +72,22 @@ pub struct Cli {
     #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state)]
     pub states: Vec<TcpState>,
 
+    /// Only sockets in this network namespace (filtered in the kernel):
+    /// NAME under /run/netns, pid:PID or inode:INODE. Default: every
+    /// namespace on the host. See NAMESPACES AND CONTAINERS below.
+    #[arg(long, value_name = "NS", value_parser = parse_netns)]
+    pub netns: Option<NetnsSpec>,
+
+    /// Only sockets whose owner runs in a container whose id starts with ID
+    /// (the 12 hex digits `docker ps` shows will do).
+    #[arg(long, value_name = "ID", value_parser = parse_container)]
+    pub container: Option<String>,
+
+    /// Only sockets whose owner's cgroup is PATH or below it, as
+    /// /proc/PID/cgroup shows it (e.g. /system.slice).
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    pub cgroup: Option<String>,
+
     /// Stop after this long: seconds (30) or a humantime duration (30s, 5m).
     /// Every DURATION (this, --interval, --min-age) is at most 10 years.
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
@@ -93,9 +113,11 @@ pub struct Cli {
     #[arg(long, help_heading = "Analyses (any combination)")]
     pub hist: bool,
 
-    /// With --hist: one histogram per state and lport, rport, raddr or comm.
+    /// With --hist: one histogram per state and lport, rport, raddr, comm,
+    /// netns (network namespace) or container (network namespace, named by
+    /// the container in it).
     #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist", help_heading = "Analyses (any combination)")]
-    pub by: Option<HistBy>,
+    pub by: Option<By>,
 
     /// With --hist: serve Prometheus metrics at http://ADDR:PORT/metrics
     /// (the histograms export them; other analyses export none yet).
@@ -147,9 +169,16 @@ impl Cli {
     /// combination it cannot express.
     pub fn plan(&self) -> Result<Plan, clap::Error> {
         let interval = self.interval.unwrap_or(DEFAULT_INTERVAL);
-        let hist = self.hist.then(|| HistOptions {
-            interval,
-            by: self.by.unwrap_or(HistBy::State),
+        let hist = self.hist.then(|| {
+            let by = self.by.unwrap_or(By {
+                key: HistBy::State,
+                label: GroupLabel::Key,
+            });
+            HistOptions {
+                interval,
+                by: by.key,
+                label: by.label,
+            }
         });
         let closewait = self.closewait_leaks.then_some(LeakOptions {
             min_age: self.min_age,
@@ -182,6 +211,11 @@ impl Cli {
                 port: self.port.unwrap_or(0),
                 lport: self.lport.unwrap_or(0),
                 rport: self.rport.unwrap_or(0),
+            },
+            scope: Scope {
+                netns: self.netns.clone(),
+                container: self.container.clone(),
+                cgroup: self.cgroup.clone(),
             },
             json: self.json,
             duration: self.duration,

@@ -65,6 +65,42 @@ fn durations_beyond_the_bound_exit_2() {
     }
 }
 
+/// A bad `--netns`, `--container` or `--cgroup` is a usage error (exit 2)
+/// that names the flag and says what to write instead; nothing is loaded.
+#[test]
+fn bad_scope_values_exit_2_and_say_what_to_write() {
+    for (args, wants) in [
+        (
+            &["--netns", "42"][..],
+            &["--netns", "pid:42", "inode:42"][..],
+        ),
+        (&["--netns", "a/b"], &["--netns", "/run/netns"]),
+        (&["--container", ""], &["--container", "empty container id"]),
+        (
+            &["--container", "/system.slice/x"],
+            &["--container", "--cgroup"],
+        ),
+        (&["--cgroup", ""], &["--cgroup", "empty cgroup path"]),
+        (
+            &["--cgroup", "relative/path"],
+            &["--cgroup", "starts with '/'"],
+        ),
+        (
+            &["--cgroup", "/sys/fs/cgroup/system.slice"],
+            &["--cgroup", "mount point"],
+        ),
+    ] {
+        let out = run_bounded(Command::new(tracer_bin()).args(args), SHORT);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        }
+        assert!(!err.contains(READY), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
 /// `-d 1` stops by itself after about a second: exit 0, ready line first,
 /// then the summary.
 #[test]

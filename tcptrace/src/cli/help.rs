@@ -20,6 +20,25 @@ OWNERS
   happened to be on the CPU: ESTABLISHED -> CLOSE_WAIT runs in softirq, often
   in the peer's context. An owner not known yet prints as '?' (null in JSON).
 
+NAMESPACES AND CONTAINERS (--netns, --container, --cgroup)
+  By default tcptrace traces the sockets of every network namespace on the
+  host, containers' included. --netns narrows every analysis to one, and the
+  kernel side drops other namespaces' sockets. It takes NAME, a namespace
+  `ip netns add NAME` made (/run/netns/NAME); pid:PID, the namespace process
+  PID is in (/proc/PID/ns/net); or inode:INODE, the namespace with that inode
+  (`lsns -t net` lists them; `ls -l /proc/PID/ns/net` shows net:[INODE]). A
+  bare number is refused: it could be a pid or an inode.
+  --container ID keeps the sockets whose owner runs in a container whose id
+  starts with ID. Docker, containerd, CRI-O and podman ids are 64 hex digits
+  (case is ignored; `docker ps` shows the first 12), Kubernetes's
+  containerd://ID works too, and a systemd-nspawn container goes by its
+  machine name. --cgroup PATH keeps those whose owner's cgroup is PATH or
+  below it, on whole components, as /proc/PID/cgroup shows it after \"0::\":
+  /system.slice matches /system.slice/docker-ID.scope, not /system.slicer.
+  Owners not known yet match neither. --hist --by netns splits the
+  histograms per network namespace; --by container names each namespace by
+  the container in it.
+
 ANALYSES
   --closewait-leaks, --hist and --timewait are analyses; give any of them,
   alone or together, and one tcptrace runs them all over one loaded kernel
@@ -92,6 +111,8 @@ EXAMPLES
   sudo tcptrace --closewait-leaks --min-age 30s -i 1m --json
   sudo tcptrace --timewait -i 30s        restart failures and port exhaustion
   sudo tcptrace --port 8080 -d 30s       one service for 30 seconds
+  sudo tcptrace --netns pid:4242         the network namespace of process 4242
+  sudo tcptrace --hist --by container    dwell histograms per container
   sudo tcptrace --state CLOSE_WAIT       transitions into or out of CLOSE_WAIT
   sudo tcptrace --json | jq .            machine-readable
   sudo tcptrace --closewait-leaks --max-sockets 1048576   a host with ~1M sockets

@@ -8,6 +8,11 @@ use std::{
 use tcptrace_common::{HistBy, TcpState};
 
 use super::MAX_SOCKETS_RANGE;
+use crate::model::{
+    filter::{cgroup_prefix, container_prefix},
+    netns::NetnsSpec,
+    plan::GroupLabel,
+};
 
 /// The longest `--duration`, `--interval` or `--min-age`: ten years (in
 /// humantime's years of 365.25 days, so `10y` is accepted). Far beyond any run, and far
@@ -48,15 +53,43 @@ pub fn parse_state(s: &str) -> Result<TcpState, String> {
         })
 }
 
-/// `lport`, `rport`, `raddr` or `comm`.
-pub fn parse_by(s: &str) -> Result<HistBy, String> {
-    match s {
-        "lport" => Ok(HistBy::LocalPort),
-        "rport" => Ok(HistBy::RemotePort),
-        "raddr" => Ok(HistBy::RemoteAddr),
-        "comm" => Ok(HistBy::Comm),
-        _ => Err("expected one of lport, rport, raddr, comm".to_owned()),
-    }
+/// A `--by` value: the kernel's group key, and how reports name a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct By {
+    pub key: HistBy,
+    pub label: GroupLabel,
+}
+
+/// `lport`, `rport`, `raddr`, `comm`, `netns` or `container` (network
+/// namespaces, named by their containers).
+pub fn parse_by(s: &str) -> Result<By, String> {
+    let (key, label) = match s {
+        "lport" => (HistBy::LocalPort, GroupLabel::Key),
+        "rport" => (HistBy::RemotePort, GroupLabel::Key),
+        "raddr" => (HistBy::RemoteAddr, GroupLabel::Key),
+        "comm" => (HistBy::Comm, GroupLabel::Key),
+        "netns" => (HistBy::Netns, GroupLabel::Key),
+        "container" => (HistBy::Netns, GroupLabel::Container),
+        _ => {
+            return Err("expected one of lport, rport, raddr, comm, netns, container".to_owned());
+        }
+    };
+    Ok(By { key, label })
+}
+
+/// `--netns`: `NAME` (under /run/netns), `pid:PID` or `inode:INODE`.
+pub fn parse_netns(s: &str) -> Result<NetnsSpec, String> {
+    s.parse::<NetnsSpec>().map_err(|e| e.to_string())
+}
+
+/// `--container`: the first characters of a container id.
+pub fn parse_container(s: &str) -> Result<String, String> {
+    container_prefix(s).map_err(|e| e.to_string())
+}
+
+/// `--cgroup`: an absolute cgroup v2 path, as /proc/PID/cgroup shows it.
+pub fn parse_cgroup(s: &str) -> Result<String, String> {
+    cgroup_prefix(s).map_err(|e| e.to_string())
 }
 
 /// `ADDR:PORT`, `[V6]:PORT`, or a bare `PORT` on loopback.

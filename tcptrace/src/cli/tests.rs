@@ -15,6 +15,8 @@ use crate::{
     },
 };
 
+mod scope;
+
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied()))
 }
@@ -209,7 +211,7 @@ fn leak_mode_flags() {
 fn hist_mode_flags() {
     let cli = parse(&["--hist", "--by", "lport", "--prometheus", "9464"]).unwrap();
     assert!(cli.hist);
-    assert_eq!(cli.by, Some(HistBy::LocalPort));
+    assert_eq!(cli.by.map(|b| b.key), Some(HistBy::LocalPort));
     assert_eq!(cli.prometheus, Some("127.0.0.1:9464".parse().unwrap()));
     let cli = parse(&["--hist", "--prometheus", "[::1]:9000"]).unwrap();
     assert_eq!(cli.prometheus, Some("[::1]:9000".parse().unwrap()));

@@ -6,14 +6,46 @@ use std::{net::SocketAddr, time::Duration};
 
 use tcptrace_common::HistBy;
 
-use crate::model::filter::{Filter, PortFilter};
+use crate::model::{
+    filter::{self, Filter, PortFilter},
+    histogram,
+    netns::NetnsSpec,
+};
 
 /// `--hist`: dwell histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistOptions {
     pub interval: Duration,
-    /// [`HistBy::State`] unless `--by` splits them.
+    /// [`HistBy::State`] unless `--by` splits them: the kernel's group key.
     pub by: HistBy,
+    /// How reports name a group: [`GroupLabel::Container`] only with
+    /// [`HistBy::Netns`] (`--by container`).
+    pub label: GroupLabel,
+}
+
+impl HistOptions {
+    /// The name of the split, as `--by`, reports and metric labels spell it
+    /// (`container` for `--by container`); None when not split.
+    #[must_use]
+    pub fn by_name(&self) -> Option<&'static str> {
+        match self.label {
+            GroupLabel::Container => Some("container"),
+            GroupLabel::Key => histogram::by_name(self.by),
+        }
+    }
+}
+
+/// How `--hist` reports name each group of a split.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GroupLabel {
+    /// By the kernel's key itself: a port, an address, a comm, a network
+    /// namespace's inode.
+    #[default]
+    Key,
+    /// `--by container`: the groups are network namespaces
+    /// ([`HistBy::Netns`]), each named by the container in it, which
+    /// userspace finds.
+    Container,
 }
 
 /// `--closewait-leaks`: CLOSE_WAIT leak reports.
@@ -62,6 +94,39 @@ pub struct Sizes {
     pub max_sockets: u32,
 }
 
+/// Which sockets a run looks at. The default, all `None`, is every network
+/// namespace and cgroup on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// `--netns`: one network namespace, for every analysis; filtered in
+    /// the kernel once resolved to its inode.
+    pub netns: Option<NetnsSpec>,
+    /// `--container`: a container id prefix, as [`filter::container_prefix`]
+    /// returns it (never empty).
+    pub container: Option<String>,
+    /// `--cgroup`: an absolute cgroup v2 path, as [`filter::cgroup_prefix`]
+    /// returns it; the owner's cgroup must be it or below it.
+    pub cgroup: Option<String>,
+}
+
+impl Scope {
+    /// Whether an owner passes `--container` and `--cgroup`, given its
+    /// cgroup path and the id of the container named in it. An owner not
+    /// known, or not in a container, never matches a filter that asks for
+    /// one: tcptrace does not guess owners.
+    #[must_use]
+    pub fn accepts_owner(&self, cgroup: Option<&str>, container_id: Option<&str>) -> bool {
+        let container = self.container.as_deref().is_none_or(|prefix| {
+            container_id.is_some_and(|id| filter::container_matches(prefix, id))
+        });
+        let cgroup = self
+            .cgroup
+            .as_deref()
+            .is_none_or(|prefix| cgroup.is_some_and(|path| filter::cgroup_matches(prefix, path)));
+        container && cgroup
+    }
+}
+
 /// Everything a run needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -70,6 +135,9 @@ pub struct Plan {
     pub filter: Filter,
     /// Family and port filters, applied in the kernel and to sock_diag.
     pub ports: PortFilter,
+    /// Network namespace, container and cgroup (`--netns`, `--container`,
+    /// `--cgroup`).
+    pub scope: Scope,
     pub json: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
@@ -87,5 +155,52 @@ impl Plan {
             .map(|h| h.interval)
             .or(a.closewait.map(|l| l.interval))
             .or(a.timewait.map(|t| t.interval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1c2a9e0b7d3c5e8f6a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+
+    #[test]
+    fn the_default_scope_accepts_every_owner() {
+        let s = Scope::default();
+        assert!(s.accepts_owner(None, None));
+        assert!(s.accepts_owner(Some("/user.slice"), Some(ID)));
+    }
+
+    #[test]
+    fn scope_filters_need_a_known_owner_and_all_match() {
+        let s = Scope {
+            container: Some("4f1c".into()),
+            cgroup: Some("/system.slice".into()),
+            ..Scope::default()
+        };
+        let path = "/system.slice/docker-4f1c.scope";
+        assert!(s.accepts_owner(Some(path), Some(ID)));
+        assert!(!s.accepts_owner(Some(path), None), "not in a container");
+        assert!(!s.accepts_owner(None, Some(ID)), "no cgroup path");
+        assert!(!s.accepts_owner(Some("/system.slicer"), Some(ID)));
+        assert!(!s.accepts_owner(Some(path), Some("9abc")));
+    }
+
+    #[test]
+    fn splits_are_named_as_by_spells_them() {
+        let hist = |by, label| HistOptions {
+            interval: Duration::from_secs(1),
+            by,
+            label,
+        };
+        assert_eq!(hist(HistBy::State, GroupLabel::Key).by_name(), None);
+        assert_eq!(
+            hist(HistBy::Netns, GroupLabel::Key).by_name(),
+            Some("netns")
+        );
+        assert_eq!(
+            hist(HistBy::Netns, GroupLabel::Container).by_name(),
+            Some("container")
+        );
     }
 }

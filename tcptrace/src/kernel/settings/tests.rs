@@ -10,7 +10,7 @@ use tcptrace_common::{
 use super::*;
 use crate::model::{
     filter::{Filter, PortFilter},
-    plan::{Analyses, Sizes, TimewaitOptions},
+    plan::{Analyses, GroupLabel, Scope, Sizes, TimewaitOptions},
 };
 
 fn plan(analyses: Analyses) -> Plan {
@@ -18,6 +18,7 @@ fn plan(analyses: Analyses) -> Plan {
         analyses,
         filter: Filter::default(),
         ports: PortFilter::default(),
+        scope: Scope::default(),
         json: false,
         duration: None,
         prometheus: None,
@@ -31,6 +32,7 @@ fn plan(analyses: Analyses) -> Plan {
 const HIST: HistOptions = HistOptions {
     interval: Duration::from_secs(10),
     by: HistBy::State,
+    label: GroupLabel::Key,
 };
 const LEAKS: LeakOptions = LeakOptions {
     min_age: Duration::from_secs(10),
