@@ -13,6 +13,7 @@ use crate::{
         counters::{KernelCounters, UserCounters},
         event::Event,
         filter::Filter,
+        plan::Scope,
     },
     report::{
         event_line::{Format, Printer},
@@ -59,6 +60,8 @@ impl Merge {
 pub struct Stream {
     printer: Printer,
     filter: Filter,
+    /// `--container` and `--cgroup`, applied where the owner is placed.
+    scope: Scope,
     /// Where owners' comms come from: the lean store keeps only pids.
     comms: CommCache,
     merge: Merge,
@@ -79,6 +82,7 @@ impl Stream {
             printer: Printer::new(format, setup.clock, setup.reasons.clone())
                 .with_own_netns(setup.own_netns),
             filter: setup.plan.filter.clone(),
+            scope: setup.plan.scope.clone(),
             comms: CommCache::open(setup.ebpf)?,
             merge: Merge::default(),
             labels: Labeller::default(),
@@ -145,10 +149,18 @@ impl Analysis for Stream {
             started_ns.saturating_sub(IN_FLIGHT_NS)
         };
         for ev in self.merge.release(watermark) {
-            let container = ev
+            let place = ev
                 .owner()
-                .and_then(|o| self.labels.place(o.cgroup, o.pid).container);
-            self.printer.write(&ev, container.as_deref(), cx.out);
+                .map(|o| self.labels.place(o.cgroup, o.pid))
+                .unwrap_or_default();
+            if !self
+                .scope
+                .accepts_owner(place.cgroup.as_deref(), place.container.as_deref())
+            {
+                self.counts.filtered += 1;
+                continue;
+            }
+            self.printer.write(&ev, place.container.as_deref(), cx.out);
             self.counts.printed += 1;
         }
     }
