@@ -96,15 +96,30 @@ mod tests {
 
     #[test]
     fn links_and_specs() {
-        assert_eq!(Netns::from_link("net:[4026531840]"), Some(Netns(4_026_531_840)));
+        assert_eq!(
+            Netns::from_link("net:[4026531840]"),
+            Some(Netns(4_026_531_840))
+        );
         assert_eq!(Netns::from_link("mnt:[4026531840]"), None);
         assert_eq!(Netns::from_link("net:[x]"), None);
         assert_eq!("pid:42".parse(), Ok(NetnsSpec::Pid(42)));
-        assert_eq!("inode:4026531840".parse(), Ok(NetnsSpec::Inode(4_026_531_840)));
+        assert_eq!(
+            "inode:4026531840".parse(),
+            Ok(NetnsSpec::Inode(4_026_531_840))
+        );
         assert_eq!("blue".parse(), Ok(NetnsSpec::Name("blue".into())));
-        assert!(matches!("42".parse::<NetnsSpec>(), Err(SpecError::BareNumber(_))));
-        assert!(matches!("pid:x".parse::<NetnsSpec>(), Err(SpecError::NotANumber(_))));
-        assert!(matches!("../etc".parse::<NetnsSpec>(), Err(SpecError::BadName(_))));
+        assert!(matches!(
+            "42".parse::<NetnsSpec>(),
+            Err(SpecError::BareNumber(_))
+        ));
+        assert!(matches!(
+            "pid:x".parse::<NetnsSpec>(),
+            Err(SpecError::NotANumber(_))
+        ));
+        assert!(matches!(
+            "../etc".parse::<NetnsSpec>(),
+            Err(SpecError::BadName(_))
+        ));
         assert_eq!("".parse::<NetnsSpec>(), Err(SpecError::Empty));
         for s in ["pid:7", "inode:9", "blue"] {
             assert_eq!(s.parse::<NetnsSpec>().unwrap().to_string(), s);
