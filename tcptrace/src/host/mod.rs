@@ -1,9 +1,11 @@
 //! Everything that reads the running system outside BPF: sock_diag, `/proc`
-//! (socket holders, process details, network namespaces), cgroups (paths by
-//! v2 id, owners' v1 paths and in-namespace pids), the sysctls,
-//! `/proc/net/netstat`, and stack symbolization.
+//! (socket holders, process details, network namespaces), every network
+//! namespace of the host (a sock_diag socket, sysctls and netstat in each),
+//! cgroups (paths by v2 id, owners' v1 paths and in-namespace pids), the
+//! sysctls, `/proc/net/netstat`, and stack symbolization.
 
 pub mod cgroup;
+pub mod netns;
 pub mod netstat;
 pub mod procs;
 pub mod sockdiag;

@@ -1,10 +1,27 @@
-//! Counters of `/proc/net/netstat` (tcptrace's network namespace).
+//! Counters of `/proc/net/netstat`.
 
-/// `TcpExtTCPTimeWaitOverflow`: TIME_WAIT sockets the kernel did not create
-/// because `tcp_max_tw_buckets` was reached. None when unreadable.
+use std::path::Path;
+
+/// The counters of tcptrace's network namespace: `/proc/net` is the main
+/// thread's.
+pub const PROCESS: &str = "/proc/net/netstat";
+/// The counters of the calling thread's network namespace, which differs
+/// from the main thread's after a `setns` on this thread.
+pub const THREAD: &str = "/proc/thread-self/net/netstat";
+
+/// `TcpExtTCPTimeWaitOverflow` of tcptrace's network namespace
+/// ([`PROCESS`]): TIME_WAIT sockets the kernel did not create because
+/// `tcp_max_tw_buckets` was reached. None when unreadable.
 #[must_use]
 pub fn timewait_overflow() -> Option<u64> {
-    parse_timewait_overflow(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+    timewait_overflow_in(Path::new(PROCESS))
+}
+
+/// `TcpExtTCPTimeWaitOverflow` read from `file` ([`PROCESS`] or
+/// [`THREAD`]). None when unreadable.
+#[must_use]
+pub fn timewait_overflow_in(file: &Path) -> Option<u64> {
+    parse_timewait_overflow(&std::fs::read_to_string(file).ok()?)
 }
 
 /// `TCPTimeWaitOverflow` from the `TcpExt:` lines of netstat's text.
@@ -31,6 +48,11 @@ mod tests {
         assert_eq!(parse_timewait_overflow("TcpExt: A\nTcpExt: 1\n"), None);
         assert_eq!(parse_timewait_overflow(""), None);
         assert!(timewait_overflow().is_some(), "this namespace's netstat");
+        assert_eq!(
+            timewait_overflow_in(Path::new(THREAD)).is_some(),
+            timewait_overflow().is_some(),
+            "this thread's netstat"
+        );
     }
 
     proptest::proptest! {

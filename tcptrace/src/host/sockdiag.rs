@@ -2,20 +2,26 @@
 //! rust-netlink crates. Used for sockets older than the tracer, for the inode
 //! that ties a socket to its owner's fd, and for Recv-Q.
 //!
-//! sock_diag answers for the network namespace tcptrace runs in.
+//! A netlink socket answers for the network namespace it was made in, for
+//! as long as it lives: [`Diag::here`] makes one in the calling thread's
+//! namespace (`host::netns` makes them in other namespaces). The free
+//! functions ([`dump`], [`held_tuples`], ...) each make a [`Diag`] of their
+//! own, in tcptrace's namespace.
 
 use std::{
+    cell::Cell,
     io,
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use tcptrace_common::TcpState;
@@ -53,199 +59,320 @@ fn counted<T>(r: Result<T, DiagError>) -> Result<T, DiagError> {
     r
 }
 
-/// Dump TCP sockets (IPv4 and IPv6) in any of `states`.
-pub fn dump(states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
-    let mut out = Vec::new();
-    dump_with(states, |d| out.push(d))?;
-    Ok(out)
+/// A sock_diag netlink socket, bound and connected to the kernel, and the
+/// network namespace it was made in, which every request answers for.
+///
+/// Requests go one at a time (`Diag` is `Send`, not `Sync`); each carries a
+/// sequence number of its own, and replies to another number are skipped.
+/// A dump that stopped before its end (an error, a visitor that panicked)
+/// is read to its end before the next request: the kernel refuses a new
+/// dump on a socket with one still running.
+pub struct Diag {
+    socket: Socket,
+    /// The last request's sequence number.
+    seq: Cell<u32>,
+    /// The sequence number of a dump whose replies were not all read.
+    unfinished: Cell<Option<u32>>,
 }
 
-/// Dump TCP sockets (IPv4 and IPv6) in any of `states`, handing each to
-/// `visit` as it is parsed: with 100k sockets, nothing is kept that the
-/// caller does not keep.
-pub fn dump_with(states: &[TcpState], mut visit: impl FnMut(DiagSocket)) -> Result<(), DiagError> {
-    let mut flags = StateFlags::empty();
-    for s in states {
-        flags |= StateFlags::from_bits_retain(1 << (*s as u32));
+impl Diag {
+    /// A socket in the calling thread's network namespace. A failure is
+    /// counted in [`failed_requests`].
+    pub fn here() -> Result<Diag, DiagError> {
+        counted(Self::open())
     }
-    for family in [AF_INET, AF_INET6] {
-        counted(dump_family(family, flags.clone(), &mut visit))?;
+
+    fn open() -> Result<Diag, DiagError> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Diag {
+            socket,
+            seq: Cell::new(0),
+            unfinished: Cell::new(None),
+        })
     }
-    Ok(())
-}
 
-fn dump_family(
-    family: u8,
-    states: StateFlags,
-    out: &mut impl FnMut(DiagSocket),
-) -> Result<(), DiagError> {
-    let socket = diag_socket()?;
-    let socket_id = if family == AF_INET {
-        SocketId::new_v4()
-    } else {
-        SocketId::new_v6()
-    };
-    send_request(
-        &socket,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states,
-            socket_id,
-        },
-    )?;
+    /// Dump TCP sockets (IPv4 and IPv6) in any of `states`.
+    pub fn dump(&self, states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
+        let mut out = Vec::new();
+        self.dump_with(states, |d| out.push(d))?;
+        Ok(out)
+    }
 
-    let mut rx = Vec::with_capacity(64 * 1024);
-    loop {
-        rx.clear();
-        let n = socket.recv(&mut rx, 0)?;
-        if n == 0 {
-            return Ok(());
+    /// Dump TCP sockets (IPv4 and IPv6) in any of `states`, handing each to
+    /// `visit` as it is parsed: with 100k sockets, nothing is kept that the
+    /// caller does not keep.
+    pub fn dump_with(
+        &self,
+        states: &[TcpState],
+        mut visit: impl FnMut(DiagSocket),
+    ) -> Result<(), DiagError> {
+        let mut flags = StateFlags::empty();
+        for s in states {
+            flags |= StateFlags::from_bits_retain(1 << (*s as u32));
         }
-        let mut offset = 0;
-        while offset < rx.len() {
-            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..])
-                .map_err(|e| DiagError::Parse(e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    let h = &r.header;
-                    let id = &h.socket_id;
-                    out(DiagSocket {
-                        state: TcpState::from_u32(u32::from(h.state)),
-                        local: id.source_address,
-                        lport: id.source_port,
-                        remote: id.destination_address,
-                        rport: id.destination_port,
-                        inode: h.inode,
-                        recv_queue: h.recv_queue,
-                        send_queue: h.send_queue,
-                        timer_expires_ms: raw_expires_ms(&rx[offset..], h.timer.is_some()),
-                        timer: rx.get(offset + TIMER_OFFSET).copied().unwrap_or(0),
-                        cookie: u64::from_ne_bytes(id.cookie),
-                    });
-                }
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(e) => return Err(DiagError::Kernel(format!("{e:?}"))),
-                _ => {}
+        for family in [AF_INET, AF_INET6] {
+            counted(self.dump_family(family, flags.clone(), &mut visit))?;
+        }
+        Ok(())
+    }
+
+    /// Which of `tuples` (either form of a v4 peer: [`canonical_tuple`]) a
+    /// TCP socket of the namespace holds now, in any state: one exact
+    /// sock_diag lookup each (`inet_diag_find_one_icsk`, the kernel's own
+    /// connection lookup), not a dump.
+    pub fn held_tuples(&self, tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
+        counted(self.lookup_tuples(tuples))
+    }
+
+    /// The namespace's timewait sockets (substate TIME_WAIT, or FIN_WAIT2
+    /// for an orphan): sock_diag shows them with timer 3. Only these two
+    /// states are dumped, so a poll stays cheap.
+    ///
+    /// The FIN_WAIT2 flag also matches every full socket in FIN_WAIT2 (100k
+    /// of them in a CLOSE_WAIT leak's peer): they are dropped as they are
+    /// parsed.
+    pub fn dump_timewait(&self) -> Result<Vec<DiagSocket>, DiagError> {
+        let mut v = Vec::new();
+        self.dump_with(&[TcpState::TimeWait, TcpState::FinWait2], |s| {
+            if s.is_timewait() {
+                v.push(s);
             }
-            if len == 0 {
+        })?;
+        Ok(v)
+    }
+
+    /// The namespace's timewait sockets that pass the family and port
+    /// filters.
+    pub fn timewait_sockets(&self, ports: &PortFilter) -> Result<Vec<DiagSocket>, DiagError> {
+        let mut socks = self.dump_timewait()?;
+        socks.retain(|s| ports.accepts(s.family(), s.lport, s.rport));
+        Ok(socks)
+    }
+
+    fn dump_family(
+        &self,
+        family: u8,
+        states: StateFlags,
+        out: &mut impl FnMut(DiagSocket),
+    ) -> Result<(), DiagError> {
+        let socket_id = if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        };
+        let seq = self.send_request(
+            NLM_F_REQUEST | NLM_F_DUMP,
+            InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states,
+                socket_id,
+            },
+        )?;
+        self.unfinished.set(Some(seq));
+
+        let mut rx = Vec::with_capacity(64 * 1024);
+        loop {
+            rx.clear();
+            let n = self.socket.recv(&mut rx, 0)?;
+            if n == 0 {
+                self.unfinished.set(None);
+                return Ok(());
+            }
+            let mut offset = 0;
+            while offset < rx.len() {
+                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..])
+                    .map_err(|e| DiagError::Parse(e.to_string()))?;
+                let len = msg.header.length as usize;
+                if msg.header.sequence_number == seq {
+                    match msg.payload {
+                        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                            out(diag_socket(&r.header, &rx[offset..]));
+                        }
+                        NetlinkPayload::Done(_) => {
+                            self.unfinished.set(None);
+                            return Ok(());
+                        }
+                        NetlinkPayload::Error(e) => {
+                            self.unfinished.set(None);
+                            return Err(DiagError::Kernel(format!("{e:?}")));
+                        }
+                        _ => {}
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+            }
+        }
+    }
+
+    fn lookup_tuples(&self, tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
+        let mut rx = Vec::with_capacity(4096);
+        tuples
+            .iter()
+            .map(|t| {
+                let (local, lport, remote, rport) = canonical_tuple(*t);
+                // A v4 tuple is looked up as AF_INET: the kernel hashes a
+                // dual-stack socket's v4-mapped connection the v4 way.
+                let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+                let seq = self.send_request(
+                    NLM_F_REQUEST,
+                    InetRequest {
+                        family,
+                        protocol: IPPROTO_TCP,
+                        extensions: ExtensionFlags::empty(),
+                        states: StateFlags::all(),
+                        socket_id: SocketId {
+                            source_port: lport,
+                            destination_port: rport,
+                            source_address: local,
+                            destination_address: remote,
+                            interface_id: 0,
+                            // INET_DIAG_NOCOOKIE: any socket of the tuple.
+                            cookie: [0xff; 8],
+                        },
+                    },
+                )?;
+                let msg = loop {
+                    rx.clear();
+                    self.socket.recv(&mut rx, 0)?;
+                    let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx)
+                        .map_err(|e| DiagError::Parse(e.to_string()))?;
+                    if msg.header.sequence_number == seq {
+                        break msg;
+                    }
+                };
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(_)) => Ok(true),
+                    NetlinkPayload::Error(e)
+                        if e.raw_code() == -(nix::errno::Errno::ENOENT as i32) =>
+                    {
+                        Ok(false)
+                    }
+                    NetlinkPayload::Error(e) => Err(DiagError::Kernel(format!("{e:?}"))),
+                    other => Err(DiagError::Parse(format!(
+                        "unexpected reply to a socket lookup: {other:?}"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Send one request with the next sequence number, which it returns,
+    /// after reading the rest of an unfinished dump.
+    fn send_request(&self, flags: u16, request: InetRequest) -> Result<u32, DiagError> {
+        if let Some(seq) = self.unfinished.get() {
+            self.finish_dump(seq)?;
+        }
+        let seq = self.seq.get().wrapping_add(1);
+        self.seq.set(seq);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf[..]);
+        self.socket.send(&buf[..], 0)?;
+        Ok(seq)
+    }
+
+    /// Read replies until dump `seq` ends, looking at their headers only.
+    fn finish_dump(&self, seq: u32) -> Result<(), DiagError> {
+        let mut rx = Vec::with_capacity(64 * 1024);
+        loop {
+            rx.clear();
+            if self.socket.recv(&mut rx, 0)? == 0 {
                 break;
             }
-            offset += len;
+            let mut offset = 0;
+            let mut ended = false;
+            while let Some((len, kind, s)) = rx.get(offset..).and_then(raw_header) {
+                ended |= s == seq && (kind == NLMSG_DONE || kind == NLMSG_ERROR);
+                if len < NLMSG_HEADER_LEN {
+                    break;
+                }
+                offset += len;
+            }
+            if ended {
+                break;
+            }
         }
+        self.unfinished.set(None);
+        Ok(())
     }
 }
 
-/// A sock_diag netlink socket, bound and connected to the kernel.
-fn diag_socket() -> Result<Socket, DiagError> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    Ok(socket)
+/// Length of a netlink message header (`struct nlmsghdr`).
+const NLMSG_HEADER_LEN: usize = 16;
+
+/// A netlink message's length (aligned to 4 bytes), type and sequence
+/// number, from its first 16 bytes.
+fn raw_header(msg: &[u8]) -> Option<(usize, u16, u32)> {
+    let h = msg.get(..NLMSG_HEADER_LEN)?;
+    let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let kind = u16::from_ne_bytes([h[4], h[5]]);
+    let seq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+    Some((len.next_multiple_of(4), kind, seq))
 }
 
-fn send_request(socket: &Socket, flags: u16, request: InetRequest) -> Result<(), DiagError> {
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf[..]);
-    socket.send(&buf[..], 0)?;
-    Ok(())
+fn diag_socket(h: &InetResponseHeader, raw: &[u8]) -> DiagSocket {
+    let id = &h.socket_id;
+    DiagSocket {
+        state: TcpState::from_u32(u32::from(h.state)),
+        local: id.source_address,
+        lport: id.source_port,
+        remote: id.destination_address,
+        rport: id.destination_port,
+        inode: h.inode,
+        recv_queue: h.recv_queue,
+        send_queue: h.send_queue,
+        timer_expires_ms: raw_expires_ms(raw, h.timer.is_some()),
+        timer: raw.get(TIMER_OFFSET).copied().unwrap_or(0),
+        cookie: u64::from_ne_bytes(id.cookie),
+    }
 }
 
-/// Which of `tuples` (either form of a v4 peer: [`canonical_tuple`]) a TCP
-/// socket of this namespace holds now, in any state: one exact sock_diag
-/// lookup each (`inet_diag_find_one_icsk`, the kernel's own connection
-/// lookup), not a dump.
+/// Dump tcptrace's namespace's TCP sockets in any of `states` ([`Diag::dump`]).
+pub fn dump(states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
+    Diag::here()?.dump(states)
+}
+
+/// [`Diag::dump_with`] in tcptrace's namespace.
+pub fn dump_with(states: &[TcpState], visit: impl FnMut(DiagSocket)) -> Result<(), DiagError> {
+    Diag::here()?.dump_with(states, visit)
+}
+
+/// [`Diag::held_tuples`] in tcptrace's namespace.
 pub fn held_tuples(tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
-    counted(lookup_tuples(tuples))
-}
-
-fn lookup_tuples(tuples: &[Tuple]) -> Result<Vec<bool>, DiagError> {
     if tuples.is_empty() {
         return Ok(Vec::new());
     }
-    let socket = diag_socket()?;
-    let mut rx = Vec::with_capacity(4096);
-    tuples
-        .iter()
-        .map(|t| {
-            let (local, lport, remote, rport) = canonical_tuple(*t);
-            // A v4 tuple is looked up as AF_INET: the kernel hashes a
-            // dual-stack socket's v4-mapped connection the v4 way.
-            let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
-            send_request(
-                &socket,
-                NLM_F_REQUEST,
-                InetRequest {
-                    family,
-                    protocol: IPPROTO_TCP,
-                    extensions: ExtensionFlags::empty(),
-                    states: StateFlags::all(),
-                    socket_id: SocketId {
-                        source_port: lport,
-                        destination_port: rport,
-                        source_address: local,
-                        destination_address: remote,
-                        interface_id: 0,
-                        // INET_DIAG_NOCOOKIE: any socket of the tuple.
-                        cookie: [0xff; 8],
-                    },
-                },
-            )?;
-            rx.clear();
-            socket.recv(&mut rx, 0)?;
-            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx)
-                .map_err(|e| DiagError::Parse(e.to_string()))?;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(_)) => Ok(true),
-                NetlinkPayload::Error(e) if e.raw_code() == -(nix::errno::Errno::ENOENT as i32) => {
-                    Ok(false)
-                }
-                NetlinkPayload::Error(e) => Err(DiagError::Kernel(format!("{e:?}"))),
-                other => Err(DiagError::Parse(format!(
-                    "unexpected reply to a socket lookup: {other:?}"
-                ))),
-            }
-        })
-        .collect()
+    Diag::here()?.held_tuples(tuples)
+}
+
+/// [`Diag::dump_timewait`] in tcptrace's namespace.
+pub fn dump_timewait() -> Result<Vec<DiagSocket>, DiagError> {
+    Diag::here()?.dump_timewait()
+}
+
+/// [`Diag::timewait_sockets`] in tcptrace's namespace.
+pub fn timewait_sockets(ports: &PortFilter) -> Result<Vec<DiagSocket>, DiagError> {
+    Diag::here()?.timewait_sockets(ports)
 }
 
 /// Offset of `idiag_timer`: after the 16-byte netlink header, family, state.
-const TIMER_OFFSET: usize = 16 + 2;
-
-/// The namespace's timewait sockets (substate TIME_WAIT, or FIN_WAIT2 for an
-/// orphan): sock_diag shows them with timer 3. Only these two states are
-/// dumped, so a poll stays cheap.
-///
-/// The FIN_WAIT2 flag also matches every full socket in FIN_WAIT2 (100k of
-/// them in a CLOSE_WAIT leak's peer): they are dropped as they are parsed.
-pub fn dump_timewait() -> Result<Vec<DiagSocket>, DiagError> {
-    let mut v = Vec::new();
-    dump_with(&[TcpState::TimeWait, TcpState::FinWait2], |s| {
-        if s.is_timewait() {
-            v.push(s);
-        }
-    })?;
-    Ok(v)
-}
-
-/// The namespace's timewait sockets that pass the family and port filters.
-pub fn timewait_sockets(ports: &PortFilter) -> Result<Vec<DiagSocket>, DiagError> {
-    let mut socks = dump_timewait()?;
-    socks.retain(|s| ports.accepts(s.family(), s.lport, s.rport));
-    Ok(socks)
-}
+const TIMER_OFFSET: usize = NLMSG_HEADER_LEN + 2;
 
 /// Offset of `idiag_expires` in a netlink message carrying `struct
 /// inet_diag_msg` (`include/uapi/linux/inet_diag.h)`: 16-byte netlink header,
 /// then family, state, timer, retrans (4 bytes) and the 48-byte socket id.
-const EXPIRES_OFFSET: usize = 16 + 4 + 48;
+const EXPIRES_OFFSET: usize = NLMSG_HEADER_LEN + 4 + 48;
 
 /// The timer's expiry in ms. Read from the raw message: the crate's parsed
 /// `Timer::TimeWait` carries no expiry, and TIME_WAIT's is the one we need.
@@ -258,83 +385,4 @@ fn raw_expires_ms(msg: &[u8], has_timer: bool) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        io::{Read as _, Write as _},
-        net::{TcpListener, TcpStream},
-        time::{Duration, Instant},
-    };
-
-    use super::*;
-
-    /// sock_diag needs no privilege to list this namespace's sockets: make a
-    /// real CLOSE_WAIT and a real timewait socket on loopback and find them.
-    #[test]
-    fn finds_real_close_wait_and_timewait_sockets() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        c.write_all(b"x").unwrap();
-        drop(c); // client closes first: server socket -> CLOSE_WAIT
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let found = loop {
-            let cw = dump(&[TcpState::CloseWait]).unwrap();
-            if let Some(d) = cw.into_iter().find(|d| d.lport == port) {
-                break d;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no CLOSE_WAIT socket on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(found.state, Some(TcpState::CloseWait));
-        assert!(found.inode != 0);
-        assert!(
-            found.recv_queue >= 1,
-            "unread byte + FIN: {}",
-            found.recv_queue
-        );
-        let mut buf = [0u8; 8];
-        while s.read(&mut buf).unwrap() > 0 {}
-        drop(s);
-        // The client did the active close: its side becomes a timewait socket.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let tw = dump_timewait().unwrap();
-            if let Some(t) = tw.iter().find(|t| t.rport == port) {
-                assert_eq!(t.state, Some(TcpState::TimeWait));
-                assert_eq!(t.inode, 0);
-                let left = t.timer_expires_ms.unwrap();
-                assert!(left > 50_000 && left <= 60_000, "timer {left} ms");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no timewait socket to port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// An exact lookup finds a live connection by its 4-tuple, from either
-    /// end, and finds nothing for a tuple no socket holds.
-    #[test]
-    fn held_tuples_finds_live_connections_only() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        let tuple_of =
-            |a: std::net::SocketAddr, b: std::net::SocketAddr| (a.ip(), a.port(), b.ip(), b.port());
-        let client = tuple_of(c.local_addr().unwrap(), c.peer_addr().unwrap());
-        let server = tuple_of(s.local_addr().unwrap(), s.peer_addr().unwrap());
-        // The client's tuple with a port nobody uses.
-        let unheld = (client.0, client.1, client.2, 9);
-        assert_eq!(
-            held_tuples(&[client, unheld, server]).unwrap(),
-            vec![true, false, true]
-        );
-        assert!(held_tuples(&[]).unwrap().is_empty());
-    }
-}
+mod tests;
