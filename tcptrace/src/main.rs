@@ -10,7 +10,7 @@ use clap::Parser as _;
 use env_logger::fmt::{ConfigurableFormat, Formatter};
 use tcptrace::{
     cli::Cli,
-    host::symbolize::worker,
+    host::{netns::Namespaces, symbolize::worker},
     kernel::{
         load::{self, LoadOptions},
         settings::kernel_config,
@@ -65,9 +65,33 @@ fn escaped_log_line(buf: &mut Formatter, record: &log::Record<'_>) -> std::io::R
     )
 }
 
+/// The host's network namespaces, and the one `--netns` names. Without
+/// `--netns` a failure only narrows the run to tcptrace's own namespace.
+fn scope(plan: &Plan) -> anyhow::Result<runtime::Scope> {
+    let mut namespaces = match Namespaces::new() {
+        Ok(n) => Some(n),
+        Err(e) if plan.scope.netns.is_none() => {
+            eprintln!(
+                "tcptrace: warning: {e}: sock_diag, the sysctls and netstat are read in \
+                 tcptrace's own network namespace only"
+            );
+            None
+        }
+        Err(e) => return Err(e).context("--netns"),
+    };
+    let only = match (&plan.scope.netns, namespaces.as_mut()) {
+        (Some(spec), Some(n)) => Some(n.resolve(spec).with_context(|| format!("--netns {spec}"))?),
+        _ => None,
+    };
+    Ok(runtime::Scope { namespaces, only })
+}
+
 fn run(plan: &Plan) -> anyhow::Result<()> {
+    let scope = scope(plan)?;
+    let mut config = kernel_config(plan);
+    config.netns_filter = scope.only.map_or(0, |n| n.0);
     let tracer = load::load(LoadOptions {
-        config: kernel_config(plan),
+        config,
         ringbuf_bytes: plan.sizes.ringbuf_bytes,
         max_sockets: plan.sizes.max_sockets,
     })?;
@@ -75,6 +99,6 @@ fn run(plan: &Plan) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    rt.block_on(runtime::run(plan, tracer))?;
+    rt.block_on(runtime::run(plan, tracer, scope))?;
     Ok(())
 }

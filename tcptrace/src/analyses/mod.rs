@@ -9,7 +9,6 @@ use std::{
 };
 
 use aya::Ebpf;
-use bytes::BytesMut;
 
 use crate::model::{
     clock::Clock, counters::KernelCounters, event::Event, netns::Netns, plan::Plan,
@@ -17,9 +16,12 @@ use crate::model::{
 };
 
 pub mod closewait;
+mod cx;
 pub mod hist;
 pub mod stream;
 pub mod timewait;
+
+pub use cx::{AskError, Cx};
 
 /// What the analyses are built from: the plan, and what loading the kernel
 /// side found out.
@@ -36,14 +38,6 @@ pub struct Setup<'a> {
     pub stopping: Arc<AtomicBool>,
     /// tcptrace's own network namespace, when records carry namespaces.
     pub own_netns: Option<Netns>,
-}
-
-/// What an analysis may use while it runs.
-pub struct Cx<'a> {
-    /// The loaded object, for the map readers of `crate::kernel::maps`.
-    pub ebpf: &'a Ebpf,
-    /// The batch of standard output the runtime writes after each step.
-    pub out: &'a mut BytesMut,
 }
 
 /// A poll of the timewait sockets (every [`TW_POLL`]), filtered like the

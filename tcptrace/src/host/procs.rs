@@ -95,14 +95,6 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     Container::from_cgroup_path(cgroup).map(|c| c.id)
 }
 
-/// tcptrace's own network namespace; None when `/proc/self/ns/net` cannot
-/// be read.
-#[must_use]
-pub fn own_netns() -> Option<crate::model::netns::Netns> {
-    let link = std::fs::read_link("/proc/self/ns/net").ok()?;
-    crate::model::netns::Netns::from_link(link.to_str()?)
-}
-
 /// Tells the processes in tcptrace's network namespace from the others: the
 /// tracepoints are global, sock_diag and /proc/sys answer for one namespace.
 #[derive(Debug)]

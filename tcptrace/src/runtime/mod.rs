@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use crate::{
     analyses::{self, Analysis, Cx, RunCounts, Setup, TW_POLL, TimewaitPoll},
-    host::{procs, sockdiag},
+    host::{netns::Namespaces, sockdiag},
     kernel::{
         clock::{monotonic_ns, wall_clock},
         cpulog::{CpuLogs, LOG_DRAIN},
@@ -27,6 +27,7 @@ use crate::{
     model::{
         event::Event,
         filter::PortFilter,
+        netns::Netns,
         plan::Plan,
         records::{decode, decode_state},
     },
@@ -105,6 +106,9 @@ struct Run<'a> {
     ports: PortFilter,
     out: BytesMut,
     sink: StdoutSink,
+    namespaces: Option<Namespaces>,
+    /// `--netns`, resolved.
+    only: Option<Netns>,
 }
 
 impl Run<'_> {
@@ -115,6 +119,8 @@ impl Run<'_> {
             Cx {
                 ebpf: self.ebpf,
                 out: &mut self.out,
+                namespaces: self.namespaces.as_mut(),
+                only: self.only,
             },
         )
     }
@@ -193,8 +199,12 @@ impl Run<'_> {
         }
     }
 
-    /// Every poll period: the poll, then every analysis's tick.
+    /// Every poll period: namespaces that appeared or died, the poll, then
+    /// every analysis's tick.
     fn tick(&mut self) {
+        if let Some(n) = self.namespaces.as_mut() {
+            n.refresh();
+        }
         self.poll();
         let (analyses, mut cx) = self.split();
         for a in analyses.iter_mut() {
@@ -256,8 +266,17 @@ async fn serve_metrics(plan: &Plan) -> anyhow::Result<Option<Arc<Mutex<Snapshot>
     Ok(Some(s))
 }
 
+/// What `--netns` and the namespaces found at start-up give the run.
+pub struct Scope {
+    /// None when records carry no namespace or namespaces cannot be
+    /// followed.
+    pub namespaces: Option<Namespaces>,
+    /// `--netns`, resolved to its inode.
+    pub only: Option<Netns>,
+}
+
 /// Run `plan`'s analyses on a loaded tracer until the run ends.
-pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
+pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<End> {
     let Tracer {
         mut ebpf,
         reasons,
@@ -282,7 +301,11 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         failures_unavailable: failures_unavailable.as_deref(),
         clock: wall_clock(),
         stopping: stop.flag(),
-        own_netns: netns_unavailable.is_none().then(procs::own_netns).flatten(),
+        own_netns: scope
+            .namespaces
+            .as_ref()
+            .filter(|_| netns_unavailable.is_none())
+            .map(Namespaces::own),
     })?;
     let snapshot = serve_metrics(plan).await?;
     let mut run = Run {
@@ -294,6 +317,8 @@ pub async fn run(plan: &Plan, tracer: Tracer) -> anyhow::Result<End> {
         ports: plan.ports,
         out: BytesMut::with_capacity(128 * 1024),
         sink: StdoutSink::default(),
+        namespaces: scope.namespaces.filter(|_| netns_unavailable.is_none()),
+        only: scope.only,
     };
 
     let polls = run.analyses.iter().any(|a| a.polls_timewait());
