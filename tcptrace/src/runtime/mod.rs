@@ -288,11 +288,12 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         ..
     } = tracer;
     let mut ring = rings::take_events(&mut ebpf)?;
-    let logs = if log_cpus == 0 {
-        None
-    } else {
-        Some(CpuLogs::open(&ebpf, log_cpus)?)
-    };
+    let logs = (log_cpus != 0)
+        .then(|| CpuLogs::open(&ebpf, log_cpus))
+        .transpose()?;
+    // Without namespaces in the records, every event is taken as
+    // tcptrace's own namespace's.
+    let namespaces = scope.namespaces.filter(|_| netns_unavailable.is_none());
     let mut stop = Stop::new(plan.duration)?;
     let analyses = analyses::build(&Setup {
         plan,
@@ -301,11 +302,7 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         failures_unavailable: failures_unavailable.as_deref(),
         clock: wall_clock(),
         stopping: stop.flag(),
-        own_netns: scope
-            .namespaces
-            .as_ref()
-            .filter(|_| netns_unavailable.is_none())
-            .map(Namespaces::own),
+        own_netns: namespaces.as_ref().map(Namespaces::own),
     })?;
     let snapshot = serve_metrics(plan).await?;
     let mut run = Run {
@@ -317,7 +314,7 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         ports: plan.ports,
         out: BytesMut::with_capacity(128 * 1024),
         sink: StdoutSink::default(),
-        namespaces: scope.namespaces.filter(|_| netns_unavailable.is_none()),
+        namespaces,
         only: scope.only,
     };
 
