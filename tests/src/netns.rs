@@ -74,6 +74,15 @@ impl Netns {
         &self.name
     }
 
+    /// `args` with `--netns NAME` first: tcptrace limited to this
+    /// namespace.
+    #[must_use]
+    pub fn scoped<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--netns", self.name.as_str()];
+        all.extend_from_slice(args);
+        all
+    }
+
     /// `ip netns exec NS program`: it execs, so the child's pid is program's.
     #[must_use]
     pub fn command(&self, program: &Path) -> Command {

@@ -27,7 +27,11 @@ impl LeakTracer {
     pub fn start_env(ns: &Netns, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = ns.command(&tracer_bin());
         cmd.envs(env.iter().copied());
-        Self(ModeTracer::start_with(cmd, "--closewait-leaks", args))
+        Self(ModeTracer::start_with(
+            cmd,
+            "--closewait-leaks",
+            &ns.scoped(args),
+        ))
     }
 
     /// The stdout lines printed so far.

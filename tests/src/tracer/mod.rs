@@ -48,10 +48,12 @@ impl ModeTracer {
         Self::start_mode(ns, "--hist", args)
     }
 
-    /// `ip netns exec NS tcptrace MODE ARGS`, once it traces.
+    /// `ip netns exec NS tcptrace MODE --netns NS ARGS`, once it traces:
+    /// tcptrace follows every namespace by default, and the test only its
+    /// own.
     #[must_use]
     pub fn start_mode(ns: &Netns, mode: &str, args: &[&str]) -> Self {
-        Self::start_with(ns.command(&tracer_bin()), mode, args)
+        Self::start_with(ns.command(&tracer_bin()), mode, &ns.scoped(args))
     }
 
     /// `CMD MODE ARGS`, where CMD runs tcptrace (e.g. through a wrapper that
