@@ -84,6 +84,7 @@ pub fn info(pid: u32) -> ProcessInfo {
         cmdline,
         cgroup,
         container_id,
+        nspid: crate::host::cgroup::owner::nspid_of(pid).filter(|&n| n != pid),
     }
 }
 

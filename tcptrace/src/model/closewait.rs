@@ -12,6 +12,7 @@ use std::{
 use serde::Serialize;
 
 use crate::model::{
+    netns::Netns,
     socket::endpoint,
     stack::{Frame, Stack},
 };
@@ -60,6 +61,10 @@ pub struct LeakSocket {
     /// Shared: thousands of sockets of one leak have the same stacks.
     pub eof_stack: Option<Arc<Stack>>,
     pub first_stack: Option<Arc<Stack>>,
+    /// The socket's network namespace, when known.
+    pub netns: Option<Netns>,
+    /// The owner's cgroup v2 id, as the kernel noted it with the owner.
+    pub cgroup_id: Option<u64>,
 }
 
 /// Process details for a group's header.
@@ -68,6 +73,10 @@ pub struct ProcessInfo {
     pub cmdline: Option<String>,
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
+    /// The pid as the process's own pid namespace numbers it (`NSpid`),
+    /// when that is not the host pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nspid: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -95,6 +104,11 @@ pub struct Classes {
 pub struct Group {
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The sockets' network namespace inode; None when unknown.
+    pub netns: Option<u32>,
+    /// The owner's cgroup v2 id, for naming its container after it exited.
+    #[serde(skip)]
+    pub cgroup_id: Option<u64>,
     #[serde(flatten)]
     pub process: ProcessInfo,
     pub count: usize,
@@ -119,7 +133,7 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-/// Group leaking sockets by process and code path (the EOF stack and the
+/// Group leaking sockets by process, namespace and code path (the EOF stack and the
 /// first-touch stack), largest groups first. `info` looks up process details.
 pub fn group(sockets: Vec<LeakSocket>, info: impl FnMut(u32) -> ProcessInfo) -> Vec<Group> {
     let mut g = Grouper::default();
@@ -135,6 +149,8 @@ pub fn group(sockets: Vec<LeakSocket>, info: impl FnMut(u32) -> ProcessInfo) -> 
 struct Acc {
     pid: Option<u32>,
     comm: Option<String>,
+    netns: Option<Netns>,
+    cgroup_id: Option<u64>,
     ages: Vec<Duration>,
     age_lower_bound: bool,
     classes: Classes,
@@ -154,6 +170,8 @@ impl Acc {
         if self.comm.is_none() {
             self.comm = s.comm;
         }
+        self.netns = self.netns.or(s.netns);
+        self.cgroup_id = self.cgroup_id.or(s.cgroup_id);
         self.ages.push(s.age);
         self.age_lower_bound |= s.age_lower_bound;
         match s.class {
@@ -180,6 +198,8 @@ impl Acc {
         if self.comm.is_none() {
             self.comm = o.comm.take();
         }
+        self.netns = self.netns.or(o.netns);
+        self.cgroup_id = self.cgroup_id.or(o.cgroup_id);
         self.ages.append(&mut o.ages);
         self.age_lower_bound |= o.age_lower_bound;
         self.classes.never_read_to_eof += o.classes.never_read_to_eof;
@@ -218,6 +238,8 @@ impl Acc {
         Group {
             pid: self.pid,
             comm: self.comm,
+            netns: self.netns.map(|n| n.0),
+            cgroup_id: self.cgroup_id,
             process: self.pid.map(info).unwrap_or_default(),
             count: n,
             oldest_age_s: secs(oldest),
@@ -248,16 +270,17 @@ fn stack_id(s: Option<&Arc<Stack>>) -> usize {
 /// sockets never holds them all.
 #[derive(Default)]
 pub struct Grouper {
-    /// By (pid, EOF stack, first stack) identity; merged by code path in
+    /// By (pid, namespace, EOF stack, first stack) identity; merged by code path in
     /// [`Grouper::finish`]. The `Acc` keeps its stacks alive, so an identity
     /// is never reused while it is a key.
-    groups: HashMap<(Option<u32>, usize, usize), Acc>,
+    groups: HashMap<(Option<u32>, Option<Netns>, usize, usize), Acc>,
 }
 
 impl Grouper {
     pub fn add(&mut self, s: LeakSocket) {
         let key = (
             s.pid,
+            s.netns,
             stack_id(s.eof_stack.as_ref()),
             stack_id(s.first_stack.as_ref()),
         );
@@ -266,12 +289,13 @@ impl Grouper {
 
     /// The groups by process and code path, largest first.
     pub fn finish(self, mut info: impl FnMut(u32) -> ProcessInfo) -> Vec<Group> {
-        type Key = (Option<u32>, Vec<String>, Vec<String>);
+        type Key = (Option<u32>, Option<Netns>, Vec<String>, Vec<String>);
         let path = |s: Option<&Arc<Stack>>| s.map(|s| s.path()).unwrap_or_default();
         let mut by_path: BTreeMap<Key, Acc> = BTreeMap::new();
         for acc in self.groups.into_values() {
             let key = (
                 acc.pid,
+                acc.netns,
                 path(acc.eof_stack.as_ref()),
                 path(acc.first_stack.as_ref()),
             );

@@ -72,7 +72,14 @@ fn write_stack(out: &mut String, title: &str, frames: &[Frame], truncated: bool)
 
 /// A text report for people.
 #[must_use]
-pub fn render_text(groups: &[Group], when: &str, min_age: Duration, final_report: bool) -> String {
+/// `own` is tcptrace's own namespace: groups in others name theirs.
+pub fn render_text(
+    groups: &[Group],
+    when: &str,
+    min_age: Duration,
+    final_report: bool,
+    own: Option<u32>,
+) -> String {
     let total: usize = groups.iter().map(|g| g.count).sum();
     let mut out = String::new();
     let _ = writeln!(
@@ -92,9 +99,17 @@ pub fn render_text(groups: &[Group], when: &str, min_age: Duration, final_report
             (Some(pid), None) => format!("pid {pid}"),
             _ => "owner unknown (no process holds the socket)".to_owned(),
         };
-        let _ = writeln!(out, "\n  {who}: {} sockets in CLOSE_WAIT", g.count);
+        let inside = g
+            .process
+            .nspid
+            .map(|n| format!(" (pid {n} in its namespace)"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "\n  {who}{inside}: {} sockets in CLOSE_WAIT", g.count);
         if let Some(c) = &g.process.cmdline {
             let _ = writeln!(out, "    cmdline: {}", escape(c));
+        }
+        if let Some(ns) = g.netns.filter(|ns| own.is_some_and(|o| o != *ns)) {
+            let _ = writeln!(out, "    netns: {ns}");
         }
         if let Some(c) = &g.process.cgroup {
             let _ = write!(out, "    cgroup: {}", escape(c));
@@ -222,6 +237,7 @@ mod tests {
             "now",
             Duration::from_secs(10),
             true,
+            None,
         );
         assert!(text.contains("pid 10 (leaky)"), "{text}");
         assert!(text.contains("eof_handler+0x4"), "{text}");
@@ -254,8 +270,9 @@ mod tests {
             cmdline: Some(format!("./leaky {HOSTILE}")),
             cgroup: Some(format!("/system.slice/{HOSTILE}")),
             container_id: None,
+            nspid: None,
         });
-        let text = render_text(&g, "now", Duration::from_secs(10), true);
+        let text = render_text(&g, "now", Duration::from_secs(10), true, None);
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"

@@ -37,6 +37,19 @@ pub struct Snapshot {
     pub read_errors: u64,
     /// Dwells the full `--by` histogram map could not count.
     pub hist_full: u64,
+    /// The last leak report's groups, by owner: `--closewait-leaks`.
+    pub leaks: Vec<LeakGauge>,
+}
+
+/// Sockets one owner leaves in CLOSE_WAIT past `--min-age`, in one
+/// namespace, at the last leak report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeakGauge {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub netns: Option<u32>,
+    pub container: Option<String>,
+    pub sockets: u64,
 }
 
 /// Prometheus histogram buckets: powers of two of nanoseconds, in seconds,
@@ -146,6 +159,7 @@ impl Collector for SnapshotCollector {
                 ConstCounter::new(n).encode(m.encode_family(&[("event", event)])?)?;
             }
         }
+        encode_leaks(&s.leaks, &mut enc)?;
         let mut m = enc.encode_descriptor(
             "tcptrace_lost_events",
             "Records or sockets tcptrace lost",
@@ -163,6 +177,31 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
+}
+
+/// `tcptrace_closewait_leaking_sockets`, when leak mode has reported.
+fn encode_leaks(leaks: &[LeakGauge], enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    if leaks.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(
+        "tcptrace_closewait_leaking_sockets",
+        "Sockets left in CLOSE_WAIT past --min-age at the last leak report, by owner, network namespace and container",
+        None,
+        MetricType::Gauge,
+    )?;
+    for g in leaks {
+        let text = |v: Option<String>| v.unwrap_or_default();
+        let labels = [
+            ("pid", text(g.pid.map(|p| p.to_string()))),
+            ("comm", text(g.comm.clone())),
+            ("netns", text(g.netns.map(|n| n.to_string()))),
+            ("container", text(g.container.clone())),
+        ];
+        ConstGauge::new(i64::try_from(g.sockets).unwrap_or(i64::MAX))
+            .encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// Encode the snapshot as the Prometheus text format. prometheus-client
@@ -234,6 +273,33 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn leaks_are_labelled_by_owner_namespace_and_container() {
+        let empty = render(&Arc::new(Mutex::new(Snapshot::default()))).unwrap();
+        assert!(
+            !empty.contains("tcptrace_closewait_leaking_sockets"),
+            "{empty}"
+        );
+        let snap = Arc::new(Mutex::new(Snapshot {
+            leaks: vec![LeakGauge {
+                pid: Some(42),
+                comm: Some("le\"aky".into()),
+                netns: Some(4_026_532_281),
+                container: Some("0123abcd".into()),
+                sockets: 5,
+            }],
+            ..Snapshot::default()
+        }));
+        let text = render(&snap).unwrap();
+        assert!(
+            text.contains(
+                "tcptrace_closewait_leaking_sockets{pid=\"42\",comm=\"le\\\"aky\",\
+                 netns=\"4026532281\",container=\"0123abcd\"} 5"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

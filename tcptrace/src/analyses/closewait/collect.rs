@@ -14,7 +14,8 @@ use aya::Ebpf;
 use tcptrace_common::{AF_INET, AF_INET6, Addrs, OwnerSource, StackRef, TcpState};
 
 use crate::{
-    host::{procs, sockdiag, symbolize::Symbols},
+    analyses::Cx,
+    host::{procs, symbolize::Symbols},
     kernel::{
         clock::monotonic_ns,
         maps::{self, StackMaps, StackMarks},
@@ -22,6 +23,7 @@ use crate::{
     model::{
         closewait::{Grouper, LeakClass, LeakSocket},
         filter::{Filter, PortFilter},
+        netns::Netns,
         socket::{Tuple, canonical_tuple},
         stack::Stack,
     },
@@ -40,6 +42,9 @@ fn tuple(a: &Addrs) -> Option<Tuple> {
 /// report keeps one per socket, sorted by tuple for lookups: a sorted `Vec`
 /// is half the size of a hash map.
 struct Diag {
+    /// The namespace whose sock_diag socket found it; None when namespaces
+    /// are not followed.
+    netns: Option<Netns>,
     /// Canonical (v4-mapped v6 as v4).
     tuple: Tuple,
     inode: u32,
@@ -112,42 +117,70 @@ pub(super) struct Collector {
     pub marks: StackMarks,
 }
 
-/// This namespace's CLOSE_WAIT sockets from sock_diag, sorted by tuple.
-fn diag_sockets() -> Vec<Diag> {
+/// The CLOSE_WAIT sockets of every traced namespace from its own
+/// sock_diag socket, sorted by (namespace, tuple): tuples repeat across
+/// namespaces.
+fn diag_sockets(cx: &mut Cx<'_>) -> Vec<Diag> {
     let mut diag = Vec::new();
-    sockdiag::dump_with(&[TcpState::CloseWait], |d| {
-        diag.push(Diag {
-            tuple: canonical_tuple((d.local, d.lport, d.remote, d.rport)),
-            inode: d.inode,
-            recv_queue: d.recv_queue,
-            ipv6: d.local.is_ipv6(),
-            in_kernel: false,
+    for ns in cx.traced() {
+        let dumped = cx.diag(ns, |s| {
+            s.dump_with(&[TcpState::CloseWait], |d| {
+                diag.push(Diag {
+                    netns: ns,
+                    tuple: canonical_tuple((d.local, d.lport, d.remote, d.rport)),
+                    inode: d.inode,
+                    recv_queue: d.recv_queue,
+                    ipv6: d.local.is_ipv6(),
+                    in_kernel: false,
+                });
+            })
         });
-    })
-    .inspect_err(|e| log::warn!("sock_diag: {e}"))
-    .unwrap_or_default();
-    diag.sort_unstable_by_key(|d| d.tuple);
+        match dumped {
+            Err(e) if e.vanished() => log::debug!("sock_diag: {e}"),
+            Err(e) => log::warn!("sock_diag: {e}"),
+            Ok(()) => {}
+        }
+    }
+    diag.sort_unstable_by_key(|d| (d.netns, d.tuple));
     diag
+}
+
+/// The inodes of the CLOSE_WAIT sockets of every traced namespace (socket
+/// inodes are unique on the host), for the sockets already leaking when
+/// tcptrace starts.
+pub(super) fn seed(cx: &mut Cx<'_>) -> HashSet<u32> {
+    diag_sockets(cx)
+        .into_iter()
+        .filter(|d| d.inode != 0)
+        .map(|d| d.inode)
+        .collect()
 }
 
 impl Collector {
     /// Group the sockets to report now, one at a time: the kernel map's
     /// CLOSE_WAIT sockets past `min_age`, and those sock_diag found at
     /// start-up that the map never saw.
-    pub fn collect(&mut self, ebpf: &Ebpf) -> anyhow::Result<Grouper> {
+    pub fn collect(&mut self, cx: &mut Cx<'_>) -> anyhow::Result<Grouper> {
         let now = monotonic_ns();
         let min_age_ns = u64::try_from(self.min_age.as_nanos()).unwrap_or(u64::MAX);
-        // Recv-Q and inodes of this namespace's sockets first, so that each
+        // Recv-Q and inodes of the namespaces' sockets first, so that each
         // kernel socket is joined to them as it is read.
-        let mut diag = diag_sockets();
+        let mut diag = diag_sockets(cx);
+        let own = cx.own();
+        let ebpf = cx.ebpf;
         let mut stacks = StackCache {
             maps: StackMaps::new(ebpf)?,
             cache: HashMap::new(),
         };
         self.symbols.clear();
         let mut grouper = Grouper::default();
-        let unowned =
-            self.kernel_sockets(ebpf, now, min_age_ns, &mut diag, &mut stacks, &mut grouper)?;
+        let unowned = self.kernel_sockets(
+            ebpf,
+            (now, min_age_ns, own),
+            &mut diag,
+            &mut stacks,
+            &mut grouper,
+        )?;
 
         // sock_diag's sockets already in CLOSE_WAIT at start-up that the
         // kernel map does not have.
@@ -193,6 +226,8 @@ impl Collector {
                 recv_queue: Some(d.recv_queue),
                 eof_stack: None,
                 first_stack: None,
+                netns: d.netns,
+                cgroup_id: None,
             }
         };
         for u in unowned {
@@ -225,8 +260,7 @@ impl Collector {
     fn kernel_sockets(
         &mut self,
         ebpf: &Ebpf,
-        now: u64,
-        min_age_ns: u64,
+        (now, min_age_ns, own): (u64, u64, Option<Netns>),
         diag: &mut [Diag],
         stacks: &mut StackCache<'_>,
         grouper: &mut Grouper,
@@ -252,7 +286,18 @@ impl Collector {
                 return;
             };
             let t = canonical_tuple(t);
-            let at = diag.binary_search_by(|d| d.tuple.cmp(&t)).ok();
+            // Namespaces followed: the socket's (0, unknown, is taken as
+            // tcptrace's own); else every socket is in the one namespace.
+            let netns = own.map(|own| {
+                if info.netns == 0 {
+                    own
+                } else {
+                    Netns(info.netns)
+                }
+            });
+            let at = diag
+                .binary_search_by(|d| (d.netns, d.tuple).cmp(&(netns, t)))
+                .ok();
             let (inode, recv_queue) = match at.and_then(|i| diag.get_mut(i)) {
                 Some(d) => {
                     d.in_kernel = true;
@@ -289,6 +334,8 @@ impl Collector {
                 recv_queue,
                 eof_stack: stacks.get(symbols, &info.eof_stack),
                 first_stack: stacks.get(symbols, &info.first_stack),
+                netns,
+                cgroup_id: (known && info.cgroup != 0).then_some(info.cgroup),
             };
             add(filter, grouper, s);
         })?;

@@ -6,22 +6,45 @@
 //! ([`collect`]). Leaks that ended are counted by the kernel's CLOSE_WAIT
 //! dwell histogram and its count of dwells past `--min-age`.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::SystemTime,
+};
 
 use tcptrace_common::{Counter, TcpState};
 
 use crate::{
     analyses::{Analysis, Cx, RunCounts, Setup},
-    host::{procs, sockdiag, symbolize::Symbols},
+    host::{cgroup::labels::Labeller, procs, symbolize::Symbols},
     kernel::{clock::monotonic_ns, maps},
-    model::{counters::KernelCounters, event::Event, plan::LeakOptions},
+    model::{closewait::Group, counters::KernelCounters, event::Event, plan::LeakOptions},
     report::{
         closewait::{JsonGroup, closed_line, render_text},
         json_line,
+        prometheus::{LeakGauge, Snapshot},
     },
 };
 
 mod collect;
+
+/// The groups' sockets summed by owner, namespace and container (code
+/// paths would multiply the series).
+fn gauges(groups: &[Group]) -> Vec<LeakGauge> {
+    let mut by: BTreeMap<_, LeakGauge> = BTreeMap::new();
+    for g in groups {
+        let key = (g.pid, g.netns, g.process.container_id.clone());
+        let e = by.entry(key).or_insert_with(|| LeakGauge {
+            pid: g.pid,
+            comm: g.comm.clone(),
+            netns: g.netns,
+            container: g.process.container_id.clone(),
+            sockets: 0,
+        });
+        e.sockets += g.count as u64;
+    }
+    by.into_values().collect()
+}
 
 pub struct Leaks {
     opts: LeakOptions,
@@ -29,25 +52,16 @@ pub struct Leaks {
     collector: collect::Collector,
     /// Frees the stacks of sockets gone, after each report.
     stacks: maps::StackRecycler,
+    labels: Labeller,
+    /// The last report's sockets by owner, namespace and container, for
+    /// `/metrics`.
+    gauges: Vec<LeakGauge>,
 }
 
 impl Leaks {
-    /// Note the sockets already in CLOSE_WAIT: their age is known only from
-    /// now on.
     #[must_use]
     pub fn new(setup: &Setup<'_>, opts: LeakOptions) -> Self {
         let start_ns = monotonic_ns();
-        let seeded = sockdiag::dump(&[TcpState::CloseWait])
-            .inspect_err(|e| {
-                log::warn!(
-                    "sock_diag at start-up (sockets older than tcptrace will be missed): {e}"
-                );
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d.inode != 0)
-            .map(|d| d.inode)
-            .collect();
         Leaks {
             opts,
             json: setup.plan.json,
@@ -56,11 +70,13 @@ impl Leaks {
                 filter: setup.plan.filter.clone(),
                 ports: setup.plan.ports,
                 start_ns,
-                seeded,
+                seeded: HashSet::new(),
                 symbols: Symbols::new(opts.symbolize_timeout, Arc::clone(&setup.stopping)),
                 marks: maps::StackMarks::default(),
             },
             stacks: maps::StackRecycler::default(),
+            labels: Labeller::default(),
+            gauges: Vec::new(),
         }
     }
 }
@@ -74,11 +90,31 @@ impl Analysis for Leaks {
         )
     }
 
+    /// Note the sockets already in CLOSE_WAIT in every namespace: their age
+    /// is known only from now on.
+    fn on_start(&mut self, cx: &mut Cx<'_>) {
+        self.collector.seeded = collect::seed(cx);
+    }
+
     /// The leak report reads the kernel's socket store; no record is for it.
     fn on_event(&mut self, _cx: &mut Cx<'_>, _ev: Event) {}
 
     fn report(&mut self, cx: &mut Cx<'_>, final_report: bool) -> anyhow::Result<()> {
-        let groups = self.collector.collect(cx.ebpf)?.finish(procs::info);
+        let mut groups = self.collector.collect(cx)?.finish(procs::info);
+        // The container of an owner that has exited, by the cgroup id the
+        // kernel noted with it.
+        for g in &mut groups {
+            if g.process.container_id.is_none()
+                && let Some(pid) = g.pid
+            {
+                let place = self.labels.place(g.cgroup_id, pid);
+                if place.container.is_some() || g.process.cgroup.is_none() {
+                    g.process.cgroup = place.cgroup.map(|c| c.to_string());
+                    g.process.container_id = place.container.map(|c| c.to_string());
+                }
+            }
+        }
+        self.gauges = gauges(&groups);
         let when = crate::report::text::report_time(SystemTime::now());
         if self.json {
             for g in &groups {
@@ -92,7 +128,8 @@ impl Analysis for Leaks {
                 json_line(cx.out, &group)?;
             }
         } else {
-            let text = render_text(&groups, &when, self.opts.min_age, final_report);
+            let own = cx.own().map(|n| n.0);
+            let text = render_text(&groups, &when, self.opts.min_age, final_report, own);
             cx.out.extend_from_slice(text.as_bytes());
             cx.out.extend_from_slice(b"\n");
         }
@@ -101,6 +138,10 @@ impl Analysis for Leaks {
             Err(e) => log::warn!("freeing the stacks of sockets gone: {e}"),
         }
         Ok(())
+    }
+
+    fn export(&mut self, _cx: &mut Cx<'_>, snapshot: &mut Snapshot) {
+        snapshot.leaks.clone_from(&self.gauges);
     }
 
     /// CLOSE_WAIT sockets closed during the run.

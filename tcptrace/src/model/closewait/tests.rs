@@ -44,7 +44,31 @@ pub(crate) fn sock(
         recv_queue: Some(1),
         eof_stack: eof.map(|e| Arc::new(stack(e))),
         first_stack: Some(Arc::new(stack(first))),
+        netns: None,
+        cgroup_id: None,
     }
+}
+
+/// One process's sockets in two namespaces are two groups, each with its
+/// namespace; the cgroup id the kernel noted is kept for the container.
+#[test]
+fn a_namespace_is_part_of_a_group() {
+    use crate::model::netns::Netns;
+    let mut a = sock(10, 30, Some(&["eof"]), &["x"], 1);
+    a.netns = Some(Netns(7));
+    a.cgroup_id = Some(99);
+    let mut b = sock(10, 40, Some(&["eof"]), &["x"], 2);
+    b.netns = Some(Netns(8));
+    let mut c = sock(10, 50, Some(&["eof"]), &["x"], 3);
+    c.netns = Some(Netns(7));
+    let groups = group(vec![a, b, c], |_| ProcessInfo::default());
+    assert_eq!(groups.len(), 2);
+    assert_eq!((groups[0].netns, groups[0].count), (Some(7), 2));
+    assert_eq!(groups[0].cgroup_id, Some(99));
+    assert_eq!((groups[1].netns, groups[1].count), (Some(8), 1));
+    let v = serde_json::to_value(&groups[0]).unwrap();
+    assert_eq!(v["netns"], 7);
+    assert!(v.get("cgroup_id").is_none(), "internal: {v}");
 }
 
 #[test]
