@@ -163,3 +163,24 @@ mod tests {
         assert!(unknown.contains("3 undecodable"), "{unknown}");
     }
 }
+
+/// The network namespaces followed, and those following could not ask.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NamespaceCounts {
+    pub followed: usize,
+    /// Sockets closed because their namespace's last process exited.
+    pub closed: u64,
+    pub vanished: u64,
+    pub unreadable: u64,
+    pub left_out: usize,
+}
+
+#[must_use]
+pub fn namespaces_line(c: &NamespaceCounts) -> String {
+    format!(
+        "tcptrace: network namespaces: {} followed, {} let go (their last process exited), \
+         {} vanished before they could be asked, {} ns/net links unreadable, {} left out \
+         (too many)",
+        c.followed, c.closed, c.vanished, c.unreadable, c.left_out
+    )
+}

@@ -9,7 +9,9 @@ use crate::{
     host::sockdiag,
     kernel::{counters, maps},
     model::counters::UserLosses,
-    report::summary::{costs_line, losses_line, socket_map_line},
+    report::summary::{
+        NamespaceCounts, costs_line, losses_line, namespaces_line, socket_map_line,
+    },
 };
 
 impl Run<'_> {
@@ -61,6 +63,16 @@ impl Run<'_> {
             sockdiag_failed: sockdiag::failed_requests(),
         };
         lines.push(losses_line(kernel.as_ref(), &user));
+        if let Some(n) = &self.namespaces {
+            let c = n.counts();
+            lines.push(namespaces_line(&NamespaceCounts {
+                followed: c.alive,
+                closed: c.closed,
+                vanished: c.vanished,
+                unreadable: c.unopenable,
+                left_out: c.untracked,
+            }));
+        }
         if let Some(k) = &kernel {
             lines.push(socket_map_line(k));
         }

@@ -328,8 +328,10 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
     // The kernel wakes the shared ring only once an eighth of it is full,
     // and never the per-CPU rings and logs: timers drain them all.
     let mut drain = maybe_timer(drain_period, None);
+    // Namespaces appear and die whatever the mode: a namespace's sockets
+    // must be let go once its last process exits.
     let mut poll = maybe_timer(
-        (polls || snapshot.is_some()).then_some(TW_POLL),
+        (polls || snapshot.is_some() || run.namespaces.is_some()).then_some(TW_POLL),
         Some(Duration::ZERO),
     );
     let mut report = maybe_timer(plan.report_interval(), None);

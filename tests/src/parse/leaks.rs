@@ -85,8 +85,9 @@ pub struct LeakFrame {
 pub struct LeakGroup(pub Value);
 
 /// Every key of a `closewait_leak` line.
-const LEAK_KEYS: [&str; 20] = [
+const LEAK_KEYS: [&str; 21] = [
     "type",
+    "netns",
     "report_time",
     "report",
     "min_age_s",
@@ -124,7 +125,14 @@ impl LeakGroup {
     fn validate(&self) -> Result<(), String> {
         let v = &self.0;
         let obj = v.as_object().ok_or("not an object")?;
-        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        // `nspid` only when the owner's pid namespace numbers it otherwise.
+        let mut keys: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "nspid")
+            .collect();
+        check("nspid", &v["nspid"], |x| x.is_null() || x.is_u64())?;
+        check("netns", &v["netns"], |x| x.is_null() || x.is_u64())?;
         keys.sort_unstable();
         let mut want = LEAK_KEYS.to_vec();
         want.sort_unstable();
@@ -290,6 +298,23 @@ impl LeakGroup {
     #[must_use]
     pub fn cmdline(&self) -> Option<&str> {
         self.str("cmdline")
+    }
+
+    /// The sockets' network namespace inode.
+    #[must_use]
+    pub fn netns(&self) -> Option<u64> {
+        self.0["netns"].as_u64()
+    }
+
+    #[must_use]
+    pub fn container_id(&self) -> Option<&str> {
+        self.str("container_id")
+    }
+
+    /// The owner's pid in its own pid namespace, when it differs.
+    #[must_use]
+    pub fn nspid(&self) -> Option<u64> {
+        self.0["nspid"].as_u64()
     }
 
     #[must_use]

@@ -66,9 +66,6 @@ fn a_namespace_is_part_of_a_group() {
     assert_eq!((groups[0].netns, groups[0].count), (Some(7), 2));
     assert_eq!(groups[0].cgroup_id, Some(99));
     assert_eq!((groups[1].netns, groups[1].count), (Some(8), 1));
-    let v = serde_json::to_value(&groups[0]).unwrap();
-    assert_eq!(v["netns"], 7);
-    assert!(v.get("cgroup_id").is_none(), "internal: {v}");
 }
 
 #[test]
