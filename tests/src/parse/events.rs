@@ -62,6 +62,8 @@ impl Event {
         has("owner_source", |x| {
             matches!(x.as_str(), Some("syscall" | "io" | "procfs" | "unknown"))
         })?;
+        has("netns", |x| x.is_null() || x.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)))?;
+        has("container", str_or_null)?;
         has("family", |x| matches!(x.as_str(), Some("ipv4" | "ipv6")))?;
         has("saddr", Value::is_string)?;
         has("daddr", Value::is_string)?;
@@ -129,6 +131,18 @@ impl Event {
     #[must_use]
     pub fn comm(&self) -> Option<&str> {
         self.str("comm")
+    }
+
+    /// The socket's network namespace inode; None when unknown.
+    #[must_use]
+    pub fn netns(&self) -> Option<u64> {
+        self.0["netns"].as_u64()
+    }
+
+    /// The owner's container id, when it runs in one.
+    #[must_use]
+    pub fn container(&self) -> Option<&str> {
+        self.str("container")
     }
 
     #[must_use]
@@ -360,6 +374,7 @@ mod tests {
             "type": "state", "time": "2026-01-01T00:00:00.000001Z", "ts_ns": 1,
             "pid": pid, "tid": pid, "comm": pid.map(|_| "x"),
             "owner_source": if pid.is_some() { "syscall" } else { "unknown" },
+            "netns": 4_026_531_840_u64, "container": null,
             "family": "ipv4", "saddr": "127.0.0.1", "sport": 1, "daddr": "127.0.0.1",
             "dport": 2, "skaddr": skaddr, "old_state": old, "new_state": new, "dwell_ns": null,
         })

@@ -32,6 +32,12 @@ impl Tracer {
         Self(ModeTracer::start_with(cmd, "--json", args))
     }
 
+    /// tcptrace's pid.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.0.pid()
+    }
+
     /// The events printed so far.
     #[must_use]
     pub fn events(&self) -> Vec<Event> {

@@ -22,6 +22,17 @@ impl LeakTracer {
         Self(ModeTracer::start_mode(ns, "--closewait-leaks", args))
     }
 
+    /// `tcptrace --closewait-leaks ARGS` in the host namespace, following
+    /// every namespace (limit it with `--port` or `--netns`).
+    #[must_use]
+    pub fn start_host(args: &[&str]) -> Self {
+        Self(ModeTracer::start_with(
+            std::process::Command::new(tracer_bin()),
+            "--closewait-leaks",
+            args,
+        ))
+    }
+
     /// [`LeakTracer::start`] with extra environment variables for tcptrace.
     #[must_use]
     pub fn start_env(ns: &Netns, env: &[(&str, &str)], args: &[&str]) -> Self {

@@ -150,6 +150,10 @@ impl Drop for Worker {
 /// The thread: jobs until the sender is dropped, or until it cannot
 /// return home.
 fn serve(home: &File, nsfs_dev: u64, jobs: &Receiver<Job>) {
+    // Signals are for the runtime's signal thread: this thread may start
+    // before the runtime blocks them, and a SIGINT delivered here would
+    // kill the process without the final report.
+    let _ = nix::sys::signal::SigSet::all().thread_block();
     for job in jobs {
         let mut failed = Vec::new();
         let mut result = None;

@@ -1,0 +1,156 @@
+//! One tcptrace in the host namespace sees every network namespace and
+//! names containers: a CLOSE_WAIT leak older than tcptrace in another
+//! namespace; containers in leak groups, stream events and `/metrics`
+//! (a cgroup v2 `docker-<id>.scope` made by the test, and a v1-only one);
+//! a dead namespace let go; `--netns`; and bad input (a `--netns` naming
+//! nothing, a kernel without BTF, unreadable `ns/net` links).
+//!
+//! Needs root; run with `--test-threads=1` (the tests share kernel state).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    EXIT_TIMEOUT, LeakReport, LeakTracer, LeakyServerBin, Metrics, Netns, Tracer, lab,
+    promtool_check, run_bounded, tracer_bin,
+};
+
+/// How long a test waits for the report or event it expects.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The inode of a namespace made by `ip netns add`.
+fn inode(ns: &Netns) -> u64 {
+    std::fs::metadata(format!("/run/netns/{}", ns.name()))
+        .expect("the namespace's /run/netns mount")
+        .ino()
+}
+
+/// The cgroup2 mount, from this process's mountinfo.
+fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mount = pre.split_whitespace().nth(4)?;
+            (post.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount))
+        })
+        .expect("a cgroup2 mount (the container tests need one)")
+}
+
+/// A cgroup made by the test that looks like a container's, removed on
+/// drop (once its processes have left or exited).
+struct FakeContainer {
+    /// The directories made, innermost last.
+    dirs: Vec<PathBuf>,
+    id: String,
+}
+
+impl FakeContainer {
+    /// `<root>/tcptrace-it-<pid>/<leaf(id)>`.
+    fn new(root: &Path, leaf: impl Fn(&str) -> String) -> Self {
+        let id = format!("{:0>64x}", u128::from(std::process::id()) << 64 | 0xc0ffee);
+        let outer = root.join(format!("tcptrace-it-{}", std::process::id()));
+        let inner = outer.join(leaf(&id));
+        std::fs::create_dir_all(&inner).unwrap_or_else(|e| panic!("mkdir {inner:?}: {e}"));
+        FakeContainer {
+            dirs: vec![outer, inner],
+            id,
+        }
+    }
+
+    /// Move process `pid` into it.
+    fn enter(&self, pid: u32) {
+        let procs = self.dirs[1].join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .unwrap_or_else(|e| panic!("writing {pid} to {procs:?}: {e}"));
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        // rmdir fails while a process is in it: give exiting ones a moment.
+        for dir in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// `GET /metrics` from tcptrace's endpoint on the host's loopback.
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// `n` clients that send more than the leaky server reads, then close:
+/// their sockets stay in CLOSE_WAIT with data unread.
+fn leak(lab: &integration_tests::Lab, port: u16, n: usize) {
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..n {
+        let lines = lab
+            .client(&["--addr", &addr, "--send", "--send-bytes", "1000"])
+            .wait_success();
+        assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
+    }
+    let filter = format!("sport = :{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.ss_count("close-wait", &[&filter]) < n {
+        assert!(Instant::now() < deadline, "{n} CLOSE_WAIT sockets on {port}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_leak_older_than_tcptrace_in_another_namespace_names_its_owner_and_namespace() {
+    const PORT: u16 = 31_201;
+    let bin = LeakyServerBin::build();
+    let lab = lab!();
+    let server = bin.start(&lab.ns, PORT, 30);
+    // The noread handler is on PORT + 1.
+    leak(&lab, PORT + 1, 3);
+    let host_ss = run_bounded(
+        Command::new("ss").args(["-Htn", "state", "close-wait", &format!("sport = :{}", PORT + 1)]),
+        Duration::from_secs(5),
+    );
+    assert!(
+        String::from_utf8_lossy(&host_ss.stdout).trim().is_empty(),
+        "the leak is in the test's namespace, not the host's"
+    );
+
+    let port = (PORT + 1).to_string();
+    let tracer =
+        LeakTracer::start_host(&["--json", "--min-age", "1s", "-i", "1", "--port", &port]);
+    let found = tracer.wait_for_report(WAIT, |r: &LeakReport| !r.of_pid(server.pid()).is_empty());
+    let run = tracer.stop();
+    assert!(found.is_some(), "no group of pid {} in:\n{run}", server.pid());
+    let groups: Vec<_> = run
+        .reports()
+        .into_iter()
+        .flat_map(|r| r.groups)
+        .filter(|g| g.pid() == Some(server.pid()))
+        .collect();
+    for g in &groups {
+        assert_eq!(g.netns(), Some(inode(&lab.ns)), "{g}");
+        assert_eq!(g.count(), 3, "{g}");
+        assert!(g.age_lower_bound(), "older than tcptrace: {g}");
+    }
+    run.assert_clean_exit();
+}
