@@ -12,14 +12,14 @@ use std::{
     net::TcpStream,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, LeakReport, LeakTracer, LeakyServerBin, Metrics, Netns, Tracer, lab,
-    promtool_check, run_bounded, tracer_bin,
+    LeakReport, LeakTracer, LeakyServerBin, Metrics, Netns, Tracer, lab, promtool_check,
+    run_bounded,
 };
 
 /// How long a test waits for the report or event it expects.
@@ -113,7 +113,10 @@ fn leak(lab: &integration_tests::Lab, port: u16, n: usize) {
     let filter = format!("sport = :{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while lab.ss_count("close-wait", &[&filter]) < n {
-        assert!(Instant::now() < deadline, "{n} CLOSE_WAIT sockets on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{n} CLOSE_WAIT sockets on {port}"
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -127,7 +130,12 @@ fn a_leak_older_than_tcptrace_in_another_namespace_names_its_owner_and_namespace
     // The noread handler is on PORT + 1.
     leak(&lab, PORT + 1, 3);
     let host_ss = run_bounded(
-        Command::new("ss").args(["-Htn", "state", "close-wait", &format!("sport = :{}", PORT + 1)]),
+        Command::new("ss").args([
+            "-Htn",
+            "state",
+            "close-wait",
+            &format!("sport = :{}", PORT + 1),
+        ]),
         Duration::from_secs(5),
     );
     assert!(
@@ -136,11 +144,14 @@ fn a_leak_older_than_tcptrace_in_another_namespace_names_its_owner_and_namespace
     );
 
     let port = (PORT + 1).to_string();
-    let tracer =
-        LeakTracer::start_host(&["--json", "--min-age", "1s", "-i", "1", "--port", &port]);
+    let tracer = LeakTracer::start_host(&["--json", "--min-age", "1s", "-i", "1", "--port", &port]);
     let found = tracer.wait_for_report(WAIT, |r: &LeakReport| !r.of_pid(server.pid()).is_empty());
     let run = tracer.stop();
-    assert!(found.is_some(), "no group of pid {} in:\n{run}", server.pid());
+    assert!(
+        found.is_some(),
+        "no group of pid {} in:\n{run}",
+        server.pid()
+    );
     let groups: Vec<_> = run
         .reports()
         .into_iter()
@@ -153,4 +164,148 @@ fn a_leak_older_than_tcptrace_in_another_namespace_names_its_owner_and_namespace
         assert!(g.age_lower_bound(), "older than tcptrace: {g}");
     }
     run.assert_clean_exit();
+}
+
+/// Leak groups and `/metrics` name the container of a leaking server that
+/// the test placed in `cgroup`: a v2 `docker-<id>.scope`, or (`v1`) a
+/// `/docker/<id>` directory of the v1 `pids` hierarchy with the server in
+/// the v2 root, as a runtime that uses only v1 hierarchies leaves it.
+fn container_is_named_in_leak_groups_and_metrics(port: u16, v1: bool) {
+    const METRICS: u16 = 31_299;
+    let bin = LeakyServerBin::build();
+    let lab = lab!();
+    let container = if v1 {
+        FakeContainer::new(Path::new("/sys/fs/cgroup/pids"), |id| {
+            format!("docker/{id}")
+        })
+    } else {
+        FakeContainer::new(&cgroup2_mount(), |id| format!("docker-{id}.scope"))
+    };
+    let server = bin.start(&lab.ns, port, 30);
+    container.enter(server.pid());
+    if v1 {
+        // The v2 id is the root's, as for every process a v1-only runtime
+        // places.
+        std::fs::write(
+            cgroup2_mount().join("cgroup.procs"),
+            server.pid().to_string(),
+        )
+        .expect("move to the v2 root");
+    }
+    let metrics = format!("127.0.0.1:{METRICS}");
+    let noread = (port + 1).to_string();
+    // /metrics comes with --hist (the leak gauges ride along).
+    let tracer = LeakTracer::start_host(&[
+        "--hist",
+        "--json",
+        "--min-age",
+        "1s",
+        "-i",
+        "1",
+        "--port",
+        &noread,
+        "--prometheus",
+        &metrics,
+    ]);
+    leak(&lab, port + 1, 2);
+    let found = tracer.wait_for_report(WAIT, |r: &LeakReport| !r.of_pid(server.pid()).is_empty());
+    // The gauge follows the report that found the leak.
+    let mut page = String::new();
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        page = scrape(METRICS);
+        if page.contains(&container.id) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let run = tracer.stop();
+    assert!(found.is_some(), "no group of pid {}:\n{run}", server.pid());
+    let groups: Vec<_> = run
+        .reports()
+        .into_iter()
+        .flat_map(|r| r.groups)
+        .filter(|g| g.pid() == Some(server.pid()))
+        .collect();
+    for g in &groups {
+        assert_eq!(g.container_id(), Some(container.id.as_str()), "{g}");
+        assert_eq!(g.netns(), Some(inode(&lab.ns)), "{g}");
+    }
+    promtool_check(&page);
+    let m = Metrics::parse(&page);
+    let pid = server.pid().to_string();
+    let ns = inode(&lab.ns).to_string();
+    assert_eq!(
+        m.int(
+            "tcptrace_closewait_leaking_sockets",
+            &[
+                ("pid", &pid),
+                ("comm", "leaky_server"),
+                ("netns", &ns),
+                ("container", &container.id)
+            ]
+        ),
+        2,
+        "{page}"
+    );
+    run.assert_clean_exit();
+}
+
+#[test]
+fn a_container_is_named_in_leak_groups_and_metrics() {
+    container_is_named_in_leak_groups_and_metrics(31_211, false);
+}
+
+#[test]
+fn a_container_of_v1_hierarchies_only_is_named_too() {
+    container_is_named_in_leak_groups_and_metrics(31_221, true);
+}
+
+/// The stream names the container of an owner from the cgroup id the
+/// kernel noted: the client has exited before its events are printed
+/// (tcptrace is stopped with SIGSTOP while it runs), so `/proc` cannot.
+#[test]
+fn a_stream_event_names_the_container_of_an_owner_that_has_exited() {
+    const PORT: u16 = 31_231;
+    let lab = lab!();
+    let container = FakeContainer::new(&cgroup2_mount(), |id| format!("docker-{id}.scope"));
+    let addr = format!("127.0.0.1:{PORT}");
+    let _server = lab.server(&["--addr", &addr, "--read-request"]);
+    let port = PORT.to_string();
+    let tracer = Tracer::start(&["--port", &port]);
+    let mut client = lab.client(&["--addr", &addr, "--send", "--wait-go"]);
+    let client_pid = client.pid();
+    container.enter(client_pid);
+    let tcptrace = libc::pid_t::try_from(tracer.pid()).expect("a pid");
+    // SAFETY: kill(2) of the tracer this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(tcptrace, libc::SIGSTOP) }, 0);
+    client.go();
+    let lines = client.wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
+    assert!(
+        !Path::new(&format!("/proc/{client_pid}")).exists(),
+        "the client has exited before tcptrace prints"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(tcptrace, libc::SIGCONT) }, 0);
+    let ns = inode(&lab.ns);
+    let seen = tracer.wait_for(|evs| {
+        evs.iter()
+            .any(|e| e.pid() == Some(client_pid) && e.container().is_some())
+    });
+    let trace = tracer.stop();
+    assert!(
+        seen,
+        "no event of client {client_pid} with a container:\n{trace}"
+    );
+    let mine: Vec<_> = trace
+        .events
+        .iter()
+        .filter(|e| e.pid() == Some(client_pid))
+        .collect();
+    assert!(!mine.is_empty(), "{trace}");
+    for e in mine {
+        assert_eq!(e.container(), Some(container.id.as_str()), "{e:?}");
+        assert_eq!(e.netns(), Some(ns), "{e:?}");
+    }
 }

@@ -9,9 +9,7 @@ use crate::{
     host::sockdiag,
     kernel::{counters, maps},
     model::counters::UserLosses,
-    report::summary::{
-        NamespaceCounts, costs_line, losses_line, namespaces_line, socket_map_line,
-    },
+    report::summary::{NamespaceCounts, costs_line, losses_line, namespaces_line, socket_map_line},
 };
 
 impl Run<'_> {

@@ -62,7 +62,9 @@ impl Event {
         has("owner_source", |x| {
             matches!(x.as_str(), Some("syscall" | "io" | "procfs" | "unknown"))
         })?;
-        has("netns", |x| x.is_null() || x.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)))?;
+        has("netns", |x| {
+            x.is_null() || x.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))
+        })?;
         has("container", str_or_null)?;
         has("family", |x| matches!(x.as_str(), Some("ipv4" | "ipv6")))?;
         has("saddr", Value::is_string)?;

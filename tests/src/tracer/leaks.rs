@@ -150,7 +150,12 @@ impl LeakRun {
             self.stderr
         );
         let lines: Vec<&str> = self.stderr.lines().collect();
-        let clean = lines.first().is_some_and(|l| l.starts_with(READY))
+        // The ready line comes first, after the /metrics line if any.
+        let ready = lines
+            .iter()
+            .position(|l| l.starts_with(READY))
+            .is_some_and(|i| lines[..i].iter().all(|l| l.contains("serving Prometheus")));
+        let clean = ready
             && lines
                 .iter()
                 .any(|l| l.starts_with("tcptrace: ") && l.contains(LEAK_SUMMARY))
