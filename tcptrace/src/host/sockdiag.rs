@@ -10,7 +10,8 @@
 
 use std::{
     cell::Cell,
-    io,
+    fmt, io,
+    os::fd::AsRawFd as _,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -73,6 +74,15 @@ pub struct Diag {
     seq: Cell<u32>,
     /// The sequence number of a dump whose replies were not all read.
     unfinished: Cell<Option<u32>>,
+}
+
+impl fmt::Debug for Diag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Diag")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("seq", &self.seq.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Diag {
