@@ -8,9 +8,14 @@
 //! functions ([`dump`], [`held_tuples`], ...) each make a [`Diag`] of their
 //! own, in tcptrace's namespace.
 
+mod raw;
+#[cfg(test)]
+mod tests;
+
 use std::{
     cell::Cell,
-    io,
+    fmt, io,
+    os::fd::AsRawFd as _,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -21,12 +26,13 @@ use netlink_packet_core::{
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use tcptrace_common::TcpState;
 use thiserror::Error;
 
+use self::raw::{NLMSG_HEADER_LEN, diag_socket, raw_header};
 use crate::model::{
     filter::PortFilter,
     socket::{DiagSocket, Tuple, canonical_tuple},
@@ -73,6 +79,15 @@ pub struct Diag {
     seq: Cell<u32>,
     /// The sequence number of a dump whose replies were not all read.
     unfinished: Cell<Option<u32>>,
+}
+
+impl fmt::Debug for Diag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Diag")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("seq", &self.seq.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Diag {
@@ -283,12 +298,18 @@ impl Diag {
     }
 
     /// Read replies until dump `seq` ends, looking at their headers only.
+    /// Without waiting: the kernel queues a running dump's next datagram
+    /// as it hands over the last one, so an empty queue means the end was
+    /// already read.
     fn finish_dump(&self, seq: u32) -> Result<(), DiagError> {
         let mut rx = Vec::with_capacity(64 * 1024);
         loop {
             rx.clear();
-            if self.socket.recv(&mut rx, 0)? == 0 {
-                break;
+            match self.socket.recv(&mut rx, libc::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
             }
             let mut offset = 0;
             let mut ended = false;
@@ -305,36 +326,6 @@ impl Diag {
         }
         self.unfinished.set(None);
         Ok(())
-    }
-}
-
-/// Length of a netlink message header (`struct nlmsghdr`).
-const NLMSG_HEADER_LEN: usize = 16;
-
-/// A netlink message's length (aligned to 4 bytes), type and sequence
-/// number, from its first 16 bytes.
-fn raw_header(msg: &[u8]) -> Option<(usize, u16, u32)> {
-    let h = msg.get(..NLMSG_HEADER_LEN)?;
-    let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    let kind = u16::from_ne_bytes([h[4], h[5]]);
-    let seq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
-    Some((len.next_multiple_of(4), kind, seq))
-}
-
-fn diag_socket(h: &InetResponseHeader, raw: &[u8]) -> DiagSocket {
-    let id = &h.socket_id;
-    DiagSocket {
-        state: TcpState::from_u32(u32::from(h.state)),
-        local: id.source_address,
-        lport: id.source_port,
-        remote: id.destination_address,
-        rport: id.destination_port,
-        inode: h.inode,
-        recv_queue: h.recv_queue,
-        send_queue: h.send_queue,
-        timer_expires_ms: raw_expires_ms(raw, h.timer.is_some()),
-        timer: raw.get(TIMER_OFFSET).copied().unwrap_or(0),
-        cookie: u64::from_ne_bytes(id.cookie),
     }
 }
 
@@ -365,24 +356,3 @@ pub fn dump_timewait() -> Result<Vec<DiagSocket>, DiagError> {
 pub fn timewait_sockets(ports: &PortFilter) -> Result<Vec<DiagSocket>, DiagError> {
     Diag::here()?.timewait_sockets(ports)
 }
-
-/// Offset of `idiag_timer`: after the 16-byte netlink header, family, state.
-const TIMER_OFFSET: usize = NLMSG_HEADER_LEN + 2;
-
-/// Offset of `idiag_expires` in a netlink message carrying `struct
-/// inet_diag_msg` (`include/uapi/linux/inet_diag.h)`: 16-byte netlink header,
-/// then family, state, timer, retrans (4 bytes) and the 48-byte socket id.
-const EXPIRES_OFFSET: usize = NLMSG_HEADER_LEN + 4 + 48;
-
-/// The timer's expiry in ms. Read from the raw message: the crate's parsed
-/// `Timer::TimeWait` carries no expiry, and TIME_WAIT's is the one we need.
-fn raw_expires_ms(msg: &[u8], has_timer: bool) -> Option<u32> {
-    if !has_timer {
-        return None;
-    }
-    let b = msg.get(EXPIRES_OFFSET..EXPIRES_OFFSET + 4)?;
-    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-#[cfg(test)]
-mod tests;

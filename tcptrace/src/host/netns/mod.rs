@@ -11,7 +11,7 @@
 //! mount elsewhere or a thread that is not its process's main thread are not
 //! found.
 //!
-//! Work inside another namespace runs on a thread of its own ([`worker`]),
+//! Work inside another namespace runs on a thread of its own (`worker`),
 //! which opens a way in only for the `setns` and returns to tcptrace's
 //! namespace after each job. `setns` needs `CAP_SYS_ADMIN`: without it, only
 //! tcptrace's own namespace answers.

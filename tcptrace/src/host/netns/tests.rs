@@ -141,23 +141,33 @@ fn resolve_says_what_does_not_exist() {
     );
 }
 
-/// The worker never enters through a way that is gone or that leads to
-/// another namespace than the one asked for (a reused pid): both need no
+/// The worker never enters through a way that is gone, that leads to
+/// another namespace than the one asked for (a reused pid), or that is no
+/// namespace at all (a FIFO, which does not block it): none needs a
 /// `setns`, hence no privilege.
 #[test]
 fn the_worker_enters_only_the_namespace_asked_for() {
+    let dir = Dir::new("worker");
+    let fifo = dir.0.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo {}", fifo.display());
     let home = File::open("/proc/self/ns/net").unwrap();
     let mut w = Worker::new(home, nsfs_dev());
     let ways = vec![
         PathBuf::from("/proc/self/ns/absent"),
         PathBuf::from("/proc/self/ns/net"),
+        fifo,
     ];
     let out = w.run(Netns(1), ways, || 42).unwrap();
     assert_eq!(out.result, None);
     assert!(
         matches!(
             out.failed.as_slice(),
-            [(0, EnterError::Gone), (1, EnterError::Gone)]
+            [
+                (0, EnterError::Gone),
+                (1, EnterError::Gone),
+                (2, EnterError::Gone)
+            ]
         ),
         "{:?}",
         out.failed

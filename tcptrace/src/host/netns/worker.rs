@@ -8,9 +8,9 @@
 
 use std::{
     any::Any,
-    fs::File,
+    fs::{File, OpenOptions},
     io,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     sync::mpsc::{self, Receiver, Sender},
     thread::{self, JoinHandle},
@@ -188,9 +188,14 @@ fn serve(home: &File, nsfs_dev: u64, jobs: &Receiver<Job>) {
 }
 
 /// Open `way` and `setns` into it if it is still namespace `ns`. The file
-/// is closed before this returns.
+/// is closed before this returns. Opened non-blocking: something other than
+/// a namespace put in its place (a FIFO) would not stop the thread.
 fn enter(way: &Path, ns: Netns, nsfs_dev: u64) -> Result<(), EnterError> {
-    let file = File::open(way).map_err(|e| {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(way);
+    let file = opened.map_err(|e| {
         if is_gone(&e) {
             EnterError::Gone
         } else {

@@ -118,3 +118,23 @@ fn one_socket_serves_many_requests_even_after_a_stopped_dump() {
         assert_eq!(diag.held_tuples(&[tuple]).unwrap(), vec![true]);
     }
 }
+
+/// A small dump stopped on its first socket: the next request answers, and
+/// in bounded time (the rest of the dump is read without waiting for
+/// replies that may never come).
+#[test]
+fn a_small_dump_stopped_on_its_first_socket_does_not_block_the_next_request() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let diag = Diag::here().unwrap();
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            diag.dump_with(&[TcpState::Listen], |_| panic!("stop the dump"))
+        }));
+        assert!(stopped.is_err());
+        let listeners = diag.dump(&[TcpState::Listen]).unwrap();
+        tx.send(listeners.iter().any(|d| d.lport == port)).unwrap();
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+}
