@@ -4,7 +4,7 @@
 //! by inode, and stacks symbolized once per code path.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
     time::Duration,
@@ -111,18 +111,25 @@ pub(super) struct Collector {
     pub start_ns: u64,
     /// Inodes of sockets already in CLOSE_WAIT when tcptrace started.
     pub seeded: HashSet<u32>,
+    /// The namespaces a report asks sock_diag about: each dump walks the
+    /// kernel's whole TCP hash table (the namespaces share it), so only
+    /// tcptrace's own, those with sockets seeded at start-up, and those
+    /// where the last report's kernel map had CLOSE_WAIT sockets.
+    pub busy: BTreeSet<Option<Netns>>,
+    /// The namespaces of the seeded sockets.
+    pub seeded_in: BTreeSet<Option<Netns>>,
     pub symbols: Symbols,
     /// The stacks every socket in the kernel map refers to, marked as the
     /// report reads the map, for the stack recycler.
     pub marks: StackMarks,
 }
 
-/// The CLOSE_WAIT sockets of every traced namespace from its own
+/// The CLOSE_WAIT sockets of namespaces `of` from each one's own
 /// sock_diag socket, sorted by (namespace, tuple): tuples repeat across
 /// namespaces.
-fn diag_sockets(cx: &mut Cx<'_>) -> Vec<Diag> {
+fn diag_sockets(cx: &mut Cx<'_>, of: impl IntoIterator<Item = Option<Netns>>) -> Vec<Diag> {
     let mut diag = Vec::new();
-    for ns in cx.traced() {
+    for ns in of {
         let dumped = cx.diag(ns, |s| {
             s.dump_with(&[TcpState::CloseWait], |d| {
                 diag.push(Diag {
@@ -147,13 +154,17 @@ fn diag_sockets(cx: &mut Cx<'_>) -> Vec<Diag> {
 
 /// The inodes of the CLOSE_WAIT sockets of every traced namespace (socket
 /// inodes are unique on the host), for the sockets already leaking when
-/// tcptrace starts.
-pub(super) fn seed(cx: &mut Cx<'_>) -> HashSet<u32> {
-    diag_sockets(cx)
+/// tcptrace starts, and the namespaces they are in.
+pub(super) fn seed(cx: &mut Cx<'_>) -> (HashSet<u32>, BTreeSet<Option<Netns>>) {
+    let traced = cx.traced();
+    let found = diag_sockets(cx, traced);
+    let namespaces = found.iter().map(|d| d.netns).collect();
+    let inodes = found
         .into_iter()
         .filter(|d| d.inode != 0)
         .map(|d| d.inode)
-        .collect()
+        .collect();
+    (inodes, namespaces)
 }
 
 impl Collector {
@@ -165,8 +176,13 @@ impl Collector {
         let min_age_ns = u64::try_from(self.min_age.as_nanos()).unwrap_or(u64::MAX);
         // Recv-Q and inodes of the namespaces' sockets first, so that each
         // kernel socket is joined to them as it is read.
-        let mut diag = diag_sockets(cx);
         let own = cx.own();
+        let traced = cx.traced();
+        let asked: Vec<Option<Netns>> = traced
+            .into_iter()
+            .filter(|ns| *ns == own || self.busy.contains(ns))
+            .collect();
+        let mut diag = diag_sockets(cx, asked);
         let ebpf = cx.ebpf;
         let mut stacks = StackCache {
             maps: StackMaps::new(ebpf)?,
@@ -270,14 +286,24 @@ impl Collector {
             filter,
             symbols,
             marks,
+            busy,
+            seeded_in,
             ..
         } = self;
         marks.clear();
+        busy.clone_from(seeded_in);
         maps::each_sock_details(ebpf, |info| {
             marks.mark(info);
             if info.state != TcpState::CloseWait as u32 || info.entered_ns == 0 {
                 return;
             }
+            busy.insert(own.map(|own| {
+                if info.netns == 0 {
+                    own
+                } else {
+                    Netns(info.netns)
+                }
+            }));
             let age_ns = now.saturating_sub(info.entered_ns);
             if age_ns < min_age_ns {
                 return;

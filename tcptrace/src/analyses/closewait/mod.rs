@@ -7,7 +7,7 @@
 //! dwell histogram and its count of dwells past `--min-age`.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     sync::Arc,
     time::SystemTime,
 };
@@ -71,6 +71,8 @@ impl Leaks {
                 ports: setup.plan.ports,
                 start_ns,
                 seeded: HashSet::new(),
+                busy: BTreeSet::new(),
+                seeded_in: BTreeSet::new(),
                 symbols: Symbols::new(opts.symbolize_timeout, Arc::clone(&setup.stopping)),
                 marks: maps::StackMarks::default(),
             },
@@ -93,7 +95,10 @@ impl Analysis for Leaks {
     /// Note the sockets already in CLOSE_WAIT in every namespace: their age
     /// is known only from now on.
     fn on_start(&mut self, cx: &mut Cx<'_>) {
-        self.collector.seeded = collect::seed(cx);
+        let (seeded, namespaces) = collect::seed(cx);
+        self.collector.seeded = seeded;
+        self.collector.busy.clone_from(&namespaces);
+        self.collector.seeded_in = namespaces;
     }
 
     /// The leak report reads the kernel's socket store; no record is for it.
