@@ -309,3 +309,185 @@ fn a_stream_event_names_the_container_of_an_owner_that_has_exited() {
         assert_eq!(e.netns(), Some(ns), "{e:?}");
     }
 }
+
+/// `ip link show DEV` succeeds.
+fn link_exists(dev: &str) -> bool {
+    run_bounded(
+        Command::new("ip").args(["link", "show", dev]),
+        Duration::from_secs(5),
+    )
+    .status
+    .success()
+}
+
+/// A namespace whose only process is tcptrace's start-up find, with the
+/// peer of a veth pair in it: tcptrace makes a sock_diag socket there at
+/// start-up (the leak seed), which would keep the namespace, and the host
+/// end of the veth, alive for ever; once its process exits, the next
+/// refresh lets it go and the veth disappears.
+#[test]
+fn a_namespace_whose_last_process_exits_is_let_go_while_tcptrace_runs() {
+    let host_end = format!("vh-it{}", std::process::id() % 100_000);
+    let inner_end = format!("vc-it{}", std::process::id() % 100_000);
+    let mut sleeper = integration_tests::ChildGuard(
+        Command::new("unshare")
+            .args(["-n", "sleep", "60"])
+            .spawn()
+            .expect("unshare -n sleep"),
+    );
+    let pid = sleeper.0.id().to_string();
+    // unshare execs sleep once the namespace exists.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+        == std::fs::read_link("/proc/self/ns/net").ok()
+    {
+        assert!(Instant::now() < deadline, "unshare made no namespace");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let ip = |args: &[&str]| {
+        let out = run_bounded(Command::new("ip").args(args), Duration::from_secs(5));
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&[
+        "link", "add", &host_end, "type", "veth", "peer", "name", &inner_end,
+    ]);
+    ip(&["link", "set", &inner_end, "netns", &pid]);
+    assert!(link_exists(&host_end));
+
+    let tracer = LeakTracer::start_host(&["--json", "--min-age", "1h", "-i", "1", "--port", "1"]);
+    sleeper.0.kill().expect("kill the namespace's last process");
+    let _ = sleeper.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link_exists(&host_end) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let gone = !link_exists(&host_end);
+    let run = tracer.stop();
+    if !gone {
+        ip(&["link", "del", &host_end]);
+    }
+    assert!(
+        gone,
+        "{host_end} outlived its namespace's last process:\n{run}"
+    );
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("tcptrace: network namespaces:"))
+        .unwrap_or_else(|| panic!("no namespaces line:\n{run}"));
+    assert!(
+        integration_tests::number_before(line, " let go") >= 1,
+        "{line}"
+    );
+}
+
+/// `--netns` keeps one namespace's events and leaks and drops another's
+/// on the same port.
+#[test]
+fn netns_limits_the_stream_and_leaks_to_one_namespace() {
+    const PORT: u16 = 31_241;
+    let bin = LeakyServerBin::build();
+    let (a, b) = (lab!(), lab!());
+    let (server_a, server_b) = (bin.start(&a.ns, PORT, 30), bin.start(&b.ns, PORT, 30));
+    let port = (PORT + 1).to_string();
+    let stream = Tracer::start(&["--netns", b.ns.name(), "--port", &port]);
+    let leaks = LeakTracer::start_host(&[
+        "--netns",
+        b.ns.name(),
+        "--json",
+        "--min-age",
+        "1s",
+        "-i",
+        "1",
+        "--port",
+        &port,
+    ]);
+    leak(&a, PORT + 1, 2);
+    leak(&b, PORT + 1, 2);
+    let found = leaks.wait_for_report(WAIT, |r: &LeakReport| !r.of_pid(server_b.pid()).is_empty());
+    let b_events = stream.wait_for(|evs| evs.iter().any(|e| e.pid() == Some(server_b.pid())));
+    let (leaks, stream) = (leaks.stop(), stream.stop());
+    assert!(
+        found.is_some() && b_events,
+        "B's leak and events:\n{leaks}\n{stream}"
+    );
+    let b_inode = inode(&b.ns);
+    assert!(
+        stream.events.iter().all(|e| e.netns() == Some(b_inode)),
+        "only B's events:\n{stream}"
+    );
+    let groups: Vec<_> = leaks.reports().into_iter().flat_map(|r| r.groups).collect();
+    assert!(groups.iter().all(|g| g.netns() == Some(b_inode)), "{leaks}");
+    assert!(
+        groups.iter().all(|g| g.pid() != Some(server_a.pid())),
+        "A's leak is not B's:\n{leaks}"
+    );
+}
+
+/// A `--netns` that names nothing is an error that says what is missing,
+/// before anything is loaded.
+#[test]
+fn a_netns_naming_nothing_is_a_clear_error() {
+    integration_tests::require_root();
+    for (spec, want) in [
+        (
+            "tcptrace-it-none",
+            "no network namespace /run/netns/tcptrace-it-none",
+        ),
+        ("pid:4000000000", "process 4000000000 does not exist"),
+        (
+            "inode:1",
+            "no process or /run/netns mount is in namespace inode:1",
+        ),
+    ] {
+        let out = run_bounded(
+            Command::new(integration_tests::tracer_bin()).args(["--netns", spec, "-d", "1"]),
+            Duration::from_secs(20),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--netns {spec}: {err}");
+        assert!(
+            err.contains(&format!("--netns {spec}")) && err.contains(want),
+            "--netns {spec}: {err}"
+        );
+        assert!(!err.contains("tracing"), "nothing was loaded: {err}");
+    }
+}
+
+/// Without the kernel's BTF (`TCPTRACE_BTF` names a file that is not
+/// there), tcptrace says so once and traces on, every event without a
+/// namespace; `--netns`, which needs it, is an error.
+#[test]
+fn a_kernel_without_btf_is_named_once_and_tracing_goes_on() {
+    const PORT: u16 = 31_251;
+    let lab = lab!();
+    let addr = format!("127.0.0.1:{PORT}");
+    let _server = lab.server(&["--addr", &addr, "--read-request"]);
+    let port = PORT.to_string();
+    let missing = "/nonexistent/tcptrace-it-btf";
+    let tracer = Tracer::start_env(&[("TCPTRACE_BTF", missing)], &["--port", &port]);
+    let lines = lab.client(&["--addr", &addr, "--send"]).wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
+    let seen = tracer.wait_for(|evs| evs.iter().any(|e| e.dport() == PORT));
+    let trace = tracer.stop();
+    assert!(seen, "events go on without BTF:\n{trace}");
+    assert!(trace.events.iter().all(|e| e.netns().is_none()), "{trace}");
+    assert_eq!(
+        trace.stderr.matches(missing).count(),
+        1,
+        "named once:\n{}",
+        trace.stderr
+    );
+    let out = run_bounded(
+        Command::new(integration_tests::tracer_bin())
+            .env("TCPTRACE_BTF", missing)
+            .args(["--netns", lab.ns.name(), "-d", "1"]),
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--netns needs") && err.contains(missing),
+        "{err}"
+    );
+}
