@@ -194,6 +194,16 @@ impl Cli {
                  tcptrace, or drop --by",
             ));
         }
+        if (hist.is_some() || timewait.is_some())
+            && (self.container.is_some() || self.cgroup.is_some())
+        {
+            return Err(Self::command().error(
+                ErrorKind::ArgumentConflict,
+                "--container and --cgroup filter the stream and --closewait-leaks, which know \
+                 each socket's owner; --hist and --timewait count in the kernel by namespace: \
+                 use --netns (a container's namespace: --netns pid:PID of a process in it)",
+            ));
+        }
         Ok(Plan {
             analyses: Analyses {
                 stream: hist.is_none() && closewait.is_none() && timewait.is_none(),

@@ -207,8 +207,36 @@ fn container_is_named_in_leak_groups_and_metrics(port: u16, v1: bool) {
         "--prometheus",
         &metrics,
     ]);
+    // --container keeps the groups of the container its prefix names only.
+    let short = &container.id[..12];
+    let leak_args = |filter: &'static str, value: &str| {
+        LeakTracer::start_host(&[
+            "--json",
+            "--min-age",
+            "1s",
+            "-i",
+            "1",
+            "--port",
+            &noread,
+            filter,
+            value,
+        ])
+    };
+    let kept = leak_args("--container", short);
+    let dropped = leak_args("--container", "ffff0000");
     leak(&lab, port + 1, 2);
     let found = tracer.wait_for_report(WAIT, |r: &LeakReport| !r.of_pid(server.pid()).is_empty());
+    let kept_found =
+        kept.wait_for_report(WAIT, |r: &LeakReport| !r.of_pid(server.pid()).is_empty());
+    let (kept, dropped) = (kept.stop(), dropped.stop());
+    assert!(kept_found.is_some(), "--container {short}:\n{kept}");
+    assert!(
+        dropped
+            .reports()
+            .iter()
+            .all(|r| r.of_pid(server.pid()).is_empty()),
+        "--container ffff0000:\n{dropped}"
+    );
     // The gauge follows the report that found the leak.
     let mut page = String::new();
     let deadline = Instant::now() + WAIT;

@@ -35,7 +35,9 @@ NAMESPACES AND CONTAINERS (--netns, --container, --cgroup)
   machine name. --cgroup PATH keeps those whose owner's cgroup is PATH or
   below it, on whole components, as /proc/PID/cgroup shows it after \"0::\":
   /system.slice matches /system.slice/docker-ID.scope, not /system.slicer.
-  Owners not known yet match neither. --hist --by netns splits the
+  Owners not known yet match neither. Both filter the stream and
+  --closewait-leaks; --hist and --timewait count by namespace in the
+  kernel, so they take --netns instead. --hist --by netns splits the
   histograms per network namespace; --by container names each namespace by
   the container in it.
 

@@ -18,7 +18,12 @@ use crate::{
     analyses::{Analysis, Cx, RunCounts, Setup},
     host::{cgroup::labels::Labeller, procs, symbolize::Symbols},
     kernel::{clock::monotonic_ns, maps},
-    model::{closewait::Group, counters::KernelCounters, event::Event, plan::LeakOptions},
+    model::{
+        closewait::Group,
+        counters::KernelCounters,
+        event::Event,
+        plan::{LeakOptions, Scope},
+    },
     report::{
         closewait::{JsonGroup, closed_line, render_text},
         json_line,
@@ -53,6 +58,8 @@ pub struct Leaks {
     /// Frees the stacks of sockets gone, after each report.
     stacks: maps::StackRecycler,
     labels: Labeller,
+    /// `--container` and `--cgroup`, applied to each group's owner.
+    scope: Scope,
     /// The last report's sockets by owner, namespace and container, for
     /// `/metrics`.
     gauges: Vec<LeakGauge>,
@@ -78,6 +85,7 @@ impl Leaks {
             },
             stacks: maps::StackRecycler::default(),
             labels: Labeller::default(),
+            scope: setup.plan.scope.clone(),
             gauges: Vec::new(),
         }
     }
@@ -119,6 +127,12 @@ impl Analysis for Leaks {
                 }
             }
         }
+        groups.retain(|g| {
+            self.scope.accepts_owner(
+                g.process.cgroup.as_deref(),
+                g.process.container_id.as_deref(),
+            )
+        });
         self.gauges = gauges(&groups);
         let when = crate::report::text::report_time(SystemTime::now());
         if self.json {

@@ -173,3 +173,24 @@ fn help_teaches_namespaces_and_containers() {
         assert!(section.contains(want), "{want}: {section}");
     }
 }
+
+/// `--container` and `--cgroup` need a socket's owner: the stream and leak
+/// reports have it, the kernel-side counts of --hist and --timewait do not.
+#[test]
+fn owner_filters_go_with_the_analyses_that_know_owners() {
+    for ok in [&[][..], &["--closewait-leaks"]] {
+        let args: Vec<&str> = ok.iter().copied().chain(["--container", "ab12"]).collect();
+        assert_eq!(plan(&args).scope.container.as_deref(), Some("ab12"));
+    }
+    for mode in [
+        &["--hist"][..],
+        &["--timewait"],
+        &["--closewait-leaks", "--timewait"],
+    ] {
+        for flag in [["--container", "ab12"], ["--cgroup", "/system.slice"]] {
+            let args: Vec<&str> = mode.iter().copied().chain(flag).collect();
+            let err = parse(&args).unwrap().plan().unwrap_err().to_string();
+            assert!(err.contains("use --netns"), "{args:?}: {err}");
+        }
+    }
+}
