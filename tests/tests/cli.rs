@@ -194,6 +194,7 @@ fn closed_stdout_exits_0_promptly() {
         err.lines().all(|l| l.starts_with(READY)
             || l.starts_with("tcptrace: losses: ")
             || l.starts_with("tcptrace: socket map: ")
+            || l.starts_with("tcptrace: network namespaces: ")
             || l.starts_with("tcptrace: kernel cost per call: ")
             || (l.starts_with("tcptrace: ") && l.contains(" events ("))),
         "a closed stdout is not an error:\n{err}"

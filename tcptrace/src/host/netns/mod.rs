@@ -201,6 +201,13 @@ impl Namespaces {
         self.table.get(&ns)?.ways.name.as_deref()
     }
 
+    /// Processes found in the namespace at the last refresh (a few, in the
+    /// order found): what names its container.
+    #[must_use]
+    pub fn pids(&self, ns: Netns) -> &[u32] {
+        self.table.get(&ns).map_or(&[], |e| e.ways.pids.as_slice())
+    }
+
     /// The namespace's sock_diag socket, made inside it the first time
     /// (in tcptrace's own namespace, on the calling thread).
     pub fn diag(&mut self, ns: Netns) -> Result<&Diag, NetnsError> {
