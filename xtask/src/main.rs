@@ -47,18 +47,24 @@ enum Task {
     },
     /// Benchmarks (root): throughput with no tracer, tcptrace and bpftrace,
     /// interleaved; then tcptrace's memory and CPU with 100k held
-    /// connections. Writes docs/benchmarks.md and docs/benchmarks.json.
+    /// connections; then its CPU with 1, 50 and 200 network namespaces.
+    /// Writes docs/benchmarks.md and docs/benchmarks.json.
     /// With `--baseline REV`, the throughput stage also runs tcptrace built
     /// from REV, and compares each program's kernel ns/call with it.
     Bench {
-        /// Rounds of every configuration (medians are over rounds).
+        /// Rounds of every configuration (medians are over rounds), in
+        /// every stage but scale.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
         /// Seconds of each load phase (churn, then keep-alive).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
-        /// Run one stage only and update only its table: `throughput`, or
-        /// `scale` (100k held connections, about 2-4 minutes).
+        /// Run one stage only and update only its table: `throughput`,
+        /// `scale` (100k held connections, about 2-4 minutes), or `netns`
+        /// (tcptrace --timewait and --hist in the host namespace for 20 s a
+        /// run, with 1, 50 and 200 namespaces made, each with `lo` up and an
+        /// idle process; idle, then min(N, 10) with 5 connections/s of
+        /// TIME_WAIT churn; --rounds runs of each; about 5 minutes a round).
         #[arg(long, value_enum, value_name = "STAGE")]
         only: Option<bench::Stage>,
         /// Also run tcptrace built from this git revision (e.g. a commit

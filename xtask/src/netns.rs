@@ -13,24 +13,29 @@ use anyhow::Result;
 use crate::status;
 
 /// The namespace `name`, deleted on drop.
-pub struct Netns(&'static str);
+pub struct Netns(String);
 
 impl Netns {
-    pub fn create(name: &'static str) -> Result<Self> {
+    pub fn create(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
         let _ = Command::new("ip")
-            .args(["netns", "del", name])
+            .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
-        status(Command::new("ip").args(["netns", "add", name]))?;
+        status(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Netns(name);
-        status(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+        status(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
         Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", self.0]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 

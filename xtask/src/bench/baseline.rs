@@ -76,7 +76,7 @@ fn git(dir: &Path) -> Command {
 }
 
 /// A git command's trimmed stdout, or its stderr as the error.
-fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
+pub(super) fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
     let out = git(dir)
         .args(args)
         .output()

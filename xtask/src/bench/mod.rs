@@ -6,10 +6,12 @@
 //! Load: the project's own generator (`tcptrace-load`), server inside a
 //! network namespace made here, clients in the same namespace, loopback only.
 //!
-//! Two stages, each with its own table between markers in
+//! Three stages, each with its own table between markers in
 //! docs/benchmarks.md and its own keys in docs/benchmarks.json:
-//! `throughput` (here; its rows in configs.rs, its table in report.rs) and
-//! `scale` (100k held connections, scale.rs); `--only STAGE` runs one.
+//! `throughput` (here; its rows in configs.rs, its table in report.rs),
+//! `scale` (100k held connections, scale.rs) and `netns` (the cost of
+//! following 1, 50 and 200 network namespaces, namespaces.rs); `--only
+//! STAGE` runs one.
 //!
 //! `--baseline REV` adds to the throughput stage tcptrace built from REV
 //! (baseline.rs), as rows of its own, and a third table: its kernel ns/call
@@ -18,6 +20,7 @@
 mod baseline;
 mod compare;
 mod configs;
+mod namespaces;
 mod report;
 
 use std::{
@@ -40,7 +43,7 @@ use crate::{
 };
 use configs::Config;
 pub(crate) use report::splice as splice_table;
-use report::{SCALE_MARKERS, splice, update_json, write_comparison, write_reports};
+use report::{NETNS_MARKERS, SCALE_MARKERS, splice, update_json, write_comparison, write_reports};
 
 const NETNS: &str = "tcptrace-bench";
 const ADDR: &str = "127.0.0.1:18950";
@@ -249,6 +252,9 @@ pub enum Stage {
     /// tcptrace's memory and CPU with 100k held connections (100k sockets in
     /// CLOSE_WAIT, 100k in FIN_WAIT2), mode by mode.
     Scale,
+    /// tcptrace's CPU with 1, 50 and 200 network namespaces on the host,
+    /// idle, then 10 of them with TIME_WAIT churn (the 1 s polls' cost).
+    Netns,
 }
 
 /// Run the benchmarks (every stage, or `only` one) and write the reports;
@@ -280,6 +286,8 @@ pub fn run(rounds: u32, seconds: f64, only: Option<Stage>, baseline: Option<&str
     ]))?;
     let target = crate::target_dir().join("release");
     let (tcptrace, loadgen) = (target.join("tcptrace"), target.join("tcptrace-load"));
+    // What was built, read now: the tree may move while the stages run.
+    let built = measured_build(rounds);
     let baseline = baseline.map(baseline::build).transpose()?;
     let docs = workspace_root().join("docs");
     fs::create_dir_all(&docs)?;
@@ -295,10 +303,49 @@ pub fn run(rounds: u32, seconds: f64, only: Option<Stage>, baseline: Option<&str
         splice(&docs.join("benchmarks.md"), SCALE_MARKERS, &md)?;
         eprintln!("xtask: wrote the scale table to docs/benchmarks.md and .json\n{md}");
     }
+    if stage(Stage::Netns) {
+        let (md, json) = namespaces::run(&tcptrace, &loadgen, rounds)?;
+        let md = format!("{built}\n\n{md}");
+        update_json(&docs.join("benchmarks.json"), |doc| {
+            doc.insert("netns".to_owned(), json);
+        })?;
+        splice(&docs.join("benchmarks.md"), NETNS_MARKERS, &md)?;
+        eprintln!("xtask: wrote the netns table to docs/benchmarks.md and .json\n{md}");
+    }
     if let Some(md) = comparison {
         eprintln!("xtask: against the baseline (also in docs/benchmarks.md and .json):\n{md}");
     }
     Ok(())
+}
+
+/// The command and the tree a table was measured with: the bench builds
+/// tcptrace from the working tree, which may differ from its commit.
+fn measured_build(rounds: u32) -> String {
+    let git = |args: &[&str]| baseline::git_output(&workspace_root(), args).unwrap_or_default();
+    let rev = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "tcptrace",
+        "tcptrace-common",
+        "tcptrace-ebpf",
+    ])
+    .is_empty();
+    let rev = if rev.is_empty() {
+        "an unknown commit".to_owned()
+    } else {
+        rev
+    };
+    format!(
+        "Measured by `sudo cargo xtask bench --only netns --rounds {rounds}` with tcptrace \
+         built from {rev}{}.",
+        if dirty {
+            " plus uncommitted changes"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The throughput stage; with a baseline, returns the comparison table.

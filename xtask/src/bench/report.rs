@@ -176,6 +176,7 @@ pub type Markers = (&'static str, &'static str);
 const THROUGHPUT_MARKERS: Markers = ("<!-- bench:begin -->", "<!-- bench:end -->");
 pub const SCALE_MARKERS: Markers = ("<!-- scale:begin -->", "<!-- scale:end -->");
 const BASELINE_MARKERS: Markers = ("<!-- baseline:begin -->", "<!-- baseline:end -->");
+pub const NETNS_MARKERS: Markers = ("<!-- netns:begin -->", "<!-- netns:end -->");
 
 /// Rewrite docs/benchmarks.json with `edit` applied to its top-level object,
 /// keeping what other stages wrote.
@@ -242,7 +243,12 @@ mod tests {
     #[test]
     fn every_table_has_its_markers_in_the_docs_once() {
         let doc = fs::read_to_string(workspace_root().join("docs/benchmarks.md")).unwrap();
-        for (begin, end) in [THROUGHPUT_MARKERS, SCALE_MARKERS, BASELINE_MARKERS] {
+        for (begin, end) in [
+            THROUGHPUT_MARKERS,
+            SCALE_MARKERS,
+            BASELINE_MARKERS,
+            NETNS_MARKERS,
+        ] {
             assert_eq!(doc.matches(begin).count(), 1, "{begin}");
             assert_eq!(doc.matches(end).count(), 1, "{end}");
             assert!(doc.find(begin) < doc.find(end), "{begin}");

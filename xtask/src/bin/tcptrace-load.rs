@@ -8,10 +8,15 @@
 //! tcptrace-load keepalive  --addr 127.0.0.1:PORT [--threads N] [--seconds S]
 //! tcptrace-load hold-serve --addr 127.0.0.1:PORT [--ports K] [--count N] [--seconds S]
 //! tcptrace-load hold       --addr 127.0.0.1:PORT [--ports K] [--count N] [--threads T] [--rate R] [--seconds S]
+//! tcptrace-load trickle    --addr 127.0.0.1:PORT [--rate R] [--seconds S]
 //! ```
 //! churn: connect, send a 16-byte request, read the 16-byte reply, close.
 //! keepalive: one connection per thread, request/reply in a loop.
 //! Clients print one JSON line: `{"connections":N,"requests":N,"seconds":S}`.
+//!
+//! trickle: a server and its client in one process, R churn connections a
+//! second (1 by default, at most 1000), each closed by the client first, so
+//! that a TIME_WAIT socket is left per connection; prints the client's line.
 //!
 //! hold-serve / hold: a CLOSE_WAIT leak at scale. The server listens on ports
 //! PORT..PORT+K-1 and keeps every accepted socket open, never reading or
@@ -62,7 +67,7 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let mode = it
         .next()
-        .ok_or("usage: tcptrace-load serve|churn|keepalive --addr A")?;
+        .ok_or("usage: tcptrace-load serve|churn|keepalive|hold-serve|hold|trickle --addr A")?;
     let mut addr = None;
     let mut threads = 2;
     let mut seconds = 5.0;
@@ -201,6 +206,44 @@ fn client(a: &Args, keepalive: bool) {
         conns.load(Ordering::Relaxed),
         reqs.load(Ordering::Relaxed)
     );
+}
+
+/// The trickle mode: serve `addr` and connect to it `rate` times a second
+/// until `--seconds` have passed; dies with its parent.
+fn trickle(a: &Args) -> Result<(), String> {
+    die_with_parent();
+    let l = TcpListener::bind(a.addr).map_err(|e| format!("bind {}: {e}", a.addr))?;
+    // One connection at a time: the client closes first, then the handler
+    // reads the end and closes (at most 30 s on a stuck one).
+    thread::spawn(move || {
+        let cap = usize::try_from(MAX_OPS_PER_THREAD).unwrap_or(usize::MAX);
+        for s in l.incoming().take(cap).flatten() {
+            serve_conn(s);
+        }
+    });
+    let rate = if a.rate > 0.0 {
+        a.rate.min(1000.0)
+    } else {
+        1.0
+    };
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(a.seconds);
+    let mut conns = 0u64;
+    for n in 0..MAX_OPS_PER_THREAD {
+        #[expect(clippy::cast_precision_loss, reason = "a count of connections")]
+        let due = Duration::from_secs_f64(n as f64 / rate);
+        if due >= limit {
+            break;
+        }
+        thread::sleep(due.saturating_sub(start.elapsed()));
+        conns += u64::from(churn_once(a.addr));
+    }
+    println!(
+        "{{\"connections\":{conns},\"requests\":{conns},\"seconds\":{:.3}}}",
+        start.elapsed().as_secs_f64()
+    );
+    // The handler thread may sit in accept().
+    std::process::exit(0);
 }
 
 /// Raise `RLIMIT_NOFILE` to hold `fds` descriptors: the soft limit up to the
@@ -438,6 +481,7 @@ fn main() {
             client(&a, true);
             Ok(())
         }
+        "trickle" => trickle(&a),
         other => Err(format!("unknown mode {other}")),
     });
     if let Err(e) = r {
