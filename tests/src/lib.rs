@@ -11,9 +11,11 @@
 //! own and starts tcptrace (in the root namespace) with `--port` set to that
 //! port, so that other traffic on the machine never shows up in its events.
 //! The reporting modes ([`ModeTracer`]: `--hist`, `--timewait`,
-//! `--closewait-leaks`) run tcptrace inside the test's namespace instead:
-//! `sock_diag` sees only tcptrace's own namespace. Every wait in this crate is
-//! bounded; a test that cannot run fails loudly.
+//! `--closewait-leaks`) mostly run tcptrace inside the test's namespace
+//! instead, limited to it with `--netns` (a `--prometheus` listener is then
+//! reachable from inside it); the tests of several namespaces run it in the
+//! host namespace. Every wait in this crate is bounded; a test that cannot
+//! run fails loudly.
 //!
 //! [`netns`]: namespaces and the [`Lab`]; [`peers`]: the processes a test
 //! drives; [`process`]: child-process plumbing; [`tracer`]: tcptrace runs;

@@ -74,6 +74,16 @@ impl Netns {
         &self.name
     }
 
+    /// The namespace's inode, as tcptrace names it (`netns` in JSON and
+    /// `/metrics`).
+    #[must_use]
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap_or_else(|e| panic!("stat /run/netns/{}: {e}", self.name))
+            .ino()
+    }
+
     /// `args` with `--netns NAME` first: tcptrace limited to this
     /// namespace.
     #[must_use]

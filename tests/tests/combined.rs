@@ -4,8 +4,8 @@
 //! analysis's JSON goes through the parser its own tests use, and must say
 //! what it says alone; `/metrics` is scraped from the same process.
 //!
-//! tcptrace runs inside the test's namespace, as in the single-analysis
-//! tests: sock_diag and the sysctls answer for its own namespace.
+//! tcptrace runs inside the test's namespace, limited to it with `--netns`,
+//! as in the single-analysis tests.
 
 use std::time::Duration;
 
@@ -186,14 +186,19 @@ fn the_combination_serves_metrics_and_text_reports() {
     assert!(seen.is_some(), "{:#?}", tracer.lines());
 
     let m = Metrics::parse(&lab.http_get(METRICS, "/metrics"));
-    assert_eq!(m.int("tcptrace_sockets", &[("state", "TIME_WAIT")]), n);
+    let ns = lab.ns.inode().to_string();
+    let netns = |k, v| [(k, v), ("netns", ns.as_str())];
+    assert_eq!(m.int("tcptrace_sockets", &netns("state", "TIME_WAIT")), n);
     assert_eq!(
-        m.int("tcptrace_sockets", &[("state", "FIN_WAIT2_ORPHAN")]),
+        m.int("tcptrace_sockets", &netns("state", "FIN_WAIT2_ORPHAN")),
         LEAKS,
         "the leak's clients wait for a FIN that never comes"
     );
     assert_eq!(
-        m.int("tcptrace_timewait_sockets_total", &[("event", "entered")]),
+        m.int(
+            "tcptrace_timewait_sockets_total",
+            &netns("event", "entered")
+        ),
         n + LEAKS
     );
     assert_eq!(

@@ -3,11 +3,11 @@
 //! predicted expiry, sockets killed early by port reuse), the Prometheus
 //! `/metrics` page against the JSON reports, `--by lport`, and bad flags.
 //!
-//! tcptrace runs inside each test's network namespace (`ip netns exec`):
-//! timewait sockets are polled through `sock_diag`, which only sees
-//! tcptrace's own namespace, and a `--prometheus` listener is scraped from
-//! inside it too. The kernel histograms are global (tracepoints are), so the
-//! runs are limited with `--port`, or the assertions pick groups by port.
+//! tcptrace runs inside each test's network namespace (`ip netns exec`),
+//! limited to it with `--netns`, and a `--prometheus` listener is scraped
+//! from inside it too; one test runs it in the host namespace, following
+//! every namespace. The runs are limited with `--port`, or the assertions
+//! pick groups by port.
 //!
 //! The clients of the tests with exact counts connect one by one (the server
 //! still serves them concurrently): when two CPUs create the same histogram
@@ -261,7 +261,7 @@ fn timewait_population_and_predicted_expiry() {
     assert_eq!(r.count("TIME_WAIT"), 0, "none completed yet:\n{r}");
 
     let m = Metrics::parse(&lab.http_get(METRICS, "/metrics"));
-    assert_population_metrics(&m, n, json_close_wait);
+    assert_population_metrics(&m, &lab.ns.inode().to_string(), n, json_close_wait);
 
     let run = tracer.stop();
     run.assert_clean_exit();
@@ -275,12 +275,13 @@ fn timewait_population_and_predicted_expiry() {
 }
 
 /// `/metrics` after [`timewait_population_and_predicted_expiry`]'s `n`
-/// active closes, when the JSON report counts `json_close_wait` CLOSE_WAIT
-/// dwells.
-fn assert_population_metrics(m: &Metrics, n: u64, json_close_wait: u64) {
-    assert_eq!(m.int("tcptrace_sockets", &[("state", "TIME_WAIT")]), n);
+/// active closes in namespace `ns` (an inode), when the JSON report counts
+/// `json_close_wait` CLOSE_WAIT dwells.
+fn assert_population_metrics(m: &Metrics, ns: &str, n: u64, json_close_wait: u64) {
+    let netns = |k, v| [(k, v), ("netns", ns)];
+    assert_eq!(m.int("tcptrace_sockets", &netns("state", "TIME_WAIT")), n);
     assert_eq!(
-        m.int("tcptrace_sockets", &[("state", "FIN_WAIT2_ORPHAN")]),
+        m.int("tcptrace_sockets", &netns("state", "FIN_WAIT2_ORPHAN")),
         0
     );
     assert_eq!(
@@ -290,7 +291,7 @@ fn assert_population_metrics(m: &Metrics, n: u64, json_close_wait: u64) {
     );
     for (event, want) in [("entered", n), ("expired", 0), ("killed_early", 0)] {
         assert_eq!(
-            m.int("tcptrace_timewait_sockets_total", &[("event", event)]),
+            m.int("tcptrace_timewait_sockets_total", &netns("event", event)),
             want,
             "{event}:\n{}",
             m.text
@@ -430,11 +431,23 @@ fn timewait_killed_early_by_reuse() {
     );
 
     let m = Metrics::parse(&lab.http_get(METRICS, "/metrics"));
-    let event = |e: &str| m.int("tcptrace_timewait_sockets_total", &[("event", e)]);
+    let ns = lab.ns.inode().to_string();
+    let event = |e: &str| {
+        m.int(
+            "tcptrace_timewait_sockets_total",
+            &[("event", e), ("netns", ns.as_str())],
+        )
+    };
     assert_eq!(event("killed_early"), 1, "{}", m.text);
     assert_eq!(event("expired"), 0, "{}", m.text);
     assert_eq!(event("entered"), 1, "{}", m.text);
-    assert_eq!(m.int("tcptrace_sockets", &[("state", "TIME_WAIT")]), 0);
+    assert_eq!(
+        m.int(
+            "tcptrace_sockets",
+            &[("state", "TIME_WAIT"), ("netns", ns.as_str())]
+        ),
+        0
+    );
     assert_eq!(
         m.int(
             "tcptrace_state_dwell_seconds_count",
@@ -485,15 +498,44 @@ fn timewait_reused_and_closed_within_a_poll_is_killed_early() {
     assert_eq!(r.count("TIME_WAIT"), 1, "its dwell is recorded:\n{r}");
 }
 
-/// Test 3c: tcptrace follows timewait sockets of its own namespace only
-/// (its sock_diag polls see no other): active closes in another namespace
-/// are not counted as entered, though their full-socket dwells are in the
-/// kernel's global histograms.
+/// `GET http://ADDR/metrics` from this test's namespace (the host's).
+fn scrape_here(addr: &str) -> Metrics {
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_tcptrace-peer"))
+            .args(["scrape", &format!("http://{addr}/metrics")]),
+        Duration::from_secs(15),
+    );
+    assert!(out.status.success(), "scrape {addr}: {out:?}");
+    Metrics::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Test 3c: tcptrace in the host namespace, with `--by netns`, follows the
+/// timewait sockets of every namespace: 3 active closes in another
+/// namespace are counted as that namespace's share (and none as the
+/// host's), its TIME_WAIT histograms are a group of their own labelled by
+/// its inode as the kernel's groups are, and `/metrics` labels its
+/// timewait series with it.
 #[test]
-fn timewait_counts_only_its_own_namespace() {
-    let here = lab!();
+fn timewait_of_every_namespace_is_counted_and_labelled() {
+    const METRICS: &str = "127.0.0.1:29547";
     let elsewhere = lab!();
-    let tracer = ModeTracer::start(&here.ns, &["--json", "-i", "1", "--port", "29541"]);
+    let inode = elsewhere.ns.inode();
+    let ns = inode.to_string();
+    let tracer = ModeTracer::start_with(
+        Command::new(tracer_bin()),
+        "--hist",
+        &[
+            "--json",
+            "-i",
+            "1",
+            "--port",
+            "29541",
+            "--by",
+            "netns",
+            "--prometheus",
+            METRICS,
+        ],
+    );
     let _ = active_closes(
         &elsewhere,
         "127.0.0.1:29541",
@@ -502,21 +544,77 @@ fn timewait_counts_only_its_own_namespace() {
         Clients::AtOnce,
     );
     elsewhere.wait_ss("time-wait", &["dport", "=", ":29541"], 3);
-    // Two polls of grace for an entry to show up, then one more.
-    thread::sleep(Duration::from_secs(3));
+    // An idle namespace is polled one second in five: a first sighting
+    // within six.
+    let share = |r: &HistReport| r.timewait.namespace(inode).cloned();
+    let r = tracer
+        .wait_for_report(REPORT_TIMEOUT, |r| {
+            share(r).is_some_and(|n| n["entered"] == 3 && n["live_time_wait"] == 3)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no report with the 3 TIME_WAIT of netns {inode}; last:\n{}",
+                tracer
+                    .last_report()
+                    .map_or_else(|| "(none)".to_owned(), |r| r.to_string())
+            )
+        });
+    let m = scrape_here(METRICS);
     let run = tracer.stop();
     run.assert_clean_exit();
-    let r = run.final_report();
+    let host = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("stat /proc/self/ns/net");
+    let mine = r
+        .timewait
+        .namespace(host)
+        .unwrap_or_else(|| panic!("the host's share is always shown:\n{r}"));
+    assert_eq!(mine["entered"], 0, "none of them the host's:\n{r}");
+    assert!(r.timewait.entered() >= 3, "{r}");
+    // The kernel's groups and the timewait ones carry the same label.
+    let cw = r.groups("CLOSE_WAIT");
     assert_eq!(
-        r.count("CLOSE_WAIT"),
-        3,
-        "the kernel histograms are global:\n{r}"
+        cw.get(&ns).map(|h| h.count()),
+        Some(3),
+        "the kernel's group of netns {ns}:\n{r}"
     );
-    let tw = &r.timewait;
+    for state in ["TIME_WAIT", "FIN_WAIT2_ORPHAN"] {
+        let g = r.groups(state);
+        let h = g
+            .get(&ns)
+            .unwrap_or_else(|| panic!("no {state} group for netns {ns}:\n{r}"));
+        assert_eq!(h.by(), Some("netns"), "{h}");
+        assert!(
+            r.hist(state).is_none(),
+            "split: no {state} line without a group:\n{r}"
+        );
+    }
+
+    let labels = |k: &'static str, v: &'static str| [(k, v), ("netns", ns.as_str())];
     assert_eq!(
-        (tw.entered(), tw.live_time_wait(), tw.killed_early()),
-        (0, 0, 0),
-        "TIME_WAIT sockets of another namespace:\n{r}"
+        m.int("tcptrace_sockets", &labels("state", "TIME_WAIT")),
+        3,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.int(
+            "tcptrace_timewait_sockets_total",
+            &labels("event", "entered")
+        ),
+        3,
+        "{}",
+        m.text
+    );
+    let host = host.to_string();
+    assert_eq!(
+        m.int(
+            "tcptrace_sockets",
+            &[("state", "TIME_WAIT"), ("netns", host.as_str())]
+        ),
+        0,
+        "{}",
+        m.text
     );
 }
 

@@ -519,3 +519,38 @@ fn a_kernel_without_btf_is_named_once_and_tracing_goes_on() {
         "{err}"
     );
 }
+
+/// `--hist --by container`: the kernel splits dwells by namespace, and the
+/// report names each namespace by the container of a process in it.
+#[test]
+fn hist_by_container_names_each_namespace_by_its_container() {
+    const PORT: u16 = 31_261;
+    let lab = lab!();
+    let container = FakeContainer::new(&cgroup2_mount(), |id| format!("docker-{id}.scope"));
+    let addr = format!("127.0.0.1:{PORT}");
+    let server = lab.server(&["--addr", &addr, "--read-request", "--connections", "3"]);
+    container.enter(server.pid());
+    let port = PORT.to_string();
+    let tracer = integration_tests::ModeTracer::start_with(
+        Command::new(integration_tests::tracer_bin()),
+        "--hist",
+        &["--by", "container", "--json", "-i", "1", "--port", &port],
+    );
+    let lines = lab
+        .client(&["--addr", &addr, "--send", "--connections", "3"])
+        .wait_success();
+    assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
+    let named = tracer.wait_for_report(WAIT, |r| {
+        r.groups("ESTABLISHED").contains_key(container.id.as_str())
+    });
+    let run = tracer.stop();
+    assert!(
+        named.is_some(),
+        "no ESTABLISHED group named {}:\n{run}",
+        container.id
+    );
+    let report = named.expect("checked");
+    let g = report.groups("ESTABLISHED")[container.id.as_str()];
+    assert_eq!(g.by(), Some("container"), "{run}");
+    assert!(g.count() >= 3, "the server's and clients' sockets: {run}");
+}

@@ -1,7 +1,8 @@
 //! `tcptrace --timewait`, end to end, as root: real servers and clients in a
-//! fresh network namespace each, with tcptrace running in that namespace
-//! (sock_diag and /proc/sys/net answer per namespace). Each test checks what
-//! tcptrace says against what the peers did and what `ss` shows.
+//! fresh network namespace each, with tcptrace running in that namespace and
+//! limited to it with `--netns` (`timewait_netns.rs` runs it in the host
+//! namespace, over several). Each test checks what tcptrace says against
+//! what the peers did and what `ss` shows.
 
 use std::{
     process::Command,
@@ -319,8 +320,11 @@ fn unreadable_sysctls_are_reported_not_fatal() {
         "mount -t tmpfs tcptrace-test /proc/sys/net && exec \"$0\" \"$@\"",
     ])
     .arg(tracer_bin());
-    let tracer =
-        ModeTracer::start_with(cmd, "--timewait", &["--json", "-i", "1", "--port", "29621"]);
+    let tracer = ModeTracer::start_with(
+        cmd,
+        "--timewait",
+        &lab.ns.scoped(&["--json", "-i", "1", "--port", "29621"]),
+    );
     assert!(
         tracer
             .stderr()

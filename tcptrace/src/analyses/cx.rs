@@ -69,6 +69,27 @@ impl Cx<'_> {
         Some(netns.unwrap_or_else(|| n.own()))
     }
 
+    /// The namespace whose reports are always shown: `--netns`'s, else
+    /// tcptrace's own; None when namespaces are not followed.
+    #[must_use]
+    pub fn home(&self) -> Option<Netns> {
+        let n = self.namespaces.as_ref()?;
+        Some(self.only.unwrap_or_else(|| n.own()))
+    }
+
+    /// The namespace as reports name it apart from the others: Some only
+    /// when it is not tcptrace's own.
+    #[must_use]
+    pub fn foreign(&self, netns: Option<Netns>) -> Option<Netns> {
+        netns.filter(|ns| Some(*ns) != self.own())
+    }
+
+    /// The name of namespace `ns` under `/run/netns`, if it has one.
+    #[must_use]
+    pub fn netns_name(&self, ns: Netns) -> Option<&str> {
+        self.namespaces.as_ref()?.name(ns)
+    }
+
     /// tcptrace's own namespace, when namespaces are followed.
     #[must_use]
     pub fn own(&self) -> Option<Netns> {

@@ -40,10 +40,14 @@ pub struct Setup<'a> {
     pub own_netns: Option<Netns>,
 }
 
-/// A poll of the timewait sockets (every [`TW_POLL`]), filtered like the
-/// kernel's records.
+/// A poll of one namespace's timewait sockets, filtered like the kernel's
+/// records: every [`TW_POLL`], for each namespace an analysis asked for
+/// ([`Analysis::timewait_wanted`]).
 pub struct TimewaitPoll<'a> {
     pub now_ns: u64,
+    /// The namespace polled; None when namespaces are not followed (then
+    /// it is tcptrace's own).
+    pub netns: Option<Netns>,
     pub sockets: &'a [DiagSocket],
 }
 
@@ -75,9 +79,21 @@ pub trait Analysis {
         None
     }
 
-    /// Whether it follows timewait sockets through [`Analysis::on_poll`].
-    fn polls_timewait(&self) -> bool {
+    /// Whether it follows timewait sockets: then the runtime polls every
+    /// [`TW_POLL`], asking [`Analysis::timewait_wanted`] each time.
+    fn follows_timewait(&self) -> bool {
         false
+    }
+
+    /// At each poll, once the host's namespaces were listed again: the
+    /// namespaces whose timewait sockets it wants now (of [`Cx::traced`],
+    /// and those its own state follows). The runtime dumps each namespace
+    /// of all the analyses' wants once, and hands each analysis a
+    /// [`TimewaitPoll`] of every namespace it asked for. Asking for idle
+    /// namespaces is what makes polls cost: ask for those with sockets to
+    /// follow.
+    fn timewait_wanted(&mut self, _cx: &Cx<'_>) -> Vec<Option<Netns>> {
+        Vec::new()
     }
 
     /// Once, before the first record: a header, a first look.
@@ -91,7 +107,7 @@ pub trait Analysis {
     /// when the run is over.
     fn on_drained(&mut self, _cx: &mut Cx<'_>, _started_ns: u64, _last: bool) {}
 
-    /// Every [`TW_POLL`]: the timewait sockets, when it asks for them.
+    /// One namespace's timewait sockets, when it asked for them.
     fn on_poll(&mut self, _cx: &mut Cx<'_>, _poll: &TimewaitPoll<'_>) {}
 
     /// Every poll period, for what it re-reads or announces on its own.

@@ -96,45 +96,6 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     Container::from_cgroup_path(cgroup).map(|c| c.id)
 }
 
-/// Tells the processes in tcptrace's network namespace from the others: the
-/// tracepoints are global, sock_diag and /proc/sys answer for one namespace.
-#[derive(Debug)]
-pub struct NetnsFilter {
-    /// `/proc/self/ns/net`; None when unreadable (then every pid is ours).
-    own: Option<std::path::PathBuf>,
-    cache: HashMap<u32, bool>,
-}
-
-impl Default for NetnsFilter {
-    fn default() -> Self {
-        Self {
-            own: std::fs::read_link("/proc/self/ns/net").ok(),
-            cache: HashMap::new(),
-        }
-    }
-}
-
-impl NetnsFilter {
-    /// Whether `pid` lives in tcptrace's network namespace. Unknown (the
-    /// process exited) counts as ours: tcptrace does not guess.
-    pub fn is_ours(&mut self, pid: u32) -> bool {
-        let Some(ours) = self.own.as_ref() else {
-            return true;
-        };
-        if let Some(&v) = self.cache.get(&pid) {
-            return v;
-        }
-        let v = std::fs::read_link(format!("/proc/{pid}/ns/net")).map_or(true, |l| &l == ours);
-        self.cache.insert(pid, v);
-        v
-    }
-
-    /// Pids are reused: forget what was learnt about them.
-    pub fn forget(&mut self) {
-        self.cache.clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,26 @@ impl Hist {
         self.min_ns = Some(self.min_ns.map_or(v, |m| m.min(v)));
     }
 
+    /// Add `other`'s counts, maximum and minimum: the histogram of both
+    /// sets of values. The minimum stays known only if both know theirs (or
+    /// one is empty).
+    pub fn merge(&mut self, other: &Hist) {
+        let empty = |h: &Hist| h.buckets.is_empty() && h.max_ns == 0;
+        if empty(other) {
+            return;
+        }
+        self.min_ns = if empty(self) {
+            other.min_ns
+        } else {
+            self.min_ns.zip(other.min_ns).map(|(a, b)| a.min(b))
+        };
+        for (&s, &c) in &other.buckets {
+            let n = self.buckets.entry(s).or_default();
+            *n = n.saturating_add(c);
+        }
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
     #[must_use]
     pub fn count(&self) -> u64 {
         self.buckets.values().fold(0, |a, &c| a.saturating_add(c))
@@ -126,6 +146,29 @@ pub fn by_name(by: HistBy) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_histograms_count_both_sets() {
+        let mut a = Hist::default();
+        a.add(1_000);
+        a.add(5_000);
+        let mut b = Hist::default();
+        b.add(300);
+        b.add(9_000_000);
+        let mut m = Hist::default();
+        m.merge(&a);
+        assert_eq!(m, a, "into an empty one: a copy");
+        m.merge(&Hist::default());
+        assert_eq!(m, a, "an empty one adds nothing");
+        m.merge(&b);
+        assert_eq!(m.count(), 4);
+        assert_eq!((m.min_ns, m.max_ns), (Some(300), 9_000_000));
+        // The kernel's --by rows keep no minimum: then neither does the sum.
+        let mut k = Hist::default();
+        k.add_bucket(hist::slot(700), 2);
+        m.merge(&k);
+        assert_eq!((m.count(), m.min_ns), (6, None));
+    }
 
     #[test]
     fn percentiles_are_within_the_stated_resolution() {

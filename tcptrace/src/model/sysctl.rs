@@ -29,6 +29,23 @@ pub struct Sysctls {
 }
 
 impl Sysctls {
+    /// Every sysctl unread, for `why` (a namespace that could not be
+    /// entered).
+    #[must_use]
+    pub fn unknown(why: &str) -> Self {
+        let e = |name: &str| format!("net.ipv4.{name}: {why}");
+        Sysctls {
+            port_range: Err(e("ip_local_port_range")),
+            reserved_ports: Err(e("ip_local_reserved_ports")),
+            tw_reuse: Err(e("tcp_tw_reuse")),
+            tw_reuse_delay_ms: None,
+            timestamps: Err(e("tcp_timestamps")),
+            max_tw_buckets: Err(e("tcp_max_tw_buckets")),
+            fin_timeout_s: Err(e("tcp_fin_timeout")),
+            tw_recycle: None,
+        }
+    }
+
     /// Ports `connect()` can use to one destination: the range minus the
     /// reserved ports in it. None when the range is unreadable.
     #[must_use]

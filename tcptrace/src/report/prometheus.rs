@@ -13,7 +13,19 @@ use prometheus_client::{
 };
 use tcptrace_common::hist;
 
-use crate::model::histogram::Hist;
+use crate::model::{histogram::Hist, netns::Netns};
+
+/// One namespace's timewait sockets.
+#[derive(Clone, Debug, Default)]
+pub struct TimewaitCounts {
+    /// The `netns` label; None (no label) when namespaces are not followed.
+    pub netns: Option<Netns>,
+    pub time_wait: u64,
+    pub fin_wait2_orphans: u64,
+    pub entered: u64,
+    pub expired: u64,
+    pub killed_early: u64,
+}
 
 /// What the last refresh saw.
 #[derive(Clone, Debug, Default)]
@@ -26,11 +38,8 @@ pub struct Snapshot {
     /// (direction, reason, count).
     pub resets: Vec<(&'static str, String, u64)>,
     pub close_wait: u64,
-    pub time_wait: u64,
-    pub fin_wait2_orphans: u64,
-    pub timewait_entered: u64,
-    pub timewait_expired: u64,
-    pub timewait_killed_early: u64,
+    /// Each namespace's timewait sockets.
+    pub timewait: Vec<TimewaitCounts>,
     pub ringbuf_full: u64,
     pub evictions: u64,
     pub insert_failures: u64,
@@ -77,6 +86,19 @@ fn prom_buckets(h: &Hist) -> (f64, Vec<(f64, u64)>) {
     // prometheus-client writes le="+Inf" for f64::INFINITY only.
     out.push((f64::INFINITY, counts[bounds.len()]));
     (sum, out)
+}
+
+/// `key="value"`, and `netns="INODE"` when namespaces are followed.
+fn netns_labels(
+    key: &'static str,
+    value: &str,
+    netns: Option<Netns>,
+) -> Vec<(&'static str, String)> {
+    let mut labels = vec![(key, value.to_owned())];
+    if let Some(ns) = netns {
+        labels.push(("netns", ns.to_string()));
+    }
+    labels
 }
 
 #[derive(Debug)]
@@ -131,32 +153,37 @@ impl Collector for SnapshotCollector {
         {
             let mut m = enc.encode_descriptor(
                 "tcptrace_sockets",
-                "Sockets now in CLOSE_WAIT (tracked, all namespaces) and in TIME_WAIT / orphaned FIN_WAIT2 (timewait sockets, tcptrace's namespace)",
+                "Sockets now in CLOSE_WAIT (tracked, all namespaces) and in TIME_WAIT / orphaned FIN_WAIT2 (timewait sockets, by network namespace)",
                 None,
                 MetricType::Gauge,
             )?;
-            for (state, n) in [
-                ("CLOSE_WAIT", s.close_wait),
-                ("TIME_WAIT", s.time_wait),
-                ("FIN_WAIT2_ORPHAN", s.fin_wait2_orphans),
-            ] {
-                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
-                    .encode(m.encode_family(&[("state", state)])?)?;
+            let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+            gauge(s.close_wait).encode(m.encode_family(&[("state", "CLOSE_WAIT".to_owned())])?)?;
+            for t in &s.timewait {
+                for (state, n) in [
+                    ("TIME_WAIT", t.time_wait),
+                    ("FIN_WAIT2_ORPHAN", t.fin_wait2_orphans),
+                ] {
+                    gauge(n).encode(m.encode_family(&netns_labels("state", state, t.netns))?)?;
+                }
             }
         }
         {
             let mut m = enc.encode_descriptor(
                 "tcptrace_timewait_sockets",
-                "Timewait sockets of this namespace by fate, as sock_diag polls see them: entered, expired, killed early (reuse or RST)",
+                "Timewait sockets by network namespace and fate, as sock_diag polls see them: entered, expired, killed early (reuse or RST)",
                 None,
                 MetricType::Counter,
             )?;
-            for (event, n) in [
-                ("entered", s.timewait_entered),
-                ("expired", s.timewait_expired),
-                ("killed_early", s.timewait_killed_early),
-            ] {
-                ConstCounter::new(n).encode(m.encode_family(&[("event", event)])?)?;
+            for t in &s.timewait {
+                for (event, n) in [
+                    ("entered", t.entered),
+                    ("expired", t.expired),
+                    ("killed_early", t.killed_early),
+                ] {
+                    ConstCounter::new(n)
+                        .encode(m.encode_family(&netns_labels("event", event, t.netns))?)?;
+                }
             }
         }
         encode_leaks(&s.leaks, &mut enc)?;
@@ -229,8 +256,20 @@ mod tests {
             dwell: vec![("CLOSE_WAIT".into(), None, h)],
             transitions: vec![("ESTABLISHED", "CLOSE_WAIT", 50)],
             resets: vec![("sent", "TCP_STATE".into(), 2)],
-            time_wait: 7,
-            timewait_entered: 9,
+            close_wait: 4,
+            timewait: vec![
+                TimewaitCounts {
+                    netns: Some(Netns(4_026_531_840)),
+                    time_wait: 7,
+                    entered: 9,
+                    ..TimewaitCounts::default()
+                },
+                TimewaitCounts {
+                    netns: Some(Netns(4_026_532_001)),
+                    time_wait: 2,
+                    ..TimewaitCounts::default()
+                },
+            ],
             ringbuf_full: 1,
             hist_full: 3,
             ..Snapshot::default()
@@ -257,11 +296,21 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("tcptrace_sockets{state=\"TIME_WAIT\"} 7"),
+            text.contains("tcptrace_sockets{state=\"CLOSE_WAIT\"} 4"),
             "{text}"
         );
         assert!(
-            text.contains("tcptrace_timewait_sockets_total{event=\"entered\"} 9"),
+            text.contains("tcptrace_sockets{state=\"TIME_WAIT\",netns=\"4026531840\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tcptrace_sockets{state=\"TIME_WAIT\",netns=\"4026532001\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tcptrace_timewait_sockets_total{event=\"entered\",netns=\"4026531840\"} 9"
+            ),
             "{text}"
         );
         assert!(

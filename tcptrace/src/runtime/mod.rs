@@ -4,6 +4,7 @@
 //! `/metrics`, and ends on Ctrl-C, SIGTERM, `--duration` or a closed stdout.
 
 use std::{
+    collections::BTreeSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -16,8 +17,8 @@ use aya::{
 use bytes::BytesMut;
 
 use crate::{
-    analyses::{self, Analysis, Cx, RunCounts, Setup, TW_POLL, TimewaitPoll},
-    host::{netns::Namespaces, sockdiag},
+    analyses::{self, Analysis, Cx, RunCounts, Setup, TW_POLL},
+    host::netns::Namespaces,
     kernel::{
         clock::{monotonic_ns, wall_clock},
         cpulog::{CpuLogs, LOG_DRAIN},
@@ -35,6 +36,7 @@ use crate::{
 };
 
 mod exit;
+mod poll;
 mod serve;
 mod sink;
 mod stop;
@@ -109,6 +111,8 @@ struct Run<'a> {
     namespaces: Option<Namespaces>,
     /// `--netns`, resolved.
     only: Option<Netns>,
+    /// Namespaces whose failed timewait poll was logged.
+    poll_warned: BTreeSet<Option<Netns>>,
 }
 
 impl Run<'_> {
@@ -180,25 +184,6 @@ impl Run<'_> {
         }
     }
 
-    /// Poll the timewait sockets for the analyses that follow them.
-    fn poll(&mut self) {
-        if self.analyses.iter().any(|a| a.polls_timewait()) {
-            match sockdiag::timewait_sockets(&self.ports) {
-                Ok(sockets) => {
-                    let poll = TimewaitPoll {
-                        now_ns: monotonic_ns(),
-                        sockets: &sockets,
-                    };
-                    let (analyses, mut cx) = self.split();
-                    for a in analyses.iter_mut().filter(|a| a.polls_timewait()) {
-                        a.on_poll(&mut cx, &poll);
-                    }
-                }
-                Err(e) => log::warn!("sock_diag poll of timewait sockets: {e}"),
-            }
-        }
-    }
-
     /// Every poll period: namespaces that appeared or died, the poll, then
     /// every analysis's tick.
     fn tick(&mut self) {
@@ -247,6 +232,15 @@ impl Run<'_> {
         };
         eprintln!("{READY} {} ({ctrl_c})", banners.join("; "));
         Ok(())
+    }
+
+    /// How often the rings and logs must be drained beyond the shared
+    /// ring's wakeups: the shortest any analysis or the per-CPU logs need.
+    fn drain_period(&self) -> Option<Duration> {
+        (self.analyses.iter())
+            .filter_map(|a| a.drain_period())
+            .chain(self.logs.is_some().then_some(LOG_DRAIN))
+            .min()
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -316,15 +310,11 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         sink: StdoutSink::default(),
         namespaces,
         only: scope.only,
+        poll_warned: BTreeSet::new(),
     };
 
-    let polls = run.analyses.iter().any(|a| a.polls_timewait());
-    let drain_period = run
-        .analyses
-        .iter()
-        .filter_map(|a| a.drain_period())
-        .chain(run.logs.is_some().then_some(LOG_DRAIN))
-        .min();
+    let polls = run.analyses.iter().any(|a| a.follows_timewait());
+    let drain_period = run.drain_period();
     // The kernel wakes the shared ring only once an eighth of it is full,
     // and never the per-CPU rings and logs: timers drain them all.
     let mut drain = maybe_timer(drain_period, None);

@@ -67,7 +67,10 @@ impl HistLine {
         })?;
         if obj.contains_key("by") {
             check("by", &v["by"], |x| {
-                matches!(x.as_str(), Some("lport" | "rport" | "raddr" | "comm"))
+                matches!(
+                    x.as_str(),
+                    Some("lport" | "rport" | "raddr" | "comm" | "netns" | "container")
+                )
             })?;
             check("group", &v["group"], Value::is_string)?;
         }
@@ -317,6 +320,8 @@ mod tests {
             "killed_early": 0, "overflow": null,
             "predicted_dwell_ns": {"count": 0, "min": null, "max": null},
             "poll_interval_ns": 1_000_000_000u64,
+            "namespaces": [{"netns": 4_026_531_840u64, "entered": 2, "live_time_wait": 2,
+                "live_fin_wait2_orphans": 0, "expired": 0, "killed_early": 0, "overflow": null}],
         })
         .to_string()
     }

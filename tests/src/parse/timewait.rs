@@ -12,7 +12,7 @@ use super::check;
 pub struct TimewaitLine(pub Value);
 
 /// Every key of a `timewait` line.
-const TIMEWAIT_KEYS: [&str; 11] = [
+const TIMEWAIT_KEYS: [&str; 12] = [
     "type",
     "report",
     "time",
@@ -24,6 +24,18 @@ const TIMEWAIT_KEYS: [&str; 11] = [
     "overflow",
     "predicted_dwell_ns",
     "poll_interval_ns",
+    "namespaces",
+];
+
+/// Every key of an entry of a `timewait` line's `namespaces`.
+const NAMESPACE_KEYS: [&str; 7] = [
+    "netns",
+    "entered",
+    "live_time_wait",
+    "live_fin_wait2_orphans",
+    "expired",
+    "killed_early",
+    "overflow",
 ];
 
 impl TimewaitLine {
@@ -71,7 +83,57 @@ impl TimewaitLine {
         {
             return Err(format!("predicted min {lo} > max {hi}"));
         }
+        let namespaces = v["namespaces"]
+            .as_array()
+            .ok_or("namespaces not an array")?;
+        for n in namespaces {
+            let obj = n.as_object().ok_or("a namespace entry not an object")?;
+            let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            let mut want = NAMESPACE_KEYS.to_vec();
+            want.sort_unstable();
+            if keys != want {
+                return Err(format!("namespace keys {keys:?}, documented {want:?}"));
+            }
+            check("namespaces[].netns", &n["netns"], |x| {
+                x.is_null() || x.is_u64()
+            })?;
+            check("namespaces[].overflow", &n["overflow"], |x| {
+                x.is_null() || x.is_u64()
+            })?;
+            for k in &NAMESPACE_KEYS[1..6] {
+                check(k, &n[*k], Value::is_u64)?;
+            }
+        }
+        // The totals are the namespaces' sums (those gone since are in the
+        // totals only).
+        let sum = |k: &str| namespaces.iter().filter_map(|n| n[k].as_u64()).sum::<u64>();
+        if sum("live_time_wait") != self.live_time_wait() {
+            return Err(format!(
+                "live_time_wait {} but the namespaces' add up to {}",
+                self.live_time_wait(),
+                sum("live_time_wait")
+            ));
+        }
         Ok(())
+    }
+
+    /// The entry of `namespaces` for the namespace with this inode.
+    #[must_use]
+    pub fn namespace(&self, inode: u64) -> Option<&Value> {
+        self.0["namespaces"]
+            .as_array()?
+            .iter()
+            .find(|n| n["netns"] == inode)
+    }
+
+    /// The inodes of `namespaces`, in order.
+    #[must_use]
+    pub fn namespaces(&self) -> Vec<u64> {
+        self.0["namespaces"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["netns"].as_u64()).collect())
+            .unwrap_or_default()
     }
 
     fn uint(&self, key: &str) -> u64 {

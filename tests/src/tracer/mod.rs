@@ -29,10 +29,10 @@ pub use events::{Trace, Tracer};
 pub use leaks::{LeakRun, LeakTracer};
 
 /// A running `tcptrace` in a reporting mode (`--hist`, `--timewait`,
-/// `--closewait-leaks`) inside a test's namespace: timewait sockets are
-/// polled through `sock_diag`, which only sees tcptrace's own namespace, and
-/// a `--prometheus` listener is reachable only from inside it. Killed on drop
-/// if still running.
+/// `--closewait-leaks`), inside a test's namespace and limited to it
+/// ([`ModeTracer::start_mode`]; a `--prometheus` listener is then reachable
+/// only from inside it), or started by any command
+/// ([`ModeTracer::start_with`]). Killed on drop if still running.
 pub struct ModeTracer {
     args: Vec<String>,
     child: Child,

@@ -19,6 +19,7 @@ use std::{
 use nix::{
     errno::Errno,
     sched::{CloneFlags, setns},
+    sys::signal::{SigSet, Signal},
 };
 
 use super::scan::is_gone;
@@ -148,12 +149,17 @@ impl Drop for Worker {
 }
 
 /// The thread: jobs until the sender is dropped, or until it cannot
-/// return home.
+/// return home. It blocks SIGINT and SIGTERM first: it may start before
+/// the runtime's signal thread blocks them for the threads made after it,
+/// and a signal delivered here would end the process without the final
+/// report.
 fn serve(home: &File, nsfs_dev: u64, jobs: &Receiver<Job>) {
-    // Signals are for the runtime's signal thread: this thread may start
-    // before the runtime blocks them, and a SIGINT delivered here would
-    // kill the process without the final report.
-    let _ = nix::sys::signal::SigSet::all().thread_block();
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGINT);
+    stop_signals.add(Signal::SIGTERM);
+    if let Err(e) = stop_signals.thread_block() {
+        log::warn!("the thread that enters network namespaces cannot block SIGINT: {e}");
+    }
     for job in jobs {
         let mut failed = Vec::new();
         let mut result = None;

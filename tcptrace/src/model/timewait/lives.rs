@@ -121,6 +121,27 @@ impl Tracker {
         }
     }
 
+    /// Timewait sockets followed now, entries not seen by a poll yet
+    /// included. None: a poll of the namespace can only find new ones.
+    #[must_use]
+    pub fn following(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Add `other`'s counts, histograms and populations, not its lives:
+    /// totals over the trackers of several namespaces.
+    pub fn absorb(&mut self, other: &Tracker) {
+        self.entered += other.entered;
+        self.expired += other.expired;
+        self.killed_early += other.killed_early;
+        self.killed_by_reuse += other.killed_by_reuse;
+        self.never_seen += other.never_seen;
+        self.time_wait.merge(&other.time_wait);
+        self.fin_wait2_orphan.merge(&other.fin_wait2_orphan);
+        self.population_time_wait += other.population_time_wait;
+        self.population_fin_wait2 += other.population_fin_wait2;
+    }
+
     /// A full socket left FIN_WAIT2 or CLOSING for a timewait socket.
     pub fn on_entry(&mut self, tuple: Tuple, ts_ns: u64, pid: Option<u32>) {
         self.entered += 1;

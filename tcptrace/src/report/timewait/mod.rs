@@ -9,6 +9,7 @@ use tcptrace_common::TcpState;
 use crate::model::{
     clock::Clock,
     event::Failure,
+    netns::Netns,
     socket::{DiagSocket, endpoint},
     sysctl::Sysctls,
     timewait::{
@@ -153,11 +154,19 @@ impl Times {
         }
     }
 
-    /// The keys every failure line has.
+    /// The keys every failure line has; `netns` is the caller's namespace
+    /// (null when namespaces are not followed).
     #[must_use]
-    pub fn failure_json(&self, f: &Failure, addr: IpAddr, port: u16) -> serde_json::Value {
+    pub fn failure_json(
+        &self,
+        f: &Failure,
+        netns: Option<Netns>,
+        addr: IpAddr,
+        port: u16,
+    ) -> serde_json::Value {
         serde_json::json!({
             "type": "failure",
+            "netns": netns.map(|n| n.0),
             "time": self.time(f.ts_ns),
             "ts_ns": f.ts_ns,
             "syscall": f.call.syscall(),
@@ -177,6 +186,7 @@ impl Times {
     pub fn bind_failure_json(
         &self,
         f: &Failure,
+        netns: Option<Netns>,
         (addr, port): (IpAddr, u16),
         (time_wait, fin_wait2): (u64, u64),
         live: &[DiagSocket],
@@ -195,7 +205,7 @@ impl Times {
                 })
             })
             .collect();
-        let mut v = self.failure_json(f, addr, port);
+        let mut v = self.failure_json(f, netns, addr, port);
         v["holders"] = serde_json::json!({
             "time_wait": time_wait,
             "fin_wait2_orphans": fin_wait2,
@@ -209,21 +219,29 @@ impl Times {
     pub fn connect_failure_json(
         &self,
         f: &Failure,
+        netns: Option<Netns>,
         (dest, port): (IpAddr, u16),
         groups: &[&DestGroup],
     ) -> serde_json::Value {
         let census: Vec<JsonDest> = groups.iter().map(|g| self.json_dest(g)).collect();
-        let mut v = self.failure_json(f, dest, port);
+        let mut v = self.failure_json(f, netns, dest, port);
         v["destination"] = endpoint(dest, port).into();
         v["census"] = serde_json::to_value(census).unwrap_or_default();
         v
     }
 
-    /// A destination newly heading for exhaustion, at `now_ns`.
+    /// A destination of namespace `netns` newly heading for exhaustion, at
+    /// `now_ns`.
     #[must_use]
-    pub fn projection_json(&self, g: &DestGroup, now_ns: u64) -> serde_json::Value {
+    pub fn projection_json(
+        &self,
+        g: &DestGroup,
+        now_ns: u64,
+        netns: Option<Netns>,
+    ) -> serde_json::Value {
         serde_json::json!({
             "type": "projection",
+            "netns": netns.map(|n| n.0),
             "time": self.time(now_ns),
             "ts_ns": now_ns,
             "destination": self.json_dest(g),
@@ -231,11 +249,16 @@ impl Times {
     }
 }
 
-/// Everything a census report shows.
+/// Everything one namespace's census report shows.
 pub struct CensusReport<'a> {
     pub times: Times,
     pub now_ns: u64,
     pub final_report: bool,
+    /// The namespace (null in JSON when namespaces are not followed).
+    pub netns: Option<Netns>,
+    /// The namespace and its `/run/netns` name, when it is not tcptrace's
+    /// own: the text names it in a header line.
+    pub foreign: Option<(Netns, Option<&'a str>)>,
     pub snap: &'a Snapshot,
     pub tracker: &'a Tracker,
     pub sysctls: &'a Sysctls,
@@ -286,6 +309,7 @@ impl CensusReport<'_> {
         serde_json::json!({
             "type": "timewait_report",
             "report": if self.final_report { "final" } else { "interval" },
+            "netns": self.netns.map(|n| n.0),
             "time": self.times.time(self.now_ns),
             "time_wait": snap.time_wait,
             "fin_wait2_orphans": snap.fin_wait2,

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::*;
 use crate::model::{
     event::{FailedCall, Owner},
+    netns::Netns,
     timewait::{census::project, lives::Tracker},
 };
 
@@ -109,6 +110,8 @@ fn text_lines_escape_the_comms_of_traced_processes() {
         times,
         now_ns: 3_000,
         final_report: true,
+        netns: None,
+        foreign: None,
         snap: &snap,
         tracker: &Tracker::default(),
         sysctls: &sysctls(),
@@ -124,6 +127,7 @@ fn text_lines_escape_the_comms_of_traced_processes() {
     assert_eq!(report.matches(SHOWN).count(), 5, "{report}");
     assert_escaped(&times.bind_failure_text(
         &failure(FailedCall::BindInUse),
+        None,
         (SERVER, 80),
         (3, 0),
         1,
@@ -131,8 +135,72 @@ fn text_lines_escape_the_comms_of_traced_processes() {
     ));
     assert_escaped(&times.connect_failure_text(
         &failure(FailedCall::ConnectNoPort),
+        None,
         (SERVER, 80),
         &[&dest()],
     ));
-    assert_escaped(&times.projection_line(&dest(), 3_000));
+    assert_escaped(&times.projection_line(&dest(), 3_000, None));
+}
+
+/// A namespace other than tcptrace's own: its census starts with a header
+/// line that names it (its `/run/netns` name escaped), its failure and
+/// projection lines end with `netns=INODE`, and every JSON line carries
+/// `netns`; tcptrace's own namespace gets neither header nor suffix.
+#[test]
+fn foreign_namespaces_are_named_in_text_and_json() {
+    const NS: Netns = Netns(4_026_532_001);
+    let times = Times(Clock::fixed(1_700_000_000_000_000_000));
+    let snap = Snapshot::default();
+    let (tracker, sysctls) = (Tracker::default(), sysctls());
+    let report = |foreign: Option<(Netns, Option<&'static str>)>| CensusReport {
+        times,
+        now_ns: 3_000,
+        final_report: false,
+        netns: Some(NS),
+        foreign,
+        snap: &snap,
+        tracker: &tracker,
+        sysctls: &sysctls,
+        overflow: Some(2),
+        binds: &[],
+        connects: &[],
+        advice: &[],
+        failures_unavailable: None,
+        forgotten: Forgotten::default(),
+    };
+    let text = report(Some((NS, Some(HOSTILE)))).text();
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!("Network namespace 4026532001 (/run/netns/{SHOWN}):"),
+        "{text}"
+    );
+    assert_escaped(&text);
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap_or_default()
+            .contains("TIME_WAIT census at"),
+        "{text}"
+    );
+    let own = report(None).text();
+    assert!(own.starts_with("TIME_WAIT census at"), "{own}");
+    assert_eq!(report(None).json()["netns"], 4_026_532_001u64);
+    assert_eq!(report(None).json()["overflow"], 2);
+
+    let f = failure(FailedCall::BindInUse);
+    let line = times.bind_failure_text(&f, Some(NS), (SERVER, 80), (3, 0), 0, &[]);
+    assert!(line.ends_with(" netns=4026532001\n"), "{line:?}");
+    let line = times.bind_failure_text(&f, None, (SERVER, 80), (3, 0), 0, &[]);
+    assert!(!line.contains("netns"), "{line:?}");
+    let line = times.projection_line(&dest(), 3_000, Some(NS));
+    assert!(line.ends_with(" netns=4026532001\n"), "{line:?}");
+    let v = times.bind_failure_json(&f, Some(NS), (SERVER, 80), (3, 0), &[], |_| None);
+    assert_eq!(v["netns"], 4_026_532_001u64);
+    let v = times.connect_failure_json(&f, None, (SERVER, 80), &[]);
+    assert!(v["netns"].is_null(), "namespaces not followed: {v}");
+    assert_eq!(
+        times.projection_json(&dest(), 3_000, Some(NS))["netns"],
+        4_026_532_001u64
+    );
 }

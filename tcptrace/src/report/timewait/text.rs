@@ -5,9 +5,18 @@ use std::{fmt::Write as _, net::IpAddr, time::Duration};
 
 use super::{CensusReport, Times, projection_text};
 use crate::{
-    model::{event::Failure, socket::endpoint, timewait::census::DestGroup},
+    model::{event::Failure, netns::Netns, socket::endpoint, timewait::census::DestGroup},
     report::text::{escape, human_duration},
 };
+
+/// A line's end: ` netns=INODE` for a namespace other than tcptrace's own,
+/// as the stream's lines name one.
+fn line_end(foreign: Option<Netns>) -> String {
+    match foreign {
+        Some(ns) => format!(" netns={ns}\n"),
+        None => "\n".to_owned(),
+    }
+}
 
 /// The top three closers: `pid comm (count), ...`, or `?`.
 fn closers_text(closers: &[(u32, String, u64)]) -> String {
@@ -25,11 +34,13 @@ fn closers_text(closers: &[(u32, String, u64)]) -> String {
 
 impl Times {
     /// A failed `bind()` and what held its port: timewait sockets, and
-    /// `live` sockets with the (pid, comm) of their holders.
+    /// `live` sockets with the (pid, comm) of their holders. `foreign`: the
+    /// caller's namespace, when not tcptrace's own.
     #[must_use]
     pub fn bind_failure_text(
         &self,
         f: &Failure,
+        foreign: Option<Netns>,
         (addr, port): (IpAddr, u16),
         (time_wait, fin_wait2): (u64, u64),
         live: usize,
@@ -53,10 +64,11 @@ impl Times {
         };
         format!(
             "{} bind() EADDRINUSE: pid {} ({}) port {port} on {addr}: held by {time_wait} \
-             TIME_WAIT, {fin_wait2} orphaned FIN_WAIT2, {held}\n",
+             TIME_WAIT, {fin_wait2} orphaned FIN_WAIT2, {held}{}",
             self.clock_of(f.ts_ns),
             f.owner.pid,
             escape(&f.owner.comm),
+            line_end(foreign),
         )
     }
 
@@ -65,6 +77,7 @@ impl Times {
     pub fn connect_failure_text(
         &self,
         f: &Failure,
+        foreign: Option<Netns>,
         (dest, port): (IpAddr, u16),
         groups: &[&DestGroup],
     ) -> String {
@@ -97,22 +110,23 @@ impl Times {
                     .unwrap_or_default()
             );
         }
-        line.push('\n');
+        line.push_str(&line_end(foreign));
         line
     }
 
     /// A destination newly heading for exhaustion, at `now_ns`.
     #[must_use]
-    pub fn projection_line(&self, g: &DestGroup, now_ns: u64) -> String {
+    pub fn projection_line(&self, g: &DestGroup, now_ns: u64, foreign: Option<Netns>) -> String {
         let closer = g
             .closers
             .first()
             .map(|(p, c, _)| format!(" (pid {p} ({}) closes first)", escape(c)))
             .unwrap_or_default();
         format!(
-            "{} projection: {}{closer}\n",
+            "{} projection: {}{closer}{}",
             self.clock_of(now_ns),
-            projection_text(g)
+            projection_text(g),
+            line_end(foreign)
         )
     }
 }
@@ -126,6 +140,14 @@ impl CensusReport<'_> {
         let (binds, connects, advice) = (self.binds, self.connects, self.advice);
         let mut t = String::new();
         let s = self.sysctls;
+        if let Some((ns, name)) = self.foreign {
+            let _ = writeln!(
+                t,
+                "Network namespace {ns}{}:",
+                name.map(|n| format!(" (/run/netns/{})", escape(n)))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(
             t,
             "{}TIME_WAIT census at {}: {} TIME_WAIT, {} orphaned FIN_WAIT2; since start: entered {}, \

@@ -240,3 +240,45 @@ fn an_entry_that_never_shows_up_is_counted() {
     assert_eq!(t.never_seen, 1);
     assert_eq!(t.entered, 1);
 }
+
+/// A namespace polled rarely while idle: a TIME_WAIT first seen 7 s after
+/// it began still gets its start from the timer, so its dwell at the
+/// timer's expiry is exact.
+#[test]
+fn polls_alone_date_a_late_first_sighting_from_the_timer() {
+    let mut t = Tracker::from_polls(None);
+    assert_eq!(t.following(), 0);
+    // Entered TIME_WAIT at 10 s; first polled at 17 s, 53 s left.
+    t.on_poll(
+        17 * S,
+        Duration::from_secs(1),
+        &[tw(5020, TcpState::TimeWait, 53_000)],
+    );
+    assert_eq!((t.entered, t.following()), (1, 1));
+    assert_eq!(t.predicted(), vec![(tuple(5020), TIMEWAIT_LEN)]);
+    t.on_poll(
+        18 * S,
+        Duration::from_secs(1),
+        &[tw(5020, TcpState::TimeWait, 52_000)],
+    );
+    let ended = t.on_poll(70 * S + S / 2, Duration::from_secs(1), &[]);
+    assert_eq!(ended, vec![(tuple(5020), End::Expired, None)]);
+    assert_eq!(t.time_wait.max_ns, 60 * S, "the timer's 60 s, not 53 s");
+    assert_eq!(t.following(), 0);
+}
+
+#[test]
+fn trackers_add_up_without_their_lives() {
+    let mut a = Tracker::default();
+    entered_and_seen(&mut a, 5030, 10 * S);
+    a.on_poll(71 * S, Duration::from_secs(1), &[]);
+    let mut b = Tracker::default();
+    entered_and_seen(&mut b, 5030, 20 * S);
+    let mut total = Tracker::default();
+    total.absorb(&a);
+    total.absorb(&b);
+    assert_eq!((total.entered, total.expired), (2, 1));
+    assert_eq!(total.population_time_wait, 1);
+    assert_eq!(total.time_wait.count(), 1);
+    assert_eq!(total.following(), 0, "lives stay with their namespace");
+}
