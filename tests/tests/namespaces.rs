@@ -55,10 +55,14 @@ struct FakeContainer {
 impl FakeContainer {
     /// `<root>/tcptrace-it-<pid>/<leaf(id)>`.
     fn new(root: &Path, leaf: impl Fn(&str) -> String) -> Self {
-        let id = format!("{:0>64x}", u128::from(std::process::id()) << 64 | 0xc0ffee);
+        let id = format!(
+            "{:0>64x}",
+            (u128::from(std::process::id()) << 64) | 0x00c0_ffee
+        );
         let outer = root.join(format!("tcptrace-it-{}", std::process::id()));
         let inner = outer.join(leaf(&id));
-        std::fs::create_dir_all(&inner).unwrap_or_else(|e| panic!("mkdir {inner:?}: {e}"));
+        std::fs::create_dir_all(&inner)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", inner.display()));
         FakeContainer {
             dirs: vec![outer, inner],
             id,
@@ -69,7 +73,7 @@ impl FakeContainer {
     fn enter(&self, pid: u32) {
         let procs = self.dirs[1].join("cgroup.procs");
         std::fs::write(&procs, pid.to_string())
-            .unwrap_or_else(|e| panic!("writing {pid} to {procs:?}: {e}"));
+            .unwrap_or_else(|e| panic!("writing {pid} to {}: {e}", procs.display()));
     }
 }
 
@@ -98,6 +102,18 @@ fn scrape(port: u16) -> String {
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
+}
+
+/// `/metrics` once it mentions `needle`, or the last page after [`WAIT`].
+fn scrape_until(port: u16, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = scrape(port);
+        if page.contains(needle) || Instant::now() >= deadline {
+            return page;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `n` clients that send more than the leaky server reads, then close:
@@ -238,15 +254,7 @@ fn container_is_named_in_leak_groups_and_metrics(port: u16, v1: bool) {
         "--container ffff0000:\n{dropped}"
     );
     // The gauge follows the report that found the leak.
-    let mut page = String::new();
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        page = scrape(METRICS);
-        if page.contains(&container.id) {
-            break;
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+    let page = scrape_until(METRICS, &container.id);
     let run = tracer.stop();
     assert!(found.is_some(), "no group of pid {}:\n{run}", server.pid());
     let groups: Vec<_> = run

@@ -140,13 +140,13 @@ impl Hists {
             let ns = group.as_deref().and_then(|g| g.parse().ok()).map(Netns);
             let renamed = match ns {
                 Some(ns) => {
-                    if !containers.contains_key(&ns) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = containers.entry(ns) {
                         let pids = cx.namespaces.as_deref().map_or(&[][..], |n| n.pids(ns));
                         if let Some(id) = pids
                             .iter()
                             .find_map(|&pid| self.labels.place(None, pid).container)
                         {
-                            containers.insert(ns, id.to_string());
+                            e.insert(id.to_string());
                         }
                     }
                     Some(container_label(Some(containers), ns))

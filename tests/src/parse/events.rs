@@ -63,7 +63,7 @@ impl Event {
             matches!(x.as_str(), Some("syscall" | "io" | "procfs" | "unknown"))
         })?;
         has("netns", |x| {
-            x.is_null() || x.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))
+            x.is_null() || x.as_u64().is_some_and(|n| u32::try_from(n).is_ok())
         })?;
         has("container", str_or_null)?;
         has("family", |x| matches!(x.as_str(), Some("ipv4" | "ipv6")))?;
