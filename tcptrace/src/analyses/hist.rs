@@ -188,7 +188,12 @@ impl Analysis for Hists {
         let home = cx.home();
         Self::follow(&mut self.spaces, cx, home);
         for (place, f) in self.spaces.iter_mut() {
+            // Since the namespace was first seen, or since its netstat
+            // was first readable.
             let now = cx.timewait_overflow(place).ok().flatten();
+            if let Some(now) = now {
+                f.overflow_at_start.get_or_insert(now);
+            }
             f.overflow = now
                 .zip(f.overflow_at_start)
                 .map(|(a, b)| a.saturating_sub(b));
