@@ -5,8 +5,8 @@
 //! tracepoint never sees: they are followed through the runtime's sock_diag
 //! polls ([`Tracker::from_polls`]), one tracker per network namespace
 //! (4-tuples collide across namespaces). A namespace whose last poll found
-//! timewait sockets is polled every [`TW_POLL`], an idle one every
-//! [`IDLE_POLLS`] polls: a tracker fed by polls alone dates each TIME_WAIT
+//! timewait sockets is polled every [`TW_POLL`], an idle one less often
+//! ([`IDLE_BUDGET`]): a tracker fed by polls alone dates each TIME_WAIT
 //! from its timer, so a late first sighting keeps its dwell exact. Only
 //! resets stream.
 
@@ -26,7 +26,7 @@ use crate::{
         reset_reasons::ResetReasons,
         timewait::{
             lives::Tracker,
-            spaces::{Place, Spaces},
+            spaces::{Place, Spaces, idle_every},
         },
     },
     report::{
@@ -35,11 +35,16 @@ use crate::{
     },
 };
 
-/// An idle namespace (its last poll found no timewait socket) is polled
-/// one poll in this many, staggered across namespaces: what one missed
-/// meanwhile is a life that began and ended within the gap (a TIME_WAIT
-/// killed early by reuse or a RST, never one that ran its 60 s).
-pub const IDLE_POLLS: u64 = 5;
+/// Idle namespaces (whose last poll found no timewait socket) are polled
+/// in turn, [`IDLE_BUDGET`] of them a poll, each at least one poll in
+/// [`IDLE_MIN`] and at most one in [`IDLE_MAX`]: each sock_diag dump walks
+/// the host-wide TCP hash table, however empty the namespace. What one
+/// missed meanwhile is a life that began and ended within the gap (a
+/// TIME_WAIT killed early by reuse or a RST); one that runs its 60 s is
+/// always seen, [`IDLE_MAX`] polls being shorter.
+pub const IDLE_BUDGET: u64 = 8;
+pub const IDLE_MIN: u64 = 5;
+pub const IDLE_MAX: u64 = 50;
 
 /// One namespace's timewait sockets.
 struct Follow {
@@ -199,9 +204,10 @@ impl Analysis for Hists {
     fn timewait_wanted(&mut self, cx: &Cx<'_>) -> Vec<Option<Netns>> {
         let traced = cx.traced();
         self.spaces.refreshed(&traced, cx.home());
-        let due = self.spaces.due(&traced, self.ticks, Some(IDLE_POLLS), |f| {
-            f.tw.following() > 0
-        });
+        let every = idle_every(traced.len(), IDLE_BUDGET, IDLE_MIN, IDLE_MAX);
+        let due = self
+            .spaces
+            .due(&traced, self.ticks, Some(every), |f| f.tw.following() > 0);
         self.ticks += 1;
         due
     }
@@ -233,7 +239,12 @@ impl Analysis for Hists {
         let home = cx.home();
         Self::follow(&mut self.spaces, cx, home);
         for (place, f) in self.spaces.iter_mut() {
+            // Since the namespace was first seen, or since its netstat
+            // was first readable.
             let now = cx.timewait_overflow(place).ok().flatten();
+            if let Some(now) = now {
+                f.overflow_at_start.get_or_insert(now);
+            }
             f.overflow = now
                 .zip(f.overflow_at_start)
                 .map(|(a, b)| a.saturating_sub(b));

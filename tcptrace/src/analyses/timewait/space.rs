@@ -182,12 +182,12 @@ impl Space {
             .snapshot(monotonic_ns(), &self.polled, &self.live, &self.sysctls)
     }
 
-    /// `tcp_max_tw_buckets` overflows since the namespace was first seen,
-    /// when its netstat is readable.
-    pub fn overflow(&self, cx: &mut Cx<'_>, place: Place) -> Option<u64> {
-        let now = cx.timewait_overflow(place).ok().flatten();
-        now.zip(self.overflow_at_start)
-            .map(|(a, b)| a.saturating_sub(b))
+    /// `tcp_max_tw_buckets` overflows since the namespace was first seen
+    /// (or since its netstat was first readable), when it is readable.
+    pub fn overflow(&mut self, cx: &mut Cx<'_>, place: Place) -> Option<u64> {
+        let now = cx.timewait_overflow(place).ok().flatten()?;
+        let start = *self.overflow_at_start.get_or_insert(now);
+        Some(now.saturating_sub(start))
     }
 
     /// Whether a report of the namespace has anything to say now: sockets

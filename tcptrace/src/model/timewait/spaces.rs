@@ -5,7 +5,7 @@
 //! namespace the host no longer lists is reported a last time and dropped,
 //! and beyond [`MAX_SPACES`] the least recently active one goes. It also
 //! says which namespaces a poll looks into ([`Spaces::due`]): idle ones
-//! cost nothing, or one poll in `idle_every`.
+//! cost nothing, or one poll in [`idle_every`].
 //!
 //! Pure: the caller passes the namespaces listed, the time and the ticks.
 
@@ -26,6 +26,18 @@ pub const MAX_SPACES: usize = 8192;
 /// Refreshes in a row that may miss a namespace before it counts as gone:
 /// one refresh may run before a new namespace's first process is found.
 const MISSES_TO_GONE: u8 = 2;
+
+/// For one idle namespace, one poll in how many, when `idle` namespaces
+/// share a budget of `per_poll` idle polls per poll: at least `min`, at
+/// most `max`. A sock_diag dump walks the host-wide TCP hash table whatever
+/// the namespace holds, so the budget, not the number of namespaces, sets
+/// what idle namespaces cost (until `max`).
+#[must_use]
+pub fn idle_every(idle: usize, per_poll: u64, min: u64, max: u64) -> u64 {
+    let n = u64::try_from(idle).unwrap_or(u64::MAX);
+    n.div_ceil(per_poll.max(1))
+        .clamp(min.max(1), max.max(min).max(1))
+}
 
 /// One namespace's state and bookkeeping.
 #[derive(Debug)]

@@ -111,3 +111,15 @@ fn without_namespaces_everything_is_one_place() {
     assert!(s.due(&[None], 1, None, |_| false).is_empty());
     assert!(!s.is_gone(None));
 }
+
+#[test]
+fn idle_namespaces_share_a_budget_of_polls() {
+    // A few namespaces: the shortest period.
+    assert_eq!(idle_every(3, 8, 5, 50), 5);
+    assert_eq!(idle_every(0, 8, 5, 50), 5);
+    // 200 namespaces, 8 a poll: each one poll in 25.
+    assert_eq!(idle_every(200, 8, 5, 50), 25);
+    // Beyond the longest period the budget gives way.
+    assert_eq!(idle_every(8192, 8, 5, 50), 50);
+    assert_eq!(idle_every(9, 0, 1, 50), 9, "a zero budget is one a poll");
+}
