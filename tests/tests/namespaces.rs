@@ -538,6 +538,16 @@ fn hist_by_container_names_each_namespace_by_its_container() {
     let addr = format!("127.0.0.1:{PORT}");
     let server = lab.server(&["--addr", &addr, "--read-request", "--connections", "3"]);
     container.enter(server.pid());
+    // The server exits after its connections: a process that stays in the
+    // namespace and the container names it at every report.
+    let mut stays = integration_tests::ChildGuard(
+        lab.ns
+            .command(Path::new("/bin/sleep"))
+            .arg("60")
+            .spawn()
+            .expect("sleep in the namespace"),
+    );
+    container.enter(stays.0.id());
     let port = PORT.to_string();
     let tracer = integration_tests::ModeTracer::start_with(
         Command::new(integration_tests::tracer_bin()),
@@ -561,4 +571,5 @@ fn hist_by_container_names_each_namespace_by_its_container() {
     let g = report.groups("ESTABLISHED")[container.id.as_str()];
     assert_eq!(g.by(), Some("container"), "{run}");
     assert!(g.count() >= 3, "the server's and clients' sockets: {run}");
+    let _ = stays.0.kill();
 }
