@@ -238,11 +238,13 @@ fn timewait_overflow_is_counted_for_its_namespace() {
     let census = tracer.wait_for_json(SOON, |v| {
         v["type"] == "timewait_report" && v["netns"] == ns && v["overflow"] == overflowed
     });
+    // --hist found B idle at its first poll (before the closes): it sees
+    // the two TIME_WAIT at B's next turn, within 5 s.
     let share_seen = tracer.wait_for_json(SOON, |v| {
         v["type"] == "timewait"
             && v["namespaces"].as_array().is_some_and(|a| {
                 a.iter()
-                    .any(|n| n["netns"] == ns && n["overflow"] == overflowed)
+                    .any(|n| n["netns"] == ns && n["overflow"] == overflowed && n["entered"] == 2)
             })
     });
     let run = tracer.stop();

@@ -212,6 +212,14 @@ impl Analysis for Hists {
         due
     }
 
+    /// Every traced namespace's state, so that overflows count from the
+    /// start (a namespace found later counts from when it is first seen).
+    fn on_start(&mut self, cx: &mut Cx<'_>) {
+        for place in cx.traced() {
+            Self::follow(&mut self.spaces, cx, place);
+        }
+    }
+
     fn on_event(&mut self, _cx: &mut Cx<'_>, ev: Event) {
         if let Event::Reset(r) = ev {
             let reason = r

@@ -207,8 +207,13 @@ impl Analysis for Timewait {
             .due(&traced, self.ticks, None, |s| s.tracker.following() > 0)
     }
 
-    /// The home namespace's state, and a word on the sysctls it lacks.
+    /// Every traced namespace's state, so that overflows count from the
+    /// start (a namespace found later counts from when it is first seen),
+    /// and a word on the sysctls the home namespace lacks.
     fn on_start(&mut self, cx: &mut Cx<'_>) {
+        for place in cx.traced() {
+            Self::space(&mut self.spaces, cx, place);
+        }
         let home = cx.home();
         let space = Self::space(&mut self.spaces, cx, home);
         for e in space.sysctls.unreadable() {
