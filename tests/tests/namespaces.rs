@@ -91,6 +91,15 @@ impl Drop for FakeContainer {
     }
 }
 
+/// Every group of `pid` in `reports` ([`LeakReport::of_pid`] of each).
+fn groups_of(reports: &[LeakReport], pid: u32) -> Vec<integration_tests::LeakGroup> {
+    reports
+        .iter()
+        .flat_map(|r| r.of_pid(pid))
+        .cloned()
+        .collect()
+}
+
 /// `GET /metrics` from tcptrace's endpoint on the host's loopback.
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
@@ -168,12 +177,7 @@ fn a_leak_older_than_tcptrace_in_another_namespace_names_its_owner_and_namespace
         "no group of pid {} in:\n{run}",
         server.pid()
     );
-    let groups: Vec<_> = run
-        .reports()
-        .into_iter()
-        .flat_map(|r| r.groups)
-        .filter(|g| g.pid() == Some(server.pid()))
-        .collect();
+    let groups = groups_of(&run.reports(), server.pid());
     for g in &groups {
         assert_eq!(g.netns(), Some(inode(&lab.ns)), "{g}");
         assert_eq!(g.count(), 3, "{g}");
@@ -257,12 +261,7 @@ fn container_is_named_in_leak_groups_and_metrics(port: u16, v1: bool) {
     let page = scrape_until(METRICS, &container.id);
     let run = tracer.stop();
     assert!(found.is_some(), "no group of pid {}:\n{run}", server.pid());
-    let groups: Vec<_> = run
-        .reports()
-        .into_iter()
-        .flat_map(|r| r.groups)
-        .filter(|g| g.pid() == Some(server.pid()))
-        .collect();
+    let groups = groups_of(&run.reports(), server.pid());
     for g in &groups {
         assert_eq!(g.container_id(), Some(container.id.as_str()), "{g}");
         assert_eq!(g.netns(), Some(inode(&lab.ns)), "{g}");
