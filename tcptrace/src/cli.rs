@@ -47,6 +47,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 #[command(name = "tcptrace", version, about, after_help = after_help())]
 #[command(group(ArgGroup::new("leak_mode").args(["closewait_leaks", "agent"]).multiple(true)))]
 #[command(group(ArgGroup::new("metrics").args(["prometheus", "agent"]).multiple(true)))]
+#[command(group(ArgGroup::new("reporting")
+    .args(["hist", "closewait_leaks", "timewait", "agent"]).multiple(true)))]
 pub struct Cli {
     /// Only events of sockets owned by these pids (comma-separated or repeated).
     #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
@@ -164,9 +166,10 @@ pub struct Cli {
           requires = "leak_mode", help_heading = "Analyses (any combination)")]
     pub symbolize_timeout: Duration,
 
-    /// Print a report every DURATION (every analysis); default 10s.
+    /// Print a report every DURATION (every analysis); default 10s. The
+    /// stream has no reports: it prints each event as it comes.
     #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
-          help_heading = "Analyses (any combination)")]
+          requires = "reporting", help_heading = "Analyses (any combination)")]
     pub interval: Option<Duration>,
 
     /// Ring-buffer size in KiB (a power of two, at least 4). --closewait-leaks

@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod agent;
+mod modes;
 mod scope;
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
