@@ -78,7 +78,8 @@ pub struct Cli {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Only transitions into or out of these states, e.g. `CLOSE_WAIT,FIN_WAIT2`.
+    /// Only transitions into or out of these states, e.g. `CLOSE_WAIT,FIN_WAIT2`
+    /// or, as ss writes them, `close-wait,fin-wait-2`.
     #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state)]
     pub states: Vec<TcpState>,
 

@@ -101,6 +101,15 @@ fn durations_in_seconds_or_humantime() {
 fn states_parse_in_any_case_with_or_without_prefix() {
     let cli = parse(&["--state", "close_wait,TCP_FIN_WAIT2"]).unwrap();
     assert_eq!(cli.states, vec![TcpState::CloseWait, TcpState::FinWait2]);
+    // As ss spells them.
+    let cli = parse(&["--state", "close-wait,fin-wait-2,Time-Wait,syn-recv"]).unwrap();
+    let ss = [
+        TcpState::CloseWait,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::SynRecv,
+    ];
+    assert_eq!(cli.states, ss);
     let err = parse(&["--state", "HALF_OPEN"]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ValueValidation);
     assert!(err.to_string().contains("CLOSE_WAIT"), "{err}");
