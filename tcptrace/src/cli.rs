@@ -11,7 +11,10 @@ use crate::model::{
     cardinality::DEFAULT_TOP,
     filter::{Filter, PortFilter},
     netns::NetnsSpec,
-    plan::{Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TimewaitOptions},
+    plan::{
+        Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TextStyle,
+        TimewaitOptions,
+    },
 };
 
 mod help;
@@ -217,6 +220,19 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
+    /// The stream's times in local time (default UTC; the header says which).
+    ///
+    /// As tcpstates's -T. JSON times stay UTC (RFC 3339, `Z`).
+    #[arg(short = 'T', long = "localtime", conflicts_with = "json")]
+    pub local_time: bool,
+
+    /// The stream's address columns wide enough for IPv6.
+    ///
+    /// By default they fit IPv4 endpoints, so that a line fits 120 columns;
+    /// a longer address still prints whole, shifting the line.
+    #[arg(short = 'w', long, conflicts_with = "json")]
+    pub wide: bool,
+
     /// Stop after DURATION: 30 (seconds), 30s, 5m.
     ///
     /// Every DURATION (this, --interval, --min-age) is at most 10 years.
@@ -278,6 +294,13 @@ impl Cli {
             ));
         }
         let prometheus = (self.prometheus).or_else(|| self.agent.then_some(AGENT_LISTEN));
+        if !stream && (self.local_time || self.wide) {
+            return Err(Self::command().error(
+                ErrorKind::ArgumentConflict,
+                "-T and -w shape the stream's text lines; the reports of --hist, \
+                 --closewait-leaks and --timewait carry their own times (UTC)",
+            ));
+        }
         if closewait.is_some() && hist.is_some_and(|h| h.by != HistBy::State) {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
@@ -320,6 +343,10 @@ impl Cli {
                 cgroup: self.cgroup.clone(),
             },
             json: self.json,
+            text: TextStyle {
+                local_time: self.local_time,
+                wide: self.wide,
+            },
             quiet: self.agent,
             duration: self.duration,
             prometheus,

@@ -13,7 +13,7 @@ const MODES: [(&str, &[&str]); 5] = [
 ];
 
 /// Each mode-only flag and the modes it works in.
-const FLAGS: [(&[&str], &[&str]); 9] = [
+const FLAGS: [(&[&str], &[&str]); 11] = [
     (&["--by", "lport"], &["hist"]),
     (&["--min-age", "5s"], &["leaks", "agent"]),
     (&["--symbolize-timeout", "1s"], &["leaks", "agent"]),
@@ -26,6 +26,8 @@ const FLAGS: [(&[&str], &[&str]); 9] = [
     (&["--json"], &["stream", "hist", "leaks", "timewait"]),
     (&["--container", "abcd"], &["stream", "leaks"]),
     (&["--cgroup", "/system.slice"], &["stream", "leaks"]),
+    (&["-T"], &["stream"]),
+    (&["-w"], &["stream"]),
 ];
 
 #[test]
@@ -43,6 +45,14 @@ fn every_mode_only_flag_is_refused_where_it_would_be_ignored() {
                 plan.err().map(|e| e.to_string())
             );
         }
+    }
+}
+
+/// `-T` and `-w` shape text: with `--json` they are refused.
+#[test]
+fn text_only_flags_are_refused_with_json() {
+    for flag in ["-T", "-w"] {
+        assert!(parse(&["--json", flag]).is_err(), "{flag}");
     }
 }
 
