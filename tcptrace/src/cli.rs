@@ -4,10 +4,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{ArgAction, CommandFactory as _, Parser, error::ErrorKind};
+use clap::{ArgAction, ArgGroup, CommandFactory as _, Parser, error::ErrorKind};
 use tcptrace_common::{HistBy, TcpState};
 
 use crate::model::{
+    cardinality::DEFAULT_TOP,
     filter::{Filter, PortFilter},
     netns::NetnsSpec,
     plan::{Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TimewaitOptions},
@@ -18,12 +19,12 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-use help::after_help;
+use help::{SHORT_AFTER_HELP, after_help};
 pub use parse::{
     By, parse_by, parse_cgroup, parse_container, parse_duration, parse_listen, parse_netns,
     parse_state,
 };
-use parse::{parse_max_sockets, parse_ringbuf_kib};
+use parse::{parse_max_sockets, parse_ringbuf_kib, parse_top};
 
 /// The default `--max-sockets`: 100k live sockets fit with room to spare.
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
@@ -32,135 +33,216 @@ pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
 /// above the maximum the table alone would take gigabytes of kernel memory.
 pub const MAX_SOCKETS_RANGE: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
 
+/// Where `--agent` serves `/metrics` without `--prometheus`: loopback, so
+/// that nothing is exposed by default.
+pub const AGENT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+/// `--help`'s headings: what to run, its options, which sockets.
+const MODES: &str = "Modes (any combination; none: stream every transition and RST)";
+const MODE_OPTIONS: &str = "Mode options";
+const FILTERS: &str = "Filters";
+
 /// The report period when `-i` is not given.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Trace TCP socket state transitions and resets with eBPF.
 #[derive(Debug, Parser)]
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
-#[command(name = "tcptrace", version, about, after_help = after_help())]
+#[command(name = "tcptrace", version, about, after_help = SHORT_AFTER_HELP,
+          after_long_help = after_help())]
+#[command(group(ArgGroup::new("leak_mode").args(["closewait_leaks", "agent"]).multiple(true)))]
+#[command(group(ArgGroup::new("metrics").args(["prometheus", "agent"]).multiple(true)))]
+#[command(group(ArgGroup::new("reporting")
+    .args(["hist", "closewait_leaks", "timewait", "agent"]).multiple(true)))]
 pub struct Cli {
-    /// Only events of sockets owned by these pids (comma-separated or repeated).
-    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
+    /// Who leaks CLOSE_WAIT sockets, and where in the code.
+    ///
+    /// Every --interval, the sockets stuck in CLOSE_WAIT past --min-age,
+    /// grouped by owning process and code path (where it read EOF, where it
+    /// first touched the socket).
+    #[arg(long, help_heading = MODES)]
+    pub closewait_leaks: bool,
+
+    /// "Address already in use", ports run out.
+    ///
+    /// Diagnoses TIME_WAIT: restart failures (`bind()` EADDRINUSE) and
+    /// ephemeral-port exhaustion (`connect()` EADDRNOTAVAIL), with a census by
+    /// destination and local port, a projection, and advice.
+    #[arg(long, help_heading = MODES)]
+    pub timewait: bool,
+
+    /// How long sockets sit in each state: dwell histograms.
+    ///
+    /// Every state, TIME_WAIT included, printed every --interval (counted in
+    /// the kernel: no per-transition records).
+    #[arg(long, help_heading = MODES)]
+    pub hist: bool,
+
+    /// All three as Prometheus metrics, always on.
+    ///
+    /// --hist, --closewait-leaks and --timewait at once, RST counters
+    /// included, served on 127.0.0.1:9464 (or --prometheus ADDR:PORT), and
+    /// nothing on stdout. Metrics refresh every second; leak gauges every
+    /// --interval.
+    #[arg(long, conflicts_with_all = ["hist", "closewait_leaks", "timewait", "json", "by"],
+          help_heading = MODES)]
+    pub agent: bool,
+
+    /// Report every DURATION (default 10s).
+    ///
+    /// Every mode shares it. The stream has no reports: it prints each event
+    /// as it comes, and refuses -i.
+    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
+          requires = "reporting", help_heading = MODE_OPTIONS)]
+    pub interval: Option<Duration>,
+
+    /// Split --hist by KEY (lport, comm, netns, ...).
+    ///
+    /// One histogram per state and lport, rport, raddr, comm, netns (network
+    /// namespace) or container (network namespace, named by the container in
+    /// it).
+    #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist",
+          help_heading = MODE_OPTIONS)]
+    pub by: Option<By>,
+
+    /// Report leaks older than this.
+    ///
+    /// --closewait-leaks reports a socket once it has been in CLOSE_WAIT this
+    /// long. A healthy program closes within milliseconds of EOF.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          requires = "leak_mode", help_heading = MODE_OPTIONS)]
+    pub min_age: Duration,
+
+    /// --closewait-leaks: how long symbolizing one process may take.
+    ///
+    /// The symbolizer runs as a separate process, because it opens files the
+    /// traced process chooses; past this it is killed and that process's
+    /// frames print as "not symbolized (timed out)".
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
+          requires = "leak_mode", help_heading = MODE_OPTIONS, hide_short_help = true)]
+    pub symbolize_timeout: Duration,
+
+    /// Serve metrics on ADDR:PORT (/metrics).
+    ///
+    /// Prometheus metrics at http://ADDR:PORT/metrics (and /healthz) for
+    /// whatever analyses run: --hist, --closewait-leaks, --timewait, or
+    /// --agent (all of them). A bare PORT binds 127.0.0.1 (loopback) only.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen,
+          help_heading = MODE_OPTIONS)]
+    pub prometheus: Option<SocketAddr>,
+
+    /// Metrics: name the N largest destinations, comms, ports; sum the rest.
+    ///
+    /// With --prometheus or --agent: the rest are summed as `other` (a client
+    /// with 28,000 ephemeral ports makes N+1 series, not 28,000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP,
+          value_parser = parse_top, requires = "metrics", help_heading = MODE_OPTIONS,
+          hide_short_help = true)]
+    pub top: usize,
+
+    /// Only sockets owned by these pids.
+    ///
+    /// Comma-separated or repeated.
+    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID",
+          help_heading = FILTERS)]
     pub pids: Vec<u32>,
 
-    /// Only events of sockets whose owner's command name is COMM (exact match).
-    #[arg(long, value_name = "COMM")]
+    /// Only sockets whose owner's command name is COMM.
+    ///
+    /// An exact match.
+    #[arg(long, value_name = "COMM", help_heading = FILTERS)]
     pub comm: Option<String>,
 
-    /// Only sockets with this local or remote port (filtered in the kernel).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only this local or remote port.
+    ///
+    /// Filtered in the kernel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = FILTERS)]
     pub port: Option<u16>,
 
-    /// Only sockets with this local port (filtered in the kernel).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only this local port.
+    ///
+    /// Filtered in the kernel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = FILTERS)]
     pub lport: Option<u16>,
 
-    /// Only sockets with this remote port (filtered in the kernel).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only this remote port.
+    ///
+    /// Filtered in the kernel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = FILTERS)]
     pub rport: Option<u16>,
 
     /// IPv4 sockets only.
-    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6", help_heading = FILTERS,
+          hide_short_help = true)]
     pub ipv4: bool,
 
     /// IPv6 sockets only.
-    #[arg(short = '6', long = "ipv6")]
+    #[arg(short = '6', long = "ipv6", help_heading = FILTERS, hide_short_help = true)]
     pub ipv6: bool,
 
-    /// Only transitions into or out of these states, e.g. `CLOSE_WAIT,FIN_WAIT2`.
-    #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state)]
+    /// Only transitions into or out of STATE.
+    ///
+    /// Comma-separated, as the kernel names them (`CLOSE_WAIT,FIN_WAIT2`) or
+    /// as ss does (`close-wait,fin-wait-2`).
+    #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state,
+          help_heading = FILTERS)]
     pub states: Vec<TcpState>,
 
-    /// Only sockets in this network namespace (filtered in the kernel):
-    /// NAME under /run/netns, pid:PID or inode:INODE. Default: every
-    /// namespace on the host. See NAMESPACES AND CONTAINERS below.
-    #[arg(long, value_name = "NS", value_parser = parse_netns)]
+    /// One network namespace: NAME, pid:PID or inode:INODE.
+    ///
+    /// Filtered in the kernel: NAME under /run/netns, pid:PID or
+    /// inode:INODE. Default: every namespace on the host. See NAMESPACES AND
+    /// CONTAINERS below.
+    #[arg(long, value_name = "NS", value_parser = parse_netns, help_heading = FILTERS)]
     pub netns: Option<NetnsSpec>,
 
-    /// Only sockets whose owner runs in a container whose id starts with ID
-    /// (the 12 hex digits `docker ps` shows will do).
-    #[arg(long, value_name = "ID", value_parser = parse_container)]
+    /// Only owners in a container whose id starts with ID.
+    ///
+    /// The 12 hex digits `docker ps` shows will do.
+    #[arg(long, value_name = "ID", value_parser = parse_container, help_heading = FILTERS)]
     pub container: Option<String>,
 
-    /// Only sockets whose owner's cgroup is PATH or below it, as
-    /// /proc/PID/cgroup shows it (e.g. /system.slice).
-    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    /// Only owners whose cgroup is PATH or below it.
+    ///
+    /// As /proc/PID/cgroup shows it (e.g. /system.slice).
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup, help_heading = FILTERS,
+          hide_short_help = true)]
     pub cgroup: Option<String>,
-
-    /// Stop after this long: seconds (30) or a humantime duration (30s, 5m).
-    /// Every DURATION (this, --interval, --min-age) is at most 10 years.
-    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
 
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
 
-    /// Report sockets stuck in CLOSE_WAIT, grouped by owning process and
-    /// code path (where it read EOF, where it first touched the socket).
-    #[arg(long, help_heading = "Analyses (any combination)")]
-    pub closewait_leaks: bool,
+    /// Stop after DURATION: 30 (seconds), 30s, 5m.
+    ///
+    /// Every DURATION (this, --interval, --min-age) is at most 10 years.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 
-    /// Diagnose TIME_WAIT: restart failures (`bind()` EADDRINUSE) and
-    /// ephemeral-port exhaustion (`connect()` EADDRNOTAVAIL), with a census by
-    /// destination and local port, a projection, and advice.
-    #[arg(long, help_heading = "Analyses (any combination)")]
-    pub timewait: bool,
-
-    /// Dwell-time histograms for every state, TIME_WAIT included, printed
-    /// every --interval (counted in the kernel: no per-transition records).
-    #[arg(long, help_heading = "Analyses (any combination)")]
-    pub hist: bool,
-
-    /// With --hist: one histogram per state and lport, rport, raddr, comm,
-    /// netns (network namespace) or container (network namespace, named by
-    /// the container in it).
-    #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist", help_heading = "Analyses (any combination)")]
-    pub by: Option<By>,
-
-    /// With --hist: serve Prometheus metrics at http://ADDR:PORT/metrics
-    /// (the histograms export them; other analyses export none yet).
-    /// A bare PORT binds 127.0.0.1 (loopback) only.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, requires = "hist",
-          help_heading = "Analyses (any combination)")]
-    pub prometheus: Option<SocketAddr>,
-
-    /// With --closewait-leaks: report a socket once it has been in CLOSE_WAIT
-    /// this long. A healthy program closes within milliseconds of EOF.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
-          requires = "closewait_leaks", help_heading = "Analyses (any combination)")]
-    pub min_age: Duration,
-
-    /// With --closewait-leaks: how long the symbolizer may take over one
-    /// process's stacks. It runs as a separate process, because it opens
-    /// files the traced process chooses; past this it is killed and that
-    /// process's frames print as "not symbolized (timed out)".
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
-          requires = "closewait_leaks", help_heading = "Analyses (any combination)")]
-    pub symbolize_timeout: Duration,
-
-    /// Print a report every DURATION (every analysis); default 10s.
-    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
-          help_heading = "Analyses (any combination)")]
-    pub interval: Option<Duration>,
-
-    /// Ring-buffer size in KiB (a power of two, at least 4). --closewait-leaks
-    /// emits no record and uses one page whatever this says. The stream's
-    /// state records go to one ring per CPU, each an equal share of this
-    /// (a power of two, at least 256 KiB); resets to one ring of this size.
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
+    /// Ring-buffer size in KiB.
+    ///
+    /// A power of two, at least 4. --closewait-leaks emits no record and uses
+    /// one page whatever this says. The stream's state records go to one ring
+    /// per CPU, each an equal share of this (a power of two, at least 256
+    /// KiB); resets to one ring of this size.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib,
+          hide_short_help = true)]
     pub ringbuf_kib: u32,
 
-    /// Sockets tracked at once (the kernel's per-socket table, preallocated:
-    /// see SOCKET TABLE below). Beyond it the least recently used entries
-    /// are evicted and counted.
+    /// Sockets tracked at once (see SOCKET TABLE in --help).
+    ///
+    /// The kernel's per-socket table, preallocated. Beyond it the least
+    /// recently used entries are evicted and counted.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS,
-          value_parser = parse_max_sockets)]
+          value_parser = parse_max_sockets, hide_short_help = true)]
     pub max_sockets: u32,
 
     /// More diagnostics on stderr (-v info, -vv debug).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, hide_short_help = true)]
     pub verbose: u8,
 }
 
@@ -169,7 +251,7 @@ impl Cli {
     /// combination it cannot express.
     pub fn plan(&self) -> Result<Plan, clap::Error> {
         let interval = self.interval.unwrap_or(DEFAULT_INTERVAL);
-        let hist = self.hist.then(|| {
+        let hist = (self.hist || self.agent).then(|| {
             let by = self.by.unwrap_or(By {
                 key: HistBy::State,
                 label: GroupLabel::Key,
@@ -180,12 +262,22 @@ impl Cli {
                 label: by.label,
             }
         });
-        let closewait = self.closewait_leaks.then_some(LeakOptions {
+        let closewait = (self.closewait_leaks || self.agent).then_some(LeakOptions {
             min_age: self.min_age,
             interval,
             symbolize_timeout: self.symbolize_timeout,
         });
-        let timewait = self.timewait.then_some(TimewaitOptions { interval });
+        let timewait = (self.timewait || self.agent).then_some(TimewaitOptions { interval });
+        let stream = hist.is_none() && closewait.is_none() && timewait.is_none();
+        if stream && self.prometheus.is_some() {
+            return Err(Self::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "--prometheus serves what --hist, --closewait-leaks and --timewait count \
+                 (--agent runs all three); the stream of events exports no metrics: \
+                 add one of those, or use --agent",
+            ));
+        }
+        let prometheus = (self.prometheus).or_else(|| self.agent.then_some(AGENT_LISTEN));
         if closewait.is_some() && hist.is_some_and(|h| h.by != HistBy::State) {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
@@ -206,7 +298,7 @@ impl Cli {
         }
         Ok(Plan {
             analyses: Analyses {
-                stream: hist.is_none() && closewait.is_none() && timewait.is_none(),
+                stream,
                 hist,
                 closewait,
                 timewait,
@@ -228,8 +320,10 @@ impl Cli {
                 cgroup: self.cgroup.clone(),
             },
             json: self.json,
+            quiet: self.agent,
             duration: self.duration,
-            prometheus: self.prometheus,
+            prometheus,
+            metrics_top: self.top,
             sizes: Sizes {
                 ringbuf_bytes: self.ringbuf_kib * 1024,
                 max_sockets: self.max_sockets,
