@@ -278,6 +278,10 @@ pub struct Scope {
 }
 
 /// Run `plan`'s analyses on a loaded tracer until the run ends.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the one event loop: its set-up, then its select"
+)]
 pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<End> {
     let Tracer {
         mut ebpf,
