@@ -339,6 +339,9 @@ fn failing_accept_backs_off_instead_of_spinning() {
     let stderr = tracer.stderr();
     let warned = stderr.matches("accept failed").count();
     assert_eq!(warned, 1, "one warning for the burst:\n{stderr}");
+    // The ring's losses only: while descriptors were out, the tracer's own
+    // reads that need one (map lookups for the page) failed, and may be
+    // counted as losses of their own.
     let lost = m.int("tcptrace_lost_events_total", &[("reason", "ringbuf_full")]);
     assert_eq!(lost, 0, "{}", m.text);
     let run = tracer.terminate(EXIT_TIMEOUT);
