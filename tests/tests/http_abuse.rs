@@ -131,17 +131,30 @@ fn scrape(lab: &Lab, addr: &str, what: &str, tracer: &ModeTracer) -> Metrics {
     }
 }
 
-/// No loss on the page, and the churn was traced.
-fn assert_no_loss(m: &Metrics) {
+/// Scrapes (each within [`SCRAPE_WITHIN`]) until the page shows the churn
+/// traced (it is refreshed every second), then no loss on it.
+fn assert_no_loss(lab: &Lab, addr: &str, what: &str, tracer: &ModeTracer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = scrape(lab, addr, what, tracer);
+        let transitions: f64 = (m.matching("tcptrace_transitions_total", &[]).iter())
+            .map(|s| s.value)
+            .sum();
+        if transitions > 0.0 {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the churn is not traced:\n{}",
+            m.text
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
     let lost = m.matching("tcptrace_lost_events_total", &[]);
     assert!(!lost.is_empty(), "no loss counters:\n{}", m.text);
     for s in lost {
         assert!(s.value == 0.0, "{s:?}:\n{}", m.text);
     }
-    let transitions: f64 = (m.matching("tcptrace_transitions_total", &[]).iter())
-        .map(|s| s.value)
-        .sum();
-    assert!(transitions > 0.0, "the churn was traced:\n{}", m.text);
 }
 
 /// Stop tracer; its exit summary counts no loss.
@@ -223,8 +236,7 @@ fn idle_connections_past_the_fd_limit_leave_room_for_a_scrape() {
     // And again, once more idle connections have come after the first.
     let more = connect(&lab, METRICS, IDLE);
     thread::sleep(Duration::from_millis(300));
-    let m = scrape(&lab, METRICS, &what, &tracer);
-    assert_no_loss(&m);
+    assert_no_loss(&lab, METRICS, &what, &tracer);
     drop((idle, more));
     set_nofile(pid, old);
     assert_clean_stop(tracer);
@@ -280,8 +292,7 @@ fn slow_request_headers_are_cut_off() {
         "{open} of {SLOW} slow connections still open {deadline:?} after they connected \
          (header timeout {HEADER_TIMEOUT:?}); closed at {closed:?}"
     );
-    let m = scrape(&lab, METRICS, "the slow connections gone", &tracer);
-    assert_no_loss(&m);
+    assert_no_loss(&lab, METRICS, "the slow connections gone", &tracer);
     assert_clean_stop(tracer);
 }
 
