@@ -373,7 +373,12 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
                     if let Some(l) = logger.as_mut() {
                         l.flush();
                     }
-                    run.report(false)?;
+                    // A report that fails (a map unreadable while the fd
+                    // table is full, say) is said and retried at the next
+                    // interval: an always-on tracer does not end over one.
+                    if let Err(e) = run.report(false) {
+                        log::warn!("a periodic report failed: {e:#}; the next one tries again");
+                    }
                 }
                 () = stop.wait() => break Ok(End::Stopped),
             }
