@@ -2,9 +2,10 @@
 //! `promtool test rules`; every dashboard query is `PromQL` that promtool
 //! accepts; the systemd unit passes `systemd-analyze verify` without a word;
 //! the container image copies the binary from where the release build puts
-//! it; the unit, the `DaemonSet`, the README and `--help` name the same
-//! capabilities; and `tcptrace --agent` serves `/metrics` as an unprivileged
-//! user holding exactly the unit's capabilities (root only, like every test
+//! it; the unit, the `DaemonSet`, the README, `--help` and the
+//! missing-capability error name the same capabilities; and `tcptrace
+//! --agent` serves `/metrics` as an unprivileged user holding exactly the
+//! unit's capabilities (that test and the error's need root, like every test
 //! that loads the eBPF programs). Needs `promtool` (Debian's `prometheus`),
 //! `systemd-analyze` (systemd) and `setpriv` (util-linux): a missing one
 //! fails the test, with the package to install.
@@ -24,7 +25,7 @@ use integration_tests::{
         dashboard_exprs, dashboard_panels, deploy_path, read_deploy, setpriv_caps,
         unit_capabilities, unit_program, unit_with_program,
     },
-    run_bounded, tracer_bin, workspace_root,
+    require_root, run_bounded, tracer_bin, workspace_root,
 };
 
 /// How long promtool or systemd-analyze may take.
@@ -430,4 +431,35 @@ fn agent_serves_metrics_with_only_the_units_capabilities() {
         run.stdout.is_empty(),
         "--agent prints nothing on stdout:\n{run}"
     );
+}
+
+/// Started without capabilities, tcptrace's error tells how to grant them:
+/// the setcap line names the unit's set.
+#[test]
+fn the_missing_capability_error_names_the_units_set() {
+    require_root();
+    need("setpriv", "util-linux");
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".to_owned(),
+                "--".to_owned(),
+            ])
+            .arg(tracer_bin())
+            .arg("--agent"),
+        TOOL,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let setcap = format!(
+        "setcap {}+ep",
+        unit_capabilities()
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(err.contains(&setcap), "the error says {setcap}:\n{err}");
 }
