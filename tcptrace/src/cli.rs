@@ -11,7 +11,10 @@ use crate::model::{
     cardinality::DEFAULT_TOP,
     filter::{Filter, PortFilter},
     netns::NetnsSpec,
-    plan::{Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TimewaitOptions},
+    plan::{
+        Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TextStyle,
+        TimewaitOptions,
+    },
 };
 
 mod help;
@@ -19,7 +22,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-use help::after_help;
+use help::{SHORT_AFTER_HELP, after_help};
 pub use parse::{
     By, parse_by, parse_cgroup, parse_container, parse_duration, parse_listen, parse_netns,
     parse_state,
@@ -38,153 +41,224 @@ pub const MAX_SOCKETS_RANGE: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
 pub const AGENT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
+/// `--help`'s headings: what to run, its options, which sockets.
+const MODES: &str = "Modes (any combination; none: stream every transition and RST)";
+const MODE_OPTIONS: &str = "Mode options";
+const FILTERS: &str = "Filters";
+
 /// The report period when `-i` is not given.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Trace TCP socket state transitions and resets with eBPF.
 #[derive(Debug, Parser)]
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
-#[command(name = "tcptrace", version, about, after_help = after_help())]
+#[command(name = "tcptrace", version, about, after_help = SHORT_AFTER_HELP,
+          after_long_help = after_help())]
 #[command(group(ArgGroup::new("leak_mode").args(["closewait_leaks", "agent"]).multiple(true)))]
 #[command(group(ArgGroup::new("metrics").args(["prometheus", "agent"]).multiple(true)))]
+#[command(group(ArgGroup::new("reporting")
+    .args(["hist", "closewait_leaks", "timewait", "agent"]).multiple(true)))]
 pub struct Cli {
-    /// Only events of sockets owned by these pids (comma-separated or repeated).
-    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
+    /// Who leaks CLOSE_WAIT sockets, and where in the code.
+    ///
+    /// Every --interval, the sockets stuck in CLOSE_WAIT past --min-age,
+    /// grouped by owning process and code path (where it read EOF, where it
+    /// first touched the socket).
+    #[arg(long, help_heading = MODES)]
+    pub closewait_leaks: bool,
+
+    /// "Address already in use", ports run out.
+    ///
+    /// Diagnoses TIME_WAIT: restart failures (`bind()` EADDRINUSE) and
+    /// ephemeral-port exhaustion (`connect()` EADDRNOTAVAIL), with a census by
+    /// destination and local port, a projection, and advice.
+    #[arg(long, help_heading = MODES)]
+    pub timewait: bool,
+
+    /// How long sockets sit in each state: dwell histograms.
+    ///
+    /// Every state, TIME_WAIT included, printed every --interval (counted in
+    /// the kernel: no per-transition records).
+    #[arg(long, help_heading = MODES)]
+    pub hist: bool,
+
+    /// All three as Prometheus metrics, always on.
+    ///
+    /// --hist, --closewait-leaks and --timewait at once, RST counters
+    /// included, served on 127.0.0.1:9464 (or --prometheus ADDR:PORT), and
+    /// nothing on stdout. Metrics refresh every second; leak gauges every
+    /// --interval.
+    #[arg(long, conflicts_with_all = ["hist", "closewait_leaks", "timewait", "json", "by"],
+          help_heading = MODES)]
+    pub agent: bool,
+
+    /// Report every DURATION (default 10s).
+    ///
+    /// Every mode shares it. The stream has no reports: it prints each event
+    /// as it comes, and refuses -i.
+    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
+          requires = "reporting", help_heading = MODE_OPTIONS)]
+    pub interval: Option<Duration>,
+
+    /// Split --hist by KEY (lport, comm, netns, ...).
+    ///
+    /// One histogram per state and lport, rport, raddr, comm, netns (network
+    /// namespace) or container (network namespace, named by the container in
+    /// it).
+    #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist",
+          help_heading = MODE_OPTIONS)]
+    pub by: Option<By>,
+
+    /// Report leaks older than this.
+    ///
+    /// --closewait-leaks reports a socket once it has been in CLOSE_WAIT this
+    /// long. A healthy program closes within milliseconds of EOF.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          requires = "leak_mode", help_heading = MODE_OPTIONS)]
+    pub min_age: Duration,
+
+    /// --closewait-leaks: how long symbolizing one process may take.
+    ///
+    /// The symbolizer runs as a separate process, because it opens files the
+    /// traced process chooses; past this it is killed and that process's
+    /// frames print as "not symbolized (timed out)".
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
+          requires = "leak_mode", help_heading = MODE_OPTIONS, hide_short_help = true)]
+    pub symbolize_timeout: Duration,
+
+    /// Serve metrics on ADDR:PORT (/metrics).
+    ///
+    /// Prometheus metrics at http://ADDR:PORT/metrics (and /healthz) for
+    /// whatever analyses run: --hist, --closewait-leaks, --timewait, or
+    /// --agent (all of them). A bare PORT binds 127.0.0.1 (loopback) only.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen,
+          help_heading = MODE_OPTIONS)]
+    pub prometheus: Option<SocketAddr>,
+
+    /// Metrics: name the N largest destinations, comms, ports; sum the rest.
+    ///
+    /// With --prometheus or --agent: the rest are summed as `other` (a client
+    /// with 28,000 ephemeral ports makes N+1 series, not 28,000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP,
+          value_parser = parse_top, requires = "metrics", help_heading = MODE_OPTIONS,
+          hide_short_help = true)]
+    pub top: usize,
+
+    /// Only sockets owned by these pids.
+    ///
+    /// Comma-separated or repeated.
+    #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID",
+          help_heading = FILTERS)]
     pub pids: Vec<u32>,
 
-    /// Only events of sockets whose owner's command name is COMM (exact match).
-    #[arg(long, value_name = "COMM")]
+    /// Only sockets whose owner's command name is COMM.
+    ///
+    /// An exact match.
+    #[arg(long, value_name = "COMM", help_heading = FILTERS)]
     pub comm: Option<String>,
 
-    /// Only sockets with this local or remote port (filtered in the kernel).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only this local or remote port.
+    ///
+    /// Filtered in the kernel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = FILTERS)]
     pub port: Option<u16>,
 
-    /// Only sockets with this local port (filtered in the kernel).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only this local port.
+    ///
+    /// Filtered in the kernel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = FILTERS)]
     pub lport: Option<u16>,
 
-    /// Only sockets with this remote port (filtered in the kernel).
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only this remote port.
+    ///
+    /// Filtered in the kernel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = FILTERS)]
     pub rport: Option<u16>,
 
     /// IPv4 sockets only.
-    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6", help_heading = FILTERS,
+          hide_short_help = true)]
     pub ipv4: bool,
 
     /// IPv6 sockets only.
-    #[arg(short = '6', long = "ipv6")]
+    #[arg(short = '6', long = "ipv6", help_heading = FILTERS, hide_short_help = true)]
     pub ipv6: bool,
 
-    /// Only transitions into or out of these states, e.g. `CLOSE_WAIT,FIN_WAIT2`.
-    #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state)]
+    /// Only transitions into or out of STATE.
+    ///
+    /// Comma-separated, as the kernel names them (`CLOSE_WAIT,FIN_WAIT2`) or
+    /// as ss does (`close-wait,fin-wait-2`).
+    #[arg(long = "state", value_delimiter = ',', value_name = "STATE", value_parser = parse_state,
+          help_heading = FILTERS)]
     pub states: Vec<TcpState>,
 
-    /// Only sockets in this network namespace (filtered in the kernel):
-    /// NAME under /run/netns, pid:PID or inode:INODE. Default: every
-    /// namespace on the host. See NAMESPACES AND CONTAINERS below.
-    #[arg(long, value_name = "NS", value_parser = parse_netns)]
+    /// One network namespace: NAME, pid:PID or inode:INODE.
+    ///
+    /// Filtered in the kernel: NAME under /run/netns, pid:PID or
+    /// inode:INODE. Default: every namespace on the host. See NAMESPACES AND
+    /// CONTAINERS below.
+    #[arg(long, value_name = "NS", value_parser = parse_netns, help_heading = FILTERS)]
     pub netns: Option<NetnsSpec>,
 
-    /// Only sockets whose owner runs in a container whose id starts with ID
-    /// (the 12 hex digits `docker ps` shows will do).
-    #[arg(long, value_name = "ID", value_parser = parse_container)]
+    /// Only owners in a container whose id starts with ID.
+    ///
+    /// The 12 hex digits `docker ps` shows will do.
+    #[arg(long, value_name = "ID", value_parser = parse_container, help_heading = FILTERS)]
     pub container: Option<String>,
 
-    /// Only sockets whose owner's cgroup is PATH or below it, as
-    /// /proc/PID/cgroup shows it (e.g. /system.slice).
-    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    /// Only owners whose cgroup is PATH or below it.
+    ///
+    /// As /proc/PID/cgroup shows it (e.g. /system.slice).
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup, help_heading = FILTERS,
+          hide_short_help = true)]
     pub cgroup: Option<String>,
-
-    /// Stop after this long: seconds (30) or a humantime duration (30s, 5m).
-    /// Every DURATION (this, --interval, --min-age) is at most 10 years.
-    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
 
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
 
-    /// Report sockets stuck in CLOSE_WAIT, grouped by owning process and
-    /// code path (where it read EOF, where it first touched the socket).
-    #[arg(long, help_heading = "Analyses (any combination)")]
-    pub closewait_leaks: bool,
+    /// The stream's times in local time (default UTC; the header says which).
+    ///
+    /// As tcpstates's -T. JSON times stay UTC (RFC 3339, `Z`).
+    #[arg(short = 'T', long = "localtime", conflicts_with = "json")]
+    pub local_time: bool,
 
-    /// Diagnose TIME_WAIT: restart failures (`bind()` EADDRINUSE) and
-    /// ephemeral-port exhaustion (`connect()` EADDRNOTAVAIL), with a census by
-    /// destination and local port, a projection, and advice.
-    #[arg(long, help_heading = "Analyses (any combination)")]
-    pub timewait: bool,
+    /// The stream's address columns wide enough for IPv6.
+    ///
+    /// By default they fit IPv4 endpoints, so that a line fits 120 columns;
+    /// a longer address still prints whole, shifting the line.
+    #[arg(short = 'w', long, conflicts_with = "json")]
+    pub wide: bool,
 
-    /// Dwell-time histograms for every state, TIME_WAIT included, printed
-    /// every --interval (counted in the kernel: no per-transition records).
-    #[arg(long, help_heading = "Analyses (any combination)")]
-    pub hist: bool,
+    /// Stop after DURATION: 30 (seconds), 30s, 5m.
+    ///
+    /// Every DURATION (this, --interval, --min-age) is at most 10 years.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 
-    /// With --hist: one histogram per state and lport, rport, raddr, comm,
-    /// netns (network namespace) or container (network namespace, named by
-    /// the container in it).
-    #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist", help_heading = "Analyses (any combination)")]
-    pub by: Option<By>,
-
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (and /healthz)
-    /// for whatever analyses run: --hist, --closewait-leaks, --timewait, or
-    /// --agent (all of them). A bare PORT binds 127.0.0.1 (loopback) only.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen,
-          help_heading = "Analyses (any combination)")]
-    pub prometheus: Option<SocketAddr>,
-
-    /// With --prometheus or --agent: name the N largest destinations,
-    /// processes and ports in metric labels, and sum the rest as `other`
-    /// (a client with 28,000 ephemeral ports makes N+1 series, not 28,000).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP,
-          value_parser = parse_top,
-          requires = "metrics", help_heading = "Analyses (any combination)")]
-    pub top: usize,
-
-    /// The always-on agent: --hist, --closewait-leaks and --timewait at
-    /// once, RST counters included, served as Prometheus metrics on
-    /// 127.0.0.1:9464 (or --prometheus ADDR:PORT) and nothing on stdout.
-    /// Metrics refresh every second; leak gauges every --interval.
-    #[arg(long, conflicts_with_all = ["hist", "closewait_leaks", "timewait", "json", "by"],
-          help_heading = "Analyses (any combination)")]
-    pub agent: bool,
-
-    /// With --closewait-leaks: report a socket once it has been in CLOSE_WAIT
-    /// this long. A healthy program closes within milliseconds of EOF.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
-          requires = "leak_mode", help_heading = "Analyses (any combination)")]
-    pub min_age: Duration,
-
-    /// With --closewait-leaks: how long the symbolizer may take over one
-    /// process's stacks. It runs as a separate process, because it opens
-    /// files the traced process chooses; past this it is killed and that
-    /// process's frames print as "not symbolized (timed out)".
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
-          requires = "leak_mode", help_heading = "Analyses (any combination)")]
-    pub symbolize_timeout: Duration,
-
-    /// Print a report every DURATION (every analysis); default 10s.
-    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
-          help_heading = "Analyses (any combination)")]
-    pub interval: Option<Duration>,
-
-    /// Ring-buffer size in KiB (a power of two, at least 4). --closewait-leaks
-    /// emits no record and uses one page whatever this says. The stream's
-    /// state records go to one ring per CPU, each an equal share of this
-    /// (a power of two, at least 256 KiB); resets to one ring of this size.
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
+    /// Ring-buffer size in KiB.
+    ///
+    /// A power of two, at least 4. --closewait-leaks emits no record and uses
+    /// one page whatever this says. The stream's state records go to one ring
+    /// per CPU, each an equal share of this (a power of two, at least 256
+    /// KiB); resets to one ring of this size.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib,
+          hide_short_help = true)]
     pub ringbuf_kib: u32,
 
-    /// Sockets tracked at once (the kernel's per-socket table, preallocated:
-    /// see SOCKET TABLE below). Beyond it the least recently used entries
-    /// are evicted and counted.
+    /// Sockets tracked at once (see SOCKET TABLE in --help).
+    ///
+    /// The kernel's per-socket table, preallocated. Beyond it the least
+    /// recently used entries are evicted and counted.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS,
-          value_parser = parse_max_sockets)]
+          value_parser = parse_max_sockets, hide_short_help = true)]
     pub max_sockets: u32,
 
     /// More diagnostics on stderr (-v info, -vv debug).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, hide_short_help = true)]
     pub verbose: u8,
 }
 
@@ -220,6 +294,13 @@ impl Cli {
             ));
         }
         let prometheus = (self.prometheus).or_else(|| self.agent.then_some(AGENT_LISTEN));
+        if !stream && (self.local_time || self.wide) {
+            return Err(Self::command().error(
+                ErrorKind::ArgumentConflict,
+                "-T and -w shape the stream's text lines; the reports of --hist, \
+                 --closewait-leaks and --timewait carry their own times (UTC)",
+            ));
+        }
         if closewait.is_some() && hist.is_some_and(|h| h.by != HistBy::State) {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
@@ -262,6 +343,10 @@ impl Cli {
                 cgroup: self.cgroup.clone(),
             },
             json: self.json,
+            text: TextStyle {
+                local_time: self.local_time,
+                wide: self.wide,
+            },
             quiet: self.agent,
             duration: self.duration,
             prometheus,

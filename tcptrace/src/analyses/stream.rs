@@ -7,7 +7,7 @@ use tcptrace_common::user::alloc_free::Comm;
 
 use crate::{
     analyses::{Analysis, Cx, RunCounts, Setup},
-    host::{cgroup::labels::Labeller, procs},
+    host::{cgroup::labels::Labeller, localtime, procs},
     kernel::cpulog::CommCache,
     model::{
         counters::{KernelCounters, UserCounters},
@@ -16,7 +16,7 @@ use crate::{
         plan::Scope,
     },
     report::{
-        event_line::{Format, Printer},
+        event_line::{Format, Printer, Width, Zone},
         summary,
     },
 };
@@ -80,7 +80,15 @@ impl Stream {
         };
         Ok(Stream {
             printer: Printer::new(format, setup.clock, setup.reasons.clone())
-                .with_own_netns(setup.own_netns),
+                .with_own_netns(setup.own_netns)
+                .with_width(if setup.plan.text.wide {
+                    Width::Wide
+                } else {
+                    Width::Narrow
+                })
+                .with_zone(setup.plan.text.local_time.then(|| -> Zone {
+                    Box::new(|s| localtime::offset_at(s).map(|o| (o.seconds, o.name)))
+                })),
             filter: setup.plan.filter.clone(),
             scope: setup.plan.scope.clone(),
             comms: CommCache::open(setup.ebpf)?,
@@ -118,7 +126,10 @@ impl Analysis for Stream {
     }
 
     fn on_start(&mut self, cx: &mut Cx<'_>) {
-        if let Some(h) = self.printer.header() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(h) = self.printer.header(now) {
             cx.out.extend_from_slice(h.as_bytes());
             cx.out.extend_from_slice(b"\n");
         }

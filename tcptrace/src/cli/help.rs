@@ -4,6 +4,14 @@
 
 use super::DEFAULT_MAX_SOCKETS;
 
+/// What `-h` ends with: the incidents, and where the rest is.
+pub(super) const SHORT_AFTER_HELP: &str = "\
+In an incident (as root):
+  tcptrace --closewait-leaks        who leaks CLOSE_WAIT, and where in the code
+  tcptrace --timewait               \"Address already in use\", port exhaustion
+  tcptrace --port 8080 -d 30s       every transition and RST of one service
+--help explains each mode, the output, namespaces and privileges.";
+
 const AFTER_HELP: &str = "\
 OUTPUT
   One line per event on stdout. State events: time (UTC), owner pid and comm,

@@ -40,16 +40,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A TCP state name, case-insensitive, with or without the `TCP_` prefix.
+/// A TCP state name, case-insensitive, as the kernel spells it (with or
+/// without the `TCP_` prefix: `CLOSE_WAIT`, `tcp_fin_wait2`) or as `ss`
+/// does (`close-wait`, `fin-wait-2`, `syn-recv`).
 pub fn parse_state(s: &str) -> Result<TcpState, String> {
-    let up = s.trim().to_ascii_uppercase();
+    let up = s.trim().to_ascii_uppercase().replace('-', "_");
     let name = up.strip_prefix("TCP_").unwrap_or(&up);
+    // ss writes FIN-WAIT-2 where the kernel writes FIN_WAIT2.
+    let name = name.replace("WAIT_1", "WAIT1").replace("WAIT_2", "WAIT2");
     TcpState::ALL
         .into_iter()
         .find(|st| st.name() == name)
         .ok_or_else(|| {
             let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
-            format!("unknown TCP state; expected one of {}", names.join(", "))
+            format!(
+                "unknown TCP state; expected one of {} (or as ss writes them: close-wait, \
+                 fin-wait-2, ...)",
+                names.join(", ")
+            )
         })
 }
 

@@ -127,6 +127,15 @@ impl Scope {
     }
 }
 
+/// How the stream's text lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextStyle {
+    /// `-T`: times in local time (JSON stays UTC).
+    pub local_time: bool,
+    /// `-w`: address columns wide enough for IPv6.
+    pub wide: bool,
+}
+
 /// Everything a run needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -139,6 +148,8 @@ pub struct Plan {
     /// `--cgroup`).
     pub scope: Scope,
     pub json: bool,
+    /// `-T` and `-w`: how the stream's text lines look.
+    pub text: TextStyle,
     /// `--agent`: the reports feed `/metrics` only; nothing is written on
     /// stdout.
     pub quiet: bool,

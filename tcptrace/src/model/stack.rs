@@ -130,8 +130,12 @@ impl Stack {
     }
 }
 
-/// Functions where a complete user stack ends.
-const ROOTS: [&str; 7] = [
+/// Functions where a complete user stack ends: a thread's root. C and
+/// Rust: the main thread's `_start` / `__libc_start_main`, other threads'
+/// `start_thread` / `clone3`. Go: every goroutine (`main` included) starts
+/// at `runtime.goexit` (`.abi0` in Go 1.17+ symbol tables); the system
+/// stacks at `runtime.mstart` or `runtime.rt0_go`.
+const ROOTS: [&str; 13] = [
     "_start",
     "__libc_start_main",
     "__libc_start_call_main",
@@ -139,6 +143,12 @@ const ROOTS: [&str; 7] = [
     "clone",
     "clone3",
     "__clone3",
+    "runtime.goexit",
+    "runtime.goexit.abi0",
+    "runtime.mstart",
+    "runtime.mstart.abi0",
+    "runtime.rt0_go",
+    "runtime.rt0_go.abi0",
 ];
 
 /// The deepest stack `bpf_get_stackid` records (`PERF_MAX_STACK_DEPTH`).
@@ -246,5 +256,50 @@ mod tests {
         assert!(is_truncated(&[]));
         let deep = vec![Some("f"); MAX_DEPTH];
         assert!(is_truncated(&deep));
+    }
+
+    /// A goroutine's stack ends at `runtime.goexit`: complete, not a walk
+    /// that lost its frame pointers.
+    #[test]
+    fn go_stacks_that_reach_goexit_are_complete() {
+        let goroutine = [
+            Some("internal/poll.(*FD).Read"),
+            Some("net.(*conn).Read"),
+            Some("main.leakyHandler"),
+            Some("main.serve.gowrap1"),
+            Some("runtime.goexit.abi0"),
+        ];
+        assert!(!is_truncated(&goroutine));
+        let main_goroutine = [
+            Some("main.main"),
+            Some("runtime.main"),
+            Some("runtime.goexit"),
+        ];
+        assert!(!is_truncated(&main_goroutine));
+        assert!(
+            is_truncated(&goroutine[..3]),
+            "a goroutine whose walk stopped in its handler is cut short"
+        );
+    }
+
+    /// glibc threads end at `start_thread` then `clone3`; the main thread
+    /// at `_start`.
+    #[test]
+    fn glibc_thread_and_main_thread_stacks_are_complete() {
+        let thread = [
+            Some("__libc_recv"),
+            Some("worker"),
+            Some("start_thread"),
+            Some("__clone3"),
+        ];
+        assert!(!is_truncated(&thread));
+        let main = [
+            Some("__libc_recv"),
+            Some("main"),
+            Some("__libc_start_call_main"),
+            Some("__libc_start_main"),
+            Some("_start"),
+        ];
+        assert!(!is_truncated(&main));
     }
 }

@@ -10,7 +10,7 @@ use tcptrace_common::{
 use super::*;
 use crate::model::{
     filter::{Filter, PortFilter},
-    plan::{Analyses, GroupLabel, Scope, Sizes, TimewaitOptions},
+    plan::{Analyses, GroupLabel, Scope, Sizes, TextStyle, TimewaitOptions},
 };
 
 fn plan(analyses: Analyses) -> Plan {
@@ -20,6 +20,7 @@ fn plan(analyses: Analyses) -> Plan {
         ports: PortFilter::default(),
         scope: Scope::default(),
         json: false,
+        text: TextStyle::default(),
         quiet: false,
         duration: None,
         prometheus: None,

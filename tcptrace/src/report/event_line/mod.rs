@@ -26,6 +26,8 @@ mod json;
 mod serde_reference;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,9 +36,36 @@ pub enum Format {
     Json,
 }
 
+/// The text format's address columns: `Narrow` fits IPv4 endpoints (a line
+/// fits 120 columns), `Wide` (`-w`) IPv6 ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Width {
+    #[default]
+    Narrow,
+    Wide,
+}
+
+impl Width {
+    /// `255.255.255.255:65535`, or `[ffff:...:ffff]:65535`.
+    fn address(self) -> usize {
+        match self {
+            Width::Narrow => 21,
+            Width::Wide => 47,
+        }
+    }
+}
+
+/// The local zone's offset from UTC at a Unix time, and its name (`CET`):
+/// text timestamps in local time (`-T`). The caller looks it up; this
+/// module does no I/O.
+pub type Zone = Box<dyn Fn(u64) -> Option<(i32, String)>>;
+
 /// Formats events; one instance per run.
 pub struct Printer {
     format: Format,
+    width: Width,
+    /// Local time for text timestamps; None: UTC.
+    zone: Option<Zone>,
     pub(super) clock: Clock,
     pub(super) reasons: ResetReasons,
     /// tcptrace's own namespace: text lines name only the others.
@@ -46,9 +75,6 @@ pub struct Printer {
     /// formatted once per second, not once per event.
     second: std::cell::RefCell<(u64, String)>,
 }
-
-/// The header line of the text format.
-pub const TEXT_HEADER: &str = "TIME(UTC)        PID     COMM             LADDR:LPORT                                  RADDR:RPORT                                  EVENT";
 
 pub(super) fn owner_source(o: Option<&Owner>) -> &'static str {
     match o.map(|o| o.source) {
@@ -66,9 +92,23 @@ impl Printer {
             format,
             clock,
             reasons,
+            width: Width::Narrow,
+            zone: None,
             own_netns: None,
             second: std::cell::RefCell::new((u64::MAX, String::new())),
         }
+    }
+
+    /// Text address columns of `width`.
+    #[must_use]
+    pub fn with_width(self, width: Width) -> Self {
+        Self { width, ..self }
+    }
+
+    /// Text timestamps in the local time `zone` gives (JSON stays UTC).
+    #[must_use]
+    pub fn with_zone(self, zone: Option<Zone>) -> Self {
+        Self { zone, ..self }
     }
 
     /// Text lines of events in namespaces other than `own` end with a
@@ -81,10 +121,45 @@ impl Printer {
         }
     }
 
-    /// The line to print before any event, if the format has one.
+    /// The line to print before any event, if the format has one: the
+    /// columns, and the zone the times are in (`TIME(UTC)`, `TIME(CET)`)
+    /// at Unix time `now_s`.
     #[must_use]
-    pub fn header(&self) -> Option<&'static str> {
-        (self.format == Format::Text).then_some(TEXT_HEADER)
+    pub fn header(&self, now_s: u64) -> Option<String> {
+        if self.format != Format::Text {
+            return None;
+        }
+        let zone = match &self.zone {
+            None => "UTC".to_owned(),
+            Some(z) => z(now_s).map_or_else(|| "local".to_owned(), |(_, n)| n),
+        };
+        let a = self.width.address();
+        Some(format!(
+            "{:<15} {:<7} {:<15} {:<a$} {:<a$} EVENT",
+            format!("TIME({zone})"),
+            "PID",
+            "COMM",
+            "LADDR:LPORT",
+            "RADDR:RPORT"
+        ))
+    }
+
+    /// `HH:MM:SS.micros` of `ts_ns`, in UTC or the local zone.
+    fn clock_column(&self, ts_ns: u64) -> String {
+        let wall = self.clock.wall(ts_ns);
+        let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let offset = (self.zone.as_ref())
+            .and_then(|z| z(since.as_secs()))
+            .map_or(0, |(o, _)| i64::from(o));
+        let secs = i64::try_from(since.as_secs()).unwrap_or(0) + offset;
+        let day = secs.rem_euclid(86_400);
+        format!(
+            "{:02}:{:02}:{:02}.{:06}",
+            day / 3600,
+            day / 60 % 60,
+            day % 60,
+            since.subsec_micros()
+        )
     }
 
     /// Calls `f` with the RFC 3339 text of `ts_ns`'s whole second, up to
@@ -105,6 +180,7 @@ impl Printer {
     }
 
     /// `2026-11-21T16:05:27.123456Z`, as `humantime::format_rfc3339_micros`.
+    #[cfg(test)]
     pub(super) fn time(&self, ts_ns: u64) -> String {
         self.with_second(ts_ns, |prefix, micros| {
             let mut t = String::with_capacity(prefix.len() + 7);
@@ -128,23 +204,25 @@ impl Printer {
             // A failed syscall: only --timewait asks for them.
             return;
         };
-        let time = self.time(ev.ts_ns());
-        // `2026-11-21T16:05:27.123456Z` -> `16:05:27.123456`
-        let clock = time.get(11..26).unwrap_or(&time);
+        let clock = self.clock_column(ev.ts_ns());
         let (pid, comm) = match ev.owner() {
             Some(o) => (o.pid.to_string(), escape(&o.comm)),
             None => ("?".to_owned(), "?".into()),
         };
+        let a = self.width.address();
         let _ = write!(
             out,
-            "{clock:<16} {pid:<7} {comm:<16} {:<44} {:<44} ",
+            "{clock:<15} {pid:<7} {comm:<15} {:<a$} {:<a$} ",
             endpoint(e.local, e.lport),
             endpoint(e.remote, e.rport)
         );
         match ev {
             Event::State(s) => {
+                // The dwell right-aligned after the longest transition
+                // (ESTABLISHED -> CLOSE_WAIT), so that the eye can scan it.
                 let dwell = s.dwell.map_or_else(|| "?".to_owned(), human_duration);
-                let _ = write!(out, "{} -> {} after {dwell}", s.old.name(), s.new.name());
+                let transition = format!("{} -> {}", s.old.name(), s.new.name());
+                let _ = write!(out, "{transition:<25} {dwell:>8}");
             }
             Event::Reset(r) => {
                 let _ = write!(out, "RST {}", r.direction.as_str());

@@ -9,7 +9,7 @@ use crate::{
     model::records::{decode, tests::raw_state},
 };
 
-fn printer(format: Format) -> Printer {
+pub(super) fn printer(format: Format) -> Printer {
     Printer::new(
         format,
         Clock::fixed(1_700_000_000_000_000_000),
@@ -17,7 +17,7 @@ fn printer(format: Format) -> Printer {
     )
 }
 
-fn state_event() -> Event {
+pub(super) fn state_event() -> Event {
     let raw = raw_state(TcpState::Established, TcpState::CloseWait);
     decode(&crate::model::records::as_bytes(&raw)).unwrap()
 }
@@ -233,7 +233,7 @@ fn text_line_shows_owner_endpoints_transition_and_dwell() {
     assert!(out.contains("127.0.0.2:40000"), "{out}");
     assert!(
         out.trim_end()
-            .ends_with("ESTABLISHED -> CLOSE_WAIT after 1.50ms"),
+            .ends_with("ESTABLISHED -> CLOSE_WAIT   1.50ms"),
         "{out}"
     );
 }
@@ -302,7 +302,7 @@ fn text_line_of_a_hostile_comm_has_no_control_character() {
         "{line:?}"
     );
     assert!(
-        body.ends_with("ESTABLISHED -> CLOSE_WAIT after 1.00ms"),
+        body.ends_with("ESTABLISHED -> CLOSE_WAIT   1.00ms"),
         "{line:?}"
     );
 }
@@ -324,11 +324,15 @@ fn foreign_namespaces_get_a_column_of_their_own() {
         String::from_utf8(out.to_vec()).unwrap()
     };
     let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    assert!(line(&own, Some(id)).trim_end().ends_with("after 1.50ms"));
+    assert!(
+        line(&own, Some(id))
+            .trim_end()
+            .ends_with("CLOSE_WAIT   1.50ms")
+    );
     assert!(
         line(&foreign, None)
             .trim_end()
-            .ends_with("after 1.50ms  netns=4026532281")
+            .ends_with("CLOSE_WAIT   1.50ms  netns=4026532281")
     );
     assert!(
         line(&foreign, Some(id))

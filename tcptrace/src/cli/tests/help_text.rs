@@ -1,0 +1,67 @@
+//! `-h` fits one screen; `--help` keeps the explanations and the socket
+//! table's sizes.
+
+use clap::CommandFactory as _;
+
+use crate::cli::Cli;
+
+#[test]
+fn short_help_fits_one_screen_at_80_columns() {
+    let help = Cli::command().term_width(80).render_help().to_string();
+    let lines = help.lines().count();
+    assert!(lines <= 40, "-h is {lines} lines at 80 columns:\n{help}");
+    assert!(help.lines().all(|l| l.chars().count() <= 80), "{help}");
+    for incident in [
+        "--closewait-leaks",
+        "--timewait",
+        "--agent",
+        "In an incident",
+    ] {
+        assert!(help.contains(incident), "{incident}:\n{help}");
+    }
+    assert!(!help.contains("SOCKET TABLE (--max-sockets)"), "{help}");
+}
+
+#[test]
+fn long_help_keeps_every_flag_and_the_explanations() {
+    let mut cmd = Cli::command().term_width(100);
+    let long = cmd.render_long_help().to_string();
+    for arg in cmd.get_arguments() {
+        if let Some(l) = arg.get_long() {
+            assert!(long.contains(&format!("--{l}")), "--{l} missing:\n{long}");
+        }
+    }
+    for section in [
+        "SOCKET TABLE (--max-sockets)",
+        "THE AGENT (--agent)",
+        "PRIVILEGES",
+    ] {
+        assert!(long.contains(section), "{section}");
+    }
+}
+
+#[test]
+fn help_teaches_the_socket_table() {
+    let help = Cli::command().render_long_help().to_string();
+    assert!(help.contains("--max-sockets <N>"), "{help}");
+    let section = help
+        .split("SOCKET TABLE (--max-sockets)")
+        .nth(1)
+        .unwrap_or_default();
+    for placeholder in ["{default", "{double", "{per_entry", "{elem", "{lean"] {
+        assert!(!section.contains(placeholder), "{placeholder}: {section}");
+    }
+    let section = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    let per_entry = format!(
+        "{} bytes per entry",
+        crate::kernel::sizing::socket_map_bytes_per_entry()
+    );
+    for want in [
+        "131072 by default",
+        &per_entry,
+        "evicts the least recently used",
+        "memlock",
+    ] {
+        assert!(section.contains(want), "{want}: {section}");
+    }
+}
