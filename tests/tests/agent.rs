@@ -3,7 +3,9 @@
 //! CLOSE_WAIT leak, a TIME_WAIT churn to one destination and a failed
 //! restart; the answers come through `PromQL`. Also: `--top` bounds the
 //! destination series, a hostile comm cannot break the exposition, and
-//! nothing reaches stdout.
+//! nothing reaches stdout. The shipped alert rules (deploy/prometheus) are
+//! loaded into that Prometheus, and every alert and dashboard expression
+//! is run against the agent's series.
 //!
 //! The agent runs inside the test's namespace, limited to it with
 //! `--netns`, and Prometheus beside it, so that the scrape stays on the
@@ -12,7 +14,7 @@
 use std::time::Duration;
 
 use integration_tests::{
-    Lab, LeakyServerBin, Metrics, ModeTracer, PromServer, lab, promtool_check,
+    Lab, LeakyServerBin, Metrics, ModeTracer, PromServer, deploy, lab, promtool_check,
     scenario::{Clients, active_closes, failed_restart},
 };
 
@@ -61,7 +63,8 @@ fn a_prometheus_server_scrapes_the_agent() {
     ] {
         assert!(stderr.contains(what), "{what} missing:\n{stderr}");
     }
-    let prom = PromServer::start(&lab.ns, PROM, AGENT, &[]);
+    let rules = deploy::deploy_path("prometheus/tcptrace-alerts.yml");
+    let prom = PromServer::start(&lab.ns, PROM, AGENT, &[rules.as_path()]);
 
     leak(&lab);
     let churn_addr = format!("127.0.0.1:{CHURN_PORT}");
@@ -122,6 +125,25 @@ fn a_prometheus_server_scrapes_the_agent() {
     );
     let lost = prom.wait_values("sum(tcptrace_lost_events_total)", SOON, |v| !v.is_empty());
     assert_eq!(lost, [0.0], "nothing lost");
+
+    // The shipped alert rules and dashboard run on these series: every
+    // expression answers, and the failed bind fires its alert.
+    let exprs = deploy::alert_exprs()
+        .into_iter()
+        .chain(deploy::dashboard_exprs());
+    let failed: Vec<String> = exprs
+        .filter_map(|(what, e)| prom.query(&e).err().map(|err| format!("{what}: {err}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "expressions Prometheus refused: {failed:#?}"
+    );
+    let firing = prom.wait_values(
+        "ALERTS{alertname=\"TcptraceSocketCallFailed\",alertstate=\"firing\",call=\"bind\"}",
+        SOON,
+        |v| !v.is_empty(),
+    );
+    assert_eq!(firing, [1.0], "the failed bind's alert fires");
 
     let run = tracer.stop();
     run.assert_clean_exit();
