@@ -97,30 +97,10 @@ TIME_WAIT (--timewait)
   namespace of the service (e.g. `ip netns exec NS tcptrace --timewait`).
 
 SOCKET TABLE (--max-sockets)
-  The kernel side keeps one entry per live TCP socket it has seen (state,
-  entry time, owner) for --max-sockets sockets, {default} by default.
-  --hist --by comm keeps it in an LRU hash map. The
-  kernel allocates the whole map at start-up, used or not: {per_entry} bytes per
-  entry ({elem}-byte entry, 16-byte hash bucket; buckets round up to a power
-  of two), so {default_mib} MiB for {default} entries and {double_mib} MiB for {double} (memlock
-  in the map's /proc/PID/fdinfo). Every
-  other analysis keeps state, entry time and pid in a lean store:
-  half of --max-sockets in a table of 32-byte slots (the socket's address
-  picks a two-slot bucket, no hash-map lookup), the rest, and sockets whose
-  bucket is full, in an LRU map of {lean_per_entry} bytes per entry ({lean_default_mib} MiB in all
-  for {default}), plus a 640 KiB cache of the owners' comms and cgroups, by thread, that
-  names the owners in streamed records and --timewait's closers;
-  --timewait adds a 256 KiB log of TIME_WAIT entries per CPU; --closewait-leaks adds the full map for the sockets its owner
-  reads or writes or that enter CLOSE_WAIT. Size it for
-  the most TCP sockets the host holds at once; both ends of a local
-  connection count. When it is full, each new socket evicts the least
-  recently used entry (evictions can start a few hundred entries early: the
-  kernel hands each CPU free entries in batches). An evicted socket's next
-  transitions print no dwell ('?') and may lose their owner, and an evicted
-  CLOSE_WAIT socket drops out of --closewait-leaks reports. None of it is
-  silent: the exit summary counts 'socket-map evictions' and prints the
-  map's occupancy; /metrics has tcptrace_lost_events_total with
-  reason=\"socket_map_eviction\".
+  {default} sockets tracked by default, preallocated: {lean_default_mib} MiB of kernel memory,
+  {default_mib} MiB more with --closewait-leaks or --hist --by comm ({per_entry} bytes per
+  entry). Past it the least recently used are evicted, and counted (exit
+  summary, /metrics). Layout and sizes: docs/internals.md.
 
 EXAMPLES
   sudo tcptrace                          every TCP transition and RST

@@ -48,6 +48,16 @@ fn help_teaches_the_socket_table() {
         .split("SOCKET TABLE (--max-sockets)")
         .nth(1)
         .unwrap_or_default();
+    assert!(
+        section
+            .split("EXAMPLES")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .count()
+            <= 6,
+        "a few lines on sizing; the layout is in docs/internals.md: {section}"
+    );
     for placeholder in ["{default", "{double", "{per_entry", "{elem", "{lean"] {
         assert!(!section.contains(placeholder), "{placeholder}: {section}");
     }
@@ -57,10 +67,10 @@ fn help_teaches_the_socket_table() {
         crate::kernel::sizing::socket_map_bytes_per_entry()
     );
     for want in [
-        "131072 by default",
+        "131072 sockets tracked by default",
         &per_entry,
-        "evicts the least recently used",
-        "memlock",
+        "least recently used are evicted",
+        "docs/internals.md",
     ] {
         assert!(section.contains(want), "{want}: {section}");
     }
