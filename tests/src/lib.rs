@@ -17,6 +17,8 @@
 //! host namespace. Every wait in this crate is bounded; a test that cannot
 //! run fails loudly.
 //!
+//! [`deploy`]: the systemd unit, alert rules and dashboard of `deploy/`.
+//!
 //! [`netns`]: namespaces and the [`Lab`]; [`peers`]: the processes a test
 //! drives; [`process`]: child-process plumbing; [`tracer`]: tcptrace runs;
 //! [`parse`]: what tcptrace prints; [`scenario`]: shared connection scenarios;
@@ -31,6 +33,7 @@ use std::{
     time::Duration,
 };
 
+pub mod deploy;
 pub mod netns;
 pub mod parse;
 pub mod peers;

@@ -3,6 +3,7 @@
 //! `ss` queries run inside it.
 
 use std::{
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{
@@ -91,6 +92,30 @@ impl Netns {
         let mut all = vec!["--netns", self.name.as_str()];
         all.extend_from_slice(args);
         all
+    }
+
+    /// Run `f` on a thread of its own inside this namespace: the sockets it
+    /// makes belong to the namespace. The thread exits afterwards, so it
+    /// holds nothing.
+    pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = PathBuf::from(format!("/run/netns/{}", self.name));
+        thread::spawn(move || {
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: setns(2) of this thread into the namespace of an open
+            // namespace file.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert!(
+                rc == 0,
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            drop(file);
+            f()
+        })
+        .join()
+        .expect("the thread inside the namespace")
     }
 
     /// `ip netns exec NS program`: it execs, so the child's pid is program's.

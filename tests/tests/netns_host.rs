@@ -9,7 +9,7 @@ use std::{
     io::Read as _,
     net::{TcpListener, TcpStream},
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -145,20 +145,6 @@ impl Drop for Unshared {
     }
 }
 
-/// Run `f` on a thread of its own inside the namespace of `ns_file`: the
-/// sockets it makes belong to that namespace. The thread exits afterwards,
-/// so it holds nothing.
-fn inside<T: Send + 'static>(ns_file: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
-    thread::spawn(move || {
-        let file = fs::File::open(&ns_file).expect("open the namespace file");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        drop(file);
-        f()
-    })
-    .join()
-    .expect("the thread inside the namespace")
-}
-
 /// A socket in CLOSE_WAIT on 127.0.0.1 in the calling thread's namespace:
 /// the listener, the server end (its peer closed) and its port.
 fn close_wait() -> (TcpListener, TcpStream, u16) {
@@ -282,8 +268,7 @@ fn sockets_are_seen_only_through_their_namespace() {
     let ns = n
         .resolve(&NetnsSpec::Name(named_ns.name().to_owned()))
         .unwrap();
-    let ns_file = Path::new("/run/netns").join(named_ns.name());
-    let (_l_in, _s_in, port_in) = inside(ns_file, close_wait);
+    let (_l_in, _s_in, port_in) = named_ns.inside(close_wait);
     let (_l_host, _s_host, port_host) = close_wait();
 
     wait_for("the namespace's CLOSE_WAIT socket", || {
@@ -324,7 +309,7 @@ fn sysctls_and_timewait_overflow_are_read_inside_the_namespace() {
     let before_in = n.timewait_overflow(ns).unwrap().expect("netstat inside");
     let before_host = netstat::timewait_overflow().expect("the host's netstat");
     assert_eq!(n.timewait_overflow(n.own()).unwrap(), Some(before_host));
-    inside(Path::new("/run/netns").join(named_ns.name()), || {
+    named_ns.inside(|| {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         for _ in 0..CLOSED {
             // The client closes first: its end would go to TIME_WAIT.

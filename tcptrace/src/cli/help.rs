@@ -139,7 +139,10 @@ EXAMPLES
   sudo tcptrace --closewait-leaks --max-sockets 1048576   a host with ~1M sockets
 
 PRIVILEGES
-  Needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on older kernels).
+  Needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN + CAP_DAC_READ_SEARCH +
+  CAP_SYS_PTRACE (deploy/systemd/tcptrace.service): load and attach the eBPF
+  programs; setns() into each network namespace; read tracefs; read other
+  users' /proc/PID/ns/net and fd links.
   tcptrace mounts tracefs at /sys/kernel/tracing if it is not mounted.";
 
 /// [`AFTER_HELP`] with the socket map's sizes filled in from the entry layout.

@@ -257,6 +257,13 @@ fn attach(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// How many programs are attached: [`attach`] loads only the programs it
+/// attaches, and a failed attach fails the load.
+#[must_use]
+pub fn attached(ebpf: &Ebpf) -> usize {
+    ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count()
+}
+
 /// Check privileges, read the kernel's tracepoint layouts, load and attach.
 pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     privileges::check()?;

@@ -12,7 +12,7 @@ pub enum PrivilegeError {
     #[error(
         "missing {missing}: loading tracepoint programs needs root, or CAP_BPF and CAP_PERFMON \
          (CAP_SYS_ADMIN on kernels before 5.8). Run it with sudo, or grant the capabilities: \
-         sudo setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_dac_read_search+ep \"$(command -v tcptrace)\""
+         sudo setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_dac_read_search,cap_sys_ptrace+ep \"$(command -v tcptrace)\""
     )]
     Missing { missing: String },
     #[error("cannot read this process's capabilities from /proc/self/status: {0}")]

@@ -22,7 +22,7 @@ use crate::{
     kernel::{
         clock::{monotonic_ns, wall_clock},
         cpulog::{CpuLogs, LOG_DRAIN},
-        load::Tracer,
+        load::{self, Tracer},
         rings,
     },
     model::{
@@ -37,12 +37,13 @@ use crate::{
 
 mod exit;
 mod poll;
-mod serve;
+pub mod serve;
 mod sink;
 mod stop;
 #[cfg(test)]
 mod tests;
 
+use serve::Health;
 use sink::StdoutSink;
 use stop::Stop;
 
@@ -113,6 +114,8 @@ struct Run<'a> {
     only: Option<Netns>,
     /// Namespaces whose failed timewait poll was logged.
     poll_warned: BTreeSet<Option<Netns>>,
+    /// When the rings were last drained, for `/healthz`.
+    health: Arc<Health>,
 }
 
 impl Run<'_> {
@@ -154,6 +157,7 @@ impl Run<'_> {
     /// then tell the analyses (`last` at the end of the run).
     fn drain(&mut self, ring: &mut RingBuf<MapData>, last: bool) {
         let started_ns = monotonic_ns();
+        self.health.drained();
         while let Some(item) = ring.next() {
             self.record(&item);
         }
@@ -249,14 +253,17 @@ impl Run<'_> {
     }
 }
 
-/// The `/metrics` endpoint, if the plan asks for one, and the snapshot it
-/// serves.
-async fn serve_metrics(plan: &Plan) -> anyhow::Result<Option<Arc<Mutex<Snapshot>>>> {
+/// The `/metrics` and `/healthz` endpoints, if the plan asks for them,
+/// and the snapshot they serve.
+fn serve_metrics(
+    plan: &Plan,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<Arc<Mutex<Snapshot>>>> {
     let Some(addr) = plan.prometheus else {
         return Ok(None);
     };
     let s = Arc::new(Mutex::new(Snapshot::default()));
-    serve::serve(addr, Arc::clone(&s)).await?;
+    serve::serve(addr, Arc::clone(&s), Arc::clone(health))?;
     eprintln!("tcptrace: serving Prometheus metrics on http://{addr}/metrics");
     Ok(Some(s))
 }
@@ -271,6 +278,10 @@ pub struct Scope {
 }
 
 /// Run `plan`'s analyses on a loaded tracer until the run ends.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the one event loop: its set-up, then its select"
+)]
 pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<End> {
     let Tracer {
         mut ebpf,
@@ -299,7 +310,8 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         stopping: stop.flag(),
         own_netns: namespaces.as_ref().map(Namespaces::own),
     })?;
-    let snapshot = serve_metrics(plan).await?;
+    let health = Arc::new(Health::new(load::attached(&ebpf)));
+    let snapshot = serve_metrics(plan, &health)?;
     let mut run = Run {
         ebpf: &ebpf,
         analyses,
@@ -316,6 +328,7 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         namespaces,
         only: scope.only,
         poll_warned: BTreeSet::new(),
+        health,
     };
 
     let polls = run.analyses.iter().any(|a| a.follows_timewait());
@@ -360,7 +373,12 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
                     if let Some(l) = logger.as_mut() {
                         l.flush();
                     }
-                    run.report(false)?;
+                    // A report that fails (a map unreadable while the fd
+                    // table is full, say) is said and retried at the next
+                    // interval: an always-on tracer does not end over one.
+                    if let Err(e) = run.report(false) {
+                        log::warn!("a periodic report failed: {e:#}; the next one tries again");
+                    }
                 }
                 () = stop.wait() => break Ok(End::Stopped),
             }
