@@ -17,6 +17,7 @@ use crate::model::{
     },
 };
 
+pub mod generate;
 mod help;
 mod parse;
 #[cfg(test)]
@@ -52,7 +53,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// Trace TCP socket state transitions and resets with eBPF.
 #[derive(Debug, Parser)]
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
-#[command(name = "tcptrace", version, about, after_help = SHORT_AFTER_HELP,
+#[command(name = "tcptrace", version = generate::VERSION, about, after_help = SHORT_AFTER_HELP,
           after_long_help = after_help())]
 #[command(group(ArgGroup::new("leak_mode").args(["closewait_leaks", "agent"]).multiple(true)))]
 #[command(group(ArgGroup::new("metrics").args(["prometheus", "agent"]).multiple(true)))]
@@ -260,6 +261,11 @@ pub struct Cli {
     /// More diagnostics on stderr (-v info, -vv debug).
     #[arg(short, long, action = ArgAction::Count, hide_short_help = true)]
     pub verbose: u8,
+
+    /// Print a release artefact on stdout and exit: the man page or a shell
+    /// completion script (`cargo xtask dist`). Needs no root, loads nothing.
+    #[arg(long, value_name = "WHAT", hide = true)]
+    pub generate: Option<generate::Artefact>,
 }
 
 impl Cli {

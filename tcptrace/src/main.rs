@@ -9,14 +9,15 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use env_logger::fmt::{ConfigurableFormat, Formatter};
 use tcptrace::{
-    cli::Cli,
-    host::{netns::Namespaces, symbolize::worker},
+    cli::{Cli, generate},
+    host::{netns::Namespaces, symbolize::worker, uname},
     kernel::{
+        features,
         load::{self, LoadOptions},
         settings::kernel_config,
     },
     model::plan::Plan,
-    report::text::escape,
+    report::{text::escape, version},
     runtime,
 };
 
@@ -24,7 +25,18 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(worker::ARG)) {
         return worker::main();
     }
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if generate::verbose_version(&args) {
+        return print_stdout(&verbose_version());
+    }
     let cli = Cli::parse();
+    if let Some(what) = cli.generate {
+        let mut out = Vec::new();
+        return match generate::generate(what, &mut out) {
+            Ok(()) => print_stdout(&String::from_utf8_lossy(&out)),
+            Err(e) => fail(&anyhow::Error::new(e).context("--generate")),
+        };
+    }
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
@@ -39,11 +51,33 @@ fn main() -> ExitCode {
     let plan = cli.plan().unwrap_or_else(|e| e.exit());
     match run(&plan) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tcptrace: {}", escape(&format!("{err:#}")));
-            ExitCode::FAILURE
-        }
+        Err(err) => fail(&err),
     }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("tcptrace: {}", escape(&format!("{err:#}")));
+    ExitCode::FAILURE
+}
+
+/// Write `text` to stdout; a closed stdout is a success, like the stream's.
+fn print_stdout(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&anyhow::Error::new(e).context("writing to stdout")),
+    }
+}
+
+/// `--version -v`: the version line as clap prints it, then what the
+/// running kernel offers.
+fn verbose_version() -> String {
+    use clap::CommandFactory as _;
+    let mut text = Cli::command().render_version();
+    version::kernel_features(&mut text, &features::probe(uname::kernel_release()));
+    text
 }
 
 /// `env_logger`'s default line, with the message through [`escape`]: a

@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 mod layers;
 mod netns;
 mod procstat;
@@ -36,6 +37,15 @@ enum Task {
         /// Build the optimised binary (target/release/tcptrace).
         #[arg(long)]
         release: bool,
+    },
+    /// The release artefacts: the binary, its man page (section 8), bash,
+    /// zsh and fish completions, and a Debian package of them (with the
+    /// systemd unit of deploy/systemd when the tree has one). Prints the
+    /// paths.
+    Dist {
+        /// Where to put them [default: target/dist].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Build tcptrace and run it as root (through sudo when not root).
     Run {
@@ -189,6 +199,7 @@ fn run(args: Args) -> Result<()> {
             eprintln!("xtask: built {}", bin.display());
             Ok(())
         }
+        Task::Dist { out } => dist::run(out),
         Task::Run { release, args } => {
             let bin = build(release)?;
             let st = as_root(&bin, &args)

@@ -12,7 +12,7 @@ use std::{
 use thiserror::Error;
 
 /// Where tracefs is normally mounted, then its legacy place under debugfs.
-const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+pub const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 #[derive(Debug, Error)]
 pub enum TracefsError {

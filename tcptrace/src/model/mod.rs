@@ -10,6 +10,7 @@ pub mod closewait;
 pub mod container;
 pub mod counters;
 pub mod event;
+pub mod features;
 pub mod filter;
 pub mod histogram;
 pub mod netns;

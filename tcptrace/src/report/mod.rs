@@ -9,6 +9,7 @@ pub mod prometheus;
 pub mod summary;
 pub mod text;
 pub mod timewait;
+pub mod version;
 
 /// Append `v` as one JSON line (compact, newline-terminated) to `buf`.
 pub fn json_line<T: serde::Serialize>(buf: &mut bytes::BytesMut, v: &T) -> serde_json::Result<()> {
