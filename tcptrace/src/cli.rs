@@ -221,13 +221,13 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
-    /// The stream's times in local time (default UTC; the header says which).
+    /// The stream's times in local time (default UTC).
     ///
     /// As tcpstates's -T. JSON times stay UTC (RFC 3339, `Z`).
     #[arg(short = 'T', long = "localtime", conflicts_with = "json")]
     pub local_time: bool,
 
-    /// The stream's address columns wide enough for IPv6.
+    /// Address columns wide enough for IPv6.
     ///
     /// By default they fit IPv4 endpoints, so that a line fits 120 columns;
     /// a longer address still prints whole, shifting the line.
