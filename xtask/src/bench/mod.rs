@@ -357,6 +357,14 @@ fn throughput(
     seconds: f64,
 ) -> Result<Option<String>> {
     let _ns = Netns::create(NETNS)?;
+    // The churn load at the machine's rate: every ephemeral port, and
+    // TIME_WAIT 4-tuples reusable (the server closes first, so they are
+    // the server's; the client's ports are free once it closed).
+    status(netns::exec(NETNS, "sysctl").args([
+        "-qw",
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.ipv4.tcp_tw_reuse=1",
+    ]))?;
     let lineup = configs::lineup(
         tcptrace,
         baseline.map(|b| (b.rev.as_str(), b.binary.as_path())),
