@@ -4,10 +4,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{ArgAction, CommandFactory as _, Parser, error::ErrorKind};
+use clap::{ArgAction, ArgGroup, CommandFactory as _, Parser, error::ErrorKind};
 use tcptrace_common::{HistBy, TcpState};
 
 use crate::model::{
+    cardinality::DEFAULT_TOP,
     filter::{Filter, PortFilter},
     netns::NetnsSpec,
     plan::{Analyses, GroupLabel, HistOptions, LeakOptions, Plan, Scope, Sizes, TimewaitOptions},
@@ -23,7 +24,7 @@ pub use parse::{
     By, parse_by, parse_cgroup, parse_container, parse_duration, parse_listen, parse_netns,
     parse_state,
 };
-use parse::{parse_max_sockets, parse_ringbuf_kib};
+use parse::{parse_max_sockets, parse_ringbuf_kib, parse_top};
 
 /// The default `--max-sockets`: 100k live sockets fit with room to spare.
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
@@ -32,6 +33,11 @@ pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
 /// above the maximum the table alone would take gigabytes of kernel memory.
 pub const MAX_SOCKETS_RANGE: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
 
+/// Where `--agent` serves `/metrics` without `--prometheus`: loopback, so
+/// that nothing is exposed by default.
+pub const AGENT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
 /// The report period when `-i` is not given.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -39,6 +45,10 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 #[command(name = "tcptrace", version, about, after_help = after_help())]
+#[command(group(ArgGroup::new("leak_mode").args(["closewait_leaks", "agent"]).multiple(true)))]
+#[command(group(ArgGroup::new("metrics").args(["prometheus", "agent"]).multiple(true)))]
+#[command(group(ArgGroup::new("reporting")
+    .args(["hist", "closewait_leaks", "timewait", "agent"]).multiple(true)))]
 pub struct Cli {
     /// Only events of sockets owned by these pids (comma-separated or repeated).
     #[arg(short = 'p', long = "pid", value_delimiter = ',', value_name = "PID")]
@@ -119,17 +129,33 @@ pub struct Cli {
     #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist", help_heading = "Analyses (any combination)")]
     pub by: Option<By>,
 
-    /// With --hist: serve Prometheus metrics at http://ADDR:PORT/metrics
-    /// (the histograms export them; other analyses export none yet).
-    /// A bare PORT binds 127.0.0.1 (loopback) only.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen, requires = "hist",
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (and /healthz)
+    /// for whatever analyses run: --hist, --closewait-leaks, --timewait, or
+    /// --agent (all of them). A bare PORT binds 127.0.0.1 (loopback) only.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen,
           help_heading = "Analyses (any combination)")]
     pub prometheus: Option<SocketAddr>,
+
+    /// With --prometheus or --agent: name the N largest destinations,
+    /// processes and ports in metric labels, and sum the rest as `other`
+    /// (a client with 28,000 ephemeral ports makes N+1 series, not 28,000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP,
+          value_parser = parse_top,
+          requires = "metrics", help_heading = "Analyses (any combination)")]
+    pub top: usize,
+
+    /// The always-on agent: --hist, --closewait-leaks and --timewait at
+    /// once, RST counters included, served as Prometheus metrics on
+    /// 127.0.0.1:9464 (or --prometheus ADDR:PORT) and nothing on stdout.
+    /// Metrics refresh every second; leak gauges every --interval.
+    #[arg(long, conflicts_with_all = ["hist", "closewait_leaks", "timewait", "json", "by"],
+          help_heading = "Analyses (any combination)")]
+    pub agent: bool,
 
     /// With --closewait-leaks: report a socket once it has been in CLOSE_WAIT
     /// this long. A healthy program closes within milliseconds of EOF.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
-          requires = "closewait_leaks", help_heading = "Analyses (any combination)")]
+          requires = "leak_mode", help_heading = "Analyses (any combination)")]
     pub min_age: Duration,
 
     /// With --closewait-leaks: how long the symbolizer may take over one
@@ -137,12 +163,13 @@ pub struct Cli {
     /// files the traced process chooses; past this it is killed and that
     /// process's frames print as "not symbolized (timed out)".
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
-          requires = "closewait_leaks", help_heading = "Analyses (any combination)")]
+          requires = "leak_mode", help_heading = "Analyses (any combination)")]
     pub symbolize_timeout: Duration,
 
-    /// Print a report every DURATION (every analysis); default 10s.
+    /// Print a report every DURATION (every analysis); default 10s. The
+    /// stream has no reports: it prints each event as it comes.
     #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration,
-          help_heading = "Analyses (any combination)")]
+          requires = "reporting", help_heading = "Analyses (any combination)")]
     pub interval: Option<Duration>,
 
     /// Ring-buffer size in KiB (a power of two, at least 4). --closewait-leaks
@@ -169,7 +196,7 @@ impl Cli {
     /// combination it cannot express.
     pub fn plan(&self) -> Result<Plan, clap::Error> {
         let interval = self.interval.unwrap_or(DEFAULT_INTERVAL);
-        let hist = self.hist.then(|| {
+        let hist = (self.hist || self.agent).then(|| {
             let by = self.by.unwrap_or(By {
                 key: HistBy::State,
                 label: GroupLabel::Key,
@@ -180,12 +207,22 @@ impl Cli {
                 label: by.label,
             }
         });
-        let closewait = self.closewait_leaks.then_some(LeakOptions {
+        let closewait = (self.closewait_leaks || self.agent).then_some(LeakOptions {
             min_age: self.min_age,
             interval,
             symbolize_timeout: self.symbolize_timeout,
         });
-        let timewait = self.timewait.then_some(TimewaitOptions { interval });
+        let timewait = (self.timewait || self.agent).then_some(TimewaitOptions { interval });
+        let stream = hist.is_none() && closewait.is_none() && timewait.is_none();
+        if stream && self.prometheus.is_some() {
+            return Err(Self::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "--prometheus serves what --hist, --closewait-leaks and --timewait count \
+                 (--agent runs all three); the stream of events exports no metrics: \
+                 add one of those, or use --agent",
+            ));
+        }
+        let prometheus = (self.prometheus).or_else(|| self.agent.then_some(AGENT_LISTEN));
         if closewait.is_some() && hist.is_some_and(|h| h.by != HistBy::State) {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
@@ -206,7 +243,7 @@ impl Cli {
         }
         Ok(Plan {
             analyses: Analyses {
-                stream: hist.is_none() && closewait.is_none() && timewait.is_none(),
+                stream,
                 hist,
                 closewait,
                 timewait,
@@ -228,8 +265,10 @@ impl Cli {
                 cgroup: self.cgroup.clone(),
             },
             json: self.json,
+            quiet: self.agent,
             duration: self.duration,
-            prometheus: self.prometheus,
+            prometheus,
+            metrics_top: self.top,
             sizes: Sizes {
                 ringbuf_bytes: self.ringbuf_kib * 1024,
                 max_sockets: self.max_sockets,

@@ -19,7 +19,8 @@
 //!
 //! [`netns`]: namespaces and the [`Lab`]; [`peers`]: the processes a test
 //! drives; [`process`]: child-process plumbing; [`tracer`]: tcptrace runs;
-//! [`parse`]: what tcptrace prints; [`scenario`]: shared connection scenarios.
+//! [`parse`]: what tcptrace prints; [`scenario`]: shared connection scenarios;
+//! [`prom_server`]: a real Prometheus server scraping tcptrace.
 #![expect(
     clippy::missing_panics_doc,
     reason = "a test harness: panicking with a precise message is how it reports failure"
@@ -34,6 +35,7 @@ pub mod netns;
 pub mod parse;
 pub mod peers;
 pub mod process;
+pub mod prom_server;
 pub mod scenario;
 pub mod tracer;
 
@@ -45,6 +47,7 @@ pub use parse::{
 };
 pub use peers::{LEAKY_RECV_BUF, LeakyServer, LeakyServerBin, Peer};
 pub use process::{ChildGuard, TempDir, run_bounded, signal, wait_exit};
+pub use prom_server::{PromServer, sample_value};
 pub use tracer::{LeakRun, LeakTracer, ModeRun, ModeTracer, Trace, Tracer, spawn_tracer_raw};
 
 /// What tcptrace prints on stderr once every program is attached.

@@ -182,6 +182,22 @@ impl Lab {
         String::from_utf8(out.stdout).expect("metrics are UTF-8")
     }
 
+    /// `tcptrace-peer fanout IP BASE N`: one connection to each of N ports,
+    /// the client closing first, so that N destinations each hold a client
+    /// TIME_WAIT socket. Panics unless every connection was made.
+    pub fn fanout(&self, ip: &str, base: u16, n: u16) {
+        let mut cmd = self.ns.command(&self.peer_bin);
+        cmd.args(["fanout", ip, &base.to_string(), &n.to_string()]);
+        let out = run_bounded(&mut cmd, Duration::from_mins(1));
+        assert!(
+            out.status.success(),
+            "fanout to {n} ports of {ip}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `ip netns exec NS sysctl -w KEY=VALUE` (network sysctls are per
     /// namespace).
     pub fn sysctl(&self, key: &str, value: &str) {

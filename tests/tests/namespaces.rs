@@ -268,19 +268,21 @@ fn container_is_named_in_leak_groups_and_metrics(port: u16, v1: bool) {
     }
     promtool_check(&page);
     let m = Metrics::parse(&page);
-    let pid = server.pid().to_string();
     let ns = inode(&lab.ns).to_string();
+    let labels = [
+        ("comm", "leaky_server"),
+        ("container", container.id.as_str()),
+        ("netns", ns.as_str()),
+    ];
     assert_eq!(
-        m.int(
-            "tcptrace_closewait_leaking_sockets",
-            &[
-                ("pid", &pid),
-                ("comm", "leaky_server"),
-                ("netns", &ns),
-                ("container", &container.id)
-            ]
-        ),
+        m.int("tcptrace_closewait_leaked_sockets", &labels),
         2,
+        "{page}"
+    );
+    assert!(
+        m.get("tcptrace_closewait_oldest_leak_seconds", &labels)
+            .unwrap_or(0.0)
+            > 0.0,
         "{page}"
     );
     run.assert_clean_exit();

@@ -12,13 +12,14 @@
 
 use std::{collections::BTreeMap, time::Duration, time::SystemTime};
 
-use tcptrace_common::{Counter, HistBy, TcpState};
+use tcptrace_common::{HistBy, TcpState};
 
 use crate::{
     analyses::{Analysis, Cx, Setup, TW_POLL, TimewaitPoll},
     host::cgroup::labels::Labeller,
-    kernel::{clock::monotonic_ns, counters, maps},
+    kernel::{clock::monotonic_ns, maps},
     model::{
+        cardinality::top_groups,
         event::Event,
         histogram::Hist,
         netns::Netns,
@@ -102,6 +103,8 @@ pub struct Hists {
     /// it), refreshed at each report; None for every other split.
     containers: Option<BTreeMap<Netns, String>>,
     labels: Labeller,
+    /// `--top`: groups per state on `/metrics`.
+    top: usize,
 }
 
 /// A namespace's group label: its container's id under `--by container`
@@ -126,6 +129,7 @@ impl Hists {
             ticks: 0,
             containers: (opts.label == GroupLabel::Container).then(BTreeMap::new),
             labels: Labeller::default(),
+            top: setup.plan.metrics_top,
         }
     }
 
@@ -335,6 +339,7 @@ impl Analysis for Hists {
             snap.dwell
                 .push(("FIN_WAIT2_ORPHAN".to_owned(), None, totals.fin_wait2_orphan));
         }
+        snap.dwell = top_groups(std::mem::take(&mut snap.dwell), self.top);
         snap.timewait = (shown.iter())
             .map(|(p, t)| TimewaitCounts {
                 netns: *p,
@@ -359,16 +364,5 @@ impl Analysis for Hists {
             .iter()
             .map(|((d, r), n)| (*d, r.clone(), *n))
             .collect();
-        match counters::read(cx.ebpf) {
-            Ok(k) => {
-                snap.close_wait = k.close_wait;
-                snap.ringbuf_full = k.get(Counter::RingbufFull);
-                snap.evictions = k.evictions();
-                snap.insert_failures = k.get(Counter::SockInsertErrors);
-                snap.read_errors = k.get(Counter::ReadErrors);
-                snap.hist_full = k.get(Counter::HistFull);
-            }
-            Err(e) => log::warn!("reading kernel counters: {e}"),
-        }
     }
 }

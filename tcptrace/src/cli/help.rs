@@ -45,7 +45,17 @@ ANALYSES
   --closewait-leaks, --hist and --timewait are analyses; give any of them,
   alone or together, and one tcptrace runs them all over one loaded kernel
   object, each printing its own reports every --interval. With none of
-  them, tcptrace streams every transition and RST.
+  them, tcptrace streams every transition and RST. --prometheus serves what
+  the analyses count as metrics, whichever of them run.
+
+THE AGENT (--agent)
+  The process to leave running on every host: all three analyses, RST
+  counters included, served at http://127.0.0.1:9464/metrics (--prometheus
+  ADDR:PORT to let a Prometheus on another host scrape it) and /healthz, and
+  nothing on stdout. Leak gauges refresh every --interval (10s), the rest
+  every second. --top N bounds every label that traced processes choose
+  (destinations, comms, ports): the N largest, and `other` for the rest.
+  The metrics and their labels are listed in the README.
 
 CLOSE_WAIT LEAKS (--closewait-leaks)
   A socket in CLOSE_WAIT has received the peer's FIN; only the program's
@@ -64,7 +74,6 @@ DWELL HISTOGRAMS (--hist)
   never sees: tcptrace follows them with sock_diag polls (1 s resolution for
   early ends; a natural end is the kernel timer's, exact). Percentiles come
   from log-linear buckets, within 6.25%; exact dwells are in the --json stream.
-  --prometheus serves them all as metrics for a fleet's Prometheus.
 
 TIME_WAIT (--timewait)
   The side that closes first keeps the 4-tuple in TIME_WAIT for 60 s. On a
@@ -108,6 +117,8 @@ SOCKET TABLE (--max-sockets)
 EXAMPLES
   sudo tcptrace                          every TCP transition and RST
   sudo tcptrace --hist -i 30s --by lport per-service dwell histograms
+  sudo tcptrace --agent                  always on: every analysis as metrics
+  sudo tcptrace --agent --prometheus 0.0.0.0:9464   scraped from other hosts
   sudo tcptrace --hist --prometheus 9464 metrics on 127.0.0.1:9464/metrics
   sudo tcptrace --closewait-leaks        who leaks CLOSE_WAIT sockets, and where
   sudo tcptrace --closewait-leaks --min-age 30s -i 1m --json

@@ -112,6 +112,17 @@ pub(super) fn parse_max_sockets(s: &str) -> Result<u32, String> {
         .ok_or_else(bounds)
 }
 
+/// `--top`: 1 to 1000 series of a kind.
+pub(super) fn parse_top(s: &str) -> Result<usize, String> {
+    let v: usize =
+        (s.trim().parse()).map_err(|e| format!("{e}; must be a number from 1 to 1000"))?;
+    if (1..=1000).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be a number from 1 to 1000".to_owned())
+    }
+}
+
 pub(super) fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
     if v < 4 || !v.is_power_of_two() || v > 1 << 20 {

@@ -2,7 +2,8 @@
 //! (socket holders, process details, network namespaces), every network
 //! namespace of the host (a sock_diag socket, sysctls and netstat in each),
 //! cgroups (paths by v2 id, owners' v1 paths and in-namespace pids), the
-//! sysctls, `/proc/net/netstat`, and stack symbolization.
+//! sysctls, `/proc/net/netstat`, stack symbolization, and the kernel's
+//! release.
 
 pub mod cgroup;
 pub mod netns;
@@ -11,3 +12,4 @@ pub mod procs;
 pub mod sockdiag;
 pub mod symbolize;
 pub mod sysctl;
+pub mod uname;

@@ -75,6 +75,77 @@ pub struct UserLosses {
     pub sockdiag_failed: u64,
 }
 
+/// One counter of the loss line: its `/metrics` reason, its words in the
+/// exit summary, and its value (None when the kernel counters were
+/// unreadable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub reason: &'static str,
+    pub words: &'static str,
+    pub value: Option<u64>,
+}
+
+/// Every counter a run may lose data to, kernel and userspace, in the loss
+/// line's order: the exit summary and `/metrics` both read this list, so
+/// that neither can leave one out.
+#[must_use]
+pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 10] {
+    let kernel = |c: Counter| k.map(|k| k.get(c));
+    let loss = |reason, words, value| Loss {
+        reason,
+        words,
+        value,
+    };
+    [
+        loss(
+            "ringbuf_full",
+            "ring-buffer full",
+            kernel(Counter::RingbufFull),
+        ),
+        loss(
+            "socket_map_eviction",
+            "socket-map evictions",
+            k.map(KernelCounters::evictions),
+        ),
+        loss(
+            "socket_map_insert_failure",
+            "insert failures",
+            kernel(Counter::SockInsertErrors),
+        ),
+        loss(
+            "field_read_error",
+            "field-read errors",
+            kernel(Counter::ReadErrors),
+        ),
+        loss("undecodable", "undecodable", Some(u.undecodable)),
+        loss(
+            "stack_capture_failed",
+            "stack captures failed",
+            kernel(Counter::StackErrors),
+        ),
+        loss(
+            "histogram_map_full",
+            "dwells not counted (histogram map full)",
+            kernel(Counter::HistFull),
+        ),
+        loss(
+            "timewait_log_overwritten",
+            "TIME_WAIT log entries overwritten",
+            Some(u.log_lost),
+        ),
+        loss(
+            "map_entry_unreadable",
+            "map entries unreadable",
+            Some(u.map_unreadable),
+        ),
+        loss(
+            "sockdiag_request_failed",
+            "sock_diag requests failed",
+            Some(u.sockdiag_failed),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

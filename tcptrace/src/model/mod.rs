@@ -4,6 +4,7 @@
 //! run reports.
 
 pub mod aging;
+pub mod cardinality;
 pub mod clock;
 pub mod closewait;
 pub mod container;

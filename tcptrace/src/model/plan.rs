@@ -139,10 +139,16 @@ pub struct Plan {
     /// `--cgroup`).
     pub scope: Scope,
     pub json: bool,
+    /// `--agent`: the reports feed `/metrics` only; nothing is written on
+    /// stdout.
+    pub quiet: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Serve Prometheus metrics here.
     pub prometheus: Option<SocketAddr>,
+    /// `--top`: how many destinations, processes and ports `/metrics`
+    /// names; the rest are summed as `other`.
+    pub metrics_top: usize,
     pub sizes: Sizes,
 }
 

@@ -3,7 +3,7 @@
 
 use tcptrace_common::Counter;
 
-use crate::model::counters::{KernelCounters, ProgramCost, UserCounters, UserLosses};
+use crate::model::counters::{KernelCounters, ProgramCost, UserCounters, UserLosses, losses};
 
 /// The socket map's occupancy, for the exit summary of every run:
 /// `tcptrace: socket map: 200004 of 262144 entries in use (100000 in
@@ -58,24 +58,14 @@ pub fn events_line(u: &UserCounters) -> String {
 /// when the kernel counters could not be read.
 #[must_use]
 pub fn losses_line(k: Option<&KernelCounters>, u: &UserLosses) -> String {
-    let kernel = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
-    let c = |c: Counter| kernel(k.map(|k| k.get(c)));
+    let value = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    let counted: Vec<String> = (losses(k, u).iter())
+        .map(|l| format!("{} {}", value(l.value), l.words))
+        .collect();
     format!(
-        "tcptrace: losses: {} ring-buffer full, {} socket-map evictions, {} insert failures, \
-         {} field-read errors, {} undecodable, {} stack captures failed, {} dwells not counted \
-         (histogram map full), {} TIME_WAIT log entries overwritten, {} map entries unreadable, \
-         {} sock_diag requests failed; {} transitions of sockets older than the tracer or evicted",
-        c(Counter::RingbufFull),
-        kernel(k.map(KernelCounters::evictions)),
-        c(Counter::SockInsertErrors),
-        c(Counter::ReadErrors),
-        u.undecodable,
-        c(Counter::StackErrors),
-        c(Counter::HistFull),
-        u.log_lost,
-        u.map_unreadable,
-        u.sockdiag_failed,
-        c(Counter::SockUnknown),
+        "tcptrace: losses: {}; {} transitions of sockets older than the tracer or evicted",
+        counted.join(", "),
+        value(k.map(|k| k.get(Counter::SockUnknown))),
     )
 }
 

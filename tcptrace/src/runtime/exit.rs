@@ -1,15 +1,21 @@
 //! How a run ends: the final reports after a stop, and the exit summary on
 //! stderr on every way out (a stop, a closed stdout, an error), with the one
-//! loss line that every mode shares.
+//! loss line that every mode shares; and the same counters for `/metrics`.
 
 use aya::maps::{MapData, RingBuf};
 
+use tcptrace_common::Counter;
+
 use super::{End, Run};
 use crate::{
-    host::sockdiag,
+    analyses::RunCounts,
+    host::{sockdiag, uname},
     kernel::{counters, maps},
-    model::counters::UserLosses,
-    report::summary::{NamespaceCounts, costs_line, losses_line, namespaces_line, socket_map_line},
+    model::counters::{UserLosses, losses},
+    report::{
+        prometheus::{BuildInfo, Snapshot},
+        summary::{NamespaceCounts, costs_line, losses_line, namespaces_line, socket_map_line},
+    },
 };
 
 impl Run<'_> {
@@ -54,12 +60,7 @@ impl Run<'_> {
             .iter()
             .flat_map(|a| a.exit_lines(&mut cx, kernel.as_ref(), &counts))
             .collect();
-        let user = UserLosses {
-            undecodable: counts.undecodable,
-            log_lost: counts.log_lost,
-            map_unreadable: maps::unreadable_entries(),
-            sockdiag_failed: sockdiag::failed_requests(),
-        };
+        let user = user_losses(&counts);
         lines.push(losses_line(kernel.as_ref(), &user));
         if let Some(n) = &self.namespaces {
             let c = n.counts();
@@ -76,5 +77,35 @@ impl Run<'_> {
         }
         lines.push(costs_line(&counters::program_costs(self.ebpf)));
         lines
+    }
+
+    /// What `/metrics` has of the run itself, whatever the analyses: the
+    /// build, every loss of the loss line, the sockets in CLOSE_WAIT.
+    pub(super) fn export_run(&self, snap: &mut Snapshot) {
+        if snap.build.version.is_empty() {
+            snap.build = BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                kernel: uname::kernel_release(),
+            };
+        }
+        let kernel = counters::read(self.ebpf)
+            .inspect_err(|e| log::warn!("reading kernel counters for /metrics: {e}"))
+            .ok();
+        let user = user_losses(&self.counts);
+        snap.losses = (losses(kernel.as_ref(), &user).iter())
+            .filter_map(|l| Some((l.reason, l.value?)))
+            .collect();
+        snap.close_wait = kernel.map(|k| k.close_wait);
+        snap.untracked = kernel.map(|k| k.get(Counter::SockUnknown));
+    }
+}
+
+/// The losses counted in userspace so far.
+fn user_losses(counts: &RunCounts) -> UserLosses {
+    UserLosses {
+        undecodable: counts.undecodable,
+        log_lost: counts.log_lost,
+        map_unreadable: maps::unreadable_entries(),
+        sockdiag_failed: sockdiag::failed_requests(),
     }
 }

@@ -209,6 +209,7 @@ impl Run<'_> {
         let mut snap = snapshot
             .lock()
             .map_err(|_| anyhow::anyhow!("metrics lock poisoned"))?;
+        self.export_run(&mut snap);
         let (analyses, mut cx) = self.split();
         for a in analyses.iter_mut() {
             a.export(&mut cx, &mut snap);
@@ -307,7 +308,11 @@ pub async fn run(plan: &Plan, tracer: Tracer, scope: Scope) -> anyhow::Result<En
         counts: RunCounts::default(),
         ports: plan.ports,
         out: BytesMut::with_capacity(128 * 1024),
-        sink: StdoutSink::default(),
+        sink: if plan.quiet {
+            StdoutSink::quiet()
+        } else {
+            StdoutSink::default()
+        },
         namespaces,
         only: scope.only,
         poll_warned: BTreeSet::new(),

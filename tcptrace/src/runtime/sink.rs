@@ -1,6 +1,7 @@
 //! Standard output for reports and events: batches written whole, and a
 //! closed pipe (`| head`) remembered, after which output is dropped and the
-//! run stops: that is not an error.
+//! run stops: that is not an error. `--agent` writes nothing: its reports
+//! feed `/metrics` only.
 
 use bytes::BytesMut;
 
@@ -9,13 +10,24 @@ use bytes::BytesMut;
 #[derive(Debug, Default)]
 pub struct StdoutSink {
     closed: bool,
+    /// Drop every batch (`--agent`).
+    quiet: bool,
 }
 
 impl StdoutSink {
+    /// A sink that drops every batch: nothing is written on stdout.
+    #[must_use]
+    pub fn quiet() -> Self {
+        StdoutSink {
+            closed: false,
+            quiet: true,
+        }
+    }
+
     /// Write and clear `buf`.
     pub fn write(&mut self, buf: &mut BytesMut) -> std::io::Result<()> {
         use std::io::Write as _;
-        if buf.is_empty() || self.closed {
+        if buf.is_empty() || self.closed || self.quiet {
             buf.clear();
             return Ok(());
         }

@@ -23,6 +23,8 @@
 //!                      [--no-reuseaddr]   (server: listen without SO_REUSEADDR, which std
 //!                                          sets; a failed bind prints `bind-error <errno>`)
 //! tcptrace-peer scrape http://IP:PORT/PATH [--timeout-ms N]
+//! tcptrace-peer fanout IP BASE N   (one connection to each of ports BASE..BASE+N,
+//!                                   the client closing first: N destinations)
 //! ```
 //!
 //! Output lines, in order: `pid <pid>`, then for the server `ready <port>`,
@@ -45,7 +47,7 @@
 
 use std::{
     io::{self, BufRead as _, ErrorKind, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
     process::ExitCode,
     sync::mpsc,
@@ -648,9 +650,45 @@ fn rename_thread(name: &str) -> io::Result<()> {
     }
 }
 
+/// `fanout IP BASE N`: one connection to each of N ports from BASE on IP,
+/// in turn, each closed first by the client: N destinations, each with one
+/// client TIME_WAIT socket. One listener at a time, so any fd limit does.
+fn fanout(mut args: impl Iterator<Item = String>) -> ExitCode {
+    let (Some(ip), Some(base), Some(n)) = (args.next(), args.next(), args.next()) else {
+        return usage("fanout needs IP BASE N");
+    };
+    let (Ok(ip), Ok(base), Ok(n)) = (ip.parse::<IpAddr>(), base.parse::<u16>(), n.parse::<u16>())
+    else {
+        return usage("fanout: IP BASE N, as an address and two numbers");
+    };
+    let one = |port: u16| -> io::Result<()> {
+        let listener = TcpListener::bind((ip, port))?;
+        let client = TcpStream::connect((ip, port))?;
+        let (mut served, _) = listener.accept()?;
+        drop(client);
+        // Read the client's FIN, then close: the client's socket ends in
+        // TIME_WAIT.
+        let mut buf = [0u8; 1];
+        served.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let _ = served.read(&mut buf)?;
+        Ok(())
+    };
+    for port in base..base.saturating_add(n) {
+        if let Err(e) = one(port) {
+            say(&format!("error port {port}: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    say(&format!("done {n}"));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("scrape") {
         return scrape(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("fanout") {
+        return fanout(std::env::args().skip(2));
     }
     let o = match parse(std::env::args().skip(1)) {
         Ok(o) => o,

@@ -19,6 +19,7 @@ use crate::{
     host::{cgroup::labels::Labeller, procs, symbolize::Symbols},
     kernel::{clock::monotonic_ns, maps},
     model::{
+        cardinality::{OTHER, top_n},
         closewait::Group,
         counters::KernelCounters,
         event::Event,
@@ -33,22 +34,38 @@ use crate::{
 
 mod collect;
 
-/// The groups' sockets summed by owner, namespace and container (code
-/// paths would multiply the series).
-fn gauges(groups: &[Group]) -> Vec<LeakGauge> {
+/// The groups' sockets summed by process (comm), namespace and container
+/// (pids and code paths would multiply the series), the `top` largest and
+/// `other`.
+fn gauges(groups: &[Group], top: usize) -> Vec<LeakGauge> {
     let mut by: BTreeMap<_, LeakGauge> = BTreeMap::new();
     for g in groups {
-        let key = (g.pid, g.netns, g.process.container_id.clone());
+        let comm = g.comm.clone().unwrap_or_default();
+        let key = (comm.clone(), g.netns, g.process.container_id.clone());
         let e = by.entry(key).or_insert_with(|| LeakGauge {
-            pid: g.pid,
-            comm: g.comm.clone(),
+            comm,
             netns: g.netns,
             container: g.process.container_id.clone(),
-            sockets: 0,
+            ..LeakGauge::default()
         });
         e.sockets += g.count as u64;
+        e.oldest_s = e.oldest_s.max(g.oldest_age_s);
     }
-    by.into_values().collect()
+    let other = LeakGauge {
+        comm: OTHER.to_owned(),
+        ..LeakGauge::default()
+    };
+    #[expect(clippy::cast_precision_loss, reason = "an order, not a value")]
+    top_n(
+        by.into_values().collect(),
+        top,
+        |g| g.sockets as f64,
+        other,
+        |o, g| {
+            o.sockets += g.sockets;
+            o.oldest_s = o.oldest_s.max(g.oldest_s);
+        },
+    )
 }
 
 pub struct Leaks {
@@ -63,6 +80,8 @@ pub struct Leaks {
     /// The last report's sockets by owner, namespace and container, for
     /// `/metrics`.
     gauges: Vec<LeakGauge>,
+    /// `--top`: the processes `/metrics` names.
+    top: usize,
 }
 
 impl Leaks {
@@ -87,6 +106,7 @@ impl Leaks {
             labels: Labeller::default(),
             scope: setup.plan.scope.clone(),
             gauges: Vec::new(),
+            top: setup.plan.metrics_top,
         }
     }
 }
@@ -133,7 +153,7 @@ impl Analysis for Leaks {
                 g.process.container_id.as_deref(),
             )
         });
-        self.gauges = gauges(&groups);
+        self.gauges = gauges(&groups, self.top);
         let when = crate::report::text::report_time(SystemTime::now());
         if self.json {
             for g in &groups {

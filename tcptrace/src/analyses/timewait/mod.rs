@@ -5,6 +5,8 @@
 //! network namespace has its own state ([`space::Space`]): its sysctls,
 //! lives, census and failures, asked of that namespace alone.
 
+use std::collections::BTreeMap;
+
 use tcptrace_common::TcpState;
 
 use crate::{
@@ -13,11 +15,13 @@ use crate::{
     kernel::clock::monotonic_ns,
     model::{
         aging::TokenBucket,
+        cardinality::{CappedCounters, OTHER, top_n},
         counters::KernelCounters,
-        event::Event,
+        event::{Event, FailedCall},
         filter::PortFilter,
         netns::Netns,
         plan::TimewaitOptions,
+        socket::endpoint,
         timewait::{
             advice::{self, BindFacts, ConnectFacts},
             spaces::{Place, Spaces},
@@ -25,6 +29,7 @@ use crate::{
     },
     report::{
         json_line,
+        prometheus::{DestGauge, FailureCount, Snapshot},
         timewait::{CensusReport, Forgotten, Times},
     },
 };
@@ -67,7 +72,15 @@ pub struct Timewait {
     failures_unavailable: Option<String>,
     /// Polls so far.
     ticks: u64,
+    /// Failed calls by (namespace, call, errno) and target, for `/metrics`.
+    failures: CappedCounters<(Option<Netns>, &'static str, &'static str), String>,
+    /// `--top`: the destinations `/metrics` names.
+    top: usize,
 }
+
+/// Namespace-and-call groups of failure counters at most; past them new
+/// ones count under the first group's `other`.
+const FAILURE_GROUPS: usize = 256;
 
 impl Timewait {
     /// Say what the census goes without.
@@ -85,6 +98,8 @@ impl Timewait {
             lookups: TokenBucket::new(LOOKUPS_PER_S, LOOKUP_BURST),
             failures_unavailable: setup.failures_unavailable.map(str::to_owned),
             ticks: 0,
+            failures: CappedCounters::new(setup.plan.metrics_top, FAILURE_GROUPS, OTHER.to_owned()),
+            top: setup.plan.metrics_top,
         }
     }
 
@@ -233,6 +248,12 @@ impl Analysis for Timewait {
             }
             Event::Failure(f) => {
                 let place = cx.place(f.netns);
+                let target = match (f.call, f.addr) {
+                    (_, None) => "unknown".to_owned(),
+                    (FailedCall::BindInUse, Some((_, port))) => port.to_string(),
+                    (FailedCall::ConnectNoPort, Some((ip, port))) => endpoint(ip, port),
+                };
+                (self.failures).add((place, f.call.syscall(), f.call.errno()), target);
                 self.on_failure(cx, place, &f);
             }
             Event::Reset(_) => {}
@@ -270,6 +291,57 @@ impl Analysis for Timewait {
         }
         self.spaces.sweep();
         Ok(())
+    }
+
+    /// Each destination's census, the `--top` largest over every
+    /// namespace (a destination is summed over local addresses), and the
+    /// failure counters.
+    fn export(&mut self, _cx: &mut Cx<'_>, snap: &mut Snapshot) {
+        let mut dests: BTreeMap<(Place, String), DestGauge> = BTreeMap::new();
+        for (place, space) in self.spaces.iter_mut() {
+            for g in space.snapshot().destinations {
+                let destination = endpoint(g.key.1, g.key.2);
+                let d = dests
+                    .entry((place, destination.clone()))
+                    .or_insert_with(|| DestGauge {
+                        netns: place,
+                        destination,
+                        usable_ports: g.projection.usable,
+                        ..DestGauge::default()
+                    });
+                d.time_wait += g.time_wait;
+                d.rate_per_s += g.rate_per_s;
+                d.exhaustion_s = match (d.exhaustion_s, g.projection.eta_s) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let other = DestGauge {
+            destination: OTHER.to_owned(),
+            ..DestGauge::default()
+        };
+        #[expect(clippy::cast_precision_loss, reason = "an order, not a value")]
+        let dests = top_n(
+            dests.into_values().collect(),
+            self.top,
+            |d| d.time_wait as f64,
+            other,
+            |o, d| {
+                o.time_wait += d.time_wait;
+                o.rate_per_s += d.rate_per_s;
+            },
+        );
+        snap.destinations = dests;
+        snap.failures = (self.failures.iter())
+            .map(|((netns, call, errno), target, count)| FailureCount {
+                call,
+                errno,
+                netns: *netns,
+                target: target.clone(),
+                count,
+            })
+            .collect();
     }
 
     fn exit_lines(

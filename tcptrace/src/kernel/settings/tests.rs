@@ -20,8 +20,10 @@ fn plan(analyses: Analyses) -> Plan {
         ports: PortFilter::default(),
         scope: Scope::default(),
         json: false,
+        quiet: false,
         duration: None,
         prometheus: None,
+        metrics_top: 20,
         sizes: Sizes {
             ringbuf_bytes: 1 << 22,
             max_sockets: 1 << 17,
