@@ -33,7 +33,12 @@ const USER_TOP: u64 = 1 << 47;
 #[inline(always)]
 #[must_use]
 pub const fn plausible_frame(fp: u64, low: u64, sp: u64) -> bool {
-    fp != 0 && fp & 7 == 0 && fp >= low && low >= sp && fp - sp < MAX_SPAN && fp < USER_TOP - 16
+    fp != 0
+        && fp.is_multiple_of(8)
+        && fp >= low
+        && low >= sp
+        && fp - sp < MAX_SPAN
+        && fp < USER_TOP - 16
 }
 
 /// FNV-1a's 64-bit offset basis and prime.

@@ -122,7 +122,7 @@ fn serve_accepted(mut s: TcpStream) {
     let mut buf = [0u8; 64];
     match s.read(&mut buf) {
         Ok(1) if buf[0] == CHURN_REQUEST => {
-            let _ = s.write(&[b'r']);
+            let _ = s.write(b"r");
         }
         Ok(0) | Err(_) => {}
         Ok(_) => {
