@@ -38,10 +38,10 @@ static STACK_SPILL: HashMap<u32, [u64; STACK_DEPTH]> = HashMap::with_max_entries
 static STACK_BUF: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The stacks already captured, by code path: a [`PathKey`] (the process,
-/// the syscall's return address, the word at the stack pointer and every
-/// return address of the frame-pointer chain) to the `id_plus_one` of a
-/// [`StackRef`]. Userspace sizes it; the stack recycler deletes the entries
-/// that name a stack before it frees that stack.
+/// the syscall's instruction pointer, the word at the stack pointer and
+/// every return address of the frame-pointer chain) to the `id_plus_one`
+/// of a [`StackRef`]. One entry in modes without stacks; the stack recycler
+/// deletes the entries that name a stack before it frees that stack.
 #[map]
 static STACK_IDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(8_192, 0);
 
