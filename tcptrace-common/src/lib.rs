@@ -15,6 +15,7 @@ pub mod config;
 pub mod cpulog;
 pub mod hist;
 pub mod record;
+pub mod stack_path;
 pub mod table;
 pub mod track;
 

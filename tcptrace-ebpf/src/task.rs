@@ -1,6 +1,6 @@
 //! The current task: its owner identity, and the registers its syscall
 //! saved at entry (x86-64 `struct pt_regs`), for the syscall's arguments
-//! and the word at the user stack pointer.
+//! and where a user stack walk starts.
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 #[cfg(bpf_target_arch = "x86_64")]
@@ -40,7 +40,7 @@ const PT_REGS_ARGS: [usize; 3] = [14 * 8, 13 * 8, 12 * 8];
 pub(crate) fn syscall_args() -> Option<[u64; 3]> {
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        // SAFETY: as in `user_sp_word`: the current task's saved registers,
+        // SAFETY: as in `user_regs`: the current task's saved registers,
         // read through a helper that faults safely.
         unsafe {
             let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
@@ -60,30 +60,51 @@ pub(crate) fn syscall_args() -> Option<[u64; 3]> {
     }
 }
 
-/// The word at the user stack pointer saved at syscall entry. Inside a
-/// frameless syscall wrapper (glibc's `recv`/`read`) it is the return address
-/// into the wrapper's caller, the frame that a frame-pointer walk skips.
+/// Offsets of `bp` and `ip` in x86-64 `struct pt_regs` (see [`PT_REGS_SP`]).
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_BP: usize = 4 * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_IP: usize = 16 * 8;
+
+/// The user registers saved at syscall entry that a stack walk starts
+/// from, and the word at the stack pointer.
+pub(crate) struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The word at `sp`. Inside a frameless syscall wrapper (glibc's
+    /// `recv`/`read`) it is the return address into the wrapper's caller,
+    /// the frame that a frame-pointer walk skips; 0 if unreadable.
+    pub sp_word: u64,
+}
+
+/// The current task's [`UserRegs`]; None where the saved registers cannot
+/// be read (or on an architecture tcptrace does not know the layout of).
 #[inline(always)]
-pub(crate) fn user_sp_word() -> u64 {
+pub(crate) fn user_regs() -> Option<UserRegs> {
     #[cfg(bpf_target_arch = "x86_64")]
     {
         // SAFETY: bpf_get_current_task_btf returns the current task (never
         // NULL in process context) and bpf_task_pt_regs its saved user
-        // registers; both reads go through probe_read helpers that fault
-        // safely.
+        // registers; every read goes through a probe_read helper that
+        // faults safely.
         unsafe {
             let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
             if regs.is_null() {
-                return 0;
+                return None;
             }
-            let Ok(sp) = bpf_probe_read_kernel(regs.add(PT_REGS_SP).cast::<u64>()) else {
-                return 0;
-            };
-            bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+            let word = |off: usize| bpf_probe_read_kernel(regs.add(off).cast::<u64>()).ok();
+            let (ip, sp, bp) = (word(PT_REGS_IP)?, word(PT_REGS_SP)?, word(PT_REGS_BP)?);
+            Some(UserRegs {
+                ip,
+                sp,
+                bp,
+                sp_word: bpf_probe_read_user(sp as *const u64).unwrap_or(0),
+            })
         }
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
     {
-        0
+        None
     }
 }

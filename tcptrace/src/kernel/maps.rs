@@ -1,27 +1,26 @@
 //! The kernel side's maps by name, and the readers of the aggregates they
-//! hold: dwell histograms, transition counts, captured stacks and the
-//! per-socket details of leak mode. Every map name userspace uses is here.
+//! hold: dwell histograms, transition counts, the per-socket details of
+//! leak mode, and (in `stacks`) captured stacks. Every map name userspace
+//! uses is here.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv6Addr},
-    os::fd::AsFd as _,
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use aya::{
     Ebpf,
-    maps::{
-        HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, StackTraceMap,
-    },
-    sys::SyscallError,
+    maps::{HashMap as BpfHashMap, MapError, PerCpuArray, PerCpuHashMap},
 };
-use tcptrace_common::{
-    HistBy, HistKey, STACK_DEPTH, SockInfo, StackLocation, StackRef, TcpState, hist,
-};
+use tcptrace_common::{HistBy, HistKey, SockInfo, TcpState, hist};
 use thiserror::Error;
 
-use crate::model::{aging::Sweep, histogram::Hist};
+mod stacks;
+
+pub use stacks::{Recycled, StackMaps, StackMarks, StackRecycler};
+
+use crate::model::histogram::Hist;
 
 /// Map entries that could not be read while iterating (most often one that
 /// was deleted between its key and value reads), since start-up.
@@ -64,6 +63,8 @@ pub mod names {
     pub const STACKS: &str = "STACKS";
     /// Stacks whose `STACKS` bucket was taken.
     pub const STACK_SPILL: &str = "STACK_SPILL";
+    /// The stack cache: code path key to the `id_plus_one` of its stack.
+    pub const STACK_IDS: &str = "STACK_IDS";
     /// Dwell histograms split by a group key.
     pub const HIST: &str = "HIST";
     /// Dwell histograms by state alone.
@@ -91,7 +92,7 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, Rea
     ebpf.map(name).ok_or(ReadError::Missing(name))
 }
 
-fn err(map: &'static str) -> impl Fn(MapError) -> ReadError {
+pub(super) fn err(map: &'static str) -> impl Fn(MapError) -> ReadError {
     move |source| ReadError::Map { map, source }
 }
 
@@ -236,142 +237,4 @@ pub fn each_sock_details(ebpf: &Ebpf, mut visit: impl FnMut(&SockInfo)) -> Resul
         visit(&info);
     }
     Ok(())
-}
-
-/// The kernel's two stack maps: `STACKS`, and `STACK_SPILL` for the stacks
-/// whose `STACKS` bucket was taken.
-pub struct StackMaps<'a> {
-    stacks: Option<StackTraceMap<&'a MapData>>,
-    spill: Option<BpfHashMap<&'a MapData, u32, [u64; STACK_DEPTH]>>,
-}
-
-impl<'a> StackMaps<'a> {
-    pub fn new(ebpf: &'a Ebpf) -> Result<Self, ReadError> {
-        Ok(Self {
-            stacks: ebpf
-                .map(names::STACKS)
-                .map(StackTraceMap::try_from)
-                .transpose()
-                .map_err(err(names::STACKS))?,
-            spill: ebpf
-                .map(names::STACK_SPILL)
-                .map(BpfHashMap::try_from)
-                .transpose()
-                .map_err(err(names::STACK_SPILL))?,
-        })
-    }
-
-    /// The frames of `r`, innermost first; None if it has none or they are
-    /// gone.
-    #[must_use]
-    pub fn frames(&self, r: &StackRef) -> Option<Vec<u64>> {
-        match r.location()? {
-            StackLocation::Stacks(id) => {
-                let trace = self.stacks.as_ref()?.get(&id, 0).ok()?;
-                Some(trace.frames().iter().map(|f| f.ip).collect())
-            }
-            StackLocation::Spill(key) => {
-                let words = self.spill.as_ref()?.get(&key, 0).ok()?;
-                Some(words.into_iter().take_while(|&ip| ip != 0).collect())
-            }
-        }
-    }
-}
-
-/// Frees the stacks no socket refers to any more: with address-space
-/// randomisation every new process brings new stacks, and `STACKS` and
-/// `STACK_SPILL` would fill for good. Given the marks of the sockets in
-/// `SOCKS` ([`StackMarks`]), deletes the ids and keys that two consecutive
-/// sweeps found unreferenced ([`Sweep`]). A stack captured between a pass's mark
-/// and its deletes, under an id that was a suspect already, can still be
-/// deleted: that socket then reports its stack as gone, or another stack
-/// if one takes the bucket before the report.
-#[derive(Debug, Default)]
-pub struct StackRecycler {
-    stacks: Sweep,
-    spill: Sweep,
-}
-
-/// What one [`StackRecycler::sweep`] deleted and what it found in use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Recycled {
-    pub stacks: u64,
-    pub spill: u64,
-    pub referenced: u64,
-}
-
-/// A handle of our own on map `name`, for deletes (the loaded object
-/// lends its maps read-only).
-fn own(ebpf: &Ebpf, name: &'static str) -> Result<Option<Map>, ReadError> {
-    let Some(m) = ebpf.map(name) else {
-        return Ok(None);
-    };
-    let (Map::StackTraceMap(data) | Map::HashMap(data)) = m else {
-        return Err(ReadError::Missing(name));
-    };
-    let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
-        err(name)(MapError::from(SyscallError {
-            call: "dup",
-            io_error,
-        }))
-    })?;
-    MapData::from_fd(fd)
-        .and_then(Map::from_map_data)
-        .map(Some)
-        .map_err(err(name))
-}
-
-/// The stacks the sockets in `SOCKS` refer to, marked while a report reads
-/// them ([`StackMarks::mark`]), for [`StackRecycler::sweep`].
-#[derive(Debug, Default)]
-pub struct StackMarks {
-    ids: HashSet<u32>,
-    keys: HashSet<u32>,
-}
-
-impl StackMarks {
-    /// Forget the marks of the previous report.
-    pub fn clear(&mut self) {
-        self.ids.clear();
-        self.keys.clear();
-    }
-
-    /// Mark the stacks of one socket.
-    pub fn mark(&mut self, info: &SockInfo) {
-        for r in [info.first_stack, info.eof_stack] {
-            match r.location() {
-                Some(StackLocation::Stacks(id)) => self.ids.insert(id),
-                Some(StackLocation::Spill(key)) => self.keys.insert(key),
-                None => false,
-            };
-        }
-    }
-}
-
-impl StackRecycler {
-    /// Sweep `STACKS` and `STACK_SPILL` with the marks of every socket in
-    /// `SOCKS`, read just before (by the same report, so the map is walked
-    /// once).
-    pub fn sweep(&mut self, ebpf: &Ebpf, marks: &StackMarks) -> Result<Recycled, ReadError> {
-        let mut out = Recycled {
-            referenced: (marks.ids.len() + marks.keys.len()) as u64,
-            ..Recycled::default()
-        };
-        if let Some(m) = own(ebpf, names::STACKS)? {
-            let mut map = StackTraceMap::try_from(m).map_err(err(names::STACKS))?;
-            let present: Vec<u32> = map.stack_ids().filter_map(readable).collect();
-            for id in self.stacks.pass(present, &marks.ids) {
-                out.stacks += u64::from(map.remove(&id).is_ok());
-            }
-        }
-        if let Some(m) = own(ebpf, names::STACK_SPILL)? {
-            let mut map: BpfHashMap<_, u32, [u64; STACK_DEPTH]> =
-                BpfHashMap::try_from(m).map_err(err(names::STACK_SPILL))?;
-            let present: Vec<u32> = map.keys().filter_map(readable).collect();
-            for key in self.spill.pass(present, &marks.keys) {
-                out.spill += u64::from(map.remove(&key).is_ok());
-            }
-        }
-        Ok(out)
-    }
 }

@@ -165,7 +165,11 @@ pub(crate) fn mode_map_sizes(config: &Config) -> Vec<(&'static str, u32)> {
         sizes.push((names::COMMS, 1));
     }
     if config.capture_stacks == 0 {
-        sizes.extend([(names::STACKS, 1), (names::STACK_SPILL, 1)]);
+        sizes.extend([
+            (names::STACKS, 1),
+            (names::STACK_SPILL, 1),
+            (names::STACK_IDS, 1),
+        ]);
     } else if let Some(n) = stacks_entries(std::env::var("TCPTRACE_STACKS_ENTRIES").ok().as_deref())
     {
         sizes.push((names::STACKS, n));
@@ -249,7 +253,7 @@ mod tests {
             ..Config::default()
         };
         let sizes = mode_map_sizes(&hist);
-        for name in ["STACKS", "STACK_SPILL", "COMMS"] {
+        for name in ["STACKS", "STACK_SPILL", "STACK_IDS", "COMMS"] {
             assert!(sizes.contains(&(name, 1)), "{name}: {sizes:?}");
         }
         let leaks = Config {

@@ -40,16 +40,24 @@ pub enum Mode {
     Timewait,
     /// Every analysis at once: `--closewait-leaks --hist --timewait`.
     Combined,
+    /// `--agent`: the three analyses, nothing on stdout, `/metrics` served
+    /// (on a port of the bench's own, [`AGENT_METRICS`]).
+    Agent,
 }
+
+/// Where the agent row serves `/metrics`: not the default 9464, which a
+/// tracer of someone else's may hold on a shared machine.
+pub const AGENT_METRICS: &str = "127.0.0.1:19464";
 
 impl Mode {
     /// Every mode, in table order.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Stream,
         Mode::Hist,
         Mode::Leaks,
         Mode::Timewait,
         Mode::Combined,
+        Mode::Agent,
     ];
 
     /// The modes a baseline build runs: those a tcptrace from before the
@@ -64,6 +72,7 @@ impl Mode {
             Mode::Leaks => "tcptrace --closewait-leaks",
             Mode::Timewait => "tcptrace --timewait",
             Mode::Combined => "tcptrace --closewait-leaks --hist --timewait",
+            Mode::Agent => "tcptrace --agent",
         }
     }
 
@@ -76,6 +85,7 @@ impl Mode {
             Mode::Leaks => &["--closewait-leaks", "-i", "1h"],
             Mode::Timewait => &["--timewait", "-i", "1h"],
             Mode::Combined => &["--closewait-leaks", "--hist", "--timewait", "-i", "1h"],
+            Mode::Agent => &["--agent", "--prometheus", AGENT_METRICS, "-i", "1h"],
         }
     }
 }
@@ -234,6 +244,7 @@ mod tests {
                 "tcptrace --closewait-leaks",
                 "tcptrace --timewait",
                 "tcptrace --closewait-leaks --hist --timewait",
+                "tcptrace --agent",
                 "bpftrace tcpstates-like printf",
                 "bpftrace dwell hist",
                 "calibration: bpftrace, empty programs",
@@ -259,6 +270,20 @@ mod tests {
                     .map(str::to_owned)
                     .to_vec()
             )
+        );
+    }
+
+    #[test]
+    fn agent_row_serves_metrics_on_the_bench_port() {
+        let rows = lineup(Path::new("/new/tcptrace"), None);
+        let agent = rows
+            .iter()
+            .find(|c| c.name() == "tcptrace --agent")
+            .expect("the agent row");
+        assert!(agent.says_ready());
+        assert_eq!(
+            argv(agent).1,
+            ["--agent", "--prometheus", "127.0.0.1:19464", "-i", "1h"]
         );
     }
 

@@ -67,6 +67,9 @@ struct Run {
     prog_bytes: BTreeMap<String, u32>,
     events_per_s: f64,
     losses: u64,
+    /// Kernel ns per connection of the churn load: every program's run
+    /// time during that load over the connections it made.
+    kernel_ns_per_conn: Option<f64>,
 }
 
 struct Tracer {
@@ -136,6 +139,23 @@ fn phase_costs(
         .collect()
 }
 
+/// Every program's run time between two [`program_stats`] readings over
+/// `conns` connections; None without programs or connections.
+fn ns_per_conn(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+    conns: f64,
+) -> Option<f64> {
+    if after.is_empty() || conns < 1.0 {
+        return None;
+    }
+    let ns: f64 = after
+        .iter()
+        .map(|(k, &(t, _))| t - before.get(k).map_or(0.0, |b| b.0))
+        .sum();
+    Some(ns / conns)
+}
+
 /// `tcptrace: kernel cost per call: a 12 ns x 5, b 30 ns x 2`
 fn parse_costs(line: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -203,7 +223,8 @@ fn stop_tracer(cfg: &Config, t: Tracer, run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn load(loadgen: &Path, mode: &str, threads: u32, seconds: f64) -> Result<(f64, f64)> {
+/// One load: connections per second, requests per second, connections.
+fn load(loadgen: &Path, mode: &str, threads: u32, seconds: f64) -> Result<(f64, f64, f64)> {
     let out = netns::exec(NETNS, loadgen)
         .args([mode, "--addr", ADDR, "--threads", &threads.to_string()])
         .args(["--seconds", &seconds.to_string()])
@@ -218,7 +239,8 @@ fn load(loadgen: &Path, mode: &str, threads: u32, seconds: f64) -> Result<(f64, 
             .unwrap_or(0.0)
     };
     let secs = num("seconds").max(1e-9);
-    Ok((num("connections") / secs, num("requests") / secs))
+    let conns = num("connections");
+    Ok((conns / secs, num("requests") / secs, conns))
 }
 
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
@@ -357,6 +379,14 @@ fn throughput(
     seconds: f64,
 ) -> Result<Option<String>> {
     let _ns = Netns::create(NETNS)?;
+    // The churn load at the machine's rate: every ephemeral port, and
+    // TIME_WAIT 4-tuples reusable (the server closes first, so they are
+    // the server's; the client's ports are free once it closed).
+    status(netns::exec(NETNS, "sysctl").args([
+        "-qw",
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.ipv4.tcp_tw_reuse=1",
+    ]))?;
     let lineup = configs::lineup(
         tcptrace,
         baseline.map(|b| (b.rev.as_str(), b.binary.as_path())),
@@ -390,9 +420,11 @@ fn throughput(
                 let pid = tracer.as_ref().map(|t| t.child.id());
                 let stats = || pid.map(program_stats).unwrap_or_default();
                 let start = stats();
-                (run.conns_per_s, _) = load(loadgen, "churn", 2, seconds)?;
+                let (conns_per_s, _, conns) = load(loadgen, "churn", 2, seconds)?;
+                run.conns_per_s = conns_per_s;
                 let mid = stats();
-                (_, run.reqs_per_s) = load(loadgen, "keepalive", 2, seconds)?;
+                run.kernel_ns_per_conn = ns_per_conn(&start, &mid, conns);
+                (_, run.reqs_per_s, _) = load(loadgen, "keepalive", 2, seconds)?;
                 let end = stats();
                 run.ns_churn = phase_costs(&start, &mid);
                 run.ns_keepalive = phase_costs(&mid, &end);
@@ -444,6 +476,18 @@ fn microbench() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_ns_per_connection_sums_every_program() {
+        let at = |v: &[(&str, f64, f64)]| -> BTreeMap<String, (f64, f64)> {
+            v.iter().map(|&(k, t, n)| (k.to_owned(), (t, n))).collect()
+        };
+        let before = at(&[("a", 1000.0, 10.0), ("b", 0.0, 0.0)]);
+        let after = at(&[("a", 3000.0, 30.0), ("b", 4000.0, 7.0), ("c", 1000.0, 1.0)]);
+        assert_eq!(ns_per_conn(&before, &after, 100.0), Some(70.0));
+        assert_eq!(ns_per_conn(&before, &after, 0.0), None);
+        assert_eq!(ns_per_conn(&before, &BTreeMap::new(), 100.0), None);
+    }
 
     #[test]
     fn reads_the_kernel_costs_of_the_exit_summary() {

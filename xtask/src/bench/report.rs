@@ -26,6 +26,22 @@ pub fn call_medians(rs: &[Run]) -> BTreeMap<String, f64> {
     phase_medians(rs, |r| &r.ns_per_call)
 }
 
+/// Median kernel ns per connection of the churn load over rounds; None for
+/// no tracer.
+fn conn_cost(rs: &[Run]) -> Option<f64> {
+    let v: Vec<f64> = rs.iter().filter_map(|r| r.kernel_ns_per_conn).collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// The kernel ns per connection cell and its ratio to `--hist`'s.
+fn conn_cells(rs: &[Run], hist_ns: Option<f64>) -> (String, String) {
+    match (conn_cost(rs), hist_ns) {
+        (Some(ns), Some(hist)) => (format!("{ns:.0}"), format!("{:.2}", ns / hist)),
+        (Some(ns), None) => (format!("{ns:.0}"), "-".to_owned()),
+        _ => ("-".to_owned(), "-".to_owned()),
+    }
+}
+
 /// `a 12, b 30` for the table, `-` when empty.
 fn cost_cell(m: &BTreeMap<String, f64>) -> String {
     if m.is_empty() {
@@ -61,15 +77,19 @@ pub fn write_reports(
             )
         });
     let (base_c, base_r) = base.unwrap_or((1.0, 1.0));
+    let hist_ns = runs
+        .iter()
+        .find(|(c, _)| c.name() == "tcptrace --hist")
+        .and_then(|(_, r)| conn_cost(r));
     let mut md = String::new();
     let mut json = String::from("{\"configs\":[");
     let _ = writeln!(
         md,
-        "| configuration | conn/s | vs none | req/s | vs none | tracer CPU (cores) | CPU per 100k events/s | peak RSS | events/s | ring-buffer losses | kernel ns/call, churn | kernel ns/call, keep-alive |"
+        "| configuration | conn/s | vs none | kernel ns per connection (churn) | vs --hist | req/s | vs none | tracer CPU (cores) | CPU per 100k events/s | peak RSS | events/s | ring-buffer losses | kernel ns/call, churn | kernel ns/call, keep-alive |"
     );
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     );
     for (i, (cfg, rs)) in runs.iter().enumerate() {
         let m = |f: fn(&Run) -> f64| median(rs.iter().map(f).collect());
@@ -87,10 +107,11 @@ pub fn write_reports(
             "-".to_owned()
         };
         let losses: u64 = rs.iter().map(|x| x.losses).sum();
+        let (per_conn_cell, vs_hist) = conn_cells(rs, hist_ns);
         let rss = rs.iter().map(|x| x.rss_kib).max().unwrap_or(0);
         let _ = writeln!(
             md,
-            "| {} | {c:.0} | {:.1}% | {r:.0} | {:.1}% | {:.3} | {per_100k} | {} | {events:.0} | {losses} | {churn} | {keepalive} |",
+            "| {} | {c:.0} | {:.1}% | {per_conn_cell} | {vs_hist} | {r:.0} | {:.1}% | {:.3} | {per_100k} | {} | {events:.0} | {losses} | {churn} | {keepalive} |",
             cfg.name(),
             100.0 * c / base_c,
             100.0 * r / base_r,
@@ -106,11 +127,16 @@ pub fn write_reports(
         );
         let _ = write!(
             json,
-            "{}{{\"config\":{},\"conns_per_s\":[{}],\"reqs_per_s\":[{}],\"cpu_per_s\":[{}],\"peak_rss_kib\":{rss},\"losses\":{losses},\"ns_per_call\":{{{}}},\"ns_per_call_churn\":{{{}}},\"ns_per_call_keepalive\":{{{}}}}}",
+            "{}{{\"config\":{},\"conns_per_s\":[{}],\"kernel_ns_per_conn\":[{}],\"reqs_per_s\":[{}],\"cpu_per_s\":[{}],\"peak_rss_kib\":{rss},\"losses\":{losses},\"ns_per_call\":{{{}}},\"ns_per_call_churn\":{{{}}},\"ns_per_call_keepalive\":{{{}}}}}",
             if i == 0 { "" } else { "," },
             serde_json::Value::from(cfg.name()),
             rs.iter()
                 .map(|x| format!("{:.1}", x.conns_per_s))
+                .collect::<Vec<_>>()
+                .join(","),
+            rs.iter()
+                .filter_map(|x| x.kernel_ns_per_conn)
+                .map(|n| format!("{n:.1}"))
                 .collect::<Vec<_>>()
                 .join(","),
             rs.iter()

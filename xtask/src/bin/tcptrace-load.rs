@@ -10,8 +10,14 @@
 //! tcptrace-load hold       --addr 127.0.0.1:PORT [--ports K] [--count N] [--threads T] [--rate R] [--seconds S]
 //! tcptrace-load trickle    --addr 127.0.0.1:PORT [--rate R] [--seconds S]
 //! ```
-//! churn: connect, send a 16-byte request, read the 16-byte reply, close.
-//! keepalive: one connection per thread, request/reply in a loop.
+//! churn: connect, send a 1-byte request, read the 1-byte reply; the server
+//! closes, the client reads the end and closes. The server's side takes the
+//! TIME_WAIT, so the client's ephemeral ports are free again at once (no
+//! search through ports held by the client's own TIME_WAIT sockets). Blocking
+//! sockets on dedicated threads, no option set and nothing allocated per
+//! connection: the loop is a plain C client's (socket, connect, write, read,
+//! read, close), which is what lets it reach the machine's rate.
+//! keepalive: one connection per thread, 16-byte request/reply in a loop.
 //! Clients print one JSON line: `{"connections":N,"requests":N,"seconds":S}`.
 //!
 //! trickle: a server and its client in one process, R churn connections a
@@ -105,6 +111,28 @@ fn parse() -> Result<Args, String> {
     })
 }
 
+/// The churn client's request: one byte, answered with one byte and a close.
+const CHURN_REQUEST: u8 = b'c';
+
+/// Serve one accepted connection: a churn request (one byte,
+/// [`CHURN_REQUEST`]) gets one byte back and the server's close, without a
+/// socket option set; anything else is a keep-alive or trickle client,
+/// answered with 16 bytes per request until it closes.
+fn serve_accepted(mut s: TcpStream) {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(1) if buf[0] == CHURN_REQUEST => {
+            let _ = s.write(b"r");
+        }
+        Ok(0) | Err(_) => {}
+        Ok(_) => {
+            if s.write_all(&[b'r'; 16]).is_ok() {
+                serve_conn(s);
+            }
+        }
+    }
+}
+
 fn serve_conn(mut s: TcpStream) {
     let mut buf = [0u8; 64];
     let _ = s.set_nodelay(true);
@@ -123,6 +151,10 @@ fn serve_conn(mut s: TcpStream) {
 
 fn serve(a: &Args) -> Result<(), String> {
     let l = TcpListener::bind(a.addr).map_err(|e| format!("bind {}: {e}", a.addr))?;
+    // A deep accept queue (capped by net.core.somaxconn): a churn burst
+    // must not wait for SYN retransmits.
+    // SAFETY: listen(2) on a socket this process owns.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) };
     println!("ready");
     let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
     // Enough handler threads for every keep-alive client plus churn.
@@ -134,7 +166,7 @@ fn serve(a: &Args) -> Result<(), String> {
             let _ = l.set_nonblocking(false);
             while Instant::now() < deadline {
                 if let Ok((s, _)) = l.accept() {
-                    serve_conn(s);
+                    serve_accepted(s);
                 }
             }
         }));
@@ -154,7 +186,64 @@ fn churn_once(addr: SocketAddr) -> bool {
     s.write_all(&[b'q'; 16]).is_ok() && s.read_exact(&mut reply).is_ok()
 }
 
-fn client(a: &Args, keepalive: bool) {
+/// One churn connection: connect, a 1-byte request, the 1-byte reply, then
+/// the server's close read before this side closes. Blocking calls, no
+/// socket option, no allocation.
+fn churn_fast(addr: &SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut buf = [0u8; 2];
+    // The reply, then the end (0); a read may return both bytes' worth of
+    // news at once only as the reply, so read until the end.
+    let ok = s.write(&[CHURN_REQUEST]).is_ok_and(|n| n == 1)
+        && s.read(&mut buf).is_ok_and(|n| n == 1)
+        && s.read(&mut buf).is_ok_and(|n| n == 0);
+    drop(s);
+    ok
+}
+
+/// The churn client: each thread runs [`churn_fast`] in a loop and counts
+/// locally; the counts are summed once, at the end. A thread blocked past
+/// the deadline (a server gone mid-connection) does not hold the answer
+/// up: the process prints and exits after a grace period.
+fn churn_client(a: &Args) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let conns = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    for _ in 0..a.threads {
+        let (stop, conns, done, addr) = (
+            Arc::clone(&stop),
+            Arc::clone(&conns),
+            Arc::clone(&done),
+            a.addr,
+        );
+        thread::spawn(move || {
+            let (mut ops, mut ok) = (0u64, 0u64);
+            while ops < MAX_OPS_PER_THREAD && !stop.load(Ordering::Relaxed) {
+                ok += u64::from(churn_fast(&addr));
+                ops += 1;
+            }
+            conns.fetch_add(ok, Ordering::Relaxed);
+            done.fetch_add(1, Ordering::Release);
+        });
+    }
+    thread::sleep(Duration::from_secs_f64(a.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    let grace = Instant::now() + Duration::from_secs(5);
+    let threads = u64::try_from(a.threads).unwrap_or(u64::MAX);
+    while done.load(Ordering::Acquire) < threads && Instant::now() < grace {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let n = conns.load(Ordering::Relaxed);
+    println!("{{\"connections\":{n},\"requests\":{n},\"seconds\":{secs:.3}}}");
+    std::process::exit(0);
+}
+
+/// The keep-alive client: one connection per thread, request/reply in a loop.
+fn keepalive_client(a: &Args) {
     let stop = Arc::new(AtomicBool::new(false));
     let conns = Arc::new(AtomicU64::new(0));
     let reqs = Arc::new(AtomicU64::new(0));
@@ -169,29 +258,19 @@ fn client(a: &Args, keepalive: bool) {
         );
         handles.push(thread::spawn(move || {
             let mut ops = 0;
-            if keepalive {
-                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+                return;
+            };
+            conns.fetch_add(1, Ordering::Relaxed);
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut reply = [0u8; 16];
+            while !stop.load(Ordering::Relaxed) && ops < MAX_OPS_PER_THREAD {
+                if s.write_all(&[b'q'; 16]).is_err() || s.read_exact(&mut reply).is_err() {
                     return;
-                };
-                conns.fetch_add(1, Ordering::Relaxed);
-                let _ = s.set_nodelay(true);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut reply = [0u8; 16];
-                while !stop.load(Ordering::Relaxed) && ops < MAX_OPS_PER_THREAD {
-                    if s.write_all(&[b'q'; 16]).is_err() || s.read_exact(&mut reply).is_err() {
-                        return;
-                    }
-                    reqs.fetch_add(1, Ordering::Relaxed);
-                    ops += 1;
                 }
-            } else {
-                while !stop.load(Ordering::Relaxed) && ops < MAX_OPS_PER_THREAD {
-                    if churn_once(addr) {
-                        conns.fetch_add(1, Ordering::Relaxed);
-                        reqs.fetch_add(1, Ordering::Relaxed);
-                    }
-                    ops += 1;
-                }
+                reqs.fetch_add(1, Ordering::Relaxed);
+                ops += 1;
             }
         }));
     }
@@ -474,11 +553,11 @@ fn main() {
         "hold" => hold_client(&a),
         "serve" => serve(&a),
         "churn" => {
-            client(&a, false);
+            churn_client(&a);
             Ok(())
         }
         "keepalive" => {
-            client(&a, true);
+            keepalive_client(&a);
             Ok(())
         }
         "trickle" => trickle(&a),
