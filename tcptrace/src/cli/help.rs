@@ -93,8 +93,8 @@ TIME_WAIT (--timewait)
   bind()/connect() with the port or destination and what held it, and gives
   advice from those figures and the namespace's sysctls. tcp_tw_recycle is
   never suggested: it broke clients behind NAT and Linux 4.12 removed it.
-  sysctls and sock_diag are per network namespace: run tcptrace in the
-  namespace of the service (e.g. `ip netns exec NS tcptrace --timewait`).
+  Each network namespace gets its own census, read inside it: its sysctls,
+  its sock_diag sockets, its advice (--netns narrows it to one).
 
 SOCKET TABLE (--max-sockets)
   {default} sockets tracked by default, preallocated: {lean_default_mib} MiB of kernel memory,
