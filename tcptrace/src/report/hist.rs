@@ -17,7 +17,7 @@ use crate::{
     report::{
         histogram::{JsonHist, render},
         json_line,
-        text::escape,
+        text::{escape, human_duration},
     },
 };
 
@@ -207,8 +207,8 @@ impl HistReport<'_> {
             let _ = writeln!(
                 t,
                 "  live TIME_WAIT predicted dwell (kernel timer): {} .. {}",
-                humantime::format_duration(a),
-                humantime::format_duration(b)
+                human_duration(a),
+                human_duration(b)
             );
         }
         let _ = writeln!(t, "  {RESOLUTION}\n");
