@@ -87,14 +87,32 @@ pub fn netns_offsets() -> Result<NetnsOffsets, BtfError> {
     netns_offsets_at(Path::new(VMLINUX))
 }
 
-/// Both chains from the BTF file at `path`.
+/// Both chains from the BTF file at `path`. The parsed BTF (the kernel's
+/// every type: some 50 MiB of small allocations) is dropped before this
+/// returns, and its pages given back to the kernel.
 pub fn kernel_offsets_at(path: &Path) -> Result<KernelOffsets, BtfError> {
-    let bytes = read_btf(path)?;
-    let btf = Btf::parse(&bytes)?;
-    Ok(KernelOffsets {
-        netns: netns_offsets_in(&btf)?,
-        task: task_offsets_in(&btf),
-    })
+    let offsets = (|| {
+        let bytes = read_btf(path)?;
+        let btf = Btf::parse(&bytes)?;
+        Ok(KernelOffsets {
+            netns: netns_offsets_in(&btf)?,
+            task: task_offsets_in(&btf),
+        })
+    })();
+    release_freed_heap();
+    offsets
+}
+
+/// glibc keeps freed memory for later allocations; after the BTF is
+/// dropped, that is most of the heap, held for the whole run of an
+/// always-on tracer. `malloc_trim` returns it.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no
+    // pointer and is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The offsets from the BTF file at `path`.
