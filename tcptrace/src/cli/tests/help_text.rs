@@ -75,3 +75,26 @@ fn help_teaches_the_socket_table() {
         assert!(section.contains(want), "{want}: {section}");
     }
 }
+
+/// The README opens with the incident quick start: each symptom, with its
+/// command, within the first 60 lines.
+#[test]
+fn readme_opens_with_the_incident_quick_start() {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    let head: String = readme.lines().take(60).collect::<Vec<_>>().join("\n");
+    for want in [
+        "## In an incident",
+        "Too many open files",
+        "tcptrace --closewait-leaks",
+        "Address already in use",
+        "Cannot assign requested address",
+        "tcptrace --timewait",
+        "Connection reset by peer",
+        "tcptrace --hist",
+    ] {
+        assert!(
+            head.contains(want),
+            "{want} is not in the README's first 60 lines"
+        );
+    }
+}
