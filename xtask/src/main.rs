@@ -282,10 +282,13 @@ fn test(extra: &[OsString]) -> Result<()> {
         );
     }
     let cargo_bin = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // --no-fail-fast: one failing test file does not hide the others'
+    // results, so that one CI run shows every failure.
     let mut args: Vec<OsString> = [
         "test",
         "--package",
         "integration-tests",
+        "--no-fail-fast",
         "--",
         "--test-threads=1",
     ]
