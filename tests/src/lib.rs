@@ -50,7 +50,7 @@ pub use parse::{
 };
 pub use peers::{LEAKY_RECV_BUF, LeakyServer, LeakyServerBin, Peer};
 pub use process::{ChildGuard, TempDir, run_bounded, signal, wait_exit};
-pub use prom_server::{PromServer, sample_value};
+pub use prom_server::{PromServer, need, sample_value};
 pub use tracer::{LeakRun, LeakTracer, ModeRun, ModeTracer, Trace, Tracer, spawn_tracer_raw};
 
 /// What tcptrace prints on stderr once every program is attached.

@@ -22,7 +22,9 @@ pub struct PromServer {
     _dir: TempDir,
 }
 
-fn need(program: &str) {
+/// Fail, naming the Debian package to install, when `program` cannot run
+/// (`program --version`).
+pub fn need(program: &str, package: &str) {
     let found = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
@@ -31,8 +33,8 @@ fn need(program: &str) {
         .is_ok_and(|s| s.success());
     assert!(
         found,
-        "{program} not found: these tests run Debian's Prometheus server; install it: \
-         apt-get install --no-install-recommends prometheus (.ci/run does)"
+        "{program} not found: these tests need it; install it: \
+         apt-get install --no-install-recommends {package} (.ci/run does)"
     );
 }
 
@@ -42,8 +44,8 @@ impl PromServer {
     /// returns once it answers queries.
     #[must_use]
     pub fn start(ns: &Netns, listen: &str, target: &str, rules: &[&Path]) -> Self {
-        need("prometheus");
-        need("promtool");
+        need("prometheus", "prometheus");
+        need("promtool", "prometheus");
         let dir = TempDir::new("prometheus");
         let rule_files: Vec<String> = (rules.iter())
             .map(|r| format!("  - {}\n", r.display()))

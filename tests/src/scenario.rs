@@ -329,3 +329,19 @@ pub fn failed_restart(lab: &Lab, addr: &str, n: u64) -> (u32, Peer) {
     assert!(line.starts_with("bind-error 98 "), "{line}");
     (server_pid, restarted)
 }
+
+/// `n` clients of a leaky server on 127.0.0.1:`port`, each sending and
+/// closing first; returns once `ss` shows the server's `n` CLOSE_WAIT
+/// sockets.
+pub fn closewait_leak(lab: &Lab, port: u16, n: u64) {
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..n {
+        let lines = lab.client(&["--addr", &addr, "--send"]).wait_success();
+        assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
+    }
+    lab.wait_ss(
+        "close-wait",
+        &["sport", "=", &format!(":{port}")],
+        usize::try_from(n).expect("a count of sockets"),
+    );
+}

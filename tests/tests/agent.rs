@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use integration_tests::{
     Lab, LeakyServerBin, Metrics, ModeTracer, PromServer, deploy, lab, promtool_check,
-    scenario::{Clients, active_closes, failed_restart},
+    scenario::{Clients, active_closes, closewait_leak, failed_restart},
 };
 
 const AGENT: &str = "127.0.0.1:29809";
@@ -32,20 +32,6 @@ fn agent(lab: &Lab, extra: &[&str]) -> ModeTracer {
     let mut args = vec!["-i", "1", "--min-age", "2s", "--prometheus", AGENT];
     args.extend_from_slice(extra);
     ModeTracer::start_mode(&lab.ns, "--agent", &args)
-}
-
-/// `LEAKS` clients of the leaky server, each closing first.
-fn leak(lab: &Lab) {
-    let addr = format!("127.0.0.1:{LEAK_PORT}");
-    for _ in 0..LEAKS {
-        let lines = lab.client(&["--addr", &addr, "--send"]).wait_success();
-        assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
-    }
-    lab.wait_ss(
-        "close-wait",
-        &["sport", "=", &format!(":{LEAK_PORT}")],
-        usize::try_from(LEAKS).expect("small"),
-    );
 }
 
 #[test]
@@ -66,7 +52,7 @@ fn a_prometheus_server_scrapes_the_agent() {
     let rules = deploy::deploy_path("prometheus/tcptrace-alerts.yml");
     let prom = PromServer::start(&lab.ns, PROM, AGENT, &[rules.as_path()]);
 
-    leak(&lab);
+    closewait_leak(&lab, LEAK_PORT, LEAKS);
     let churn_addr = format!("127.0.0.1:{CHURN_PORT}");
     let ports = active_closes(&lab, &churn_addr, CHURN, Duration::ZERO, Clients::OneByOne);
     assert_eq!(ports.len(), CHURN);
@@ -211,7 +197,7 @@ fn a_hostile_comm_on_the_leak_gauge_keeps_the_exposition_valid() {
     let leaky = LeakyServerBin::build();
     let _server = leaky.start_named(&lab.ns, LEAK_PORT, 60, Some(COMM));
     let tracer = agent(&lab, &[]);
-    leak(&lab);
+    closewait_leak(&lab, LEAK_PORT, LEAKS);
     let comm = String::from_utf8_lossy(COMM).into_owned();
     let deadline = std::time::Instant::now() + SOON;
     let (page, m) = loop {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use integration_tests::{
     HistReport, Lab, LeakReport, LeakyServerBin, Metrics, ModeRun, ModeTracer, lab,
-    scenario::{Clients, active_closes, failed_restart},
+    scenario::{Clients, active_closes, closewait_leak, failed_restart},
 };
 use serde_json::Value;
 
@@ -29,20 +29,6 @@ fn start(lab: &Lab, extra: &[&str]) -> ModeTracer {
     let mut args = vec!["--hist", "--timewait", "-i", "1", "--min-age", "2s"];
     args.extend_from_slice(extra);
     ModeTracer::start_mode(&lab.ns, "--closewait-leaks", &args)
-}
-
-/// `LEAKS` clients of the leaky server's EOF handler, each closing first.
-fn leak(lab: &Lab) {
-    let addr = format!("127.0.0.1:{LEAK_PORT}");
-    for _ in 0..LEAKS {
-        let lines = lab.client(&["--addr", &addr, "--send"]).wait_success();
-        assert!(lines.iter().any(|l| l == "closed"), "client: {lines:?}");
-    }
-    lab.wait_ss(
-        "close-wait",
-        &["sport", "=", &format!(":{LEAK_PORT}")],
-        usize::try_from(LEAKS).expect("small"),
-    );
 }
 
 /// The lines of `run` whose `type` is one of `types`, as text.
@@ -77,7 +63,7 @@ fn three_analyses_report_one_scenario_each_as_alone() {
         );
     }
 
-    leak(&lab);
+    closewait_leak(&lab, LEAK_PORT, LEAKS);
     let ports = active_closes(&lab, CHURN_ADDR, CHURN, Duration::ZERO, Clients::OneByOne);
     assert_eq!(ports.len(), CHURN);
     let (_, restarted) = failed_restart(&lab, RESTART_ADDR, RESTART_TW);
@@ -173,7 +159,7 @@ fn the_combination_serves_metrics_and_text_reports() {
     let leaky = LeakyServerBin::build();
     let _server = leaky.start(&lab.ns, LEAK_PORT, 60);
     let tracer = start(&lab, &["--prometheus", METRICS]);
-    leak(&lab);
+    closewait_leak(&lab, LEAK_PORT, LEAKS);
     let ports = active_closes(&lab, CHURN_ADDR, CHURN, Duration::ZERO, Clients::OneByOne);
     assert_eq!(ports.len(), CHURN);
     let n = CHURN as u64;

@@ -14,7 +14,7 @@ use std::{
     fmt::Write as _,
     fs,
     path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::Duration,
 };
 
@@ -25,7 +25,7 @@ use integration_tests::{
         dashboard_exprs, dashboard_panels, deploy_path, read_deploy, setpriv_caps,
         unit_capabilities, unit_program, unit_with_program,
     },
-    require_root, run_bounded, tracer_bin, workspace_root,
+    need, require_root, run_bounded, tracer_bin, workspace_root,
 };
 
 /// How long promtool or systemd-analyze may take.
@@ -35,21 +35,6 @@ const METRICS: &str = "127.0.0.1:29901";
 /// The unprivileged user the agent runs as there (nobody), standing in for
 /// the unit's `DynamicUser=`.
 const NOBODY: u32 = 65534;
-
-/// Fail, naming the package, when `program` cannot run.
-fn need(program: &str, package: &str) {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{program} not found: the deploy tests need it; install it: \
-         apt-get install --no-install-recommends {package} (.ci/run does)"
-    );
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
