@@ -127,6 +127,17 @@ pub struct Cli {
           requires = "leak_mode", help_heading = MODE_OPTIONS, hide_short_help = true)]
     pub symbolize_timeout: Duration,
 
+    /// --closewait-leaks: never attach to JVMs to refresh their perf maps.
+    ///
+    /// By default, when a JVM's leak has Java frames that its perf map does
+    /// not name, tcptrace asks the JVM to rewrite /tmp/perf-<pid>.map
+    /// (Compiler.perfmap, through the attach mechanism that jcmd uses: a
+    /// `/tmp/.attach_pid<pid>` file and SIGQUIT, once per JVM per report).
+    /// With this flag the JVM is left alone and only a perf map that
+    /// already exists is read.
+    #[arg(long, requires = "leak_mode", help_heading = MODE_OPTIONS, hide_short_help = true)]
+    pub no_jvm_attach: bool,
+
     /// Serve metrics on ADDR:PORT (/metrics).
     ///
     /// Prometheus metrics at http://ADDR:PORT/metrics (and /healthz) for
@@ -288,6 +299,7 @@ impl Cli {
             min_age: self.min_age,
             interval,
             symbolize_timeout: self.symbolize_timeout,
+            jvm_attach: !self.no_jvm_attach,
         });
         let timewait = (self.timewait || self.agent).then_some(TimewaitOptions { interval });
         let stream = hist.is_none() && closewait.is_none() && timewait.is_none();

@@ -21,7 +21,7 @@
 //!
 //! [`netns`]: namespaces and the [`Lab`]; [`peers`]: the processes a test
 //! drives; [`process`]: child-process plumbing; [`tracer`]: tcptrace runs;
-//! [`parse`]: what tcptrace prints; [`scenario`]: shared connection scenarios;
+//! [`parse`]: what tcptrace prints; [`jvm`]: a Java server in namespaces of its own; [`scenario`]: shared connection scenarios;
 //! [`prom_server`]: a real Prometheus server scraping tcptrace.
 #![expect(
     clippy::missing_panics_doc,
@@ -34,6 +34,7 @@ use std::{
 };
 
 pub mod deploy;
+pub mod jvm;
 pub mod netns;
 pub mod parse;
 pub mod peers;
@@ -42,6 +43,7 @@ pub mod prom_server;
 pub mod scenario;
 pub mod tracer;
 
+pub use jvm::{JavaClasses, JavaServer};
 pub use netns::{Lab, Netns, TW_REUSE_DELAY, wait_until_reusable};
 pub use parse::{
     Event, HistBucket, HistLine, HistReport, Labels, LeakFrame, LeakGroup, LeakReport, Metrics,

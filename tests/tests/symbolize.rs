@@ -1,8 +1,10 @@
 //! The leak report's symbolizer against the processes it symbolizes
 //! (`tests/peers/hostile_server.c`): a perf map or a debug-link target that
-//! is a FIFO is refused before anything opens it; an open that blocks
-//! anyway (the file is regular, but its owner holds a write lease, so every
-//! other open waits for the lease to break) costs one `--symbolize-timeout`,
+//! is a FIFO is refused before anything opens it; a leased perf map is
+//! refused at once (it is opened without blocking); an open that blocks
+//! anyway (a debug-link target that is regular, but whose owner holds a
+//! write lease, so every other open waits for the lease to break) costs one
+//! `--symbolize-timeout`,
 //! after which that process's frames say "timed out"; a well-behaved `-g`
 //! leaker in the same run keeps its source lines; and SIGTERM while the
 //! symbolizer is blocked ends the run at once, final report included.
@@ -206,18 +208,21 @@ fn hostile_symbolizer_inputs_cost_only_their_own_frames() {
         "debug-link FIFO: refused: {}",
         g(link_fifo.pid())
     );
-    for pid in [perf_lease.pid(), link_lease.pid()] {
-        assert!(
-            skipped_because(g(pid), "timed out"),
-            "leased file: timed out: {}",
-            g(pid)
-        );
-    }
+    assert!(
+        skipped_because(g(perf_lease.pid()), "is leased") && has_source_line(g(perf_lease.pid())),
+        "leased perf map: refused at once (opened without blocking), the rest symbolized: {}",
+        g(perf_lease.pid())
+    );
+    assert!(
+        skipped_because(g(link_lease.pid()), "timed out"),
+        "leased debug-link target: timed out: {}",
+        g(link_lease.pid())
+    );
     println!("all five reported {took:?} after the leaks");
 }
 
-/// SIGTERM while the symbolizer is blocked in `open()` (a leased perf map,
-/// with a `--symbolize-timeout` far longer than the test) ends the run
+/// SIGTERM while the symbolizer is blocked in `open()` (a leased debug-link
+/// target, with a `--symbolize-timeout` far longer than the test) ends the run
 /// within 2 s, with the final report, which marks the blocked process's
 /// frames as interrupted.
 #[test]
@@ -225,8 +230,12 @@ fn sigterm_while_the_symbolizer_is_blocked_ends_the_run_within_2s() {
     const PORT: u16 = 29611;
     let lab = lab!();
     let bin = LeakyServerBin::build_from("hostile_server");
+    let dir = TempDir::new("sigterm-debuglink");
+    let (linked, target) = with_debug_link(bin.path(), dir.path(), "lease_linked", false);
+    let linked = LeakyServerBin::at(linked);
     let tracer = leak_tracer(&lab, "10m");
-    let server = bin.start_with(&lab.ns, &[&PORT.to_string(), "60", "perf-lease"]);
+    let target = target.display().to_string();
+    let server = linked.start_with(&lab.ns, &[&PORT.to_string(), "60", "lease", &target]);
     leak(&lab, PORT, 2);
     let worker = blocked_symbolizer(tracer.pid(), Duration::from_secs(15)).unwrap_or_else(|| {
         panic!(

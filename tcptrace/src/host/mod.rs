@@ -6,6 +6,7 @@
 //! release and the local time zone.
 
 pub mod cgroup;
+pub mod jvm;
 pub mod localtime;
 pub mod netns;
 pub mod netstat;

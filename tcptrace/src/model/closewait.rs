@@ -127,6 +127,9 @@ pub struct Group {
     /// empty when not captured.
     pub first_stack: Vec<Frame>,
     pub first_stack_truncated: bool,
+    /// What the reader should know about the owner's stacks (a JVM that
+    /// hides its Java frames, say).
+    pub notes: Vec<String>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -256,6 +259,7 @@ impl Acc {
             eof_stack: eof.map(|s| s.frames.clone()).unwrap_or_default(),
             first_stack_truncated: first.is_some_and(|s| s.truncated),
             first_stack: first.map(|s| s.frames.clone()).unwrap_or_default(),
+            notes: Vec::new(),
         }
     }
 }

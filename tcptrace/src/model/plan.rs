@@ -56,6 +56,8 @@ pub struct LeakOptions {
     pub interval: Duration,
     /// How long symbolizing one process's stacks may take.
     pub symbolize_timeout: Duration,
+    /// Ask JVMs to rewrite their perf maps (`--no-jvm-attach` turns it off).
+    pub jvm_attach: bool,
 }
 
 /// `--timewait`: the TIME_WAIT census, port failures and advice.

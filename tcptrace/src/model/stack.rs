@@ -151,6 +151,12 @@ const ROOTS: [&str; 13] = [
     "runtime.rt0_go.abi0",
 ];
 
+/// Functions that a thread's root calls: where a stack also ends when the
+/// root itself (glibc's `start_thread`, a local symbol of a stripped libc)
+/// did not resolve. The JVM's threads: the launcher's main thread and
+/// HotSpot's (`thread_native_entry(Thread*)` demangled).
+const THREAD_ENTRIES: [&str; 2] = ["ThreadJavaMain", "thread_native_entry("];
+
 /// The deepest stack `bpf_get_stackid` records (`PERF_MAX_STACK_DEPTH`).
 const MAX_DEPTH: usize = 127;
 
@@ -161,11 +167,14 @@ pub fn is_truncated(functions: &[Option<&str>]) -> bool {
     if functions.len() >= MAX_DEPTH {
         return true;
     }
-    !functions
-        .last()
-        .copied()
-        .flatten()
-        .is_some_and(|f| ROOTS.contains(&f))
+    let root = |f: Option<&str>| f.is_some_and(|f| ROOTS.contains(&f));
+    let entry =
+        |f: Option<&str>| f.is_some_and(|f| THREAD_ENTRIES.iter().any(|e| f.starts_with(e)));
+    match functions {
+        [.., last] if root(*last) => false,
+        [.., before, None] if entry(*before) => false,
+        _ => true,
+    }
 }
 
 /// Decide where the saved stack-pointer word goes. `ips` are the walked
@@ -301,5 +310,29 @@ mod tests {
             Some("_start"),
         ];
         assert!(!is_truncated(&main));
+    }
+
+    /// A JVM thread's stack ends in HotSpot's thread entry, then in
+    /// `start_thread`, which a stripped libc does not name.
+    #[test]
+    fn jvm_thread_stacks_are_complete() {
+        let main = [
+            Some("int LeakServer.handle(java.net.Socket)"),
+            Some("JavaMain"),
+            Some("ThreadJavaMain"),
+            None,
+        ];
+        assert!(!is_truncated(&main));
+        let worker = [
+            Some("java_start"),
+            Some("thread_native_entry(Thread*)"),
+            None,
+        ];
+        assert!(!is_truncated(&worker));
+        assert!(
+            is_truncated(&[Some("JavaMain"), None]),
+            "an unnamed frame past another function is a lost walk"
+        );
+        assert!(is_truncated(&[Some("ThreadJavaMain"), None, None]));
     }
 }

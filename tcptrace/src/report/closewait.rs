@@ -147,6 +147,9 @@ pub fn render_text(
             &g.first_stack,
             g.first_stack_truncated,
         );
+        for n in &g.notes {
+            let _ = writeln!(out, "    note: {}", escape(n));
+        }
         if g.eof_stack.is_empty() && g.first_stack.is_empty() {
             let _ = writeln!(
                 out,

@@ -92,7 +92,7 @@ pub struct LeakFrame {
 pub struct LeakGroup(pub Value);
 
 /// Every key of a `closewait_leak` line.
-const LEAK_KEYS: [&str; 21] = [
+const LEAK_KEYS: [&str; 22] = [
     "type",
     "netns",
     "report_time",
@@ -114,6 +114,7 @@ const LEAK_KEYS: [&str; 21] = [
     "eof_stack_truncated",
     "first_stack",
     "first_stack_truncated",
+    "notes",
 ];
 
 impl LeakGroup {
@@ -198,7 +199,22 @@ impl LeakGroup {
         if self.never_read_to_eof() + self.read_eof_not_closed() != self.count() {
             return Err("the classes do not add up to count".into());
         }
+        let notes = v["notes"].as_array().ok_or("notes not an array")?;
+        if !notes
+            .iter()
+            .all(|n| n.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            return Err(format!("notes = {}", v["notes"]));
+        }
         self.validate_lists()
+    }
+
+    /// What the report notes about the owner's stacks.
+    #[must_use]
+    pub fn notes(&self) -> Vec<String> {
+        (self.0["notes"].as_array().into_iter().flatten())
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
     }
 
     /// The endpoints and the two stacks.

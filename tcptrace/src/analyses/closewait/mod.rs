@@ -33,6 +33,7 @@ use crate::{
 };
 
 mod collect;
+mod jvm;
 
 /// The groups' sockets summed by process (comm), namespace and container
 /// (pids and code paths would multiply the series), the `top` largest and
@@ -82,6 +83,7 @@ pub struct Leaks {
     gauges: Vec<LeakGauge>,
     /// `--top`: the processes `/metrics` names.
     top: usize,
+    jvms: jvm::Jvms,
 }
 
 impl Leaks {
@@ -107,7 +109,34 @@ impl Leaks {
             scope: setup.plan.scope.clone(),
             gauges: Vec::new(),
             top: setup.plan.metrics_top,
+            jvms: jvm::Jvms::new(opts.jvm_attach),
         }
+    }
+
+    /// This report's groups: collected, placed in their containers, and
+    /// filtered by `--container` and `--cgroup`.
+    fn groups(&mut self, cx: &mut Cx<'_>) -> anyhow::Result<Vec<Group>> {
+        let mut groups = self.collector.collect(cx)?.finish(procs::info);
+        // The container of an owner that has exited, by the cgroup id the
+        // kernel noted with it.
+        for g in &mut groups {
+            if g.process.container_id.is_none()
+                && let Some(pid) = g.pid
+            {
+                let place = self.labels.place(g.cgroup_id, pid);
+                if place.container.is_some() || g.process.cgroup.is_none() {
+                    g.process.cgroup = place.cgroup.map(|c| c.to_string());
+                    g.process.container_id = place.container.map(|c| c.to_string());
+                }
+            }
+        }
+        groups.retain(|g| {
+            self.scope.accepts_owner(
+                g.process.cgroup.as_deref(),
+                g.process.container_id.as_deref(),
+            )
+        });
+        Ok(groups)
     }
 }
 
@@ -133,26 +162,15 @@ impl Analysis for Leaks {
     fn on_event(&mut self, _cx: &mut Cx<'_>, _ev: Event) {}
 
     fn report(&mut self, cx: &mut Cx<'_>, final_report: bool) -> anyhow::Result<()> {
-        let mut groups = self.collector.collect(cx)?.finish(procs::info);
-        // The container of an owner that has exited, by the cgroup id the
-        // kernel noted with it.
-        for g in &mut groups {
-            if g.process.container_id.is_none()
-                && let Some(pid) = g.pid
-            {
-                let place = self.labels.place(g.cgroup_id, pid);
-                if place.container.is_some() || g.process.cgroup.is_none() {
-                    g.process.cgroup = place.cgroup.map(|c| c.to_string());
-                    g.process.container_id = place.container.map(|c| c.to_string());
-                }
-            }
+        let mut groups = self.groups(cx)?;
+        // A JVM's perf map refreshed now names its frames in the next
+        // report; the final one has no next: it waits, and reads again.
+        if self.jvms.visit(&mut groups, true) && final_report {
+            self.jvms.wait(crate::host::jvm::ATTACH_TIMEOUT);
+            self.collector.symbols.restart();
+            groups = self.groups(cx)?;
+            self.jvms.visit(&mut groups, false);
         }
-        groups.retain(|g| {
-            self.scope.accepts_owner(
-                g.process.cgroup.as_deref(),
-                g.process.container_id.as_deref(),
-            )
-        });
         self.gauges = gauges(&groups, self.top);
         let when = crate::report::text::report_time(SystemTime::now());
         if self.json {
@@ -195,10 +213,18 @@ impl Analysis for Leaks {
             .ok()
             .flatten();
         let ended = kernel.map_or(0, |k| k.get(Counter::LongDwells));
-        vec![closed_line(
+        let mut lines = vec![closed_line(
             ended,
             self.opts.min_age,
             row.as_ref().map(|(h, min)| (h, *min)),
-        )]
+        )];
+        let bad = self.collector.symbols.perf_map_bad_lines;
+        if bad != 0 {
+            lines.push(format!(
+                "perf maps: {bad} lines did not parse (the traced processes write them; \
+                 the frames they would name stay unnamed)"
+            ));
+        }
+        lines
     }
 }

@@ -13,10 +13,11 @@ const MODES: [(&str, &[&str]); 5] = [
 ];
 
 /// Each mode-only flag and the modes it works in.
-const FLAGS: [(&[&str], &[&str]); 11] = [
+const FLAGS: [(&[&str], &[&str]); 12] = [
     (&["--by", "lport"], &["hist"]),
     (&["--min-age", "5s"], &["leaks", "agent"]),
     (&["--symbolize-timeout", "1s"], &["leaks", "agent"]),
+    (&["--no-jvm-attach"], &["leaks", "agent"]),
     (&["-i", "5s"], &["hist", "leaks", "timewait", "agent"]),
     (
         &["--prometheus", "9464"],

@@ -26,6 +26,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::model::stack::{Frame, Skipped, Stack, is_truncated, splice};
 
+pub mod perfmap;
 pub mod preflight;
 mod resolve;
 pub mod worker;
@@ -82,7 +83,7 @@ impl Worker {
         deadline: Instant,
         stopping: &AtomicBool,
         was_stopping: bool,
-    ) -> Result<Vec<Frame>, Skipped> {
+    ) -> Result<worker::Response, Skipped> {
         let mut line = serde_json::to_vec(req).map_err(|_| Skipped::Failed)?;
         line.push(b'\n');
         self.stdin.write_all(&line).map_err(|_| Skipped::Failed)?;
@@ -91,7 +92,7 @@ impl Worker {
             if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
                 let resp = serde_json::from_slice::<worker::Response>(&self.buf[..end]);
                 self.buf.drain(..=end);
-                return resp.map(|r| r.frames).map_err(|_| Skipped::Failed);
+                return resp.map_err(|_| Skipped::Failed);
             }
             let now = Instant::now();
             if !was_stopping && stopping.load(Ordering::Relaxed) {
@@ -149,6 +150,8 @@ pub struct Symbols {
     /// Processes whose symbolization overran or crashed: not asked again
     /// while they live.
     quarantined: HashMap<u32, Skipped>,
+    /// Perf map lines that did not parse, over the run.
+    pub perf_map_bad_lines: u64,
 }
 
 impl Symbols {
@@ -181,6 +184,7 @@ impl Symbols {
             stop_budget_end: None,
             cache: HashMap::new(),
             quarantined: HashMap::new(),
+            perf_map_bad_lines: 0,
         }
     }
 
@@ -224,10 +228,21 @@ impl Symbols {
             addrs: addrs.to_vec(),
         };
         match w.ask(&req, deadline, &self.stopping, was_stopping) {
-            Ok(frames) if frames.len() == addrs.len() => Ok(frames),
+            Ok(r) if r.frames.len() == addrs.len() => {
+                self.perf_map_bad_lines += r.perf_map_bad_lines;
+                Ok(r.frames)
+            }
             Ok(_) => Err(Skipped::Failed),
             Err(why) => Err(why),
         }
+    }
+
+    /// Start a report again: forget what was resolved (a perf map was
+    /// just rewritten) and give the requests made while stopping a budget
+    /// of their own.
+    pub fn restart(&mut self) {
+        self.clear();
+        self.stop_budget_end = None;
     }
 
     /// Resolve `addrs` in process `pid`. Addresses that cannot be resolved

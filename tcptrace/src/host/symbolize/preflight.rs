@@ -1,8 +1,8 @@
 //! What the symbolizer may open for one process, decided before blazesym
 //! opens anything: every file it would read besides the mapped binaries
-//! (a `.gnu_debuglink` or `.gnu_debugaltlink` target, a `.dwp`, the perf
-//! map) is looked at with `stat`, which never blocks on a FIFO, and refused
-//! unless it is a regular file of at most [`MAX_FILE_BYTES`]. A file swapped
+//! (a `.gnu_debuglink` or `.gnu_debugaltlink` target, a `.dwp`) is looked
+//! at with `stat`, which never blocks on a FIFO, and refused unless it is a
+//! regular file of at most [`MAX_FILE_BYTES`]. A file swapped
 //! in after the check, or an open that blocks for another reason (a lease,
 //! a hung mount), is what the worker's deadline is for.
 
@@ -30,10 +30,9 @@ const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
 pub struct Checked {
     /// Why DWARF and separate debug files are not read, if they are not.
     pub debug_refused: Option<String>,
-    /// Why the perf map is not read, if it is not.
-    pub perf_map_refused: Option<String>,
     /// The requested addresses in anonymous executable memory (JIT code),
-    /// which only a perf map names.
+    /// which only a perf map names (read by [`super::perfmap`], which makes
+    /// its own checks on the open file).
     pub anonymous: HashSet<u64>,
 }
 
@@ -113,17 +112,6 @@ fn check_binary(elf: &Path, shown: &Path) -> Option<String> {
     paths.iter().find_map(|p| refuse(p, "debug file"))
 }
 
-/// The perf map of `pid`, as blazesym names it: `/tmp/perf-<tgid>.map` in
-/// the process's own root, under the pid it sees itself as.
-fn perf_map_path(pid: u32) -> PathBuf {
-    let ns_tgid = Process::new(pid.cast_signed())
-        .and_then(|p| p.status())
-        .ok()
-        .and_then(|s| s.nstgid.and_then(|v| v.last().copied()))
-        .map_or(pid, i32::cast_unsigned);
-    PathBuf::from(format!("/proc/{pid}/root/tmp/perf-{ns_tgid}.map"))
-}
-
 /// Check what symbolizing `addrs` in `pid` would open.
 #[must_use]
 pub fn check(pid: u32, addrs: &[u64]) -> Checked {
@@ -148,9 +136,6 @@ pub fn check(pid: u32, addrs: &[u64]) -> Checked {
             }
             _ => {}
         }
-    }
-    if !checked.anonymous.is_empty() {
-        checked.perf_map_refused = refuse(&perf_map_path(pid), "perf map");
     }
     checked.debug_refused = binaries.iter().find_map(|((start, end), shown)| {
         let elf = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));

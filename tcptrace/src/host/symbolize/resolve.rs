@@ -8,7 +8,7 @@ use blazesym::{
     symbolize::{Input, Symbolized, Symbolizer, source::Process, source::Source},
 };
 
-use super::preflight::Checked;
+use super::{perfmap, preflight::Checked};
 use crate::model::stack::{Frame, Skipped};
 
 fn to_frame(addr: u64, s: Option<&Symbolized<'_>>) -> Frame {
@@ -45,23 +45,55 @@ impl Resolver {
         }
     }
 
-    /// Resolve `addrs` of `pid` with what the preflight allows. Addresses
-    /// that cannot be resolved (the process exited, no symbols) come back
-    /// with `function: None`, and with the refusal that explains it, if any.
-    pub fn frames(&self, pid: u32, addrs: &[u64], checked: &Checked) -> Vec<Frame> {
+    /// Resolve `addrs` of `pid` with what the preflight allows, and its
+    /// anonymous executable addresses (JIT code) with its perf map.
+    /// Addresses that cannot be resolved (the process exited, no symbols)
+    /// come back with `function: None`, and with the refusal that explains
+    /// it, if any. Also returns the perf map's lines that did not parse.
+    pub fn frames(&self, pid: u32, addrs: &[u64], checked: &Checked) -> (Vec<Frame>, u64) {
         let mut source = Process::new(Pid::from(pid));
         source.debug_syms = checked.debug_refused.is_none();
-        source.perf_map = checked.perf_map_refused.is_none();
+        // blazesym's perf map reader mmaps the file and gives up on the
+        // whole map at one line it cannot parse (JDK 17 writes `0x`
+        // prefixes it does not take): tcptrace reads perf maps itself.
+        source.perf_map = false;
         let mut frames = self.resolve(pid, addrs, &source);
         for f in &mut frames {
-            let refusal = if checked.anonymous.contains(&f.addr) {
-                checked.perf_map_refused.as_ref()
-            } else {
-                checked.debug_refused.as_ref()
-            };
-            f.skipped = refusal.map(|why| Skipped::Refused(why.clone()));
+            if !checked.anonymous.contains(&f.addr) {
+                f.skipped = checked.debug_refused.clone().map(Skipped::Refused);
+            }
         }
-        frames
+        if checked.anonymous.is_empty() {
+            return (frames, 0);
+        }
+        let (path, shown) = perfmap::path(pid);
+        match perfmap::read(&path, &shown) {
+            Ok(Some(map)) => {
+                for f in frames
+                    .iter_mut()
+                    .filter(|f| checked.anonymous.contains(&f.addr))
+                {
+                    if let Some((name, offset)) = map.lookup(f.addr) {
+                        f.function = Some(name.to_owned());
+                        f.offset = offset;
+                        // The module of a JIT frame is the map that named
+                        // it: the name may be stale (see docs/internals.md).
+                        f.module = Some(shown.clone());
+                    }
+                }
+                (frames, map.bad_lines)
+            }
+            Ok(None) => (frames, 0),
+            Err(why) => {
+                for f in frames
+                    .iter_mut()
+                    .filter(|f| checked.anonymous.contains(&f.addr))
+                {
+                    f.skipped = Some(Skipped::Refused(why.clone()));
+                }
+                (frames, 0)
+            }
+        }
     }
 
     /// Resolve a batch; one address that a source cannot read (blazesym
@@ -110,10 +142,10 @@ mod tests {
         }
         let r = Resolver::new();
         let ok = Checked::default();
-        let frames = r.frames(std::process::id(), &[marker()], &ok);
+        let (frames, _) = r.frames(std::process::id(), &[marker()], &ok);
         let f = frames[0].function.as_deref().unwrap_or_default();
         assert!(f.contains("marker"), "{frames:?}");
-        let gone = r.frames(u32::MAX - 1, &[0x1234], &ok);
+        let (gone, _) = r.frames(u32::MAX - 1, &[0x1234], &ok);
         assert_eq!(gone[0].function, None, "an exited process is not an error");
     }
 }

@@ -28,6 +28,9 @@ pub struct Request {
 #[derive(Serialize, Deserialize)]
 pub struct Response {
     pub frames: Vec<Frame>,
+    /// Lines of the process's perf map that did not parse.
+    #[serde(default)]
+    pub perf_map_bad_lines: u64,
 }
 
 /// The symbolizer process's `main`: serve requests until stdin closes.
@@ -50,8 +53,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         };
         let checked = preflight::check(req.pid, &req.addrs);
-        let frames = resolver.frames(req.pid, &req.addrs, &checked);
-        let sent = serde_json::to_writer(&mut stdout, &Response { frames })
+        let (frames, perf_map_bad_lines) = resolver.frames(req.pid, &req.addrs, &checked);
+        let resp = Response {
+            frames,
+            perf_map_bad_lines,
+        };
+        let sent = serde_json::to_writer(&mut stdout, &resp)
             .map_err(io::Error::from)
             .and_then(|()| stdout.write_all(b"\n"))
             .and_then(|()| stdout.flush());

@@ -41,6 +41,7 @@ const LEAKS: LeakOptions = LeakOptions {
     min_age: Duration::from_secs(10),
     interval: Duration::from_secs(10),
     symbolize_timeout: Duration::from_secs(2),
+    jvm_attach: true,
 };
 const TIMEWAIT: TimewaitOptions = TimewaitOptions {
     interval: Duration::from_secs(10),
