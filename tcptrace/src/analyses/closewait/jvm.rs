@@ -18,6 +18,15 @@ const REDUCED_SIGNALS_NOTE: &str = "this JVM runs with -Xrs (or -XX:+ReduceSigna
      tcptrace does not attach to it, since SIGQUIT would end it; \
      for Java names run `jcmd <pid> Compiler.perfmap` before the next report";
 
+/// Said for a JVM whose attach listener would refuse tcptrace's user.
+fn other_user_note(me: u32, jvm: u32) -> String {
+    format!(
+        "tcptrace runs as uid {me}: the JVM's attach listener answers only its own user \
+         (uid {jvm}) and root, so tcptrace does not ask it for a perf map; \
+         for Java names run `jcmd <pid> Compiler.perfmap` as that user before the next report"
+    )
+}
+
 pub(super) struct Jvms {
     /// None with `--no-jvm-attach`.
     refresher: Option<Refresher>,
@@ -53,10 +62,20 @@ impl Jvms {
             let Some(r) = self.refresher.as_mut().filter(|_| unnamed) else {
                 continue;
             };
+            // SAFETY: no preconditions.
+            let me = unsafe { libc::geteuid() };
             if j.flags.reduce_signal_usage {
                 g.notes.push(REDUCED_SIGNALS_NOTE.to_owned());
-            } else if first && refresh {
-                refreshing |= r.start(&j);
+            } else if me != 0 && me != j.target.euid {
+                g.notes.push(other_user_note(me, j.target.euid));
+            } else {
+                if let Some(why) = r.failure(pid) {
+                    g.notes
+                        .push(format!("asking the JVM for its perf map failed: {why}"));
+                }
+                if first && refresh {
+                    refreshing |= r.start(&j);
+                }
             }
         }
         refreshing

@@ -84,6 +84,8 @@ struct InFlight {
 #[derive(Default)]
 pub struct Refresher {
     in_flight: HashMap<u32, InFlight>,
+    /// Why the last refresh of a JVM failed, until one succeeds.
+    failed: HashMap<u32, String>,
 }
 
 impl Refresher {
@@ -145,10 +147,28 @@ impl Refresher {
                 continue;
             };
             match f.handle.join() {
-                Ok(Ok(())) => log::debug!("pid {pid}: perf map refreshed"),
-                Ok(Err(why)) => log::info!("pid {pid}: perf map not refreshed: {why}"),
-                Err(_) => log::warn!("pid {pid}: the perf map refresh panicked"),
+                Ok(Ok(())) => {
+                    log::debug!("pid {pid}: perf map refreshed");
+                    self.failed.remove(&pid);
+                }
+                Ok(Err(why)) => {
+                    log::info!("pid {pid}: perf map not refreshed: {why}");
+                    self.failed.insert(pid, why);
+                }
+                Err(_) => {
+                    self.failed.insert(pid, "the refresh panicked".into());
+                }
             }
         }
+        if self.failed.len() > 1024 {
+            self.failed
+                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        }
+    }
+
+    /// Why the last refresh of `pid` failed, if it did.
+    #[must_use]
+    pub fn failure(&self, pid: u32) -> Option<&str> {
+        self.failed.get(&pid).map(String::as_str)
     }
 }
