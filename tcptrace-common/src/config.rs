@@ -20,7 +20,11 @@ pub struct SetStateOffsets {
     pub daddr_v6: u32,
 }
 
-/// Field offsets of `tcp:tcp_send_reset` (6.10+ layout: 28-byte sockaddrs).
+/// Field offsets of `tcp:tcp_send_reset`, in one of two layouts
+/// ([`SendResetOffsets::layout`]): since 6.10, `reason` and 28-byte
+/// sockaddrs in `saddr`/`daddr`; before, the `tcp_event_sk_skb` class's
+/// split fields (4-byte `saddr`/`daddr`, `saddr_v6`/`daddr_v6`, ports and
+/// family) and no reason.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendResetOffsets {
@@ -29,7 +33,21 @@ pub struct SendResetOffsets {
     pub reason: u32,
     pub saddr: u32,
     pub daddr: u32,
+    /// [`SEND_RESET_SOCKADDR`] or [`SEND_RESET_SPLIT`].
+    pub layout: u32,
+    /// The split layout's fields (0 in the sockaddr layout).
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+    pub _pad: u32,
 }
+
+/// `SendResetOffsets::layout`: the 6.10+ layout.
+pub const SEND_RESET_SOCKADDR: u32 = 0;
+/// `SendResetOffsets::layout`: the layout before 6.10.
+pub const SEND_RESET_SPLIT: u32 = 1;
 
 /// Field offsets of `tcp:tcp_receive_reset`.
 #[repr(C)]
@@ -462,8 +480,8 @@ pub const fn const_str_eq(a: &str, b: &str) -> bool {
 }
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
-const _: () = assert!(core::mem::size_of::<TpOffsets>() == 144);
-const _: () = assert!(core::mem::size_of::<Config>() == 224);
+const _: () = assert!(core::mem::size_of::<TpOffsets>() == 172);
+const _: () = assert!(core::mem::size_of::<Config>() == 256);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.

@@ -26,8 +26,8 @@ pub use config::{Config, HistBy, HistKey, TpOffsets};
 pub use record::{
     AF_INET, AF_INET6, Addrs, COMM_LEN, Counter, DWELL_UNKNOWN, EADDRINUSE, EADDRNOTAVAIL,
     FailureEvent, Header, LEAN_TID_FROM_IO, LeanSock, NUM_COUNTERS, Owner, PaddedStateEvent,
-    RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SPILLED_STACK, STACK_DEPTH, SYSCALL_BIND,
-    SYSCALL_CONNECT, SockInfo, StackLocation, StackRef, StateEvent, StateLine, spill_key,
-    stack_hash,
+    RESET_REASON_NONE, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SPILLED_STACK, STACK_DEPTH,
+    SYSCALL_BIND, SYSCALL_CONNECT, SockInfo, StackLocation, StackRef, StateEvent, StateLine,
+    spill_key, stack_hash,
 };
 pub use track::{OwnerSource, TcpState};

@@ -147,6 +147,7 @@ pub struct ResetEvent {
     /// TCP state of the socket, 0 when there is none.
     pub state: u32,
     /// `enum sk_rst_reason` for sent resets; its names come from tracefs.
+    /// [`RESET_REASON_NONE`] where the kernel gives none (before 6.10).
     pub reason: u32,
     /// An [`crate::OwnerSource`] value.
     pub owner_source: u32,
@@ -221,6 +222,10 @@ pub const fn spill_key(hash: u64) -> u32 {
     let folded = (hash ^ (hash >> 32)) as u32;
     SPILLED_STACK | (folded & !SPILLED_STACK)
 }
+
+/// `ResetEvent::reason` of a sent reset on a kernel whose
+/// `tcp_send_reset` has no reason (before 6.10).
+pub const RESET_REASON_NONE: u32 = u32::MAX;
 
 /// A user stack captured in process context: where a socket's owner was
 /// when something happened to the socket.

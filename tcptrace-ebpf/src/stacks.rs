@@ -5,12 +5,11 @@
 //! cache").
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_probe_read_user, generated::bpf_get_stack},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, StackTrace},
-    programs::{TracePointContext, tracing::StackIdContext as _},
+    programs::tracing::StackIdContext,
 };
 use tcptrace_common::{
     Counter, STACK_DEPTH, StackRef,
@@ -56,7 +55,7 @@ const ENOMEM: i32 = 12;
 /// there when the path could be keyed. A kernel thread has none.
 /// Without the saved registers, a capture without the cache.
 #[inline(always)]
-pub(crate) fn capture_stack(ctx: &TracePointContext, tgid: u32) -> StackRef {
+pub(crate) fn capture_stack<C: StackIdContext>(ctx: &C, tgid: u32) -> StackRef {
     let Some(regs) = user_regs() else {
         return walk_stack(ctx, tgid, 0);
     };
@@ -116,7 +115,7 @@ fn path_key(tgid: u32, regs: &UserRegs) -> Option<u64> {
 /// Walk the current task's user stack into `STACKS`, or into `STACK_SPILL`
 /// when its `STACKS` bucket is taken.
 #[inline(always)]
-fn walk_stack(ctx: &TracePointContext, tgid: u32, sp_word: u64) -> StackRef {
+fn walk_stack<C: StackIdContext>(ctx: &C, tgid: u32, sp_word: u64) -> StackRef {
     let id_plus_one = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
         #[expect(
             clippy::cast_possible_truncation,
@@ -151,7 +150,7 @@ fn walk_stack(ctx: &TracePointContext, tgid: u32, sp_word: u64) -> StackRef {
 /// frames' hash; the key, or None if it could not be stored. Rare (a bucket
 /// collision in `STACKS`): a BPF subprogram, out of the I/O hooks' hot path.
 #[inline(never)]
-fn spill_stack(ctx: &TracePointContext) -> Option<u32> {
+fn spill_stack<C: StackIdContext>(ctx: &C) -> Option<u32> {
     let buf = STACK_BUF.get_ptr_mut(0)?;
     #[expect(clippy::cast_possible_truncation, reason = "1016 bytes")]
     const SIZE: u32 = core::mem::size_of::<[u64; STACK_DEPTH]>() as u32;

@@ -8,7 +8,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     },
     macros::tracepoint,
-    programs::TracePointContext,
+    programs::{TracePointContext, tracing::StackIdContext},
 };
 use tcptrace_common::{
     Counter, LeanSock,
@@ -28,12 +28,8 @@ use crate::{
     tracepoint::{IO_RECORD, IPPROTO_TCP, Raw, ctx_field},
 };
 
-/// Shared body of the recv/send hooks. They fire on every recv and send of
-/// every process, so the common path is kept to a cheap filter and a hit in
-/// the per-CPU pair cache, with no stack spill: the helper call comes first
-/// and the rare cases (new owner, first touch, first EOF) are a BPF
-/// subprogram, [`io_update`], whose registers the common path does not pay
-/// for.
+/// The tracepoints' part of the recv/send hooks: the record's protocol,
+/// socket and return value, then [`on_tcp_io`] for TCP.
 #[inline(always)]
 fn on_io(ctx: &TracePointContext, is_recv: bool) -> Result<(), i64> {
     #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
@@ -60,6 +56,19 @@ fn on_io(ctx: &TracePointContext, is_recv: bool) -> Result<(), i64> {
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
+    on_tcp_io(ctx, tgid, sk, ret, is_recv);
+    Ok(())
+}
+
+/// Shared body of the recv/send hooks (the tracepoints, and their fexit
+/// fallback in [`super::io_fexit`]). They fire on every recv and send of
+/// every process, so the common path is kept to a cheap filter and a hit in
+/// the per-CPU pair cache, with no stack spill: the helper call comes first
+/// and the rare cases (new owner, first touch, first EOF) are a BPF
+/// subprogram, [`io_update`], whose registers the common path does not pay
+/// for.
+#[inline(always)]
+pub(super) fn on_tcp_io<C: StackIdContext>(ctx: &C, tgid: u32, sk: u64, ret: i32, is_recv: bool) {
     let i = io_slot(sk);
     // The generation is read before the entry: a change made after this
     // read bumps it past the stamp io_update writes.
@@ -73,11 +82,10 @@ fn on_io(ctx: &TracePointContext, is_recv: bool) -> Result<(), i64> {
         // run; `i` is below IO_SLOTS.
         let slot = unsafe { &(*slots)[i] };
         if slot.sk == sk && slot.tgid == tgid && slot.generation == generation {
-            return Ok(());
+            return;
         }
     }
     io_update(ctx, sk, IoStamp { generation, tgid }, eof);
-    Ok(())
 }
 
 /// What [`on_io`] read before its cache missed: the slot generation and the
@@ -92,7 +100,7 @@ struct IoStamp {
 /// create the details on the owner's first touch, note the first EOF, and
 /// cache the settled pair. A BPF subprogram (see [`on_io`]).
 #[inline(never)]
-fn io_update(ctx: &TracePointContext, sk: u64, stamp: IoStamp, eof: bool) {
+fn io_update<C: StackIdContext>(ctx: &C, sk: u64, stamp: IoStamp, eof: bool) {
     let IoStamp { generation, tgid } = stamp;
     // `--netns`: another namespace's socket is settled at once, so that its
     // next I/O stops at the pair cache.
@@ -183,7 +191,7 @@ fn io_take_owner(sk: u64, e: &LeanSock, pid_tgid: u64) -> Option<(u32, u32)> {
 /// (when asked for) is taken; only an EOF or another process has work to
 /// do then.
 #[inline(always)]
-fn io_details(ctx: &TracePointContext, sk: u64, tgid: u32, eof: bool) -> bool {
+fn io_details<C: StackIdContext>(ctx: &C, sk: u64, tgid: u32, eof: bool) -> bool {
     // The owner's first touch creates the details, filled in below.
     let Some(info) = details(sk, config!(sock_details) != 0) else {
         return false;

@@ -3,6 +3,7 @@
 
 mod destroy;
 mod io;
+mod io_fexit;
 mod reset;
 mod set_state;
 mod sys_exit;

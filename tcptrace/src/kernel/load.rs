@@ -16,6 +16,7 @@ use crate::{
     kernel::{
         btf,
         counters::map_memlock,
+        io_hooks::{self, IoHooks},
         maps::names,
         offsets::{self, SYSCALL_TRACEPOINTS, TRACEPOINTS},
         privileges,
@@ -74,6 +75,8 @@ pub enum LoadError {
          and {0}"
     )]
     NetnsFilter(String),
+    #[error(transparent)]
+    IoFallback(#[from] io_hooks::FallbackError),
     #[error("attaching to tracepoint {group}:{name}: {source}")]
     Attach {
         group: &'static str,
@@ -216,16 +219,19 @@ fn record_access(direct: u8) -> String {
 /// The recv/send hooks, skipped without `Config::io_hooks`.
 const IO_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 
-/// Load and attach the programs `config` needs.
-fn attach(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
+/// Load and attach the programs `config` needs, with `io` as the recv/send
+/// hooks.
+fn attach(ebpf: &mut Ebpf, config: &Config, io: IoHooks) -> Result<(), LoadError> {
     let syscalls: &[(&str, &str)] = if config.emit_failures != 0 {
         &SYSCALL_TRACEPOINTS
     } else {
         &[]
     };
     for &(group, name) in TRACEPOINTS.iter().chain(syscalls) {
-        if config.io_hooks == 0 && IO_HOOKS.contains(&name) {
-            log::info!("not attaching {group}:{name}: no analysis of this run needs it");
+        if IO_HOOKS.contains(&name) && (config.io_hooks == 0 || io == IoHooks::Fexit) {
+            if config.io_hooks == 0 {
+                log::info!("not attaching {group}:{name}: no analysis of this run needs it");
+            }
             continue;
         }
         // inet_sock_set_state has a program per shape (see SetStateShape).
@@ -254,6 +260,9 @@ fn attach(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
             })?;
         log::info!("attached {group}:{name} (program {program})");
     }
+    if config.io_hooks != 0 && io == IoHooks::Fexit {
+        io_hooks::attach_fexit(ebpf)?;
+    }
     Ok(())
 }
 
@@ -269,7 +278,11 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     privileges::check()?;
     privileges::raise_memlock();
     let tracefs = Tracefs::find_or_mount()?;
-    let (offs, reasons) = offsets::read(&tracefs)?;
+    let (offs, reasons, io_tracepoints) = offsets::read(&tracefs)?;
+    let io = IoHooks::choose(io_tracepoints);
+    if opts.config.io_hooks != 0 {
+        log::info!("recv/send hooks: {}", io.describe());
+    }
     let mut config = opts.config;
     config.offsets = offs;
     // Standard layouts are read straight from the tracepoint context; the
@@ -367,7 +380,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
         create_state_rings(&mut ebpf, ring_cpus, bytes)?
     };
 
-    attach(&mut ebpf, &config)?;
+    attach(&mut ebpf, &config, io)?;
     Ok(Tracer {
         ebpf,
         reasons,

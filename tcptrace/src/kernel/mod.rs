@@ -8,6 +8,7 @@ pub mod clock;
 pub mod counters;
 pub mod cpulog;
 pub mod features;
+pub mod io_hooks;
 pub mod load;
 pub mod maps;
 pub mod offsets;

@@ -2,7 +2,8 @@
 //! formats, and the table of `enum sk_rst_reason` names.
 
 use tcptrace_common::config::{
-    ReceiveResetOffsets, SendResetOffsets, SetStateOffsets, SockLengthOffsets, TpOffsets,
+    ReceiveResetOffsets, SEND_RESET_SOCKADDR, SEND_RESET_SPLIT, SendResetOffsets, SetStateOffsets,
+    SockLengthOffsets, TpOffsets,
 };
 
 use crate::{
@@ -11,7 +12,8 @@ use crate::{
 };
 
 /// The tracepoints tcptrace attaches to, as (group, name); each eBPF program
-/// is named after its tracepoint.
+/// is named after its tracepoint. The recv/send pair has a fallback
+/// ([`crate::kernel::io_hooks`]); the others are needed.
 pub const TRACEPOINTS: [(&str, &str); 6] = [
     ("sock", "inet_sock_set_state"),
     ("tcp", "tcp_send_reset"),
@@ -44,14 +46,37 @@ fn set_state(f: &Format) -> Result<SetStateOffsets, FormatError> {
     })
 }
 
+/// `tcp_send_reset`'s layout: since Linux 6.10 a `reason` and the
+/// endpoints as 28-byte sockaddrs; before, the `tcp_event_sk_skb` class
+/// (split addresses, ports and family, no reason).
 fn send_reset(f: &Format) -> Result<SendResetOffsets, FormatError> {
+    let skaddr = f.offset("skaddr", 8)?;
+    let state = f.offset("state", 4)?;
+    if f.offset("reason", 4).is_ok() {
+        return Ok(SendResetOffsets {
+            skaddr,
+            state,
+            reason: f.offset("reason", 4)?,
+            // sizeof(struct sockaddr_in6).
+            saddr: f.offset("saddr", 28)?,
+            daddr: f.offset("daddr", 28)?,
+            layout: SEND_RESET_SOCKADDR,
+            ..SendResetOffsets::default()
+        });
+    }
     Ok(SendResetOffsets {
-        skaddr: f.offset("skaddr", 8)?,
-        state: f.offset("state", 4)?,
-        reason: f.offset("reason", 4)?,
-        // sizeof(struct sockaddr_in6): the layout since Linux 6.10.
-        saddr: f.offset("saddr", 28)?,
-        daddr: f.offset("daddr", 28)?,
+        skaddr,
+        state,
+        reason: 0,
+        saddr: f.offset("saddr", 4)?,
+        daddr: f.offset("daddr", 4)?,
+        layout: SEND_RESET_SPLIT,
+        sport: f.offset("sport", 2)?,
+        dport: f.offset("dport", 2)?,
+        family: f.offset("family", 2)?,
+        saddr_v6: f.offset("saddr_v6", 16)?,
+        daddr_v6: f.offset("daddr_v6", 16)?,
+        _pad: 0,
     })
 }
 
@@ -79,21 +104,36 @@ fn sock_length(f: &Format) -> Result<SockLengthOffsets, FormatError> {
     })
 }
 
-/// Read every tracepoint layout tcptrace needs. A missing tracepoint or field
-/// is an error that names it.
-pub fn read(tracefs: &Tracefs) -> Result<(TpOffsets, ResetReasons), TracefsError> {
+/// Every tracepoint layout tcptrace reads, and whether the recv/send
+/// tracepoints exist (false before 6.3: their offsets stay 0). A missing
+/// tracepoint or field otherwise is an error that names it.
+pub fn read(tracefs: &Tracefs) -> Result<(TpOffsets, ResetReasons, bool), TracefsError> {
     let [ss, sr, rr, rl, sl, ds] = TRACEPOINTS.map(|(g, n)| tracefs.format(g, n));
-    let (ss, sr, rr, rl, sl, ds) = (ss?, sr?, rr?, rl?, sl?, ds?);
+    let (ss, sr, rr, ds) = (ss?, sr?, rr?, ds?);
+    let io = match (rl, sl) {
+        (Ok(rl), Ok(sl)) => Some((
+            with_tp("sock:sock_recv_length", || sock_length(&rl))?,
+            with_tp("sock:sock_send_length", || sock_length(&sl))?,
+        )),
+        (Err(TracefsError::MissingTracepoint { .. }), _)
+        | (_, Err(TracefsError::MissingTracepoint { .. })) => None,
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let (recv_length, send_length) = io.unwrap_or_default();
     let offsets = TpOffsets {
         set_state: with_tp("sock:inet_sock_set_state", || set_state(&ss))?,
         send_reset: with_tp("tcp:tcp_send_reset", || send_reset(&sr))?,
         receive_reset: with_tp("tcp:tcp_receive_reset", || receive_reset(&rr))?,
-        recv_length: with_tp("sock:sock_recv_length", || sock_length(&rl))?,
-        send_length: with_tp("sock:sock_send_length", || sock_length(&sl))?,
+        recv_length,
+        send_length,
         destroy_skaddr: with_tp("tcp:tcp_destroy_sock", || ds.offset("skaddr", 8))?,
         sys_exit_ret: 0,
     };
-    Ok((offsets, ResetReasons::from_pairs(sr.symbols("reason"))))
+    Ok((
+        offsets,
+        ResetReasons::from_pairs(sr.symbols("reason")),
+        io.is_some(),
+    ))
 }
 
 /// The syscall-exit tracepoints `--timewait` attaches to, when the kernel has
@@ -120,4 +160,62 @@ pub fn sys_exit_ret(tracefs: &Tracefs) -> Result<u32, TracefsError> {
         offset = Some(o);
     }
     Ok(offset.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+";
+
+    /// Linux 6.10 and later (read from 6.18's tracefs).
+    #[test]
+    fn reads_the_send_reset_layout_with_a_reason() {
+        let text = format!(
+            "{HEADER}\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:60;\tsize:28;\tsigned:0;
+"
+        );
+        let o = send_reset(&Format::parse(&text).unwrap()).unwrap();
+        assert_eq!(o.layout, SEND_RESET_SOCKADDR);
+        assert_eq!(
+            (o.skaddr, o.state, o.reason, o.saddr, o.daddr),
+            (16, 24, 28, 32, 60)
+        );
+    }
+
+    /// Before 6.10: the `tcp_event_sk_skb` class, as 6.1 has it.
+    #[test]
+    fn reads_the_send_reset_layout_before_6_10() {
+        let text = format!(
+            "{HEADER}\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:38;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;
+"
+        );
+        let o = send_reset(&Format::parse(&text).unwrap()).unwrap();
+        assert_eq!(o.layout, SEND_RESET_SPLIT);
+        assert_eq!(
+            (
+                o.sport, o.dport, o.family, o.saddr, o.daddr, o.saddr_v6, o.daddr_v6
+            ),
+            (28, 30, 32, 34, 38, 42, 58)
+        );
+        let broken = text.replace("saddr_v6", "src_v6");
+        assert!(send_reset(&Format::parse(&broken).unwrap()).is_err());
+    }
 }

@@ -23,7 +23,8 @@ pub enum TracefsError {
     NotMounted(#[source] nix::Error),
     #[error(
         "this kernel has no tracepoint {group}:{name} ({path} is missing); \
-         tcptrace needs it (CONFIG_TRACEPOINTS, Linux 6.10+ for the tcp_send_reset layout)"
+         tcptrace needs it (CONFIG_TRACEPOINTS, Linux {} or later)",
+        crate::model::features::since(name)
     )]
     MissingTracepoint {
         group: String,

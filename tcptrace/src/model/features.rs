@@ -12,6 +12,26 @@ pub enum Probe<T> {
     Unreadable(String),
 }
 
+/// The first Linux release with tracepoint `name` (without its group), for
+/// the messages that name a missing one.
+#[must_use]
+pub fn since(name: &str) -> &'static str {
+    match name {
+        "inet_sock_set_state" => "4.16",
+        "tcp_send_reset" | "tcp_destroy_sock" | "tcp_receive_reset" => "4.15",
+        "sock_recv_length" | "sock_send_length" => "6.3",
+        "sys_exit_bind" | "sys_exit_connect" => "2.6.33",
+        _ => "?",
+    }
+}
+
+/// Whether a missing tracepoint `group:name` has a fallback: the recv/send
+/// pair (fexit on `tcp_recvmsg`/`tcp_sendmsg`).
+#[must_use]
+pub fn has_fallback(name: &str) -> bool {
+    matches!(name, "sock:sock_recv_length" | "sock:sock_send_length")
+}
+
 /// What a permission error means, for [`Probe::Unreadable`].
 pub const NEEDS_ROOT: &str = "needs root";
 

@@ -9,8 +9,8 @@ use std::{
 
 use tcptrace_common::{
     AF_INET, AF_INET6, DWELL_UNKNOWN, EADDRINUSE, EADDRNOTAVAIL, FailureEvent, Header,
-    Owner as RawOwner, OwnerSource, RST_RECEIVED, RST_SENT, RecordKind, ResetEvent, SYSCALL_BIND,
-    SYSCALL_CONNECT, StateEvent, StateLine, TcpState, user::Plain,
+    Owner as RawOwner, OwnerSource, RESET_REASON_NONE, RST_RECEIVED, RST_SENT, RecordKind,
+    ResetEvent, SYSCALL_BIND, SYSCALL_CONNECT, StateEvent, StateLine, TcpState, user::Plain,
 };
 
 use crate::model::{
@@ -111,7 +111,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 endpoints: Endpoints::from_raw(&r.addrs)?,
                 direction,
                 state: TcpState::from_u32(r.state),
-                reason: (direction == Direction::Sent).then_some(r.reason),
+                reason: (direction == Direction::Sent && r.reason != RESET_REASON_NONE)
+                    .then_some(r.reason),
             }))
         }
         RecordKind::Failure => {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::features::{KernelFeatures, Probe};
+use crate::model::features::{KernelFeatures, Probe, has_fallback, since};
 
 /// Append the lines of `f` to `out` (each ends with a newline).
 pub fn kernel_features(out: &mut String, f: &KernelFeatures) {
@@ -54,12 +54,19 @@ pub fn kernel_features(out: &mut String, f: &KernelFeatures) {
         .max()
         .unwrap_or(0);
     for tp in &f.tracepoints {
+        let short = tp.name.split_once(':').map_or(tp.name.as_str(), |(_, n)| n);
         let missing = if tp.optional {
-            "no (optional: --timewait then cannot explain failed binds and connects)"
+            "no (optional: --timewait then cannot explain failed binds and connects)".to_owned()
+        } else if has_fallback(&tp.name) {
+            format!(
+                "no (Linux {}+): recv and send are traced by fexit on tcp_recvmsg and \
+                 tcp_sendmsg instead (needs BTF and Linux 5.17+)",
+                since(short)
+            )
         } else {
-            "MISSING (tcptrace needs it)"
+            format!("MISSING (tcptrace needs it: Linux {}+)", since(short))
         };
-        let found = probe(&tp.found, |()| "yes".to_owned(), || missing.to_owned());
+        let found = probe(&tp.found, |()| "yes".to_owned(), || missing);
         let _ = writeln!(out, "  {:<width$}  {found}", tp.name);
     }
 }
