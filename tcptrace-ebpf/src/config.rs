@@ -5,6 +5,7 @@
 use tcptrace_common::{
     Config,
     config::{SET_STATE_GENERIC, SET_STATE_VARIANTS, SetStateShape},
+    ports::ReadPorts,
 };
 
 /// Written by userspace before load (`EbpfLoader::override_global`).
@@ -22,14 +23,23 @@ macro_rules! config {
     };
 }
 
-/// The family and port filters of `CONFIG`.
+/// The family and port filters of `CONFIG`. Each port list's entries are
+/// read only when its count is not 0, one at a time.
 #[inline(always)]
 pub(crate) fn accepts(family: u16, lport: u16, rport: u16) -> bool {
+    macro_rules! list {
+        ($l:ident) => {
+            ReadPorts {
+                count: || config!(ports.$l.len),
+                port: |i: usize| config!(ports.$l.ports[i]),
+            }
+        };
+    }
     tcptrace_common::config::accepts(
         config!(families),
-        config!(port),
-        config!(lport),
-        config!(rport),
+        &list!(port),
+        &list!(lport),
+        &list!(rport),
         family,
         lport,
         rport,
