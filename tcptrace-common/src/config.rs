@@ -3,6 +3,8 @@
 //! tracefs `format` files (they change between kernels, e.g. `tcp_send_reset`
 //! in 6.10) and the cheap in-kernel filters.
 
+use crate::ports::{self, PortLists, Ports};
+
 /// Field offsets of `sock:inet_sock_set_state`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -183,7 +185,7 @@ pub const FAMILY_V4: u32 = 1;
 /// `Config::families` bit for IPv6.
 pub const FAMILY_V6: u32 = 2;
 
-/// The `CONFIG` global. Zero ports mean "any".
+/// The `CONFIG` global. An empty port list means "any".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -196,12 +198,8 @@ pub struct Config {
     pub _pad: u32,
     /// `FAMILY_V4 | FAMILY_V6` bits; 0 is treated as both.
     pub families: u32,
-    /// Either endpoint's port must match.
-    pub port: u16,
-    /// The local port must match.
-    pub lport: u16,
-    /// The remote port must match.
-    pub rport: u16,
+    /// `--port`, `--lport`, `--rport`: see [`accepts`].
+    pub ports: PortLists,
     /// 1: emit reset records.
     pub emit_resets: u8,
     /// 1: capture user stacks at first touch and at EOF (leak mode).
@@ -481,18 +479,20 @@ pub const fn const_str_eq(a: &str, b: &str) -> bool {
 
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 172);
-const _: () = assert!(core::mem::size_of::<Config>() == 256);
+const _: () = assert!(core::mem::size_of::<Config>() == 304);
 
 /// The family and port filters: whether a socket with this family and these
 /// ports passes. `family` is `AF_INET` or `AF_INET6`; anything else fails.
-/// Zero ports and zero `families` mean "any".
+/// Zero `families` and empty lists mean "any"; else one of `port` must be
+/// the local or the remote port, one of `lport_filter` the local port and
+/// one of `rport_filter` the remote port ([`ports::matches`]).
 #[inline(always)]
 #[must_use]
 pub fn accepts(
     families: u32,
-    port: u16,
-    lport_filter: u16,
-    rport_filter: u16,
+    port: &impl Ports,
+    lport_filter: &impl Ports,
+    rport_filter: &impl Ports,
     family: u16,
     lport: u16,
     rport: u16,
@@ -505,13 +505,9 @@ pub fn accepts(
     if families != 0 && families & bit == 0 {
         return false;
     }
-    if port != 0 && port != lport && port != rport {
-        return false;
-    }
-    if lport_filter != 0 && lport_filter != lport {
-        return false;
-    }
-    rport_filter == 0 || rport_filter == rport
+    ports::matches(port, lport, rport)
+        && ports::matches(lport_filter, lport, lport)
+        && ports::matches(rport_filter, rport, rport)
 }
 
 impl Config {
@@ -519,11 +515,12 @@ impl Config {
     #[inline(always)]
     #[must_use]
     pub fn accepts(&self, family: u16, lport: u16, rport: u16) -> bool {
+        let p = &self.ports;
         accepts(
             self.families,
-            self.port,
-            self.lport,
-            self.rport,
+            &p.port,
+            &p.lport,
+            &p.rport,
             family,
             lport,
             rport,
@@ -552,13 +549,17 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use crate::ports::PortList;
 
     #[test]
     fn each_shape_picks_its_variant_and_anything_else_the_generic_program() {
         for (name, shape) in SET_STATE_VARIANTS {
             let c = shape.apply(Config {
                 emit_resets: 1,
-                port: 80,
+                ports: PortLists {
+                    port: PortList::new(&[80]).unwrap(),
+                    ..PortLists::ANY
+                },
                 ..Config::default()
             });
             assert_eq!(SetStateShape::of(&c), shape);

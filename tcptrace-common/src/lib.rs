@@ -14,6 +14,7 @@ pub mod comms;
 pub mod config;
 pub mod cpulog;
 pub mod hist;
+pub mod ports;
 pub mod record;
 pub mod stack_path;
 pub mod table;

@@ -5,6 +5,7 @@
 use tcptrace_common::{
     Config,
     config::{SET_STATE_GENERIC, SET_STATE_VARIANTS, SetStateShape},
+    ports::{MAX_PORTS, ReadPorts},
 };
 
 /// Written by userspace before load (`EbpfLoader::override_global`).
@@ -22,18 +23,40 @@ macro_rules! config {
     };
 }
 
-/// The family and port filters of `CONFIG`.
+/// The family and port filters of `CONFIG`. Each port list's entries are
+/// read only when its count is not 0, one at a time.
 #[inline(always)]
 pub(crate) fn accepts(family: u16, lport: u16, rport: u16) -> bool {
+    macro_rules! list {
+        ($l:ident) => {
+            ReadPorts {
+                count: || config!(ports.$l.len),
+                port: |i: usize| port_at(&raw const CONFIG.ports.$l.ports, i),
+            }
+        };
+    }
     tcptrace_common::config::accepts(
         config!(families),
-        config!(port),
-        config!(lport),
-        config!(rport),
+        &list!(port),
+        &list!(lport),
+        &list!(rport),
         family,
         lport,
         rport,
     )
+}
+
+/// Entry `i` of a `CONFIG` port list, 0 past its end. Through a pointer,
+/// not an index: an index's bounds check leaves a call to the panic
+/// handler in the object, even where the check folds away.
+#[inline(always)]
+fn port_at(ports: *const [u16; MAX_PORTS], i: usize) -> u16 {
+    if i >= MAX_PORTS {
+        return 0;
+    }
+    // SAFETY: `ports` points into CONFIG, a valid static, and `i` is
+    // within the array.
+    unsafe { ports.cast::<u16>().add(i).read_volatile() }
 }
 
 /// A variant of the `inet_sock_set_state` program: the settings it was

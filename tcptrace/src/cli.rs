@@ -5,7 +5,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{ArgAction, ArgGroup, CommandFactory as _, Parser, error::ErrorKind};
-use tcptrace_common::{HistBy, TcpState};
+use tcptrace_common::{
+    HistBy, TcpState,
+    ports::{MAX_PORTS, PortList, PortLists, TooManyPorts},
+};
 
 use crate::model::{
     cardinality::DEFAULT_TOP,
@@ -28,7 +31,7 @@ pub use parse::{
     By, parse_by, parse_cgroup, parse_container, parse_duration, parse_listen, parse_netns,
     parse_state,
 };
-use parse::{parse_max_sockets, parse_ringbuf_kib, parse_top};
+use parse::{parse_max_sockets, parse_port, parse_ringbuf_kib, parse_top};
 
 /// The default `--max-sockets`: 100k live sockets fit with room to spare.
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
@@ -169,26 +172,30 @@ pub struct Cli {
     #[arg(long, value_name = "COMM", help_heading = FILTERS)]
     pub comm: Option<String>,
 
-    /// Only this local or remote port.
+    /// Only these ports, local or remote: 80,443 (at most 8).
     ///
-    /// Filtered in the kernel.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+    /// A socket passes when its local or its remote port is one of them.
+    /// Comma-separated or repeated, at most 8 different ports; filtered in
+    /// the kernel.
+    #[arg(long, value_name = "PORT", value_delimiter = ',', value_parser = parse_port,
           help_heading = FILTERS)]
-    pub port: Option<u16>,
+    pub port: Vec<u16>,
 
-    /// Only this local port.
+    /// Only these local ports: 80,443 (at most 8).
     ///
-    /// Filtered in the kernel.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
-          help_heading = FILTERS)]
-    pub lport: Option<u16>,
+    /// As tcpstates's -L (--localport works too). Comma-separated or
+    /// repeated, at most 8 different ports; filtered in the kernel.
+    #[arg(short = 'L', long, alias = "localport", value_name = "PORT", value_delimiter = ',',
+          value_parser = parse_port, help_heading = FILTERS)]
+    pub lport: Vec<u16>,
 
-    /// Only this remote port.
+    /// Only these remote ports: 80,443 (at most 8).
     ///
-    /// Filtered in the kernel.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
-          help_heading = FILTERS)]
-    pub rport: Option<u16>,
+    /// As tcpstates's -D (--remoteport works too). Comma-separated or
+    /// repeated, at most 8 different ports; filtered in the kernel.
+    #[arg(short = 'D', long, alias = "remoteport", value_name = "PORT", value_delimiter = ',',
+          value_parser = parse_port, help_heading = FILTERS)]
+    pub rport: Vec<u16>,
 
     /// IPv4 sockets only.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6", help_heading = FILTERS,
@@ -351,9 +358,11 @@ impl Cli {
             },
             ports: PortFilter {
                 families: PortFilter::families(self.ipv4, self.ipv6),
-                port: self.port.unwrap_or(0),
-                lport: self.lport.unwrap_or(0),
-                rport: self.rport.unwrap_or(0),
+                ports: PortLists {
+                    port: port_list("--port", &self.port)?,
+                    lport: port_list("-L/--lport", &self.lport)?,
+                    rport: port_list("-D/--rport", &self.rport)?,
+                },
             },
             scope: Scope {
                 netns: self.netns.clone(),
@@ -375,4 +384,23 @@ impl Cli {
             },
         })
     }
+}
+
+/// The list of `flag`'s ports, or the usage error for more than
+/// [`MAX_PORTS`] different ones.
+fn port_list(flag: &str, ports: &[u16]) -> Result<PortList, clap::Error> {
+    PortList::new(ports).map_err(|TooManyPorts| {
+        let mut distinct = ports.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        Cli::command().error(
+            ErrorKind::TooManyValues,
+            format!(
+                "{flag} takes at most {MAX_PORTS} different ports, {} given: the kernel \
+                 compares each socket's port with every entry. Filter on fewer ports, or \
+                 run a second tcptrace for the others",
+                distinct.len()
+            ),
+        )
+    })
 }

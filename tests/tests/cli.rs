@@ -101,6 +101,36 @@ fn bad_scope_values_exit_2_and_say_what_to_write() {
     }
 }
 
+/// A bad port list is a usage error (exit 2) that names the flag and what
+/// it takes, and loads nothing: more than 8 different ports, an empty
+/// item, 0, a port past 65535, a name.
+#[test]
+fn bad_port_lists_exit_2_and_say_what_to_write() {
+    for (args, wants) in [
+        (
+            &["-L", "1,2,3,4,5,6,7,8,9"][..],
+            &["--lport", "at most 8 different ports, 9 given"][..],
+        ),
+        (
+            &["--port", "1,2,3,4", "--port", "5,6,7,8,9,1"],
+            &["--port", "at most 8 different ports, 9 given"],
+        ),
+        (&["-D", "80,,443"], &["--rport", "an empty port"]),
+        (&["--lport", "0"], &["--lport", "out of range"]),
+        (&["--port", "65536"], &["--port", "out of range"]),
+        (&["-D", "https"], &["--rport", "not a port number"]),
+    ] {
+        let out = run_bounded(Command::new(tracer_bin()).args(args), SHORT);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        }
+        assert!(!err.contains(READY), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
 /// `-d 1` stops by itself after about a second: exit 0, ready line first,
 /// then the summary.
 #[test]

@@ -173,3 +173,58 @@ fn lport_and_rport_filters_pick_a_side() {
     assert_subset(all, remote, Side::Kernel, |e| e.dport() == conn.port);
     assert_eq!(remote.events.len(), 5, "the client's 5:\n{remote}");
 }
+
+/// Port lists, as tcpstates takes them: three servers on ports A, B and C
+/// in one namespace, each with one connection that the client closes
+/// first. `-L A,B` prints the server sides of A and B (listener and child,
+/// 7 events each) and nothing of C; `-D` with a full list of
+/// `MAX_PORTS` (8) ports, A and B last, prints the client sides of A and B
+/// (5 each); `--port A --port C` (repeated) both sides of A and C. All
+/// three are kernel filters: nothing is dropped in userspace.
+#[test]
+fn port_lists_keep_each_listed_port_and_no_other() {
+    const PORTS: [u16; 3] = [29205, 29206, 29207];
+    let lab = lab!();
+    let ns = lab.ns.name();
+    let [a, b, c] = PORTS.map(|p| p.to_string());
+    let scenarios: Vec<ActiveClose> = PORTS
+        .iter()
+        .map(|p| ActiveClose::new(&lab, &format!("127.0.0.1:{p}")))
+        .collect();
+    // Six ports nothing listens on, then B and A: a list of 8, matched at
+    // its last entries.
+    let remote = format!("29208,29209,29210,29211,29212,29213,{b},{a}");
+    let all = Tracer::start(&["--netns", ns]);
+    let filtered = [
+        Tracer::start(&["--netns", ns, "-L", &format!("{a},{b}")]),
+        Tracer::start(&["--netns", ns, "-D", &remote]),
+        Tracer::start(&["--netns", ns, "--port", &a, "--port", &c]),
+    ];
+    let conns: Vec<Conn> = scenarios.into_iter().map(ActiveClose::run).collect();
+    all.wait_for(|evs| conns.iter().all(|c| active_close_done(c, evs)));
+    let all = all.stop();
+    let [local, remote, either] = filtered.map(Tracer::stop);
+    for t in [&all, &local, &remote, &either] {
+        t.assert_clean_exit();
+    }
+    // The unfiltered run saw every port's sides, C's included: what the
+    // filtered runs lack, they dropped.
+    for p in PORTS {
+        let server = all.events.iter().filter(|e| e.sport() == p).count();
+        let client = all.events.iter().filter(|e| e.dport() == p).count();
+        assert_eq!((server, client), (7, 5), "port {p}:\n{all}");
+    }
+    let [pa, pb, pc] = PORTS;
+    assert_subset(&all, &local, Side::Kernel, |e| {
+        [pa, pb].contains(&e.sport())
+    });
+    assert_eq!(local.events.len(), 14, "A's and B's server sides:\n{local}");
+    assert_subset(&all, &remote, Side::Kernel, |e| {
+        [pa, pb].contains(&e.dport())
+    });
+    assert_eq!(remote.events.len(), 10, "A's and B's clients:\n{remote}");
+    assert_subset(&all, &either, Side::Kernel, |e| {
+        [pa, pc].contains(&e.sport()) || [pa, pc].contains(&e.dport())
+    });
+    assert_eq!(either.events.len(), 24, "both sides of A and C:\n{either}");
+}

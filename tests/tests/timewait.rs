@@ -459,3 +459,40 @@ fn failure_explanations_are_rate_limited_and_the_rest_counted() {
     assert!(explained >= 16, "the burst is explained: {report:#}");
     assert!(unexplained > 0, "the rest are only counted: {report:#}");
 }
+
+/// Port lists: with `--port` listing eight ports, A among them and C not,
+/// the failed restart on A is reported and its TIME_WAIT counted; the same
+/// on C, first, is neither (the kernel's filter of failed calls and the
+/// userspace filter of the sock_diag census apply one rule).
+#[test]
+fn a_port_list_keeps_listed_ports_failures_and_census_only() {
+    const N: u64 = 2;
+    const A: u16 = 29_724;
+    const C: u16 = 29_729;
+    let lab = lab!();
+    let tracer = start(&lab, "29721,29722,29723,29724,29725,29726,29727,29728");
+    let (_, skipped) = failed_restart(&lab, &format!("127.0.0.1:{C}"), N);
+    let (server, restarted) = failed_restart(&lab, &format!("127.0.0.1:{A}"), N);
+    let failure = tracer
+        .wait_for_json(SOON, |v| v["type"] == "failure" && v["port"] == A)
+        .unwrap_or_else(|| panic!("no failure on port {A}: {:#?}", tracer.json_lines()));
+    assert_eq!(failure["pid"], restarted.pid(), "{failure}");
+    assert_eq!(failure["holders"]["time_wait"], N, "{failure}");
+    let run = tracer.stop();
+    run.assert_clean_exit();
+    let lines = run.json_lines();
+    let failures: Vec<&Value> = lines.iter().filter(|v| v["type"] == "failure").collect();
+    assert_eq!(failures.len(), 1, "only A's failure: {failures:#?}");
+    let report = final_report(&lines);
+    let binds = report["failures"]["bind"].as_array().expect("an array");
+    assert!(
+        binds.iter().all(|b| b["pid"] != skipped.pid()),
+        "C's restart ({}) is not listed: {report:#}",
+        skipped.pid()
+    );
+    let ports = report["local_ports"].as_array().expect("an array");
+    let lports: Vec<&Value> = ports.iter().map(|p| &p["lport"]).collect();
+    assert_eq!(lports, [A], "only A's TIME_WAIT in the census: {report:#}");
+    assert_eq!(ports[0]["time_wait"], N, "{report:#}");
+    assert_eq!(ports[0]["closers"][0]["pid"], server, "{report:#}");
+}

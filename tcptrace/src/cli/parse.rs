@@ -109,6 +109,22 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "expected ADDR:PORT (e.g. 127.0.0.1:9464) or a port".to_owned())
 }
 
+/// One entry of `--port`, `--lport` or `--rport`: a port from 1 to 65535.
+pub(super) fn parse_port(s: &str) -> Result<u16, String> {
+    const EXPECTED: &str = "ports from 1 to 65535, comma-separated (80,443) or repeated";
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(format!("an empty port: expected {EXPECTED}"));
+    }
+    if !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("not a port number: expected {EXPECTED}"));
+    }
+    t.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("out of range: expected {EXPECTED}"))
+}
+
 /// `--max-sockets`: a plain count within [`MAX_SOCKETS_RANGE`].
 pub(super) fn parse_max_sockets(s: &str) -> Result<u32, String> {
     let (lo, hi) = (*MAX_SOCKETS_RANGE.start(), *MAX_SOCKETS_RANGE.end());

@@ -18,6 +18,7 @@ use crate::{
 mod agent;
 mod help_text;
 mod modes;
+mod ports;
 mod scope;
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -68,7 +69,7 @@ fn mode_configs_keep_what_their_shape_leaves_out() {
         (by_comm.lean_socks, by_comm.hist_by),
         (0, HistBy::Comm as u32)
     );
-    assert_eq!(config(&["--port", "80"]).port, 80);
+    assert_eq!(config(&["--port", "80"]).ports.port.as_slice(), [80]);
     for (args, io_hooks) in [
         (&[][..], 1),
         (&["--closewait-leaks"][..], 1),

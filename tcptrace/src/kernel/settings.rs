@@ -24,13 +24,11 @@ pub fn kernel_config(plan: &Plan) -> Config {
     let mut config = parts
         .into_iter()
         .flatten()
-        .reduce(union)
+        .reduce(|a, b| union(&a, &b))
         .unwrap_or_else(stream);
     let p = &plan.ports;
     config.families = p.families;
-    config.port = p.port;
-    config.lport = p.lport;
-    config.rport = p.rport;
+    config.ports = p.ports;
     config
 }
 
@@ -85,15 +83,15 @@ fn timewait() -> Config {
 /// What `a` and `b` need together: the union of their shapes
 /// ([`SetStateShape::union`]), and every record, hook and count either
 /// asks for.
-fn union(a: Config, b: Config) -> Config {
-    let shape = SetStateShape::of(&a).union(SetStateShape::of(&b));
+fn union(a: &Config, b: &Config) -> Config {
+    let shape = SetStateShape::of(a).union(SetStateShape::of(b));
     shape.apply(Config {
         emit_resets: a.emit_resets | b.emit_resets,
         capture_stacks: a.capture_stacks | b.capture_stacks,
         emit_failures: a.emit_failures | b.emit_failures,
         io_hooks: a.io_hooks | b.io_hooks,
         long_dwell_ns: a.long_dwell_ns.max(b.long_dwell_ns),
-        ..a
+        ..*a
     })
 }
 

@@ -8,6 +8,7 @@
 use tcptrace_common::{
     TcpState,
     config::{FAMILY_V4, FAMILY_V6},
+    ports::PortLists,
 };
 use thiserror::Error;
 
@@ -45,26 +46,20 @@ impl Filter {
     }
 }
 
-/// The family and port filters. Zero ports mean "any".
+/// The family and port filters. Empty port lists mean "any".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortFilter {
     /// `FAMILY_V4 | FAMILY_V6` bits.
     pub families: u32,
-    /// Either endpoint's port must match.
-    pub port: u16,
-    /// The local port must match.
-    pub lport: u16,
-    /// The remote port must match.
-    pub rport: u16,
+    /// `--port`, `--lport`, `--rport`.
+    pub ports: PortLists,
 }
 
 impl Default for PortFilter {
     fn default() -> Self {
         Self {
             families: FAMILY_V4 | FAMILY_V6,
-            port: 0,
-            lport: 0,
-            rport: 0,
+            ports: PortLists::ANY,
         }
     }
 }
@@ -84,11 +79,12 @@ impl PortFilter {
     /// passes: the rule the kernel side applies.
     #[must_use]
     pub fn accepts(&self, family: u16, lport: u16, rport: u16) -> bool {
+        let p = &self.ports;
         tcptrace_common::config::accepts(
             self.families,
-            self.port,
-            self.lport,
-            self.rport,
+            &p.port,
+            &p.lport,
+            &p.rport,
             family,
             lport,
             rport,

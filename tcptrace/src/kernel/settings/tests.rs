@@ -5,6 +5,7 @@ use std::time::Duration;
 use tcptrace_common::{
     TcpState,
     config::{SET_STATE_GENERIC, SET_STATE_VARIANTS, set_state_program, shapes},
+    ports::{PortList, PortLists},
 };
 
 use super::*;
@@ -144,12 +145,15 @@ fn filters_apply_to_every_combination() {
     let mut p = plan(all_three());
     p.ports = PortFilter {
         families: PortFilter::families(false, true),
-        port: 0,
-        lport: 80,
-        rport: 0,
+        ports: PortLists {
+            lport: PortList::new(&[80, 443]).unwrap(),
+            ..PortLists::ANY
+        },
     };
     let c = kernel_config(&p);
+    assert_eq!(c.ports, p.ports.ports);
     assert!(c.accepts(tcptrace_common::AF_INET6, 80, 5000));
+    assert!(c.accepts(tcptrace_common::AF_INET6, 443, 5000));
     assert!(!c.accepts(tcptrace_common::AF_INET, 80, 5000));
     assert!(!c.accepts(tcptrace_common::AF_INET6, 81, 5000));
 }
