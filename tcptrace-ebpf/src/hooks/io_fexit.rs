@@ -6,7 +6,12 @@
 //! whatever the function's argument count (`tcp_recvmsg` lost one in 5.19).
 //! `sendfile`/`splice` paths that bypass them are not seen.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::fexit, programs::FExitContext};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::fexit,
+    programs::FExitContext,
+};
 use tcptrace_common::Counter;
 
 use super::io::on_tcp_io;
@@ -26,7 +31,15 @@ pub fn tcp_sendmsg_exit(ctx: FExitContext) -> i32 {
 
 #[inline(always)]
 fn io_exit(ctx: &FExitContext, is_recv: bool) {
-    let sk: u64 = ctx.arg(0);
+    // The argument as a number: read straight from the context it would be
+    // a typed pointer to `struct sock`, on which the verifier refuses the
+    // arithmetic the pair cache's hash does.
+    // SAFETY: the context is the traced function's arguments, one u64 each;
+    // the helper copies the first.
+    let Ok(sk) = (unsafe { bpf_probe_read_kernel(ctx.as_ptr().cast::<u64>()) }) else {
+        count(Counter::ReadErrors);
+        return;
+    };
     let Ok(ret) = ctx.ret::<i32>() else {
         count(Counter::ReadErrors);
         return;

@@ -92,12 +92,18 @@ fn verifier(e: &ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            if tail.is_empty() {
-                return io_error.to_string();
+            log::debug!("verifier log:\n{log}");
+            // The refusal is the last line before the statistics.
+            let stats = ["verification time", "stack depth", "processed "];
+            let why = log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !stats.iter().any(|s| l.starts_with(s)));
+            match why {
+                Some(why) => format!("{io_error} (verifier: {why})"),
+                None => io_error.to_string(),
             }
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            format!("{io_error} (verifier: {})", tail.join(" / "))
         }
         e => e.to_string(),
     }
