@@ -69,7 +69,7 @@ fn three_analyses_report_one_scenario_each_as_alone() {
     let (_, restarted) = failed_restart(&lab, RESTART_ADDR, RESTART_TW);
     let restarted = restarted.pid();
     let failure = tracer
-        .wait_for_json(SOON, |v| v["type"] == "failure" && v["syscall"] == "bind")
+        .wait_for_json(SOON, |v| v["type"] == "bind_failure")
         .unwrap_or_else(|| panic!("no bind failure: {:#?}", tracer.json_lines()));
     let leaked = tracer.wait_for_json(SOON, |v| {
         v["type"] == "closewait_leak" && v["pid"] == server.pid() && v["count"] == LEAKS
@@ -80,7 +80,7 @@ fn three_analyses_report_one_scenario_each_as_alone() {
         tracer.json_lines()
     );
     let churned = tracer.wait_for_json(SOON, |v| {
-        v["type"] == "timewait" && v["live_time_wait"] == CHURN as u64 + RESTART_TW
+        v["type"] == "hist_timewait" && v["live_time_wait"] == CHURN as u64 + RESTART_TW
     });
     assert!(churned.is_some(), "{:#?}", tracer.json_lines());
     let run = tracer.stop();
@@ -106,7 +106,7 @@ fn three_analyses_report_one_scenario_each_as_alone() {
     // --hist: every timewait socket of this namespace entered and alive:
     // the TIME_WAITs, and the leak's clients waiting in FIN_WAIT2 for a FIN
     // that never comes. The CLOSE_WAITs that ended are counted.
-    let hists = HistReport::parse_all(&of_types(&run, &["hist", "timewait"]));
+    let hists = HistReport::parse_all(&of_types(&run, &["hist", "hist_timewait"]));
     let fin = hists.last().expect("a hist report");
     assert!(fin.is_final(), "{fin}");
     let tw_all = CHURN as u64 + RESTART_TW;
@@ -127,12 +127,12 @@ fn three_analyses_report_one_scenario_each_as_alone() {
     assert_eq!(report["report"], "final", "{report:#}");
     let dest = report["destinations"]
         .as_array()
-        .and_then(|d| d.iter().find(|d| d["rport"] == 29711))
+        .and_then(|d| d.iter().find(|d| d["remote"]["port"] == 29711))
         .unwrap_or_else(|| panic!("no census of {CHURN_ADDR}: {report:#}"));
     assert_eq!(dest["time_wait"], CHURN as u64, "{dest}");
     let port = report["local_ports"]
         .as_array()
-        .and_then(|p| p.iter().find(|p| p["lport"] == 29721))
+        .and_then(|p| p.iter().find(|p| p["local"]["port"] == 29721))
         .unwrap_or_else(|| panic!("no census of port 29721: {report:#}"));
     assert_eq!(port["time_wait"], RESTART_TW, "{port}");
     assert_eq!(

@@ -59,12 +59,15 @@ fn restart_failure_is_explained_and_advises_so_reuseaddr() {
     let (server_pid, restarted) = failed_restart(&lab, addr, N);
 
     let failure = tracer
-        .wait_for_json(SOON, |v| v["type"] == "failure" && v["syscall"] == "bind")
+        .wait_for_json(SOON, |v| v["type"] == "bind_failure")
         .unwrap_or_else(|| panic!("no bind failure reported: {:#?}", tracer.json_lines()));
     assert_eq!(failure["errno"], "EADDRINUSE", "{failure}");
     assert_eq!(failure["pid"], restarted.pid(), "{failure}");
-    assert_eq!(failure["port"], 29601, "{failure}");
-    assert_eq!(failure["addr"], "127.0.0.1", "{failure}");
+    assert_eq!(
+        failure["local"],
+        serde_json::json!({"addr": "127.0.0.1", "port": 29601}),
+        "{failure}"
+    );
     assert_eq!(failure["holders"]["time_wait"], N, "{failure}");
     assert_eq!(
         failure["holders"]["live"].as_array().map(Vec::len),
@@ -93,7 +96,7 @@ fn restart_failure_is_explained_and_advises_so_reuseaddr() {
     let ports = report["local_ports"].as_array().expect("an array");
     let p = ports
         .iter()
-        .find(|p| p["lport"] == 29601)
+        .find(|p| p["local"]["port"] == 29601)
         .unwrap_or_else(|| panic!("no census for port 29601: {report:#}"));
     assert_eq!(p["time_wait"], N, "{p}");
     assert_eq!(p["closers"][0]["pid"], server_pid, "{p}");
@@ -153,13 +156,15 @@ fn port_exhaustion_is_projected_then_caught() {
         i64::try_from(lab.ss_count("time-wait", &["dport", "=", ":29611"])).expect("a count");
 
     let failure = tracer
-        .wait_for_json(SOON, |v| {
-            v["type"] == "failure" && v["syscall"] == "connect"
-        })
+        .wait_for_json(SOON, |v| v["type"] == "connect_failure")
         .unwrap_or_else(|| panic!("no connect failure reported: {:#?}", tracer.json_lines()));
     assert_eq!(failure["errno"], "EADDRNOTAVAIL", "{failure}");
     assert_eq!(failure["pid"], client.pid(), "{failure}");
-    assert_eq!(failure["destination"], addr, "{failure}");
+    assert_eq!(
+        failure["remote"],
+        serde_json::json!({"addr": "127.0.0.1", "port": 29611}),
+        "{failure}"
+    );
     let census = &failure["census"][0];
     let counted = census["time_wait"].as_i64().expect("a count");
     assert!(
@@ -168,7 +173,7 @@ fn port_exhaustion_is_projected_then_caught() {
     );
     assert_eq!(census["projection"]["usable_ports"], 100, "{failure}");
     assert!(census["projection"]["exhaustion"] == true, "{failure}");
-    let projected = census["exhaustion_projected_ns"]
+    let projected = census["exhaustion_projected_ts_ns"]
         .as_u64()
         .unwrap_or_else(|| panic!("exhaustion never projected: {failure}"));
     let failed = failure["ts_ns"].as_u64().expect("ts_ns");
@@ -180,8 +185,8 @@ fn port_exhaustion_is_projected_then_caught() {
     let lines = tracer.json_lines();
     let announced = lines
         .iter()
-        .position(|v| v["type"] == "projection" && v["destination"]["rport"] == 29611);
-    let failed_at = lines.iter().position(|v| v["type"] == "failure");
+        .position(|v| v["type"] == "projection" && v["destination"]["remote"]["port"] == 29611);
+    let failed_at = lines.iter().position(|v| v["type"] == "connect_failure");
     assert!(
         announced.is_some() && announced < failed_at,
         "no projection line before the failure: {lines:#?}"
@@ -191,7 +196,7 @@ fn port_exhaustion_is_projected_then_caught() {
     run.assert_clean_exit();
     let report = final_report(&run.json_lines());
     let dest = &report["destinations"][0];
-    assert_eq!(dest["raddr"], "127.0.0.1", "{report:#}");
+    assert_eq!(dest["remote"]["addr"], "127.0.0.1", "{report:#}");
     assert_eq!(dest["closers"][0]["pid"], client.pid(), "{report:#}");
     assert_eq!(report["failures"]["connect"][0]["pid"], client.pid());
     for id in ["keepalive", "tcp_tw_reuse", "port_range"] {
@@ -439,7 +444,7 @@ fn failure_explanations_are_rate_limited_and_the_rest_counted() {
         r["failures"]["bind"].as_array().map_or(0, |b| {
             b.iter()
                 .filter(|b| {
-                    b["port"]
+                    b["local"]["port"]
                         .as_u64()
                         .is_some_and(|p| (29651..29651 + N).contains(&p))
                 })

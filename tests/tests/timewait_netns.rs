@@ -101,9 +101,7 @@ fn exhaustion_in_a_namespace_is_explained_with_its_own_sysctls() {
     );
 
     let failure = tracer
-        .wait_for_json(SOON, |v| {
-            v["type"] == "failure" && v["syscall"] == "connect"
-        })
+        .wait_for_json(SOON, |v| v["type"] == "connect_failure")
         .unwrap_or_else(|| panic!("no connect failure: {:#?}", tracer.json_lines()));
     assert_eq!(failure["netns"], ns, "B's inode: {failure}");
     assert_eq!(failure["pid"], client.pid(), "{failure}");
@@ -175,9 +173,7 @@ fn restart_failures_count_the_timewait_of_their_own_namespace() {
     let (_, d_restarted) = failed_restart(&d, addr, 2);
     let bind_in = |ns: u64| {
         tracer
-            .wait_for_json(SOON, |v| {
-                v["type"] == "failure" && v["syscall"] == "bind" && v["netns"] == ns
-            })
+            .wait_for_json(SOON, |v| v["type"] == "bind_failure" && v["netns"] == ns)
             .unwrap_or_else(|| panic!("no bind failure in {ns}: {:#?}", tracer.json_lines()))
     };
     let (in_c, in_d) = (bind_in(c_ns), bind_in(d_ns));
@@ -193,7 +189,7 @@ fn restart_failures_count_the_timewait_of_their_own_namespace() {
         let report = final_report(&lines, ns);
         let port = report["local_ports"]
             .as_array()
-            .and_then(|p| p.iter().find(|p| p["lport"] == 29821))
+            .and_then(|p| p.iter().find(|p| p["local"]["port"] == 29821))
             .unwrap_or_else(|| panic!("no census of port 29821: {report:#}"));
         assert_eq!(port["time_wait"], n, "{report:#}");
         let so = report["advice"]
@@ -241,7 +237,7 @@ fn timewait_overflow_is_counted_for_its_namespace() {
     // --hist found B idle at its first poll (before the closes): it sees
     // the two TIME_WAIT at B's next turn, within 5 s.
     let share_seen = tracer.wait_for_json(SOON, |v| {
-        v["type"] == "timewait"
+        v["type"] == "hist_timewait"
             && v["namespaces"].as_array().is_some_and(|a| {
                 a.iter()
                     .any(|n| n["netns"] == ns && n["overflow"] == overflowed && n["entered"] == 2)
@@ -271,7 +267,7 @@ fn timewait_overflow_is_counted_for_its_namespace() {
     let last = lines
         .iter()
         .rev()
-        .find(|v| v["type"] == "timewait")
+        .find(|v| v["type"] == "hist_timewait")
         .unwrap_or_else(|| panic!("no --hist timewait line:\n{run}"));
     let share = |inode: u64| {
         last["namespaces"]
@@ -309,13 +305,13 @@ fn netns_limits_timewait_and_hist_to_one_namespace() {
     let (_, b_restarted) = failed_restart(&b, addr, 2);
     let (_, a_restarted) = failed_restart(&a, addr, 3);
     let failure = tracer
-        .wait_for_json(SOON, |v| v["type"] == "failure" && v["syscall"] == "bind")
+        .wait_for_json(SOON, |v| v["type"] == "bind_failure")
         .unwrap_or_else(|| panic!("no bind failure: {:#?}", tracer.json_lines()));
     assert_eq!(failure["netns"], a_ns, "{failure}");
     assert_eq!(failure["pid"], a_restarted.pid(), "{failure}");
     assert_eq!(failure["holders"]["time_wait"], 3, "{failure}");
     let seen = tracer.wait_for_json(SOON, |v| {
-        v["type"] == "timewait" && v["live_time_wait"] == 3
+        v["type"] == "hist_timewait" && v["live_time_wait"] == 3
     });
     let run = tracer.stop();
     run.assert_clean_exit();
@@ -323,10 +319,10 @@ fn netns_limits_timewait_and_hist_to_one_namespace() {
     let lines = run.json_lines();
     for v in &lines {
         match v["type"].as_str() {
-            Some("failure" | "projection" | "timewait_report") => {
+            Some("bind_failure" | "connect_failure" | "projection" | "timewait_report") => {
                 assert_eq!(v["netns"], a_ns, "A's only: {v}");
             }
-            Some("timewait") => {
+            Some("hist_timewait") => {
                 let shares: Vec<&Value> =
                     v["namespaces"].as_array().into_iter().flatten().collect();
                 assert!(

@@ -274,9 +274,8 @@ impl Analysis for Hists {
         let overflow = (namespaces.iter())
             .filter_map(|n| n.overflow)
             .reduce(u64::saturating_add);
-        let when = crate::report::text::report_time(SystemTime::now());
         let report = HistReport {
-            when: &when,
+            when: SystemTime::now(),
             final_report,
             by: self.opts.by_name(),
             hists: &hists,

@@ -19,7 +19,7 @@ OUTPUT
   sent or received, the socket's state and, for sent RSTs, the kernel's reason
   (enum sk_rst_reason, e.g. TCP_ABORT_ON_CLOSE for close() with unread data,
   TCP_STATE for SO_LINGER{1,0}, NO_SOCKET for a SYN to a closed port).
-  With --json, one JSON object per line (schema in the README).
+  With --json, one JSON object per line (keys in docs/json.md).
   A summary of event counts and losses goes to stderr at exit.
 
 OWNERS

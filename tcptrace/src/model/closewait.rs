@@ -9,11 +9,8 @@ use std::{
     time::Duration,
 };
 
-use serde::Serialize;
-
 use crate::model::{
     netns::Netns,
-    socket::endpoint,
     stack::{Frame, Stack},
 };
 
@@ -68,51 +65,52 @@ pub struct LeakSocket {
 }
 
 /// Process details for a group's header.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub cmdline: Option<String>,
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
     /// The pid as the process's own pid namespace numbers it (`NSpid`),
     /// when that is not the host pid.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub nspid: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Sockets of a group between one local address and port and one remote
+/// address (remote ports are ephemeral, aggregated away).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointCount {
-    pub local: String,
-    pub remote: String,
+    pub local: IpAddr,
+    pub lport: u16,
+    pub remote: IpAddr,
     pub count: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Ages in CLOSE_WAIT.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ages {
-    pub min_s: f64,
-    pub p50_s: f64,
-    pub max_s: f64,
+    pub min: Duration,
+    pub p50: Duration,
+    pub max: Duration,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Classes {
     pub never_read_to_eof: usize,
     pub read_eof_not_closed: usize,
 }
 
 /// Sockets of one process that share a code path.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     /// The sockets' network namespace inode; None when unknown.
     pub netns: Option<u32>,
     /// The owner's cgroup v2 id, for naming its container after it exited.
-    #[serde(skip)]
     pub cgroup_id: Option<u64>,
-    #[serde(flatten)]
     pub process: ProcessInfo,
     pub count: usize,
-    pub oldest_age_s: f64,
+    pub oldest_age: Duration,
     /// Some socket's age is only a lower bound (it predates the tracer).
     pub age_lower_bound: bool,
     pub ages: Ages,
@@ -130,10 +128,6 @@ pub struct Group {
     /// What the reader should know about the owner's stacks (a JVM that
     /// hides its Java frames, say).
     pub notes: Vec<String>,
-}
-
-fn secs(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// Group leaking sockets by process, namespace and code path (the EOF stack and the
@@ -227,13 +221,14 @@ impl Acc {
         let mut endpoints: Vec<EndpointCount> = self
             .endpoints
             .into_iter()
-            .map(|((l, lport, r), count)| EndpointCount {
-                local: endpoint(l, lport),
-                remote: r.to_string(),
+            .map(|((local, lport, remote), count)| EndpointCount {
+                local,
+                lport,
+                remote,
                 count,
             })
             .collect();
-        endpoints.sort_by(|a, b| (&a.local, &a.remote).cmp(&(&b.local, &b.remote)));
+        // Largest first; the map's order (address, port, remote) among equals.
         endpoints.sort_by_key(|e| std::cmp::Reverse(e.count));
         endpoints.truncate(5);
         let eof = self.eof_stack.as_deref();
@@ -245,12 +240,12 @@ impl Acc {
             cgroup_id: self.cgroup_id,
             process: self.pid.map(info).unwrap_or_default(),
             count: n,
-            oldest_age_s: secs(oldest),
+            oldest_age: oldest,
             age_lower_bound: self.age_lower_bound,
             ages: Ages {
-                min_s: secs(age(0)),
-                p50_s: secs(age(n / 2)),
-                max_s: secs(oldest),
+                min: age(0),
+                p50: age(n / 2),
+                max: oldest,
             },
             classes: self.classes,
             unread_bytes: self.unread_bytes,

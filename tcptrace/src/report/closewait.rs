@@ -3,26 +3,15 @@
 
 use std::{borrow::Cow, fmt::Write as _, time::Duration};
 
-use serde::Serialize;
-
 use crate::{
-    model::{closewait::Group, container::short_id, histogram::Hist, stack::Frame},
+    model::{
+        closewait::Group, container::short_id, histogram::Hist, socket::endpoint, stack::Frame,
+    },
     report::text::{escape, human_duration},
 };
 
-/// One JSON line per group per report.
-#[derive(Serialize)]
-pub struct JsonGroup<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// RFC 3339 time of the report.
-    pub report_time: &'a str,
-    /// `"interval"` or `"final"`.
-    pub report: &'static str,
-    pub min_age_s: f64,
-    #[serde(flatten)]
-    pub group: &'a Group,
-}
+mod json;
+pub use json::JsonGroup;
 
 fn write_stack(out: &mut String, title: &str, frames: &[Frame], truncated: bool) {
     if frames.is_empty() {
@@ -122,10 +111,10 @@ pub fn render_text(
         let _ = writeln!(
             out,
             "    age: oldest {ge}{}, min {}, median {}, max {ge}{}{}",
-            human_duration(Duration::from_secs_f64(g.oldest_age_s)),
-            human_duration(Duration::from_secs_f64(g.ages.min_s)),
-            human_duration(Duration::from_secs_f64(g.ages.p50_s)),
-            human_duration(Duration::from_secs_f64(g.ages.max_s)),
+            human_duration(g.oldest_age),
+            human_duration(g.ages.min),
+            human_duration(g.ages.p50),
+            human_duration(g.ages.max),
             if g.age_lower_bound {
                 " (some sockets predate tcptrace: their age is a lower bound)"
             } else {
@@ -138,7 +127,13 @@ pub fn render_text(
             g.classes.read_eof_not_closed, g.classes.never_read_to_eof, g.unread_bytes
         );
         for e in &g.endpoints {
-            let _ = writeln!(out, "    {} <- {} ({} sockets)", e.local, e.remote, e.count);
+            let _ = writeln!(
+                out,
+                "    {} <- {} ({} sockets)",
+                endpoint(e.local, e.lport),
+                e.remote,
+                e.count
+            );
         }
         write_stack(&mut out, "read EOF at", &g.eof_stack, g.eof_stack_truncated);
         write_stack(
@@ -202,28 +197,57 @@ mod tests {
                 ..ProcessInfo::default()
             },
         );
-        let v = serde_json::to_value(JsonGroup {
-            kind: "closewait_leak",
-            report_time: "t",
-            report: "final",
-            min_age_s: 10.0,
-            group: &g[0],
-        })
-        .unwrap();
-        for key in [
+        let report = crate::report::json::Report {
+            final_report: true,
+            time: "2026-01-01T00:00:00.000000Z",
+        };
+        let v =
+            serde_json::to_value(JsonGroup::new(report, Duration::from_secs(10), &g[0])).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "v",
+            "type",
+            "report",
+            "time",
+            "min_age_ns",
             "pid",
             "comm",
-            "count",
-            "oldest_age_s",
-            "eof_stack",
-            "first_stack",
-            "endpoints",
+            "nspid",
             "cmdline",
+            "cgroup",
+            "container",
+            "netns",
+            "count",
+            "oldest_age_ns",
+            "age_lower_bound",
+            "ages",
             "classes",
-        ] {
-            assert!(v.get(key).is_some(), "missing {key}: {v}");
-        }
+            "unread_bytes",
+            "endpoints",
+            "eof_stack",
+            "eof_stack_truncated",
+            "first_stack",
+            "first_stack_truncated",
+            "notes",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want, "{v}");
+        assert_eq!(v["type"], "closewait_leak");
+        assert_eq!(v["min_age_ns"], 10_000_000_000_u64);
+        assert_eq!(v["oldest_age_ns"], 12_000_000_000_u64);
+        assert_eq!(v["ages"]["p50_ns"], 12_000_000_000_u64);
+        assert!(v["nspid"].is_null(), "{v}");
+        assert_eq!(
+            v["endpoints"][0],
+            serde_json::json!({
+                "local": {"addr": "127.0.0.1", "port": 8080},
+                "remote": {"addr": "10.0.0.2", "port": null},
+                "count": 1,
+            })
+        );
         assert_eq!(v["eof_stack"][1]["function"], "h");
+        assert_eq!(v["eof_stack"][1]["addr"], "0x1000");
+        assert!(v["eof_stack"][1]["skipped"].is_null(), "{v}");
         assert_eq!(v["count"], 1);
     }
 

@@ -3,9 +3,12 @@
 //! split by it), and their census line with each namespace's share, as
 //! text or as JSON lines.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, SystemTime},
+};
 
-use bytes::BytesMut;
 use tcptrace_common::TcpState;
 
 use crate::{
@@ -15,11 +18,12 @@ use crate::{
         timewait::lives::Tracker,
     },
     report::{
-        histogram::{JsonHist, render},
-        json_line,
-        text::{escape, human_duration},
+        histogram::render,
+        text::{escape, human_duration, report_time},
     },
 };
+
+mod json;
 
 /// Histograms by (state, `--by` group).
 pub type Hists = BTreeMap<(TcpState, Option<String>), Hist>;
@@ -38,8 +42,8 @@ pub struct NetnsLives<'a> {
 
 /// One report's figures.
 pub struct HistReport<'a> {
-    /// RFC 3339 time of the report.
-    pub when: &'a str,
+    /// When the report is made.
+    pub when: SystemTime,
     pub final_report: bool,
     /// The `--by` key, when split.
     pub by: Option<&'static str>,
@@ -65,7 +69,7 @@ type TimewaitRow<'a> = (&'static str, Option<String>, &'a Hist);
 impl HistReport<'_> {
     /// The range of the live TIME_WAIT sockets' predicted dwell (their
     /// kernel timers), and how many there are.
-    fn predicted(&self) -> (usize, Option<Duration>, Option<Duration>) {
+    pub(super) fn predicted(&self) -> (usize, Option<Duration>, Option<Duration>) {
         let p: Vec<Duration> = (self.namespaces.iter())
             .flat_map(|n| n.tracker.predicted())
             .map(|p| p.1)
@@ -75,7 +79,7 @@ impl HistReport<'_> {
 
     /// The TIME_WAIT and orphan FIN_WAIT2 histograms: one pair for every
     /// namespace together, or one per namespace when split.
-    fn timewait_rows(&self) -> Vec<TimewaitRow<'_>> {
+    pub(super) fn timewait_rows(&self) -> Vec<TimewaitRow<'_>> {
         fn pair(t: &Tracker, g: Option<String>) -> [TimewaitRow<'_>; 2] {
             [
                 ("FIN_WAIT2_ORPHAN", g.clone(), &t.fin_wait2_orphan),
@@ -92,57 +96,6 @@ impl HistReport<'_> {
         rows
     }
 
-    /// One JSON line per histogram, then one for the timewait sockets.
-    pub fn json(&self, buf: &mut BytesMut) -> serde_json::Result<()> {
-        let tw = self.timewait;
-        for ((state, group), h) in self.hists {
-            json_line(
-                buf,
-                &JsonHist::new(state.name(), self.by, group.as_deref(), h),
-            )?;
-        }
-        for (state, group, h) in self.timewait_rows() {
-            let by = group.as_ref().and(self.by);
-            json_line(buf, &JsonHist::new(state, by, group.as_deref(), h))?;
-        }
-        let (count, min, max) = self.predicted();
-        let namespaces: Vec<serde_json::Value> = (self.namespaces.iter())
-            .map(|n| {
-                let t = n.tracker;
-                serde_json::json!({
-                    "netns": n.netns.map(|ns| ns.0),
-                    "entered": t.entered,
-                    "live_time_wait": t.population_time_wait,
-                    "live_fin_wait2_orphans": t.population_fin_wait2,
-                    "expired": t.expired,
-                    "killed_early": t.killed_early,
-                    "overflow": n.overflow,
-                })
-            })
-            .collect();
-        json_line(
-            buf,
-            &serde_json::json!({
-                "type": "timewait",
-                "report": if self.final_report { "final" } else { "interval" },
-                "time": self.when,
-                "entered": tw.entered,
-                "live_time_wait": tw.population_time_wait,
-                "live_fin_wait2_orphans": tw.population_fin_wait2,
-                "expired": tw.expired,
-                "killed_early": tw.killed_early,
-                "overflow": self.overflow,
-                "predicted_dwell_ns": {
-                    "count": count,
-                    "min": min.map(|d| d.as_nanos()),
-                    "max": max.map(|d| d.as_nanos()),
-                },
-                "poll_interval_ns": self.poll_interval.as_nanos(),
-                "namespaces": namespaces,
-            }),
-        )
-    }
-
     /// The report for people.
     #[must_use]
     pub fn text(&self) -> String {
@@ -152,7 +105,7 @@ impl HistReport<'_> {
             t,
             "{}Dwell histograms at {}, since start{}",
             if self.final_report { "Final: " } else { "" },
-            self.when,
+            report_time(self.when),
             self.by.map(|b| format!(", by {b}")).unwrap_or_default()
         );
         let title = |state: &str, group: Option<&str>| match group {
@@ -228,7 +181,7 @@ mod tests {
         let mut hists = Hists::new();
         hists.insert((TcpState::CloseWait, Some("\x1b[2J\nFake: \"\\".into())), h);
         let text = HistReport {
-            when: "now",
+            when: SystemTime::UNIX_EPOCH,
             final_report: false,
             by: Some("comm"),
             hists: &hists,
@@ -281,7 +234,7 @@ mod tests {
         totals.absorb(&other);
         let hists = Hists::new();
         let report = |split: bool, by: Option<&'static str>| HistReport {
-            when: "now",
+            when: SystemTime::UNIX_EPOCH,
             final_report: false,
             by,
             hists: &hists,
@@ -292,7 +245,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
         };
         let lines = |r: HistReport<'_>| -> Vec<serde_json::Value> {
-            let mut buf = BytesMut::new();
+            let mut buf = bytes::BytesMut::new();
             r.json(&mut buf).unwrap();
             String::from_utf8(buf.to_vec())
                 .unwrap()
@@ -304,8 +257,19 @@ mod tests {
         let tw: Vec<_> = whole.iter().filter(|v| v["state"] == "TIME_WAIT").collect();
         assert_eq!(tw.len(), 1, "{whole:?}");
         assert_eq!(tw[0]["count"], 3);
-        assert!(tw[0].get("group").is_none());
+        assert!(
+            tw[0]["group"].is_null() && tw[0]["by"].is_null(),
+            "{whole:?}"
+        );
         let line = whole.last().unwrap();
+        assert_eq!(line["type"], "hist_timewait");
+        assert!(line.get("netns").is_none(), "the totals name no namespace");
+        assert!(
+            whole
+                .iter()
+                .all(|v| v["v"] == 1 && v["time"] == whole[0]["time"]),
+            "{whole:?}"
+        );
         assert_eq!(
             (line["entered"].as_u64(), line["overflow"].as_u64()),
             (Some(4), Some(5))

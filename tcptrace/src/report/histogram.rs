@@ -8,18 +8,25 @@ use tcptrace_common::hist;
 
 use crate::{
     model::histogram::{Hist, RESOLUTION},
-    report::text::human_duration,
+    report::{
+        json::{Report, VERSION},
+        text::human_duration,
+    },
 };
 
-/// JSON for one histogram.
+/// JSON for one histogram (`docs/schema/hist.json`).
 #[derive(Serialize)]
 pub struct JsonHist<'a> {
+    pub v: u32,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `"interval"` or `"final"`.
+    pub report: &'static str,
+    /// The report's time (RFC 3339, microseconds).
+    pub time: &'a str,
     pub state: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `--by` key and this histogram's group; null when not split.
     pub by: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<&'a str>,
     pub count: u64,
     pub p50_ns: Option<u64>,
@@ -40,12 +47,21 @@ pub struct JsonBucket {
 
 impl<'a> JsonHist<'a> {
     #[must_use]
-    pub fn new(state: &'a str, by: Option<&'a str>, group: Option<&'a str>, h: &Hist) -> Self {
+    pub fn new(
+        report: Report<'a>,
+        state: &'a str,
+        by: Option<&'a str>,
+        group: Option<&'a str>,
+        h: &Hist,
+    ) -> Self {
         Self {
+            v: VERSION,
             kind: "hist",
+            report: report.kind(),
+            time: report.time,
             state,
-            by,
-            group,
+            by: group.and(by),
+            group: by.and(group),
             count: h.count(),
             p50_ns: h.percentile(0.50),
             p90_ns: h.percentile(0.90),
@@ -123,9 +139,20 @@ mod tests {
     fn json_has_the_documented_keys() {
         let mut h = Hist::default();
         h.add(5_000);
-        let v = serde_json::to_value(JsonHist::new("SYN_SENT", None, None, &h)).unwrap();
-        for k in [
+        let report = Report {
+            final_report: true,
+            time: "2026-01-01T00:00:00.000000Z",
+        };
+        let v = serde_json::to_value(JsonHist::new(report, "SYN_SENT", None, None, &h)).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "v",
+            "type",
+            "report",
+            "time",
             "state",
+            "by",
+            "group",
             "count",
             "p50_ns",
             "p90_ns",
@@ -133,10 +160,21 @@ mod tests {
             "max_ns",
             "buckets",
             "resolution",
-        ] {
-            assert!(v.get(k).is_some(), "{k}: {v}");
-        }
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want, "{v}");
+        assert_eq!(
+            (v["v"].as_u64(), v["report"].as_str()),
+            (Some(1), Some("final"))
+        );
+        assert!(v["by"].is_null() && v["group"].is_null(), "{v}");
         assert_eq!(v["count"], 1);
         assert_eq!(v["max_ns"], 5_000);
+        let split = JsonHist::new(report, "SYN_SENT", Some("comm"), Some("curl"), &h);
+        let v = serde_json::to_value(split).unwrap();
+        assert_eq!(
+            (v["by"].as_str(), v["group"].as_str()),
+            (Some("comm"), Some("curl"))
+        );
     }
 }

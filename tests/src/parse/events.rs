@@ -51,10 +51,8 @@ impl Event {
         let str_or_null = |x: &Value| x.is_null() || x.is_string();
         let state_or_null =
             |x: &Value| x.is_null() || x.as_str().is_some_and(|s| STATES.contains(&s));
-        has("time", |x| {
-            x.as_str()
-                .is_some_and(|s| s.ends_with('Z') && s.contains('T'))
-        })?;
+        has("v", |x| x == 1)?;
+        has("time", super::is_time)?;
         has("ts_ns", Value::is_u64)?;
         has("pid", uint_or_null)?;
         has("tid", uint_or_null)?;
@@ -67,10 +65,8 @@ impl Event {
         })?;
         has("container", str_or_null)?;
         has("family", |x| matches!(x.as_str(), Some("ipv4" | "ipv6")))?;
-        has("saddr", Value::is_string)?;
-        has("daddr", Value::is_string)?;
-        has("sport", |x| x.as_u64().is_some_and(|p| p <= 65535))?;
-        has("dport", |x| x.as_u64().is_some_and(|p| p <= 65535))?;
+        has("local", super::is_full_endpoint)?;
+        has("remote", super::is_full_endpoint)?;
         has("skaddr", |x| {
             x.as_str().is_some_and(|s| s.starts_with("0x"))
         })?;
@@ -157,29 +153,31 @@ impl Event {
         self.str("family").unwrap_or_default()
     }
 
+    /// The local address (`local.addr`).
     #[must_use]
     pub fn saddr(&self) -> &str {
-        self.str("saddr").unwrap_or_default()
+        self.0["local"]["addr"].as_str().unwrap_or_default()
     }
 
+    /// The remote address (`remote.addr`).
     #[must_use]
     pub fn daddr(&self) -> &str {
-        self.str("daddr").unwrap_or_default()
+        self.0["remote"]["addr"].as_str().unwrap_or_default()
     }
 
-    /// The local port.
+    /// The local port (`local.port`).
     #[must_use]
     pub fn sport(&self) -> u16 {
-        self.0["sport"]
+        self.0["local"]["port"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_default()
     }
 
-    /// The remote port.
+    /// The remote port (`remote.port`).
     #[must_use]
     pub fn dport(&self) -> u16 {
-        self.0["dport"]
+        self.0["remote"]["port"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_default()
@@ -373,12 +371,12 @@ mod tests {
 
     fn state(skaddr: &str, old: &str, new: &str, pid: Option<u32>) -> String {
         serde_json::json!({
-            "type": "state", "time": "2026-01-01T00:00:00.000001Z", "ts_ns": 1,
+            "v": 1, "type": "state", "time": "2026-01-01T00:00:00.000001Z", "ts_ns": 1,
             "pid": pid, "tid": pid, "comm": pid.map(|_| "x"),
             "owner_source": if pid.is_some() { "syscall" } else { "unknown" },
             "netns": 4_026_531_840_u64, "container": null,
-            "family": "ipv4", "saddr": "127.0.0.1", "sport": 1, "daddr": "127.0.0.1",
-            "dport": 2, "skaddr": skaddr, "old_state": old, "new_state": new, "dwell_ns": null,
+            "family": "ipv4", "local": {"addr": "127.0.0.1", "port": 1},
+            "remote": {"addr": "127.0.0.1", "port": 2}, "skaddr": skaddr, "old_state": old, "new_state": new, "dwell_ns": null,
         })
         .to_string()
     }

@@ -45,8 +45,13 @@ impl HistLine {
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
         let mut want = vec![
+            "v",
             "type",
+            "report",
+            "time",
             "state",
+            "by",
+            "group",
             "count",
             "p50_ns",
             "p90_ns",
@@ -55,17 +60,22 @@ impl HistLine {
             "buckets",
             "resolution",
         ];
-        if obj.contains_key("by") || obj.contains_key("group") {
-            want.extend(["by", "group"]);
-        }
         want.sort_unstable();
         if keys != want {
             return Err(format!("keys {keys:?}, documented {want:?}"));
         }
+        check("v", &v["v"], |x| x == 1)?;
+        check("report", &v["report"], |x| {
+            matches!(x.as_str(), Some("interval" | "final"))
+        })?;
+        check("time", &v["time"], super::is_time)?;
         check("state", &v["state"], |x| {
             x.as_str().is_some_and(|s| HIST_STATES.contains(&s))
         })?;
-        if obj.contains_key("by") {
+        if v["by"].is_null() != v["group"].is_null() {
+            return Err("by and group must be null together".into());
+        }
+        if !v["by"].is_null() {
             check("by", &v["by"], |x| {
                 matches!(
                     x.as_str(),
@@ -195,7 +205,8 @@ impl fmt::Display for HistLine {
     }
 }
 
-/// One `--hist --json` report: its `hist` lines, then its `timewait` line.
+/// One `--hist --json` report: its `hist` lines, then its `hist_timewait`
+/// line.
 #[derive(Clone, Debug)]
 pub struct HistReport {
     pub hists: Vec<HistLine>,
@@ -203,7 +214,8 @@ pub struct HistReport {
 }
 
 impl HistReport {
-    /// Split JSON lines into reports (each ends with its `timewait` line); a
+    /// Split JSON lines into reports (each ends with its `hist_timewait`
+    /// line, and its `hist` lines have its `report` and `time`); a
     /// trailing incomplete report is left out. Panics on any line off the
     /// documented schema.
     #[must_use]
@@ -222,10 +234,17 @@ impl HistReport {
                     }
                     hists.push(h);
                 }
-                Some("timewait") => {
+                Some("hist_timewait") => {
                     let t = TimewaitLine(v);
                     if let Err(why) = t.validate() {
-                        panic!("off-schema timewait line ({why}): {line}");
+                        panic!("off-schema hist_timewait line ({why}): {line}");
+                    }
+                    if let Some(h) = hists.iter().find(|h: &&HistLine| {
+                        h.0["time"] != t.0["time"] || h.0["report"] != t.0["report"]
+                    }) {
+                        panic!(
+                            "a hist line of another report than its hist_timewait line {line}: {h}"
+                        );
                     }
                     out.push(Self {
                         hists: std::mem::take(&mut hists),
@@ -301,11 +320,12 @@ impl fmt::Display for HistReport {
 mod tests {
     use super::*;
 
-    fn hist_line(state: &str, buckets: &[(u64, u64, u64)], max: u64) -> String {
+    fn hist_line(report: &str, state: &str, buckets: &[(u64, u64, u64)], max: u64) -> String {
         let count: u64 = buckets.iter().map(|b| b.2).sum();
         let p = (count > 0).then_some(max);
         serde_json::json!({
-            "type": "hist", "state": state, "count": count, "p50_ns": p, "p90_ns": p,
+            "v": 1, "type": "hist", "report": report, "time": "2026-01-01T00:00:00.000000Z",
+            "state": state, "by": null, "group": null, "count": count, "p50_ns": p, "p90_ns": p,
             "p99_ns": p, "max_ns": max, "resolution": "... within 6.25% ...",
             "buckets": buckets.iter().map(|(lo, hi, n)| serde_json::json!(
                 {"lo_ns": lo, "hi_ns": hi, "count": n})).collect::<Vec<_>>(),
@@ -315,10 +335,11 @@ mod tests {
 
     fn timewait_line(report: &str) -> String {
         serde_json::json!({
-            "type": "timewait", "report": report, "time": "2026-01-01T00:00:00Z",
+            "v": 1, "type": "hist_timewait", "report": report,
+            "time": "2026-01-01T00:00:00.000000Z",
             "entered": 2, "live_time_wait": 2, "live_fin_wait2_orphans": 0, "expired": 0,
             "killed_early": 0, "overflow": null,
-            "predicted_dwell_ns": {"count": 0, "min": null, "max": null},
+            "predicted_dwell": {"count": 0, "min_ns": null, "max_ns": null},
             "poll_interval_ns": 1_000_000_000u64,
             "namespaces": [{"netns": 4_026_531_840u64, "entered": 2, "live_time_wait": 2,
                 "live_fin_wait2_orphans": 0, "expired": 0, "killed_early": 0, "overflow": null}],
@@ -329,12 +350,12 @@ mod tests {
     #[test]
     fn hist_reports_end_with_their_timewait_line() {
         let lines = [
-            hist_line("CLOSE_WAIT", &[(100, 120, 2)], 110),
-            hist_line("TIME_WAIT", &[], 0),
+            hist_line("interval", "CLOSE_WAIT", &[(100, 120, 2)], 110),
+            hist_line("interval", "TIME_WAIT", &[], 0),
             timewait_line("interval"),
-            hist_line("CLOSE_WAIT", &[(100, 120, 2), (200, 240, 1)], 210),
+            hist_line("final", "CLOSE_WAIT", &[(100, 120, 2), (200, 240, 1)], 210),
             timewait_line("final"),
-            hist_line("SYN_SENT", &[(1, 2, 1)], 1),
+            hist_line("final", "SYN_SENT", &[(1, 2, 1)], 1),
         ];
         let reports = HistReport::parse_all(&lines);
         assert_eq!(reports.len(), 2, "the incomplete third one is left out");
@@ -349,7 +370,7 @@ mod tests {
     #[should_panic(expected = "bucket counts add up to 2, count 3")]
     fn hist_schema_checks_the_bucket_sum() {
         let mut v: Value =
-            serde_json::from_str(&hist_line("CLOSE_WAIT", &[(100, 120, 2)], 110)).unwrap();
+            serde_json::from_str(&hist_line("final", "CLOSE_WAIT", &[(100, 120, 2)], 110)).unwrap();
         v["count"] = 3.into();
         let _ = HistReport::parse_all(&[v.to_string(), timewait_line("final")]);
     }

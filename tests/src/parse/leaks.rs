@@ -2,7 +2,7 @@
 //! checked against the schema, its stacks' [`LeakFrame`]s, and the
 //! [`LeakReport`]s those lines make up.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ pub struct LeakReport {
 
 impl LeakReport {
     /// Split JSON lines into reports: consecutive lines with the same
-    /// `report` and `report_time` (reports are at least an interval apart).
+    /// `report` and `time` (reports are at least an interval apart).
     /// Panics on any line off the documented schema. In a run with other
     /// analyses, their lines (another `type`) are left out.
     #[must_use]
@@ -92,19 +92,21 @@ pub struct LeakFrame {
 pub struct LeakGroup(pub Value);
 
 /// Every key of a `closewait_leak` line.
-const LEAK_KEYS: [&str; 22] = [
+const LEAK_KEYS: [&str; 24] = [
+    "v",
     "type",
     "netns",
-    "report_time",
+    "time",
     "report",
-    "min_age_s",
+    "min_age_ns",
     "pid",
     "comm",
+    "nspid",
     "cmdline",
     "cgroup",
-    "container_id",
+    "container",
     "count",
-    "oldest_age_s",
+    "oldest_age_ns",
     "age_lower_bound",
     "ages",
     "classes",
@@ -133,12 +135,7 @@ impl LeakGroup {
     fn validate(&self) -> Result<(), String> {
         let v = &self.0;
         let obj = v.as_object().ok_or("not an object")?;
-        // `nspid` only when the owner's pid namespace numbers it otherwise.
-        let mut keys: Vec<&str> = obj
-            .keys()
-            .map(String::as_str)
-            .filter(|k| *k != "nspid")
-            .collect();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         check("nspid", &v["nspid"], |x| x.is_null() || x.is_u64())?;
         check("netns", &v["netns"], |x| x.is_null() || x.is_u64())?;
         keys.sort_unstable();
@@ -148,46 +145,51 @@ impl LeakGroup {
             return Err(format!("keys {keys:?}, documented {want:?}"));
         }
         let str_or_null = |x: &Value| x.is_null() || x.is_string();
-        let nonneg = |x: &Value| x.as_f64().is_some_and(|f| f >= 0.0);
+        check("v", &v["v"], |x| x == 1)?;
         check("type", &v["type"], |x| x == "closewait_leak")?;
-        check("report_time", &v["report_time"], |x| {
-            x.as_str()
-                .is_some_and(|s| s.ends_with('Z') && s.contains('T'))
-        })?;
+        check("time", &v["time"], super::is_time)?;
         check("report", &v["report"], |x| {
             matches!(x.as_str(), Some("interval" | "final"))
         })?;
-        check("min_age_s", &v["min_age_s"], |x| {
-            x.as_f64().is_some_and(|f| f > 0.0)
+        check("min_age_ns", &v["min_age_ns"], |x| {
+            x.as_u64().is_some_and(|n| n > 0)
         })?;
         check("pid", &v["pid"], |x| {
             x.is_null() || x.as_u64().is_some_and(|p| u32::try_from(p).is_ok())
         })?;
-        for k in ["comm", "cmdline", "cgroup", "container_id"] {
+        for k in ["comm", "cmdline", "cgroup", "container"] {
             check(k, &v[k], str_or_null)?;
         }
         if v["pid"].is_null() != v["comm"].is_null() {
             return Err("pid and comm must be null together".into());
         }
         check("count", &v["count"], |x| x.as_u64().is_some_and(|n| n >= 1))?;
-        check("oldest_age_s", &v["oldest_age_s"], nonneg)?;
+        check("oldest_age_ns", &v["oldest_age_ns"], Value::is_u64)?;
         check("age_lower_bound", &v["age_lower_bound"], Value::is_boolean)?;
         check("unread_bytes", &v["unread_bytes"], Value::is_u64)?;
-        for k in ["min_s", "p50_s", "max_s"] {
-            check(k, &v["ages"][k], nonneg)?;
+        if v["ages"].as_object().map(serde_json::Map::len) != Some(3) {
+            return Err(format!("ages = {}", v["ages"]));
         }
-        let (min, p50, max) = self.ages();
-        if !(min <= p50 && p50 <= max && (max - self.oldest_age_s()).abs() < 1e-9) {
+        for k in ["min_ns", "p50_ns", "max_ns"] {
+            check(k, &v["ages"][k], Value::is_u64)?;
+        }
+        let ns = |x: &Value| x.as_u64().unwrap_or_default();
+        let (min, p50, max) = (
+            ns(&v["ages"]["min_ns"]),
+            ns(&v["ages"]["p50_ns"]),
+            ns(&v["ages"]["max_ns"]),
+        );
+        let oldest = ns(&v["oldest_age_ns"]);
+        if !(min <= p50 && p50 <= max && max == oldest) {
             return Err(format!(
-                "ages out of order: min {min}, p50 {p50}, max {max}, oldest {}",
-                self.oldest_age_s()
+                "ages out of order: min {min}, p50 {p50}, max {max}, oldest {oldest}"
             ));
         }
-        // Reported once older than --min-age (ages are rounded to the ms).
-        if min + 0.0005 < self.min_age_s() {
+        // Reported once older than --min-age.
+        if min < ns(&v["min_age_ns"]) {
             return Err(format!(
-                "a socket of age {min}s is younger than min_age_s {}",
-                self.min_age_s()
+                "a socket of age {min} ns is younger than min_age_ns {}",
+                v["min_age_ns"]
             ));
         }
         for k in ["never_read_to_eof", "read_eof_not_closed"] {
@@ -227,13 +229,12 @@ impl LeakGroup {
             return Err(format!("{} endpoints (1 to 5)", endpoints.len()));
         }
         for e in endpoints {
-            check("endpoint.local", &e["local"], |x| {
-                x.as_str()
-                    .is_some_and(|s| s.parse::<std::net::SocketAddr>().is_ok())
-            })?;
+            if e.as_object().map(serde_json::Map::len) != Some(3) {
+                return Err(format!("endpoint {e}"));
+            }
+            check("endpoint.local", &e["local"], super::is_full_endpoint)?;
             check("endpoint.remote", &e["remote"], |x| {
-                x.as_str()
-                    .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+                super::is_endpoint(x) && x["addr"].is_string() && x["port"].is_null()
             })?;
             check("endpoint.count", &e["count"], |x| {
                 x.as_u64().is_some_and(|n| n >= 1)
@@ -258,14 +259,13 @@ impl LeakGroup {
                 return Err(format!("an empty {stack} cannot be truncated"));
             }
             for f in frames {
-                // `skipped` only when the symbolizer skipped the frame.
-                let keys = f.as_object().map_or(0, serde_json::Map::len);
-                if keys != 7 + usize::from(f.get("skipped").is_some()) {
+                if f.as_object().map(serde_json::Map::len) != Some(8) {
                     return Err(format!("{stack} frame {f}"));
                 }
-                if let Some(s) = f.get("skipped") {
-                    check("skipped", s, |x| x.as_str().is_some_and(|s| !s.is_empty()))?;
-                }
+                // `skipped` is null unless the symbolizer skipped the frame.
+                check("skipped", &f["skipped"], |x| {
+                    x.is_null() || x.as_str().is_some_and(|s| !s.is_empty())
+                })?;
                 check("function", &f["function"], str_or_null)?;
                 check("addr", &f["addr"], |x| {
                     x.as_str().is_some_and(|s| {
@@ -297,14 +297,10 @@ impl LeakGroup {
         self.str("report").unwrap_or_default()
     }
 
+    /// The report's time.
     #[must_use]
     pub fn report_time(&self) -> &str {
-        self.str("report_time").unwrap_or_default()
-    }
-
-    #[must_use]
-    pub fn min_age_s(&self) -> f64 {
-        self.0["min_age_s"].as_f64().unwrap_or_default()
+        self.str("time").unwrap_or_default()
     }
 
     /// The owner; `None` is JSON null (no process holds the sockets).
@@ -329,9 +325,10 @@ impl LeakGroup {
         self.0["netns"].as_u64()
     }
 
+    /// The owner's container id (`container`).
     #[must_use]
     pub fn container_id(&self) -> Option<&str> {
-        self.str("container_id")
+        self.str("container")
     }
 
     /// The owner's pid in its own pid namespace, when it differs.
@@ -345,16 +342,10 @@ impl LeakGroup {
         self.uint("count")
     }
 
+    /// The oldest socket's age in seconds (from `oldest_age_ns`).
     #[must_use]
     pub fn oldest_age_s(&self) -> f64 {
-        self.0["oldest_age_s"].as_f64().unwrap_or_default()
-    }
-
-    /// `(min, p50, max)` ages in seconds.
-    #[must_use]
-    pub fn ages(&self) -> (f64, f64, f64) {
-        let a = |k: &str| self.0["ages"][k].as_f64().unwrap_or_default();
-        (a("min_s"), a("p50_s"), a("max_s"))
+        Duration::from_nanos(self.uint("oldest_age_ns")).as_secs_f64()
     }
 
     #[must_use]
@@ -381,7 +372,7 @@ impl LeakGroup {
         self.uint("unread_bytes")
     }
 
-    /// `(local IP:PORT, remote IP, count)`.
+    /// `(local IP:PORT, remote IP, count)`, from the endpoint objects.
     #[must_use]
     pub fn endpoints(&self) -> Vec<(String, String, u64)> {
         self.0["endpoints"]
@@ -390,8 +381,8 @@ impl LeakGroup {
                 es.iter()
                     .map(|e| {
                         (
-                            e["local"].as_str().unwrap_or_default().to_owned(),
-                            e["remote"].as_str().unwrap_or_default().to_owned(),
+                            super::endpoint_text(&e["local"]),
+                            super::endpoint_text(&e["remote"]),
                             e["count"].as_u64().unwrap_or_default(),
                         )
                     })

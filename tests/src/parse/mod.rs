@@ -107,6 +107,57 @@ fn check(what: &str, x: &Value, ok: fn(&Value) -> bool) -> Result<(), String> {
     }
 }
 
+/// An RFC 3339 UTC time with microseconds, `2026-01-01T00:00:00.000000Z`.
+#[must_use]
+pub fn is_time(x: &Value) -> bool {
+    x.as_str().is_some_and(|s| {
+        s.len() == 27
+            && s.ends_with('Z')
+            && s.as_bytes().get(10) == Some(&b'T')
+            && s.as_bytes().get(19) == Some(&b'.')
+    })
+}
+
+/// An endpoint object with both its keys: `addr` an IP address and
+/// `port` a port, each possibly null (where the object aggregates over it).
+#[must_use]
+pub fn is_endpoint(x: &Value) -> bool {
+    endpoint_with(x, true, true)
+}
+
+/// An endpoint object, `{addr, port}` and nothing else; `addr` and `port`
+/// may be null only when allowed.
+fn endpoint_with(x: &Value, addr_null: bool, port_null: bool) -> bool {
+    let Some(o) = x.as_object() else {
+        return false;
+    };
+    let addr = &x["addr"];
+    let port = &x["port"];
+    o.len() == 2
+        && ((addr_null && addr.is_null())
+            || addr
+                .as_str()
+                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok()))
+        && ((port_null && port.is_null()) || port.as_u64().is_some_and(|p| p <= 65535))
+}
+
+/// An endpoint object with an address and a port, none null.
+#[must_use]
+pub fn is_full_endpoint(x: &Value) -> bool {
+    endpoint_with(x, false, false)
+}
+
+/// `IP:PORT` (`[IP6]:PORT`) of an endpoint object, `IP` without a port.
+#[must_use]
+pub fn endpoint_text(x: &Value) -> String {
+    let addr = x["addr"].as_str().unwrap_or("?");
+    match x["port"].as_u64() {
+        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_owned(),
+    }
+}
+
 /// The lines that parse as JSON objects.
 #[must_use]
 pub fn json_objects(lines: &[String]) -> Vec<Value> {

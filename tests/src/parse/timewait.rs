@@ -1,5 +1,5 @@
-//! [`TimewaitLine`]: the `{"type":"timewait",...}` line that ends each
-//! `--hist --json` report, checked against the schema.
+//! [`TimewaitLine`]: the `{"type":"hist_timewait",...}` line that ends
+//! each `--hist --json` report, checked against the schema.
 
 use std::{fmt, time::Duration};
 
@@ -7,12 +7,14 @@ use serde_json::Value;
 
 use super::check;
 
-/// The `{"type":"timewait",...}` line that ends each `--hist --json` report.
+/// The `{"type":"hist_timewait",...}` line that ends each `--hist --json`
+/// report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimewaitLine(pub Value);
 
-/// Every key of a `timewait` line.
-const TIMEWAIT_KEYS: [&str; 12] = [
+/// Every key of a `hist_timewait` line.
+const TIMEWAIT_KEYS: [&str; 13] = [
+    "v",
     "type",
     "report",
     "time",
@@ -22,12 +24,12 @@ const TIMEWAIT_KEYS: [&str; 12] = [
     "expired",
     "killed_early",
     "overflow",
-    "predicted_dwell_ns",
+    "predicted_dwell",
     "poll_interval_ns",
     "namespaces",
 ];
 
-/// Every key of an entry of a `timewait` line's `namespaces`.
+/// Every key of an entry of a `hist_timewait` line's `namespaces`.
 const NAMESPACE_KEYS: [&str; 7] = [
     "netns",
     "entered",
@@ -52,10 +54,8 @@ impl TimewaitLine {
         check("report", &v["report"], |x| {
             matches!(x.as_str(), Some("interval" | "final"))
         })?;
-        check("time", &v["time"], |x| {
-            x.as_str()
-                .is_some_and(|s| s.ends_with('Z') && s.contains('T'))
-        })?;
+        check("v", &v["v"], |x| x == 1)?;
+        check("time", &v["time"], super::is_time)?;
         for k in [
             "entered",
             "live_time_wait",
@@ -67,18 +67,18 @@ impl TimewaitLine {
             check(k, &v[k], Value::is_u64)?;
         }
         check("overflow", &v["overflow"], |x| x.is_null() || x.is_u64())?;
-        let p = &v["predicted_dwell_ns"];
+        let p = &v["predicted_dwell"];
         if p.as_object().map(serde_json::Map::len) != Some(3) {
-            return Err(format!("predicted_dwell_ns = {p}"));
+            return Err(format!("predicted_dwell = {p}"));
         }
-        check("predicted_dwell_ns.count", &p["count"], Value::is_u64)?;
+        check("predicted_dwell.count", &p["count"], Value::is_u64)?;
         let empty = p["count"] == 0;
-        for k in ["min", "max"] {
+        for k in ["min_ns", "max_ns"] {
             if !(p[k].is_u64() || (empty && p[k].is_null())) {
-                return Err(format!("predicted_dwell_ns.{k} = {}", p[k]));
+                return Err(format!("predicted_dwell.{k} = {}", p[k]));
             }
         }
-        if let (Some(lo), Some(hi)) = (p["min"].as_u64(), p["max"].as_u64())
+        if let (Some(lo), Some(hi)) = (p["min_ns"].as_u64(), p["max_ns"].as_u64())
             && lo > hi
         {
             return Err(format!("predicted min {lo} > max {hi}"));
@@ -174,9 +174,13 @@ impl TimewaitLine {
     /// `(count, min, max)` of the predicted TIME_WAIT dwells.
     #[must_use]
     pub fn predicted(&self) -> (u64, Option<Duration>, Option<Duration>) {
-        let p = &self.0["predicted_dwell_ns"];
+        let p = &self.0["predicted_dwell"];
         let d = |k: &str| p[k].as_u64().map(Duration::from_nanos);
-        (p["count"].as_u64().unwrap_or_default(), d("min"), d("max"))
+        (
+            p["count"].as_u64().unwrap_or_default(),
+            d("min_ns"),
+            d("max_ns"),
+        )
     }
 }
 

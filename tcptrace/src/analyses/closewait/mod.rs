@@ -27,7 +27,7 @@ use crate::{
     },
     report::{
         closewait::{JsonGroup, closed_line, render_text},
-        json_line,
+        json::{Report, json_line, wall_time},
         prometheus::{LeakGauge, Snapshot},
     },
 };
@@ -50,7 +50,7 @@ fn gauges(groups: &[Group], top: usize) -> Vec<LeakGauge> {
             ..LeakGauge::default()
         });
         e.sockets += g.count as u64;
-        e.oldest_s = e.oldest_s.max(g.oldest_age_s);
+        e.oldest_s = e.oldest_s.max(g.oldest_age.as_secs_f64());
     }
     let other = LeakGauge {
         comm: OTHER.to_owned(),
@@ -172,19 +172,18 @@ impl Analysis for Leaks {
             self.jvms.visit(&mut groups, false);
         }
         self.gauges = gauges(&groups, self.top);
-        let when = crate::report::text::report_time(SystemTime::now());
+        let now = SystemTime::now();
         if self.json {
+            let time = wall_time(now);
+            let report = Report {
+                final_report,
+                time: &time,
+            };
             for g in &groups {
-                let group = JsonGroup {
-                    kind: "closewait_leak",
-                    report_time: &when,
-                    report: if final_report { "final" } else { "interval" },
-                    min_age_s: self.opts.min_age.as_secs_f64(),
-                    group: g,
-                };
-                json_line(cx.out, &group)?;
+                json_line(cx.out, &JsonGroup::new(report, self.opts.min_age, g))?;
             }
         } else {
+            let when = crate::report::text::report_time(now);
             let own = cx.own().map(|n| n.0);
             let text = render_text(&groups, &when, self.opts.min_age, final_report, own);
             cx.out.extend_from_slice(text.as_bytes());

@@ -183,8 +183,15 @@ impl Timewait {
             },
         };
         if self.json {
-            let v = report.json();
-            push_json(cx, &v);
+            // Owned bytes: the report borrows `cx` (for the text's header).
+            let line = serde_json::to_vec(&report.json());
+            match line {
+                Ok(line) => {
+                    cx.out.extend_from_slice(&line);
+                    cx.out.extend_from_slice(b"\n");
+                }
+                Err(e) => log::warn!("writing a JSON line: {e}"),
+            }
         } else {
             let text = report.text();
             cx.out.extend_from_slice(text.as_bytes());
@@ -194,7 +201,7 @@ impl Timewait {
 
 /// One JSON line into the output batch; a value that cannot be written
 /// is logged, not fatal.
-fn push_json(cx: &mut Cx<'_>, v: &serde_json::Value) {
+fn push_json(cx: &mut Cx<'_>, v: &impl serde::Serialize) {
     if let Err(e) = json_line(cx.out, v) {
         log::warn!("writing a JSON line: {e}");
     }

@@ -126,9 +126,9 @@ fn groups_by_pid_and_code_path_with_exact_counts() {
         groups[0].eof_stack[1].function.as_deref(),
         Some("eof_handler")
     );
-    assert!((groups[0].ages.min_s - 20.0).abs() < 1e-9);
-    assert!((groups[0].ages.p50_s - 21.0).abs() < 1e-9);
-    assert!((groups[0].oldest_age_s - 22.0).abs() < 1e-9);
+    assert_eq!(groups[0].ages.min, Duration::from_secs(20));
+    assert_eq!(groups[0].ages.p50, Duration::from_secs(21));
+    assert_eq!(groups[0].oldest_age, Duration::from_secs(22));
     assert_eq!(groups[0].endpoints.len(), 1, "remote ports aggregate");
     assert_eq!(groups[0].endpoints[0].count, 3);
     assert_eq!(groups[1].count, 2);
@@ -154,9 +154,9 @@ fn shared_and_equal_stacks_group_together_one_socket_at_a_time() {
     assert_eq!(groups.len(), 1, "{groups:?}");
     let g = &groups[0];
     assert_eq!(g.count, 5);
-    assert!((g.ages.min_s - 1.0).abs() < 1e-9);
-    assert!((g.ages.p50_s - 6.0).abs() < 1e-9);
-    assert!((g.oldest_age_s - 8.0).abs() < 1e-9);
+    assert_eq!(g.ages.min, Duration::from_secs(1));
+    assert_eq!(g.ages.p50, Duration::from_secs(6));
+    assert_eq!(g.oldest_age, Duration::from_secs(8));
     assert_eq!(g.unread_bytes, 5);
     assert_eq!(g.classes.never_read_to_eof, 5);
     assert_eq!(g.endpoints.len(), 1);

@@ -1,5 +1,6 @@
 //! Event output: aligned text lines and JSON lines (one object per event).
-//! The JSON schema is documented in the README; keep the two in step.
+//! The JSON keys are documented in `docs/json.md` and pinned by
+//! `docs/schema/state.json` and `reset.json`; keep the three in step.
 
 use std::{
     fmt::Write as _,

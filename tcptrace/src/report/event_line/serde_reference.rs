@@ -5,7 +5,10 @@ use bytes::{BufMut as _, BytesMut};
 use serde::Serialize;
 
 use super::{Owner, Printer, owner_source};
-use crate::model::event::{Endpoints, Event, Reset, StateChange};
+use crate::{
+    model::event::{Endpoints, Event, Reset, StateChange},
+    report::json::{Endpoint, VERSION},
+};
 
 /// One event line. Keys of the other event type are left out (`None`);
 /// an inner `None` is a JSON null.
@@ -15,6 +18,7 @@ use crate::model::event::{Endpoints, Event, Reset, StateChange};
     reason = "outer None: the key is absent; inner None: JSON null"
 )]
 struct JsonEvent<'a> {
+    v: u32,
     #[serde(rename = "type")]
     kind: &'static str,
     time: String,
@@ -26,10 +30,8 @@ struct JsonEvent<'a> {
     netns: Option<u32>,
     container: Option<&'a str>,
     family: &'static str,
-    saddr: String,
-    sport: u16,
-    daddr: String,
-    dport: u16,
+    local: Endpoint,
+    remote: Endpoint,
     skaddr: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     old_state: Option<&'static str>,
@@ -85,6 +87,7 @@ impl Printer {
         skaddr: u64,
     ) -> JsonEvent<'a> {
         JsonEvent {
+            v: VERSION,
             kind,
             time: self.time(ts_ns),
             ts_ns,
@@ -95,10 +98,8 @@ impl Printer {
             netns: None,
             container: None,
             family: if e.is_ipv6() { "ipv6" } else { "ipv4" },
-            saddr: e.local.to_string(),
-            sport: e.lport,
-            daddr: e.remote.to_string(),
-            dport: e.rport,
+            local: Endpoint::new(e.local, e.lport),
+            remote: Endpoint::new(e.remote, e.rport),
             skaddr: format!("{skaddr:#x}"),
             old_state: None,
             new_state: None,

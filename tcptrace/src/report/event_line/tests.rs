@@ -28,15 +28,20 @@ fn json_state_has_the_documented_keys() {
     printer(Format::Json).write(&state_event(), None, &mut out);
     assert!(out.ends_with(b"\n"));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["v"], 1);
     assert_eq!(v["type"], "state");
     assert_eq!(v["pid"], 42);
     assert_eq!(v["comm"], "server");
     assert_eq!(v["owner_source"], "io");
     assert_eq!(v["family"], "ipv4");
-    assert_eq!(v["saddr"], "127.0.0.1");
-    assert_eq!(v["sport"], 8080);
-    assert_eq!(v["daddr"], "127.0.0.2");
-    assert_eq!(v["dport"], 40000);
+    assert_eq!(
+        v["local"],
+        serde_json::json!({"addr": "127.0.0.1", "port": 8080})
+    );
+    assert_eq!(
+        v["remote"],
+        serde_json::json!({"addr": "127.0.0.2", "port": 40000})
+    );
     assert_eq!(v["old_state"], "ESTABLISHED");
     assert_eq!(v["new_state"], "CLOSE_WAIT");
     assert_eq!(v["dwell_ns"], 1_500_000);

@@ -1,13 +1,26 @@
 //! Timewait text tests: a comm a traced process chose reaches no line raw.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use serde_json::Value;
 
 use super::*;
 use crate::model::{
-    event::{FailedCall, Owner},
+    event::{FailedCall, Failure, Owner},
     netns::Netns,
-    timewait::{census::project, lives::Tracker},
+    timewait::{
+        census::{PortGroup, project},
+        lives::Tracker,
+    },
 };
+
+/// A JSON line as a value, to look into.
+fn val(v: impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap()
+}
 
 /// ESC and a screen clear, a line break that starts a fake line, a quote,
 /// a backslash.
@@ -185,8 +198,8 @@ fn foreign_namespaces_are_named_in_text_and_json() {
     );
     let own = report(None).text();
     assert!(own.starts_with("TIME_WAIT census at"), "{own}");
-    assert_eq!(report(None).json()["netns"], 4_026_532_001u64);
-    assert_eq!(report(None).json()["overflow"], 2);
+    assert_eq!(val(report(None).json())["netns"], 4_026_532_001u64);
+    assert_eq!(val(report(None).json())["overflow"], 2);
 
     let f = failure(FailedCall::BindInUse);
     let line = times.bind_failure_text(&f, Some(NS), (SERVER, 80), (3, 0), 0, &[]);
@@ -195,12 +208,113 @@ fn foreign_namespaces_are_named_in_text_and_json() {
     assert!(!line.contains("netns"), "{line:?}");
     let line = times.projection_line(&dest(), 3_000, Some(NS));
     assert!(line.ends_with(" netns=4026532001\n"), "{line:?}");
-    let v = times.bind_failure_json(&f, Some(NS), (SERVER, 80), (3, 0), &[], |_| None);
+    let v = val(times.bind_failure_json(&f, Some(NS), (SERVER, 80), (3, 0), &[], |_| None));
     assert_eq!(v["netns"], 4_026_532_001u64);
-    let v = times.connect_failure_json(&f, None, (SERVER, 80), &[]);
+    let v = val(times.connect_failure_json(&f, None, (SERVER, 80), &[]));
     assert!(v["netns"].is_null(), "namespaces not followed: {v}");
     assert_eq!(
-        times.projection_json(&dest(), 3_000, Some(NS))["netns"],
+        val(times.projection_json(&dest(), 3_000, Some(NS)))["netns"],
         4_026_532_001u64
+    );
+}
+
+/// The keys of `v`, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+/// Every line names its type and version first, endpoints are
+/// `{addr, port}` objects (null where aggregated) and durations are
+/// integer nanoseconds.
+#[test]
+fn json_lines_follow_the_one_scheme() {
+    let times = Times(Clock::fixed(1_700_000_000_000_000_000));
+    let d = dest();
+    let f = failure(FailedCall::BindInUse);
+    let bind = times.bind_failure_json(&f, None, (SERVER, 80), (3, 0), &[], |_| None);
+    let line = serde_json::to_string(&bind).unwrap();
+    assert!(
+        line.starts_with(r#"{"v":1,"type":"bind_failure","#),
+        "{line}"
+    );
+    let v = val(&bind);
+    assert_eq!(
+        keys(&v),
+        [
+            "comm", "errno", "fd", "holders", "local", "netns", "pid", "tid", "time", "ts_ns",
+            "type", "v"
+        ]
+    );
+    assert_eq!(
+        v["local"],
+        serde_json::json!({"addr": "10.0.0.5", "port": 80})
+    );
+
+    let connect = val(times.connect_failure_json(
+        &failure(FailedCall::ConnectNoPort),
+        None,
+        (SERVER, 80),
+        &[&d],
+    ));
+    assert_eq!(connect["type"], "connect_failure");
+    assert_eq!(
+        connect["remote"],
+        serde_json::json!({"addr": "10.0.0.5", "port": 80})
+    );
+    let census = &connect["census"][0];
+    assert_eq!(
+        census["local"],
+        serde_json::json!({"addr": "10.0.0.1", "port": null})
+    );
+    assert_eq!(
+        census["remote"],
+        serde_json::json!({"addr": "10.0.0.5", "port": 80})
+    );
+    assert_eq!(census["exhaustion_projected_ts_ns"], 1_000);
+    assert!(census["exhaustion_projected_time"].is_string(), "{census}");
+    let eta = census["projection"]["eta_ns"].as_u64().expect("an integer");
+    let eta_s = d.projection.eta_s.expect("heading for exhaustion");
+    let want = Duration::from_secs_f64(eta_s).as_nanos();
+    assert!(u128::from(eta).abs_diff(want) <= 1, "{eta} vs {eta_s}");
+
+    let sysctls = sysctls();
+    let (snap, tracker) = (Snapshot::default(), Tracker::default());
+    let binds = [BindFacts {
+        pid: 42,
+        comm: "srv".into(),
+        port: 80,
+        count: 1,
+        time_wait: 3,
+        listeners: vec![],
+    }];
+    let report = val(CensusReport {
+        times,
+        now_ns: 3_000,
+        final_report: false,
+        netns: None,
+        foreign: None,
+        snap: &snap,
+        tracker: &tracker,
+        sysctls: &sysctls,
+        overflow: None,
+        binds: &binds,
+        connects: &[],
+        advice: &[],
+        failures_unavailable: None,
+        forgotten: Forgotten::default(),
+    }
+    .json());
+    assert_eq!(
+        (report["v"].as_u64(), report["report"].as_str()),
+        (Some(1), Some("interval"))
+    );
+    assert_eq!(report["sysctls"]["tcp_fin_timeout_ns"], 60_000_000_000_u64);
+    assert!(
+        report["sysctls"]["tcp_tw_reuse_delay_ns"].is_null(),
+        "not on this kernel"
+    );
+    assert_eq!(
+        report["failures"]["bind"][0]["local"],
+        serde_json::json!({"addr": null, "port": 80})
     );
 }
