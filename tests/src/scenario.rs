@@ -171,7 +171,7 @@ pub fn assert_active_close(t: &Trace, c: &Conn, family: &str, ip: &str) {
     assert_eq!(child.events[2].owner_source(), "io", "{child}");
     assert_eq!(child.events[3].owner_source(), "syscall", "{child}");
 
-    let listener = t.socket("listener", |k| k.has_ports(c.port, 0));
+    let listener = t.socket("listener", |k| k.is_listener_on(c.port));
     listener.assert_transitions("listener", &[("CLOSE", "LISTEN"), ("LISTEN", "CLOSE")]);
     listener.assert_pids("listener", &[s, s]);
 

@@ -138,7 +138,7 @@ fn passive_close_server_closes_first() {
         "the client's CLOSE_WAIT lasted {dwell:?}, it closed {CLOSE_DELAY:?} after EOF:\n{client}"
     );
 
-    let listener = t.socket("listener", |k| k.has_ports(29102, 0));
+    let listener = t.socket("listener", |k| k.is_listener_on(29102));
     listener.assert_transitions("listener", &[("CLOSE", "LISTEN"), ("LISTEN", "CLOSE")]);
     listener.assert_pids("listener", &[s, s]);
     assert_eq!(t.resets().count(), 0, "{t}");

@@ -309,6 +309,17 @@ impl Socket {
             .any(|e| e.sport() == sport && e.dport() == dport)
     }
 
+    /// Whether this is the life of a listener on `port`: it starts with
+    /// `CLOSE -> LISTEN` there. (On 6.1 an accepted socket's first
+    /// transition, `LISTEN -> SYN_RECV`, shows remote port 0 too: the
+    /// kernel sets the peer's address after it; 6.18 sets it before.)
+    #[must_use]
+    pub fn is_listener_on(&self, port: u16) -> bool {
+        self.events
+            .first()
+            .is_some_and(|e| e.transition() == ("CLOSE", "LISTEN") && e.sport() == port)
+    }
+
     /// The event of the transition `old -> new`.
     #[must_use]
     pub fn event(&self, old: &str, new: &str) -> &Event {
