@@ -107,6 +107,7 @@ const CLOSE: u32 = TcpState::Close as u32;
 const CLOSE_WAIT: u32 = TcpState::CloseWait as u32;
 const LAST_ACK: u32 = TcpState::LastAck as u32;
 const LISTEN: u32 = TcpState::Listen as u32;
+const SYN_RECV: u32 = TcpState::SynRecv as u32;
 
 /// Whether the transition `old -> new` is always caused by a system call of
 /// the socket's owner, so that the task on CPU is the owner.
@@ -132,6 +133,19 @@ pub const fn is_owner_transition(old: u32, new: u32) -> bool {
     )
 }
 
+/// Whether `old -> new` starts a socket's life: `connect()`
+/// (`CLOSE -> SYN_SENT`), `listen()` (`CLOSE -> LISTEN`), or a child cloned
+/// from its listener (`LISTEN -> SYN_RECV`). An entry the maps hold for the
+/// socket's address then is of an earlier life, or of an earlier socket at
+/// that address whose `tcp_destroy_sock` the tracer missed: the kernel
+/// skips a tracepoint program that fires while another one runs on the same
+/// CPU (a softirq that interrupts one).
+#[inline(always)]
+#[must_use]
+pub const fn starts_life(old: u32, new: u32) -> bool {
+    matches!((old, new), (CLOSE, SYN_SENT | LISTEN) | (LISTEN, SYN_RECV))
+}
+
 /// Apply `old -> new` at `now` to a socket's map entry, in place, and return
 /// the time spent in `old` ([`DWELL_UNKNOWN`] when `known` is false: the map
 /// had no entry, so `info` is a fresh default).
@@ -151,7 +165,9 @@ pub fn apply_transition(
     // An entry stays after CLOSE until the kernel destroys the socket, so that
     // a RST sent right after CLOSE (linger-0 close, close with unread data)
     // still finds its owner. Leaving CLOSE again (a new connect or listen on
-    // the same socket) starts a new life: nothing of the old one carries over.
+    // the same socket), or any start of a life (`starts_life`), starts a new
+    // life: nothing of the old one carries over.
+    let known = known && !starts_life(old, new);
     let dwell_ns = dwell(known, info.state, old, info.entered_ns, now);
     let known = known && info.state != CLOSE;
     if !known {
@@ -211,6 +227,7 @@ pub fn apply_lean_transition(
     now: u64,
     pid_tgid: impl FnOnce() -> u64,
 ) -> u64 {
+    let known = known && !starts_life(old, new);
     let dwell_ns = dwell(known, e.state, old, e.entered_ns, now);
     if !known || e.state == CLOSE {
         // A new life: nothing of the old one carries over.
@@ -466,6 +483,82 @@ mod tests {
         assert_eq!(TcpState::from_u32(0), None);
         assert_eq!(TcpState::from_u32(13), None);
         assert_eq!(TcpState::CloseWait.name(), "CLOSE_WAIT");
+    }
+
+    #[test]
+    fn a_life_start_forgets_what_an_earlier_socket_left_at_its_address() {
+        // The earlier socket's CLOSE and tcp_destroy_sock were both missed:
+        // its entry still says FIN_WAIT2, with its owner, stacks and EOF.
+        let stack = crate::StackRef {
+            id_plus_one: 1,
+            tgid: CLIENT,
+            sp_word: 0,
+        };
+        let stale = SockInfo {
+            state: FinWait2 as u32,
+            entered_ns: 500,
+            owner: task(CLIENT),
+            owner_source: OwnerSource::Io as u32,
+            eof_ns: 400,
+            eof_stack: stack,
+            first_stack: stack,
+            ..SockInfo::default()
+        };
+        for (old, new, owner) in [
+            (Listen, SynRecv, 0),
+            (Close, SynSent, SERVER),
+            (Close, Listen, SERVER),
+        ] {
+            assert!(starts_life(old as u32, new as u32));
+            let mut e = stale;
+            let d = apply_transition(&mut e, true, old as u32, new as u32, 1_000, || task(SERVER));
+            assert_eq!(d, crate::DWELL_UNKNOWN, "{old:?} -> {new:?}");
+            assert_eq!(e.owner.tgid, owner, "{old:?} -> {new:?}");
+            assert_eq!(
+                (e.first_stack, e.eof_stack, e.eof_ns),
+                (crate::StackRef::default(), crate::StackRef::default(), 0),
+                "{old:?} -> {new:?}"
+            );
+        }
+        // A listener left at a child's address gives the child no LISTEN dwell.
+        let mut e = SockInfo {
+            state: Listen as u32,
+            entered_ns: 500,
+            ..SockInfo::default()
+        };
+        let d = apply_transition(&mut e, true, Listen as u32, SynRecv as u32, 1_000, || {
+            task(SERVER)
+        });
+        assert_eq!(d, crate::DWELL_UNKNOWN);
+        // The lean store's entries too.
+        let mut l = LeanSock {
+            state: FinWait2 as u32,
+            tgid: CLIENT,
+            tid: CLIENT + 1,
+            entered_ns: 500,
+            ..LeanSock::default()
+        };
+        let not_asked = || -> u64 { panic!("not an owner transition") };
+        let d = apply_lean_transition(
+            &mut l,
+            true,
+            Listen as u32,
+            SynRecv as u32,
+            1_000,
+            not_asked,
+        );
+        assert_eq!(d, crate::DWELL_UNKNOWN);
+        assert_eq!(l.owner(), (0, 0, OwnerSource::Unknown));
+        // The rest of a life keeps what its entry knows.
+        for (old, new) in [
+            (SynRecv, Established),
+            (Established, CloseWait),
+            (CloseWait, LastAck),
+            (SynSent, Established),
+            (Established, FinWait1),
+        ] {
+            assert!(!starts_life(old as u32, new as u32), "{old:?} -> {new:?}");
+        }
     }
 }
 

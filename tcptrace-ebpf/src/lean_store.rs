@@ -93,6 +93,13 @@ fn lean_advance<V: Variant>(
         }
         pid_tgid
     });
+    // A child born where an earlier socket's entry was left (its destroy
+    // missed: see track::starts_life) drops that owner; its cached pairs
+    // must not skip the child's I/O. connect() and listen() are owner
+    // transitions, covered above.
+    if known && table::is_birth(old, new) && before.tgid != 0 && setting!(V, sock_details) == 0 {
+        lean_owner_replaced(skaddr, &before, 0);
+    }
     let (owner, source) = lean_owner(e);
     (dwell_ns, owner, source)
 }

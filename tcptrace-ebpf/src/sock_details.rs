@@ -6,6 +6,7 @@ use tcptrace_common::{Counter, SockInfo, TcpState, track::forget_life};
 
 use crate::{
     maps::{BPF_NOEXIST, NEW_SOCK, SOCKS, count},
+    owner_cache::{bump_io_generation, io_slot},
     tracepoint::{SetStateHead, SetStateRecord},
 };
 
@@ -36,6 +37,17 @@ pub(crate) fn detail_transition(
     info.state = new;
     info.entered_ns = now;
     Ok(())
+}
+
+/// A socket starts its life at `skaddr` (`track::starts_life`): details
+/// still there are an earlier socket's, whose `tcp_destroy_sock` the tracer
+/// missed. They go, with the pair-cache slot of the address, so that the
+/// new socket takes none of the old one's owner, stacks or EOF.
+#[inline(always)]
+pub(crate) fn forget_earlier_socket(skaddr: u64) {
+    if SOCKS.remove(skaddr).is_ok() && config!(io_hooks) != 0 {
+        bump_io_generation(io_slot(skaddr));
+    }
 }
 
 /// The details of `skaddr`; with `create`, new ones that know nothing yet

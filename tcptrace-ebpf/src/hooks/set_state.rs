@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AF_INET, Counter, DWELL_UNKNOWN, Header, HistBy, HistKey, PaddedStateEvent, RecordKind,
-    TcpState, config::DIRECT_SET_STATE, hist,
+    TcpState, config::DIRECT_SET_STATE, hist, track::starts_life,
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     lean_store::lean_transition,
     maps::count,
     netns::sock_netns,
-    sock_details::detail_transition,
+    sock_details::{detail_transition, forget_earlier_socket},
     tracepoint::{
         CopiedSetState, DirectSetState, IPPROTO_TCP, RECORD, Raw, SetStateHead, SetStateRecord,
     },
@@ -119,10 +119,12 @@ fn set_state<V: Variant>(ctx: &TracePointContext, rec: &impl SetStateRecord) -> 
     } else {
         full_transition(ctx, rec, &h, now)?
     };
-    if setting!(V, sock_details) != 0
-        && (old == TcpState::CloseWait as u32 || new == TcpState::CloseWait as u32)
-    {
-        detail_transition(rec, &h, now, netns())?;
+    if setting!(V, sock_details) != 0 {
+        if starts_life(old, new) {
+            forget_earlier_socket(skaddr);
+        } else if old == TcpState::CloseWait as u32 || new == TcpState::CloseWait as u32 {
+            detail_transition(rec, &h, now, netns())?;
+        }
     }
 
     if let Some(slot) = TRANSITIONS.get_ptr_mut((old & 15) * 16 + (new & 15)) {

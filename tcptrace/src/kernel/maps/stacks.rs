@@ -166,6 +166,10 @@ impl StackRecycler {
                 out.spill += u64::from(map.remove(&key).is_ok());
             }
         }
+        // And after: a path first walked between the two found its stack
+        // still there and cached it. Left, that entry would hand the freed
+        // id (or missing key) to every later socket of the path.
+        forget_cached(ebpf, &refs)?;
         Ok(out)
     }
 }
