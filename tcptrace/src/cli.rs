@@ -5,10 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{ArgAction, ArgGroup, CommandFactory as _, Parser, error::ErrorKind};
-use tcptrace_common::{
-    HistBy, TcpState,
-    ports::{MAX_PORTS, PortList, PortLists, TooManyPorts},
-};
+use tcptrace_common::{HistBy, TcpState, ports::PortLists};
 
 use crate::model::{
     cardinality::DEFAULT_TOP,
@@ -31,7 +28,7 @@ pub use parse::{
     By, parse_by, parse_cgroup, parse_container, parse_duration, parse_listen, parse_netns,
     parse_state,
 };
-use parse::{parse_max_sockets, parse_port, parse_ringbuf_kib, parse_top};
+use parse::{parse_max_sockets, parse_port, parse_ringbuf_kib, parse_top, port_list};
 
 /// The default `--max-sockets`: 100k live sockets fit with room to spare.
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
@@ -106,38 +103,35 @@ pub struct Cli {
 
     /// Split --hist by KEY (lport, comm, netns, ...).
     ///
-    /// One histogram per state and lport, rport, raddr, comm, netns (network
-    /// namespace) or container (network namespace, named by the container in
-    /// it).
+    /// One histogram per state and lport, rport, raddr, comm, netns, or
+    /// container (a network namespace, named by the container in it).
     #[arg(long, value_name = "KEY", value_parser = parse_by, requires = "hist",
           help_heading = MODE_OPTIONS)]
     pub by: Option<By>,
 
     /// Report leaks older than this.
     ///
-    /// --closewait-leaks reports a socket once it has been in CLOSE_WAIT this
-    /// long. A healthy program closes within milliseconds of EOF.
+    /// A socket in CLOSE_WAIT this long is reported; a healthy program
+    /// closes within milliseconds of EOF.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
           requires = "leak_mode", help_heading = MODE_OPTIONS)]
     pub min_age: Duration,
 
     /// --closewait-leaks: how long symbolizing one process may take.
     ///
-    /// The symbolizer runs as a separate process, because it opens files the
-    /// traced process chooses; past this it is killed and that process's
-    /// frames print as "not symbolized (timed out)".
+    /// The symbolizer runs apart, since it opens files the traced process
+    /// chooses; past this it is killed and that process's frames print as
+    /// "not symbolized (timed out)".
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
           requires = "leak_mode", help_heading = MODE_OPTIONS, hide_short_help = true)]
     pub symbolize_timeout: Duration,
 
     /// --closewait-leaks: never attach to JVMs to refresh their perf maps.
     ///
-    /// By default, when a JVM's leak has Java frames that its perf map does
-    /// not name, tcptrace asks the JVM to rewrite /tmp/perf-<pid>.map
-    /// (Compiler.perfmap, through the attach mechanism that jcmd uses: a
-    /// `/tmp/.attach_pid<pid>` file and SIGQUIT, once per JVM per report).
-    /// With this flag the JVM is left alone and only a perf map that
-    /// already exists is read.
+    /// By default a JVM whose leak has Java frames its perf map does not name
+    /// is asked, as `jcmd <pid> Compiler.perfmap` would (a trigger file and
+    /// SIGQUIT, once per JVM per report), to rewrite /tmp/perf-<pid>.map.
+    /// With this flag only an existing perf map is read.
     #[arg(long, requires = "leak_mode", help_heading = MODE_OPTIONS, hide_short_help = true)]
     pub no_jvm_attach: bool,
 
@@ -384,23 +378,4 @@ impl Cli {
             },
         })
     }
-}
-
-/// The list of `flag`'s ports, or the usage error for more than
-/// [`MAX_PORTS`] different ones.
-fn port_list(flag: &str, ports: &[u16]) -> Result<PortList, clap::Error> {
-    PortList::new(ports).map_err(|TooManyPorts| {
-        let mut distinct = ports.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        Cli::command().error(
-            ErrorKind::TooManyValues,
-            format!(
-                "{flag} takes at most {MAX_PORTS} different ports, {} given: the kernel \
-                 compares each socket's port with every entry. Filter on fewer ports, or \
-                 run a second tcptrace for the others",
-                distinct.len()
-            ),
-        )
-    })
 }

@@ -5,7 +5,11 @@ use std::{
     time::Duration,
 };
 
-use tcptrace_common::{HistBy, TcpState};
+use clap::{CommandFactory as _, error::ErrorKind};
+use tcptrace_common::{
+    HistBy, TcpState,
+    ports::{MAX_PORTS, PortList, TooManyPorts},
+};
 
 use super::MAX_SOCKETS_RANGE;
 use crate::model::{
@@ -153,6 +157,25 @@ pub(super) fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
         return Err("must be a power of two from 4 to 1048576".to_owned());
     }
     Ok(v)
+}
+
+/// The list of `flag`'s ports, or the usage error for more than
+/// [`MAX_PORTS`] different ones.
+pub(super) fn port_list(flag: &str, ports: &[u16]) -> Result<PortList, clap::Error> {
+    PortList::new(ports).map_err(|TooManyPorts| {
+        let mut distinct = ports.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        super::Cli::command().error(
+            ErrorKind::TooManyValues,
+            format!(
+                "{flag} takes at most {MAX_PORTS} different ports, {} given: the kernel \
+                 compares each socket's port with every entry. Filter on fewer ports, or \
+                 run a second tcptrace for the others",
+                distinct.len()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
