@@ -479,14 +479,18 @@ fn a_port_list_keeps_listed_ports_failures_and_census_only() {
     let (_, skipped) = failed_restart(&lab, &format!("127.0.0.1:{C}"), N);
     let (server, restarted) = failed_restart(&lab, &format!("127.0.0.1:{A}"), N);
     let failure = tracer
-        .wait_for_json(SOON, |v| v["type"] == "failure" && v["port"] == A)
+        .wait_for_json(SOON, |v| {
+            v["type"] == "bind_failure" && v["local"]["port"] == A
+        })
         .unwrap_or_else(|| panic!("no failure on port {A}: {:#?}", tracer.json_lines()));
     assert_eq!(failure["pid"], restarted.pid(), "{failure}");
     assert_eq!(failure["holders"]["time_wait"], N, "{failure}");
     let run = tracer.stop();
     run.assert_clean_exit();
     let lines = run.json_lines();
-    let failures: Vec<&Value> = lines.iter().filter(|v| v["type"] == "failure").collect();
+    let failures: Vec<&Value> = (lines.iter())
+        .filter(|v| v["type"] == "bind_failure" || v["type"] == "connect_failure")
+        .collect();
     assert_eq!(failures.len(), 1, "only A's failure: {failures:#?}");
     let report = final_report(&lines);
     let binds = report["failures"]["bind"].as_array().expect("an array");
@@ -496,7 +500,7 @@ fn a_port_list_keeps_listed_ports_failures_and_census_only() {
         skipped.pid()
     );
     let ports = report["local_ports"].as_array().expect("an array");
-    let lports: Vec<&Value> = ports.iter().map(|p| &p["lport"]).collect();
+    let lports: Vec<&Value> = ports.iter().map(|p| &p["local"]["port"]).collect();
     assert_eq!(lports, [A], "only A's TIME_WAIT in the census: {report:#}");
     assert_eq!(ports[0]["time_wait"], N, "{report:#}");
     assert_eq!(ports[0]["closers"][0]["pid"], server, "{report:#}");

@@ -69,6 +69,15 @@ impl LeakTracer {
         })
     }
 
+    /// Poll stdout (text mode) until it holds every one of `needles`, at
+    /// most `timeout`. The caller checks what it needs afterwards.
+    pub fn wait_for_text(&self, timeout: Duration, needles: &[&str]) {
+        let _ = self.0.wait_until(timeout, |lines| {
+            let t = lines.join("\n");
+            needles.iter().all(|n| t.contains(n)).then_some(())
+        });
+    }
+
     /// SIGINT (the final report), wait for the exit, return everything.
     #[must_use]
     pub fn stop(self) -> LeakRun {
