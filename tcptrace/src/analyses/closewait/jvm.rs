@@ -45,6 +45,8 @@ impl Jvms {
     pub fn visit(&mut self, groups: &mut [Group], refresh: bool) -> bool {
         let mut seen: HashMap<u32, Option<Jvm>> = HashMap::new();
         let mut refreshing = false;
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::geteuid() };
         for g in groups {
             let Some(pid) = g.pid else {
                 continue;
@@ -62,8 +64,6 @@ impl Jvms {
             let Some(r) = self.refresher.as_mut().filter(|_| unnamed) else {
                 continue;
             };
-            // SAFETY: no preconditions.
-            let me = unsafe { libc::geteuid() };
             if j.flags.reduce_signal_usage {
                 g.notes.push(REDUCED_SIGNALS_NOTE.to_owned());
             } else if me != 0 && me != j.target.euid {

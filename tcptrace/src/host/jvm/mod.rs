@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::model::jvm::JvmFlags;
+use crate::{host::cgroup::owner, model::jvm::JvmFlags};
 
 pub mod attach;
 
@@ -54,17 +54,10 @@ pub fn inspect(pid: u32) -> Option<Jvm> {
         return None;
     }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_ascii_whitespace().collect::<Vec<_>>())
-    };
-    let nspid = field("NStgid:")
-        .and_then(|v| v.last()?.parse().ok())
-        .unwrap_or(pid);
+    let nspid = owner::nspid(&status).unwrap_or(pid);
     // Uid: real, effective, saved, filesystem.
-    let euid = field("Uid:")?.get(1)?.parse().ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let euid = uids.split_ascii_whitespace().nth(1)?.parse().ok()?;
     let cmdline = read_bounded(&format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let environ = read_bounded(&format!("/proc/{pid}/environ")).unwrap_or_default();
     Some(Jvm {

@@ -13,9 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use procfs::process::Process;
-
-use crate::model::perfmap::PerfMap;
+use crate::{host::cgroup::owner, model::perfmap::PerfMap};
 
 /// The largest perf map read. A JVM's whole code cache (240 MiB at most)
 /// is a few hundred thousand symbols of about 100 bytes each.
@@ -26,11 +24,7 @@ pub const MAX_PERF_MAP_BYTES: u64 = 64 << 20;
 /// path the process sees, for reports.
 #[must_use]
 pub fn path(pid: u32) -> (PathBuf, String) {
-    let ns_tgid = Process::new(pid.cast_signed())
-        .and_then(|p| p.status())
-        .ok()
-        .and_then(|s| s.nstgid.and_then(|v| v.last().copied()))
-        .map_or(pid, i32::cast_unsigned);
+    let ns_tgid = owner::nspid_of(pid).unwrap_or(pid);
     let inside = format!("/tmp/perf-{ns_tgid}.map");
     (PathBuf::from(format!("/proc/{pid}/root{inside}")), inside)
 }
