@@ -144,10 +144,7 @@ enum Task {
     /// The kernel matrix's runner on the kernel under test (run by
     /// `test --kernel` inside the VM).
     #[command(hide = true)]
-    KernelGuest {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    KernelGuest { plan: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -269,7 +266,7 @@ fn run(args: Args) -> Result<()> {
         }
         Task::Test { args, .. } => test(&args),
         Task::KernelTable => kernel::write_table(),
-        Task::KernelGuest { args } => kernel::guest::run(&kernel::guest::parse_args(&args)?),
+        Task::KernelGuest { plan } => kernel::guest::run(&kernel::guest::read_plan(&plan)?),
         Task::Bench {
             rounds,
             seconds,

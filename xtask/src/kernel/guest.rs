@@ -38,9 +38,21 @@ pub struct Plan {
     pub slowdown: u32,
 }
 
-/// The hidden command's arguments, after `kernel-guest`:
-/// `OUT CWD TRACER TIMEOUT_SECS SLOWDOWN NAME=PATH...`.
-pub fn parse_args(args: &[String]) -> Result<Plan> {
+/// The plan file that the hidden `kernel-guest PLAN` reads: one argument a
+/// line, `OUT CWD TRACER TIMEOUT_SECS SLOWDOWN NAME=PATH...` (a file, as the
+/// kernel's command line that carries the guest's command holds 2 KiB).
+pub fn read_plan(path: &Path) -> Result<Plan> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_args(&text.lines().map(str::to_owned).collect::<Vec<_>>())
+}
+
+/// Write `plan` where [`read_plan`] reads it.
+pub fn write_plan(plan: &Plan, path: &Path) -> Result<()> {
+    fs::write(path, to_args(plan).join("\n") + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn parse_args(args: &[String]) -> Result<Plan> {
     let [out, cwd, tracer, timeout, slowdown, tests @ ..] = args else {
         return Err(anyhow!(
             "usage: kernel-guest OUT CWD TRACER TIMEOUT_SECS SLOWDOWN NAME=PATH..."
@@ -64,8 +76,7 @@ pub fn parse_args(args: &[String]) -> Result<Plan> {
     })
 }
 
-/// The runner's argument list for `plan` (what [`parse_args`] reads).
-pub fn to_args(plan: &Plan) -> Vec<String> {
+fn to_args(plan: &Plan) -> Vec<String> {
     let mut args = vec![
         plan.out.display().to_string(),
         plan.cwd.display().to_string(),

@@ -23,6 +23,9 @@ use super::{guest, provision::Kernel};
 const MEMORY: &str = "3G";
 const CPUS: &str = "2";
 
+/// How long the guest may take to boot and start the runner (30-40 s).
+const BOOT_LIMIT: Duration = Duration::from_mins(5);
+
 /// How the boot went.
 pub struct Boot {
     /// From starting virtme-ng to the runner's first file in the guest.
@@ -38,11 +41,13 @@ pub fn run(
     deadline: Duration,
 ) -> Result<Boot> {
     let xtask = std::env::current_exe().context("this xtask's path")?;
-    let mut script = shell_quote(&xtask.display().to_string()) + " kernel-guest";
-    for a in guest::to_args(plan) {
-        script.push(' ');
-        script.push_str(&shell_quote(&a));
-    }
+    let plan_file = plan.out.join("plan");
+    guest::write_plan(plan, &plan_file)?;
+    let script = format!(
+        "{} kernel-guest {}",
+        shell_quote(&xtask.display().to_string()),
+        shell_quote(&plan_file.display().to_string())
+    );
     let log = File::create(plan.out.join("vng.log")).context("creating vng.log")?;
     let path = std::env::join_paths(std::iter::once(vng_bin.to_path_buf()).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
@@ -90,7 +95,9 @@ pub fn run(
         if child.try_wait()?.is_some() {
             break false;
         }
-        if start.elapsed() >= deadline {
+        // A kernel that panics early can leave qemu spinning.
+        let no_boot = boot.is_none() && start.elapsed() >= BOOT_LIMIT;
+        if no_boot || start.elapsed() >= deadline {
             let pgid = libc::pid_t::try_from(child.id()).context("pid")?;
             // SAFETY: kill(2) on the process group of vng, which we made and
             // have not reaped.
