@@ -75,6 +75,7 @@ pub fn test(req: &Request<'_>) -> Result<()> {
         timeout: req.file_timeout,
         slowdown: if host { 1 } else { SLOWDOWN },
     };
+    guest::write_plan(&plan, &out.join("plan"))?;
     let start = Instant::now();
     let (how, boot_s) = if let Some((k, vng)) = &vm {
         let deadline = req.file_timeout * u32::try_from(bins.len()).unwrap_or(u32::MAX)
@@ -98,17 +99,50 @@ pub fn test(req: &Request<'_>) -> Result<()> {
             vm::console_tail(&out, 30)
         );
     }
+    let (file, runs) = collect(&release, how, boot_s, &bins)?;
+    report(&release, &runs, total, &file)
+}
+
+/// Read the runner's files of `release` into its result file.
+fn collect(
+    release: &str,
+    how: &str,
+    boot_s: Option<f64>,
+    bins: &[(String, PathBuf)],
+) -> Result<(PathBuf, Vec<results::FileRun>)> {
+    let out = matrix_dir().join(release);
     let features =
         results::parse_features(&fs::read_to_string(out.join("features.txt")).unwrap_or_default());
     let runs: Vec<results::FileRun> = bins
         .iter()
         .map(|(name, bin)| results::read_file_run(&out, name, &list(bin)))
         .collect();
-    let json = results::to_json(&release, how, boot_s, &features, &runs);
+    let json = results::to_json(release, how, boot_s, &features, &runs);
     let file = matrix_dir().join(format!("{release}.json"));
     fs::write(&file, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", file.display()))?;
-    report(&release, &runs, total, &file)
+    Ok((file, runs))
+}
+
+/// Read every result file of this checkout again from its run's raw files
+/// (its plan names the test binaries), so that what the reader learns
+/// applies to runs already made.
+pub fn reread() -> Result<()> {
+    let Ok(entries) = fs::read_dir(matrix_dir()) else {
+        return Ok(());
+    };
+    for dir in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let (plan, json) = (dir.join("plan"), matrix_dir().join(format!("{name}.json")));
+        let (Ok(plan), Ok(old)) = (guest::read_plan(&plan), fs::read_to_string(&json)) else {
+            continue;
+        };
+        let old: serde_json::Value = serde_json::from_str(&old)?;
+        let release = old["kernel"].as_str().unwrap_or_default().to_owned();
+        let how = old["how"].as_str().unwrap_or_default().to_owned();
+        collect(&release, &how, old["boot_seconds"].as_f64(), &plan.tests)?;
+    }
+    Ok(())
 }
 
 /// Print each file's status and every test that did not pass, then the

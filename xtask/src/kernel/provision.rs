@@ -214,7 +214,13 @@ pub(super) fn natural_cmp(a: &str, b: &str) -> Ordering {
 /// Download the release's package and unpack it into `root` (then its
 /// modules' index, which the package leaves to its postinst).
 fn unpack(release: &str, root: &Path) -> Result<()> {
-    let dl = root.with_extension("download");
+    // Beside `root`, by name: a release's dots are no extension.
+    let beside = |suffix: &str| {
+        let mut name = root.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let dl = beside(".download");
     let _ = fs::remove_dir_all(&dl);
     fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
     let pkg = package(release);
@@ -232,7 +238,7 @@ fn unpack(release: &str, root: &Path) -> Result<()> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", dl.display()))?;
-    let tmp = root.with_extension("tmp");
+    let tmp = beside(".tmp");
     let _ = fs::remove_dir_all(&tmp);
     status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
     status(Command::new("depmod").arg("-b").arg(&tmp).arg(release))?;

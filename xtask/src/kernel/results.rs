@@ -128,11 +128,8 @@ fn verdict(text: &str) -> Option<Outcome> {
 /// A failure's outcome from its captured output.
 fn classify(text: &str) -> Outcome {
     if let Some(line) = text.lines().find(|l| l.contains(REFUSAL)) {
-        // The reason ends with tcptrace's line, also where a test quoted
-        // its stderr (`\n` then, in a debug-printed string).
         let at = line.find(REFUSAL).map_or(0, |i| i + "tcptrace: ".len());
-        let reason = line[at..].split("\\n").next().unwrap_or_default();
-        return Outcome::Unsupported(reason.trim().trim_end_matches('"').to_owned());
+        return Outcome::Unsupported(short(&line[at..]));
     }
     let panic = text
         .lines()
@@ -140,7 +137,23 @@ fn classify(text: &str) -> Outcome {
         .nth(1)
         .or_else(|| text.lines().find(|l| !l.trim().is_empty()))
         .unwrap_or("(no output)");
-    Outcome::Failed(panic.chars().take(300).collect())
+    // tcptrace that did not start: its own error says why.
+    let error = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tcptrace: "))
+        .filter(|_| panic.contains("did not start"));
+    Outcome::Failed(match error {
+        Some(e) => short(&format!("tcptrace did not start: {e}")),
+        None => short(panic),
+    })
+}
+
+/// A reason on one line, without the verifier's statistics (they differ
+/// from run to run), at most 300 characters.
+fn short(reason: &str) -> String {
+    let r = reason.split("\\n").next().unwrap_or_default();
+    let r = r.split(" (verifier: verification time").next().unwrap_or(r);
+    r.trim().trim_end_matches('"').chars().take(300).collect()
 }
 
 /// The test names that `BIN --list` prints.

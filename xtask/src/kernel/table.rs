@@ -50,6 +50,7 @@ const FEATURES: [(&str, &str); 15] = [
 ];
 
 pub fn write() -> Result<()> {
+    super::reread()?;
     let root = crate::workspace_root();
     let kept = root.join("docs/kernels");
     let mut results: BTreeMap<String, Value> = BTreeMap::new();
@@ -148,23 +149,38 @@ pub(super) fn render(runs: &[&Value]) -> String {
             .collect();
         row(&mut s, f, cells);
     }
-    s += "\nTests that did not pass:\n\n";
+    s += "\nTests that did not pass, by kernel and reason:\n\n";
     let mut any = false;
     for r in runs {
         let k = r["kernel"].as_str().unwrap_or("?");
+        // (outcome, reason) -> the tests, in file order.
+        let mut groups: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
         for (f, v) in r["files"].as_object().into_iter().flatten() {
             for (t, o) in v["tests"].as_object().into_iter().flatten() {
                 let word = o["result"].as_str().unwrap_or("?");
-                if word == "ok" || word == "ignored" {
-                    continue;
+                if word != "ok" && word != "ignored" {
+                    let why = o["reason"].as_str().unwrap_or_default();
+                    let why: String = why.chars().take(REASON_CHARS).collect();
+                    groups
+                        .entry((word, why))
+                        .or_default()
+                        .push(format!("{f}::{t}"));
                 }
-                any = true;
-                let why = o["reason"]
-                    .as_str()
-                    .map(|w| format!(": {}", w.replace('|', "\\|")))
-                    .unwrap_or_default();
-                let _ = writeln!(s, "- {k}, {f}::{t}: **{word}**{why}");
             }
+        }
+        for ((word, why), tests) in groups {
+            any = true;
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", why.replace('|', "\\|"))
+            };
+            let _ = writeln!(
+                s,
+                "- {k}, **{word}** ({}){why}\n  - {}",
+                tests.len(),
+                tests.join(", ")
+            );
         }
     }
     if !any {
@@ -172,6 +188,9 @@ pub(super) fn render(runs: &[&Value]) -> String {
     }
     s + "\n"
 }
+
+/// How much of a reason the list keeps (verifier logs run long).
+const REASON_CHARS: usize = 240;
 
 /// A feature's cell: ✔, a fallback, or ✘ with what it means.
 pub(super) fn feature(key: &str, value: Option<&str>) -> String {
@@ -186,7 +205,13 @@ pub(super) fn feature(key: &str, value: Option<&str>) -> String {
         return match v.strip_prefix("yes (") {
             Some(rest) if rest.contains("fexit") => "fallback: fexit".to_owned(),
             Some(_) => "✔ tracepoints".to_owned(),
-            None => format!("✘ {}", v.trim_start_matches("no: ")),
+            None => match v.split_once("failed: ") {
+                Some((_, why)) => format!(
+                    "✘ fallback refused: {}",
+                    why.split(" (verifier").next().unwrap_or(why)
+                ),
+                None => format!("✘ {}", v.trim_start_matches("no: ")),
+            },
         };
     }
     if v.starts_with("yes") || (key == "bpf_stats" && v.contains("bpf_stats_enabled =")) {

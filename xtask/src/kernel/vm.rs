@@ -40,9 +40,16 @@ pub fn run(
     plan: &guest::Plan,
     deadline: Duration,
 ) -> Result<Boot> {
-    let xtask = std::env::current_exe().context("this xtask's path")?;
+    // A copy of this xtask runs in the guest: a rebuild during the run
+    // replaces (deletes) the binary the host's path names.
+    let xtask = plan.out.join("xtask");
+    fs::copy(
+        std::env::current_exe().context("this xtask's path")?,
+        &xtask,
+    )
+    .context("copying xtask for the guest")?;
+    // Written by the caller: the guest's command line holds 2 KiB.
     let plan_file = plan.out.join("plan");
-    guest::write_plan(plan, &plan_file)?;
     let script = format!(
         "{} kernel-guest {}",
         shell_quote(&xtask.display().to_string()),
