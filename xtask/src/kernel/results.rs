@@ -150,7 +150,7 @@ fn classify(text: &str) -> Outcome {
 
 /// A reason on one line, without the verifier's statistics (they differ
 /// from run to run), at most 300 characters.
-fn short(reason: &str) -> String {
+pub(super) fn short(reason: &str) -> String {
     let r = reason.split("\\n").next().unwrap_or_default();
     let r = r.split(" (verifier: verification time").next().unwrap_or(r);
     r.trim().trim_end_matches('"').chars().take(300).collect()

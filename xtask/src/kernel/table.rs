@@ -55,7 +55,15 @@ pub fn write() -> Result<()> {
     let kept = root.join("docs/kernels");
     let mut results: BTreeMap<String, Value> = BTreeMap::new();
     for dir in [kept.clone(), super::matrix_dir()] {
-        for (release, v) in read_dir(&dir)? {
+        for (release, mut v) in read_dir(&dir)? {
+            // A run of some test files replaces those files' results only.
+            if let Some(old) = results.remove(&release) {
+                for (f, r) in old["files"].as_object().into_iter().flatten() {
+                    if v["files"].get(f).is_none() {
+                        v["files"][f] = r.clone();
+                    }
+                }
+            }
             results.insert(release, v);
         }
     }
@@ -159,8 +167,7 @@ pub(super) fn render(runs: &[&Value]) -> String {
             for (t, o) in v["tests"].as_object().into_iter().flatten() {
                 let word = o["result"].as_str().unwrap_or("?");
                 if word != "ok" && word != "ignored" {
-                    let why = o["reason"].as_str().unwrap_or_default();
-                    let why: String = why.chars().take(REASON_CHARS).collect();
+                    let why = super::results::short(o["reason"].as_str().unwrap_or_default());
                     groups
                         .entry((word, why))
                         .or_default()
@@ -188,9 +195,6 @@ pub(super) fn render(runs: &[&Value]) -> String {
     }
     s + "\n"
 }
-
-/// How much of a reason the list keeps (verifier logs run long).
-const REASON_CHARS: usize = 240;
 
 /// A feature's cell: ✔, a fallback, or ✘ with what it means.
 pub(super) fn feature(key: &str, value: Option<&str>) -> String {
