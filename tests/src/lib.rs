@@ -67,6 +67,22 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long to wait for the events a test expects before stopping the tracer.
 pub const EVENTS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every bounded wait of this crate is `d` times the factor in
+/// `TCPTRACE_TEST_SLOWDOWN` (a whole number, 1 when unset): the kernel
+/// matrix sets it for kernels booted under software emulation, where
+/// loading tcptrace alone takes tens of seconds.
+#[must_use]
+pub fn patient(d: Duration) -> Duration {
+    static FACTOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    d * *FACTOR.get_or_init(|| {
+        std::env::var("TCPTRACE_TEST_SLOWDOWN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&f| f >= 1)
+            .unwrap_or(1)
+    })
+}
+
 /// Polling interval of every bounded wait.
 const POLL: Duration = Duration::from_millis(20);
 

@@ -76,7 +76,7 @@ impl Peer {
     /// Wait for the next line starting with `prefix` (earlier lines are kept
     /// for messages); returns it.
     pub fn wait_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + LINE_TIMEOUT;
+        let deadline = Instant::now() + crate::patient(LINE_TIMEOUT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -122,7 +122,7 @@ impl Peer {
         let what = format!("{} {}", self.role, self.pid());
         let status = wait_exit(&mut self.child, &what, EXIT_TIMEOUT);
         // The writer is gone: the channel drains and then disconnects.
-        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let deadline = Instant::now() + crate::patient(EXIT_TIMEOUT);
         while let Ok(line) = self
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -276,7 +276,9 @@ impl LeakyServerBin {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(LINE_TIMEOUT).unwrap_or_default();
+        let line = rx
+            .recv_timeout(crate::patient(LINE_TIMEOUT))
+            .unwrap_or_default();
         if line.trim() != format!("ready {}", server.pid()) {
             let _ = server.child.kill();
             let status = server.child.wait();

@@ -15,10 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{NETNS_PREFIX, POLL, READY, READY_TIMEOUT, tracer_bin};
+use crate::{NETNS_PREFIX, POLL, READY, READY_TIMEOUT, patient, tracer_bin};
 
 /// Wait for `child` to exit, at most `timeout`; kill it and panic otherwise.
 pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> ExitStatus {
+    let timeout = patient(timeout);
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -145,7 +146,7 @@ pub(crate) fn spawn_ready_with(
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let watch = StderrWatch::new(child.stderr.take().expect("piped"));
-    if let Err(why) = watch.wait_ready(READY_TIMEOUT) {
+    if let Err(why) = watch.wait_ready(patient(READY_TIMEOUT)) {
         let _ = child.kill();
         let status = child.wait();
         let stderr = watch.finish();

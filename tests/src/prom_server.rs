@@ -78,7 +78,7 @@ impl PromServer {
             _child: child,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::patient(Duration::from_secs(30));
         while server.query("vector(1)").is_err() {
             assert!(
                 Instant::now() < deadline,
@@ -128,7 +128,7 @@ impl PromServer {
         timeout: Duration,
         done: impl Fn(&[f64]) -> bool,
     ) -> Vec<f64> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::patient(timeout);
         loop {
             let values: Vec<f64> = self
                 .query(expr)

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod dist;
+mod kernel;
 mod layers;
 mod netns;
 mod procstat;
@@ -107,12 +108,43 @@ enum Task {
         ebpf_src: Option<PathBuf>,
     },
     /// Run every test: formatting, the layer check, lints, unit tests, then
-    /// the root integration tests.
+    /// the root integration tests. With `--kernel`, only the root
+    /// integration tests, on that kernel (see docs/kernels.md).
     Test {
+        /// Run the root integration tests on this kernel instead: `6.1` (the
+        /// newest Debian linux-image-6.1.*-amd64-unsigned), a release
+        /// (`6.1.0-57-amd64`) or a kernel image's path, booted under qemu
+        /// (software emulation) with virtme-ng; or `host`, the running
+        /// kernel. Results: target/kernel-matrix/RELEASE.json.
+        #[arg(long, value_name = "VERSION|PATH|host")]
+        kernel: Option<String>,
+        /// With --kernel: only these test files (e.g. lifecycle,hist)
+        /// [default: all but dist and deploy].
+        #[arg(
+            long,
+            value_name = "TESTFILE,...",
+            value_delimiter = ',',
+            requires = "kernel"
+        )]
+        only: Option<Vec<String>>,
+        /// With --kernel: test tcptrace's release build (what ships; under
+        /// emulation it starts in ~10 s where the debug build takes ~35 s).
+        #[arg(long, requires = "kernel")]
+        release: bool,
+        /// With --kernel: the time limit of each test file, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 1800, requires = "kernel")]
+        file_timeout: u64,
         /// Extra arguments for the integration-test harness (e.g. a test name).
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Write docs/kernels.md's support table from the result files of
+    /// `cargo xtask test --kernel` (target/kernel-matrix/*.json).
+    KernelTable,
+    /// The kernel matrix's runner on the kernel under test (run by
+    /// `test --kernel` inside the VM).
+    #[command(hide = true)]
+    KernelGuest { plan: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -215,7 +247,26 @@ fn run(args: Args) -> Result<()> {
                 ebpf_src: ebpf_src.unwrap_or(default.ebpf_src),
             })
         }
-        Task::Test { args } => test(&args),
+        Task::Test {
+            kernel: Some(k),
+            only,
+            release,
+            file_timeout,
+            args,
+        } => {
+            if !args.is_empty() {
+                bail!("--kernel runs whole test files (--only): no harness arguments after --");
+            }
+            kernel::test(&kernel::Request {
+                kernel: &k,
+                only: only.as_deref(),
+                release,
+                file_timeout: std::time::Duration::from_secs(file_timeout),
+            })
+        }
+        Task::Test { args, .. } => test(&args),
+        Task::KernelTable => kernel::write_table(),
+        Task::KernelGuest { plan } => kernel::guest::run(&kernel::guest::read_plan(&plan)?),
         Task::Bench {
             rounds,
             seconds,

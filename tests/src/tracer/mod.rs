@@ -104,7 +104,7 @@ impl ModeTracer {
         timeout: Duration,
         find: impl Fn(&[String]) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::patient(timeout);
         loop {
             if let Some(v) = find(&self.lines.lock().expect("not poisoned")) {
                 return Some(v);
