@@ -3,13 +3,14 @@
 //! State, entry time and the owner's pid and tid; comms go to `COMMS`.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+    bpf_get_current_comm,
+    generated::{self, bpf_get_current_cgroup_id},
 };
 use tcptrace_common::{
     Counter, LeanSock, Owner, TcpState,
     comms::{self, CommSlot},
     table::{self, LeanBucket, LeanSlot},
-    track::apply_lean_transition,
+    track::{apply_lean_transition, is_owner_transition},
 };
 
 use crate::{
@@ -78,8 +79,16 @@ fn lean_advance<V: Variant>(
 ) -> (u64, Owner, u32) {
     let (old, new) = transition;
     let before = *e;
-    let dwell_ns = apply_lean_transition(e, known, old, new, now, || {
-        let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: no preconditions.
+    let dwell_ns = apply_lean_transition(e, known, old, new, now, || unsafe {
+        generated::bpf_get_current_pid_tgid()
+    });
+    // The owner's side effects once per transition, outside the closure:
+    // a closure with a body of its own becomes a BPF subprogram whose stack
+    // adds to the generic program's (over 512 bytes on kernels before 6.13,
+    // which have no private stacks).
+    if is_owner_transition(old, new) {
+        let pid_tgid = (u64::from(e.tgid) << 32) | u64::from(e.tid);
         if setting!(V, noted_new_states) & (1 << (new & 31)) != 0 {
             note_comm(pid_tgid);
         }
@@ -87,12 +96,9 @@ fn lean_advance<V: Variant>(
         // close() by another process must stop other CPUs' cached pairs of
         // the previous owner (leak mode's hooks write the details instead).
         if known && setting!(V, sock_details) == 0 {
-            #[expect(clippy::cast_possible_truncation, reason = "the tgid half")]
-            let tgid = (pid_tgid >> 32) as u32;
-            lean_owner_replaced(skaddr, &before, tgid);
+            lean_owner_replaced(skaddr, &before, e.tgid);
         }
-        pid_tgid
-    });
+    }
     // A child born where an earlier socket's entry was left (its destroy
     // missed: see track::starts_life) drops that owner; its cached pairs
     // must not skip the child's I/O. connect() and listen() are owner
