@@ -22,7 +22,8 @@
 //! [`netns`]: namespaces and the [`Lab`]; [`peers`]: the processes a test
 //! drives; [`process`]: child-process plumbing; [`tracer`]: tcptrace runs;
 //! [`parse`]: what tcptrace prints; [`jvm`]: a Java server in namespaces of its own; [`scenario`]: shared connection scenarios;
-//! [`prom_server`]: a real Prometheus server scraping tcptrace.
+//! [`prom_server`]: a real Prometheus server scraping tcptrace; [`kernel`]:
+//! what the running kernel offers, and tests it cannot support.
 #![expect(
     clippy::missing_panics_doc,
     reason = "a test harness: panicking with a precise message is how it reports failure"
@@ -35,6 +36,7 @@ use std::{
 
 pub mod deploy;
 pub mod jvm;
+pub mod kernel;
 pub mod netns;
 pub mod parse;
 pub mod peers;

@@ -16,7 +16,7 @@ use std::{process::Command, thread, time::Duration};
 
 use integration_tests::{
     EXIT_TIMEOUT, LEAKY_RECV_BUF, Lab, LeakGroup, LeakReport, LeakTracer, LeakyServerBin, Netns,
-    lab, run_bounded, tracer_bin,
+    lab, patient, run_bounded, tracer_bin,
 };
 
 /// Connections per handler.
@@ -491,13 +491,15 @@ fn short_close_wait_is_never_reported() {
 #[test]
 fn leaks_end_when_the_owner_exits() {
     const PORT: u16 = 29431;
-    /// The server's lifetime: `leaky_server` counts whole seconds of
-    /// `time()`, so it lives between `LIFETIME - 1` and `LIFETIME` seconds;
-    /// 4 leaves an interval report at least ~2 s of leaks past --min-age 1s.
-    const LIFETIME: u32 = 4;
+    // The server's lifetime: `leaky_server` counts whole seconds of
+    // `time()`, so it lives between `lifetime - 1` and `lifetime` seconds;
+    // 4 leaves an interval report at least ~2 s of leaks past --min-age 1s
+    // (scaled by TCPTRACE_TEST_SLOWDOWN, under emulation).
+    let lifetime = u32::try_from(patient(Duration::from_secs(4)).as_secs()).expect("small");
     let lab = lab!();
     let leaky = LeakyServerBin::build();
     let port = PORT.to_string();
+    let duration = (lifetime + 4).to_string();
     let tracer = LeakTracer::start(
         &lab.ns,
         &[
@@ -507,19 +509,19 @@ fn leaks_end_when_the_owner_exits() {
             "-i",
             "1",
             "-d",
-            "8",
+            &duration,
             "--port",
             &port,
         ],
     );
-    let server = leaky.start(&lab.ns, PORT, LIFETIME);
+    let server = leaky.start(&lab.ns, PORT, lifetime);
     let pid = server.pid();
     clients(&lab, PORT, 2, None);
-    let seen = tracer.wait_for_report(Duration::from_secs(u64::from(LIFETIME) + 2), |r| {
+    let seen = tracer.wait_for_report(Duration::from_secs(u64::from(lifetime) + 2), |r| {
         !r.is_final() && r.of_pid(pid).iter().any(|g| g.count() == 2)
     });
-    server.wait_success(Duration::from_secs(u64::from(LIFETIME) + 5));
-    let run = tracer.wait_end(Duration::from_secs(8) + EXIT_TIMEOUT);
+    server.wait_success(Duration::from_secs(u64::from(lifetime) + 5));
+    let run = tracer.wait_end(Duration::from_secs(u64::from(lifetime) + 4) + EXIT_TIMEOUT);
     run.assert_clean_exit();
 
     let seen = seen.unwrap_or_else(|| {

@@ -12,7 +12,8 @@
 //!                      [--bind IP:PORT]   (bind there first, with SO_REUSEADDR)
 //!                      [--hold]           (once connected, wait for a line on stdin; not
 //!                                          with --wait-go)
-//! common:              [--timeout-ms N]   (every wait; default 10000)
+//! common:              [--timeout-ms N]   (every wait; default 10000; both times
+//!                                          TCPTRACE_TEST_SLOWDOWN)
 //!                      [--rename-when-done NAME] (once every socket is closed, the
 //!                                          main thread renames itself NAME, before `done`)
 //!                      [--connections N]  (N connections at once, each in a thread, each
@@ -45,6 +46,7 @@
 //! unstable) and, for `--bind`, a socket made with libc (std cannot bind a
 //! socket before `connect()`).
 
+use integration_tests::patient;
 use std::{
     io::{self, BufRead as _, ErrorKind, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
@@ -112,7 +114,7 @@ fn millis(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<Duratio
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let mut o = Opts {
-        timeout: Duration::from_secs(10),
+        timeout: patient(Duration::from_secs(10)),
         connections: 1,
         ..Opts::default()
     };
@@ -137,7 +139,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--expect-refused" => o.expect_refused = true,
             "--linger0" => o.linger0 = true,
             "--close-delay-ms" => o.close_delay = millis(&mut args, "--close-delay-ms")?,
-            "--timeout-ms" => o.timeout = millis(&mut args, "--timeout-ms")?,
+            // Scaled like the harness's waits (TCPTRACE_TEST_SLOWDOWN).
+            "--timeout-ms" => o.timeout = patient(millis(&mut args, "--timeout-ms")?),
             "--send-bytes" => {
                 let n = args
                     .next()
@@ -583,13 +586,13 @@ fn scrape(mut args: impl Iterator<Item = String>) -> ExitCode {
     let Some(url) = args.next() else {
         return usage("scrape needs a URL");
     };
-    let mut timeout = Duration::from_secs(10);
+    let mut timeout = patient(Duration::from_secs(10));
     while let Some(arg) = args.next() {
         if arg != "--timeout-ms" {
             return usage(&format!("unknown argument {arg}"));
         }
         match millis(&mut args, "--timeout-ms") {
-            Ok(t) => timeout = t,
+            Ok(t) => timeout = patient(t),
             Err(e) => return usage(&e),
         }
     }
@@ -669,7 +672,7 @@ fn fanout(mut args: impl Iterator<Item = String>) -> ExitCode {
         // Read the client's FIN, then close: the client's socket ends in
         // TIME_WAIT.
         let mut buf = [0u8; 1];
-        served.set_read_timeout(Some(Duration::from_secs(5)))?;
+        served.set_read_timeout(Some(patient(Duration::from_secs(5))))?;
         let _ = served.read(&mut buf)?;
         Ok(())
     };

@@ -63,6 +63,15 @@ impl ModeTracer {
         require_root();
         let mut all = vec![mode];
         all.extend_from_slice(args);
+        // Under emulation (TCPTRACE_TEST_SLOWDOWN) symbolizing one process
+        // takes longer than tcptrace's default budget of 2 s.
+        let budget = format!("{}s", crate::patient(Duration::from_secs(2)).as_secs());
+        if budget != "2s"
+            && all.contains(&"--closewait-leaks")
+            && !all.contains(&"--symbolize-timeout")
+        {
+            all.extend(["--symbolize-timeout", &budget]);
+        }
         let (mut child, stderr) = spawn_ready_with(cmd, &all, Stdio::piped());
         let out = child.stdout.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));

@@ -3,7 +3,8 @@
 //! then the failures' captured output), and the kernel's features from
 //! `features.txt`. A failed test whose output has tcptrace's refusal of the
 //! kernel ("this kernel has no ...") is `unsupported`, with that line as the
-//! reason: never a pass, never a plain failure.
+//! reason, and so is a test that said it needs what the kernel lacks
+//! ("unsupported on this kernel: ..."): never a pass, never a plain failure.
 
 use std::{collections::BTreeMap, fs, path::Path};
 
@@ -12,6 +13,10 @@ use serde_json::{Value, json};
 /// tcptrace's error when it refuses a kernel that lacks what it needs (its
 /// log lines that name a missing tracepoint it replaces do not start so).
 pub const REFUSAL: &str = "tcptrace: this kernel has no ";
+
+/// The panic of a test that needs what the kernel lacks
+/// (`integration_tests::kernel::unsupported`), followed by the reason.
+pub const TEST_UNSUPPORTED: &str = "unsupported on this kernel: ";
 
 /// One test's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +134,12 @@ fn verdict(text: &str) -> Option<Outcome> {
 fn classify(text: &str) -> Outcome {
     if let Some(line) = text.lines().find(|l| l.contains(REFUSAL)) {
         let at = line.find(REFUSAL).map_or(0, |i| i + "tcptrace: ".len());
+        return Outcome::Unsupported(short(&line[at..]));
+    }
+    if let Some(line) = text.lines().find(|l| l.contains(TEST_UNSUPPORTED)) {
+        let at = line
+            .find(TEST_UNSUPPORTED)
+            .map_or(0, |i| i + TEST_UNSUPPORTED.len());
         return Outcome::Unsupported(short(&line[at..]));
     }
     let panic = text

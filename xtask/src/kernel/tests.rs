@@ -79,6 +79,18 @@ fn a_refusal_quoted_in_a_debug_string_ends_at_its_line() {
 }
 
 #[test]
+fn a_test_that_says_the_kernel_lacks_what_it_needs_is_unsupported() {
+    let out = "test t ... FAILED\n\nfailures:\n\n---- t stdout ----\n\
+               thread 't' (9) panicked at tests/tests/lifecycle.rs:3:9:\n\
+               unsupported on this kernel: no reset without a socket before 6.10\n\nfailures:\n";
+    let got = parse_tests(&names(&["t"]), out, false);
+    assert_eq!(
+        got["t"],
+        Outcome::Unsupported("no reset without a socket before 6.10".to_owned())
+    );
+}
+
+#[test]
 fn the_test_running_when_its_file_timed_out_is_marked() {
     let out = "running 2 tests\ntest slow ... ";
     let got = parse_tests(&names(&["slow", "next"]), out, true);
