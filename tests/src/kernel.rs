@@ -4,7 +4,7 @@
 //! [`unsupported`]: it fails with a line the matrix reports as unsupported,
 //! with the reason, and never passes.
 
-use std::fs;
+use std::{fs, path::Path, process::Command};
 
 /// The start of the panic message of [`unsupported`]; xtask's matrix
 /// results (`xtask/src/kernel/results.rs`) look for the same text.
@@ -15,29 +15,34 @@ pub fn unsupported(why: &str) -> ! {
     panic!("{UNSUPPORTED}{why}")
 }
 
-/// The running kernel's release as (major, minor), `(0, 0)` if unreadable.
+/// The tracepoint's `format` file, `None` when the kernel lacks it. Mounts
+/// tracefs first when it is not mounted (as tcptrace itself does).
+fn format_of(system: &str, name: &str) -> Option<String> {
+    const TRACEFS: &str = "/sys/kernel/tracing";
+    if !Path::new(TRACEFS).join("events").is_dir() {
+        let mounted = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", TRACEFS])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted,
+            "cannot mount tracefs at {TRACEFS}: tests need root"
+        );
+    }
+    fs::read_to_string(format!("{TRACEFS}/events/{system}/{name}/format")).ok()
+}
+
+/// Whether the kernel has the tracepoint `system:name`.
 #[must_use]
-pub fn release() -> (u32, u32) {
-    let text = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = text
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+pub fn has_tracepoint(system: &str, name: &str) -> bool {
+    format_of(system, name).is_some()
 }
 
 /// Whether `tcp:tcp_send_reset` has its `reason` field and fires for a
-/// reset sent without a socket (both Linux 6.10): from the tracepoint's
-/// format where tracefs is mounted, else from the release.
+/// reset sent without a socket (both Linux 6.10).
 #[must_use]
 pub fn send_reset_has_reason() -> bool {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|dir| fs::read_to_string(format!("{dir}/events/tcp/tcp_send_reset/format")).ok())
-        .map_or_else(
-            || release() >= (6, 10),
-            |format| format.contains(" reason;"),
-        )
+    format_of("tcp", "tcp_send_reset").is_some_and(|format| format.contains(" reason;"))
 }
 
 /// The reset reason a test expects: `kernel`'s on kernels whose

@@ -56,7 +56,11 @@ impl<'a> ActiveClose<'a> {
     #[must_use]
     pub fn new(lab: &'a Lab, addr: &str) -> Self {
         let delay = CLOSE_DELAY.as_millis().to_string();
+        // The go-ahead may come after tcptrace runs (two, in some tests)
+        // have loaded, each within READY_TIMEOUT: the peer waits as long.
         let server = lab.server(&[
+            "--timeout-ms",
+            "60000",
             "--addr",
             addr,
             "--wait-go",

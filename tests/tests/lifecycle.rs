@@ -33,19 +33,22 @@ fn active_close_by_client_ipv4() {
 /// kernels with other layouts get. Both must trace the same thing.
 #[test]
 fn active_close_through_direct_loads_and_through_the_record_copy() {
+    // Before Linux 6.3 recv and send are traced by fexit, which reads
+    // arguments, not records: the line leaves them out.
+    let io = kernel::has_tracepoint("sock", "sock_recv_length");
+    let access = |how: &str| {
+        if io {
+            format!(
+                "inet_sock_set_state {how}, sock_recv_length/sock_send_length {how}, \
+                 tcp_destroy_sock {how}"
+            )
+        } else {
+            format!("inet_sock_set_state {how}, tcp_destroy_sock {how}")
+        }
+    };
     for (copy, port, access) in [
-        (
-            "0",
-            29107,
-            "inet_sock_set_state direct, sock_recv_length/sock_send_length direct, \
-             tcp_destroy_sock direct",
-        ),
-        (
-            "1",
-            29108,
-            "inet_sock_set_state copied, sock_recv_length/sock_send_length copied, \
-             tcp_destroy_sock copied",
-        ),
+        ("0", 29107, access("direct")),
+        ("1", 29108, access("copied")),
     ] {
         let lab = lab!();
         let addr = format!("127.0.0.1:{port}");

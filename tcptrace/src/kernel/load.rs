@@ -196,15 +196,20 @@ pub struct LoadOptions {
 
 /// How each hot program reads its tracepoint record, for `-v`: straight from
 /// the context (the standard layout) or through a copy at tracefs offsets.
-fn record_access(direct: u8) -> String {
+fn record_access(direct: u8, io_tracepoints: bool) -> String {
     use tcptrace_common::config::{DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH};
     [
-        ("inet_sock_set_state", DIRECT_SET_STATE),
-        ("sock_recv_length/sock_send_length", DIRECT_SOCK_LENGTH),
-        ("tcp_destroy_sock", DIRECT_DESTROY),
+        ("inet_sock_set_state", DIRECT_SET_STATE, true),
+        (
+            "sock_recv_length/sock_send_length",
+            DIRECT_SOCK_LENGTH,
+            io_tracepoints,
+        ),
+        ("tcp_destroy_sock", DIRECT_DESTROY, true),
     ]
     .iter()
-    .map(|&(name, bit)| {
+    .filter(|&&(_, _, present)| present)
+    .map(|&(name, bit, _)| {
         let how = if direct & bit != 0 {
             "direct"
         } else {
@@ -293,7 +298,12 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     } else {
         offs.direct_ctx()
     };
-    log::info!("record access: {}", record_access(config.direct_ctx));
+    // Without the recv/send tracepoints the fexit hooks read arguments,
+    // not records: the line leaves them out.
+    log::info!(
+        "record access: {}",
+        record_access(config.direct_ctx, io_tracepoints)
+    );
     // Failures come from optional tracepoints: without them --timewait still
     // has its census, and says what it cannot see.
     let mut failures_unavailable = None;
