@@ -5,7 +5,7 @@
 use tcptrace_common::{Counter, SockInfo, TcpState, track::forget_life};
 
 use crate::{
-    maps::{BPF_NOEXIST, NEW_SOCK, SOCKS, count},
+    maps::{BPF_NOEXIST, SOCKS, count},
     owner_cache::{bump_io_generation, io_slot},
     tracepoint::{SetStateHead, SetStateRecord},
 };
@@ -66,22 +66,23 @@ pub(crate) fn details(skaddr: u64, create: bool) -> Option<*mut SockInfo> {
 /// `bpf_map_update_elem`'s error (negated) for a key already present.
 const EEXIST: i32 = 17;
 
-/// Insert details that know nothing yet for `skaddr`, unless it has some,
-/// built in this CPU's slot. Once per socket: a BPF subprogram, so that the
-/// hot paths that call it keep their registers.
+/// Details that know nothing yet: no state or entry time, owner unknown,
+/// no stacks, no endpoints (every field's "unknown" is zero). A read-only
+/// global, passed to the map update as it is: building it in a buffer took
+/// a `memset` subprogram, whose frame counts towards the 512-byte stack
+/// limit of kernels without private stacks.
+// SAFETY: SockInfo is plain integers, for which all-zero bytes are valid.
+static EMPTY_DETAILS: SockInfo = unsafe { core::mem::zeroed() };
+
+/// Insert details that know nothing yet for `skaddr`, unless it has some.
+/// Once per socket: a BPF subprogram, so that the hot paths that call it
+/// keep their registers.
 #[inline(never)]
 fn insert_details(skaddr: u64) {
-    if let Some(fresh) = NEW_SOCK.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot, only this program run uses it.
-        let info = unsafe { &mut *fresh };
-        info.state = 0;
-        info.entered_ns = 0;
-        forget_life(info);
-        // EEXIST: another hook inserted it first, which is fine.
-        if let Err(e) = SOCKS.insert(skaddr, &*info, BPF_NOEXIST)
-            && e != -EEXIST
-        {
-            count(Counter::SockInsertErrors);
-        }
+    // EEXIST: another hook inserted it first, which is fine.
+    if let Err(e) = SOCKS.insert(skaddr, &EMPTY_DETAILS, BPF_NOEXIST)
+        && e != -EEXIST
+    {
+        count(Counter::SockInsertErrors);
     }
 }

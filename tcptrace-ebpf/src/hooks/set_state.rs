@@ -28,10 +28,14 @@ use crate::{
 
 /// The `inet_sock_set_state` program `$name`, of variant `$v`. Its name
 /// must be the one userspace attaches for that variant: checked at compile
-/// time.
+/// time. The body is inlined into the program's entry: as a subprogram of
+/// its own (LLVM's choice for the generic one) its caller's empty frame
+/// would still count 32 bytes towards the 512-byte limit of kernels
+/// without private stacks (before 6.13).
 macro_rules! set_state_program {
     ($name:ident, $v:ty) => {
         #[tracepoint]
+        #[inline(always)]
         pub fn $name(ctx: TracePointContext) -> u32 {
             const _: () = assert!(tcptrace_common::config::const_str_eq(
                 <$v as Variant>::NAME,
