@@ -221,6 +221,7 @@ impl LeakyServerBin {
     }
 
     /// `ip netns exec NS leaky_server PORT SECONDS`; returns once it listens.
+    /// It lives `seconds` times TCPTRACE_TEST_SLOWDOWN ([`crate::patient`]).
     #[must_use]
     pub fn start(&self, ns: &Netns, port: u16, seconds: u32) -> LeakyServer {
         self.start_named(ns, port, seconds, None)
@@ -237,6 +238,7 @@ impl LeakyServerBin {
         seconds: u32,
         comm: Option<&[u8]>,
     ) -> LeakyServer {
+        let seconds = crate::patient(std::time::Duration::from_secs(seconds.into())).as_secs();
         let mut args = vec![port.to_string().into(), seconds.to_string().into()];
         if let Some(comm) = comm {
             args.push(OsStr::from_bytes(comm).to_owned());

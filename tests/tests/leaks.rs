@@ -12,7 +12,11 @@
 //! with `--test-threads=1`, e.g. `sudo cargo xtask test`, or
 //! `cargo build -p tcptrace && cargo test -p integration-tests -- --test-threads=1`.
 
-use std::{process::Command, thread, time::Duration};
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use integration_tests::{
     EXIT_TIMEOUT, LEAKY_RECV_BUF, Lab, LeakGroup, LeakReport, LeakTracer, LeakyServerBin, Netns,
@@ -103,7 +107,8 @@ fn leak_in_both_handlers(lab: &Lab, port: u16) -> Vec<u32> {
 fn wait_close_wait(ns: &Netns, port: u16, n: u64) -> Vec<u64> {
     let n = usize::try_from(n).expect("a small count");
     let mut queues = Vec::new();
-    for _ in 0..100 {
+    let deadline = Instant::now() + patient(Duration::from_secs(10));
+    while Instant::now() < deadline {
         queues = close_wait_recv_queues(ns, port);
         if queues.len() == n {
             return queues;
@@ -494,8 +499,11 @@ fn leaks_end_when_the_owner_exits() {
     // The server's lifetime: `leaky_server` counts whole seconds of
     // `time()`, so it lives between `lifetime - 1` and `lifetime` seconds;
     // 4 leaves an interval report at least ~2 s of leaks past --min-age 1s
-    // (scaled by TCPTRACE_TEST_SLOWDOWN, under emulation).
-    let lifetime = u32::try_from(patient(Duration::from_secs(4)).as_secs()).expect("small");
+    // (scaled by TCPTRACE_TEST_SLOWDOWN, under emulation, as the server's
+    // own lifetime is).
+    const LIFETIME: u32 = 4;
+    let lifetime =
+        u32::try_from(patient(Duration::from_secs(LIFETIME.into())).as_secs()).expect("small");
     let lab = lab!();
     let leaky = LeakyServerBin::build();
     let port = PORT.to_string();
@@ -514,7 +522,7 @@ fn leaks_end_when_the_owner_exits() {
             &port,
         ],
     );
-    let server = leaky.start(&lab.ns, PORT, lifetime);
+    let server = leaky.start(&lab.ns, PORT, LIFETIME);
     let pid = server.pid();
     clients(&lab, PORT, 2, None);
     let seen = tracer.wait_for_report(Duration::from_secs(u64::from(lifetime) + 2), |r| {
