@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bpf_stack;
 mod dist;
 mod kernel;
 mod layers;
@@ -107,9 +108,19 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         ebpf_src: Option<PathBuf>,
     },
-    /// Run every test: formatting, the layer check, lints, unit tests, then
-    /// the root integration tests. With `--kernel`, only the root
-    /// integration tests, on that kernel (see docs/kernels.md).
+    /// Check that no eBPF program's worst chain of BPF-to-BPF calls needs
+    /// more than the 512 bytes of stack that kernels before 6.13 allow
+    /// (frames rounded up to 32 bytes); the rules are in
+    /// `xtask/src/bpf_stack/mod.rs`. Builds tcptrace (debug) for its object.
+    LintBpfStack {
+        /// Check this eBPF object instead of the one the build makes.
+        #[arg(long, value_name = "FILE")]
+        object: Option<PathBuf>,
+    },
+    /// Run every test: formatting, the layer check, the eBPF stack check,
+    /// lints, unit tests, then the root integration tests. With `--kernel`,
+    /// only the root integration tests, on that kernel (see
+    /// docs/kernels.md).
     Test {
         /// Run the root integration tests on this kernel instead: `6.1` (the
         /// newest Debian linux-image-6.1.*-amd64-unsigned), a release
@@ -247,6 +258,13 @@ fn run(args: Args) -> Result<()> {
                 ebpf_src: ebpf_src.unwrap_or(default.ebpf_src),
             })
         }
+        Task::LintBpfStack { object } => {
+            let object = match object {
+                Some(o) => o,
+                None => bpf_stack::built_object()?,
+            };
+            bpf_stack::lint(&object)
+        }
         Task::Test {
             kernel: Some(k),
             only,
@@ -279,16 +297,21 @@ fn run(args: Args) -> Result<()> {
 
 fn test(extra: &[OsString]) -> Result<()> {
     setup::ensure()?;
-    eprintln!("xtask: [1/5] formatting");
+    eprintln!("xtask: [1/6] formatting");
     status(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("code is not formatted: run `cargo fmt --all`")?;
 
-    eprintln!("xtask: [2/5] layers (docs/ARCHITECTURE.md) and module sizes");
+    eprintln!("xtask: [2/6] layers (docs/ARCHITECTURE.md) and module sizes");
     layers::lint(&layers::Roots::default())?;
+
+    // Before any kernel loads it: the verifier of kernels before 6.13
+    // refuses a program whose call chain needs more than 512 bytes of stack.
+    eprintln!("xtask: [3/6] build, and the eBPF programs' stack depth");
+    bpf_stack::lint(&bpf_stack::built_object()?)?;
 
     // The eBPF crate is left out: it builds for the BPF target only, through
     // the tcptrace build script.
-    eprintln!("xtask: [3/5] lints (clippy, warnings are errors)");
+    eprintln!("xtask: [4/6] lints (clippy, warnings are errors)");
     setup::ensure_clippy()?;
     status(cargo().args([
         "clippy",
@@ -309,7 +332,7 @@ fn test(extra: &[OsString]) -> Result<()> {
     ]))
     .context("clippy found problems: fix them (see above)")?;
 
-    eprintln!("xtask: [4/5] unit tests (no kernel needed)");
+    eprintln!("xtask: [5/6] unit tests (no kernel needed)");
     status(cargo().args([
         "test",
         "--package",
@@ -322,7 +345,7 @@ fn test(extra: &[OsString]) -> Result<()> {
         "xtask",
     ]))?;
 
-    eprintln!("xtask: [5/5] root integration tests (real eBPF, real sockets, network namespaces)");
+    eprintln!("xtask: [6/6] root integration tests (real eBPF, real sockets, network namespaces)");
     let bin = build(false)?;
     // Build the test binaries unprivileged, then run only the harness as root.
     status(cargo().args(["test", "--package", "integration-tests", "--no-run"]))?;
