@@ -2,7 +2,7 @@
 //! `SOCKS` map that the owner's first recv/send and CLOSE_WAIT create, with
 //! the owner, its stacks, the first EOF and the CLOSE_WAIT endpoints.
 
-use tcptrace_common::{Counter, SockInfo, TcpState, track::forget_life};
+use tcptrace_common::{Counter, SockInfo, TcpState};
 
 use crate::{
     maps::{BPF_NOEXIST, SOCKS, count},
