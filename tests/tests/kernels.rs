@@ -7,15 +7,15 @@
 //! tracefs replaced, in a private mount namespace, by a copy without one
 //! tracepoint. Needs root.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
-use integration_tests::{require_root, tracer_bin};
+use integration_tests::{patient, require_root, tracer_bin};
 
-/// `tcptrace ARGS` for at most a second, with `env`.
+/// `tcptrace ARGS` with `env`, killed past 20 s (its runs are of 1 s).
 fn run(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     require_root();
     let out = Command::new("timeout")
-        .arg("20")
+        .arg(patient(Duration::from_secs(20)).as_secs().to_string())
         .arg(tracer_bin())
         .args(args)
         .envs(env.iter().copied())
