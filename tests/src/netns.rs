@@ -280,7 +280,8 @@ impl Lab {
     /// `filter` in the namespace; panics with what it saw otherwise.
     pub fn wait_ss(&self, state: &str, filter: &[&str], n: usize) {
         let mut seen = 0;
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + crate::patient(Duration::from_secs(10));
+        while std::time::Instant::now() < deadline {
             seen = self.ss_count(state, filter);
             if seen == n {
                 return;

@@ -56,7 +56,9 @@ impl Stop {
         })
     }
 
-    /// Set once the run is ending, for work that must cut itself short.
+    /// Set once a signal asked the run to end, for work that must cut
+    /// itself short then. The end of `--duration` leaves it unset: that
+    /// run's final report takes its full time, as a periodic one does.
     #[must_use]
     pub fn flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.flag)
@@ -74,7 +76,6 @@ impl Stop {
                 }
             } => {}
         }
-        self.flag.store(true, Ordering::Relaxed);
     }
 }
 
@@ -97,5 +98,24 @@ fn signal_thread(set: &SigSet, flag: &AtomicBool, notify: &Notify) {
             eprintln!("tcptrace: {sig} again: exiting without the final report");
             std::process::exit(SECOND_SIGNAL_EXIT);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_the_duration_does_not_cut_the_final_report_short() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let mut stop = Stop::new(Some(Duration::from_millis(10))).expect("a signal thread");
+        rt.block_on(stop.wait());
+        assert!(
+            !stop.flag().load(Ordering::Relaxed),
+            "only a signal sets the flag that cuts the symbolizer short"
+        );
     }
 }

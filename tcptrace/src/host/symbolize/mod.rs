@@ -31,7 +31,7 @@ pub mod preflight;
 mod resolve;
 pub mod worker;
 
-/// Requests made once the run is stopping share this much time, so that the
+/// Requests made once a signal ends the run share this much time, so that the
 /// final report is not held up by a process that blocks the symbolizer.
 const STOP_BUDGET: Duration = Duration::from_millis(800);
 /// A symbolizer process is replaced after this long: that bounds blazesym's
