@@ -26,7 +26,8 @@ use std::{
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, HistReport, Lab, Metrics, ModeTracer, READY, lab, require_root, run_bounded,
+    EXIT_TIMEOUT, HistReport, Lab, Metrics, ModeTracer, READY, SKIPPED_RUNS_REASON, lab,
+    require_root, run_bounded,
     scenario::{CLOSE_DELAY, Clients, DWELL_CEILING, active_closes},
     tracer_bin,
 };
@@ -339,6 +340,17 @@ fn assert_population_metrics(m: &Metrics, ns: &str, n: u64, json_close_wait: u64
             0
         );
     }
+    // Served; whether a run was skipped is up to interrupts (see
+    // integration_tests::SKIPPED_RUNS).
+    assert!(
+        (m.get(
+            "tcptrace_lost_events_total",
+            &[("reason", SKIPPED_RUNS_REASON)]
+        ))
+        .is_some(),
+        "{}",
+        m.text
+    );
     assert!(
         m.matching("tcptrace_resets_total", &[]).is_empty(),
         "an orderly close sends no RST:\n{}",

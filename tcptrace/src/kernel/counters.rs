@@ -1,14 +1,16 @@
 //! Reading the kernel side's counters: the per-CPU event and loss counters,
-//! the socket store's occupancy and memory, and each program's run time.
+//! the socket store's occupancy and memory, and each program's run time and
+//! skipped runs.
 
 use std::{
     num::NonZeroUsize,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
 use aya::{
     Ebpf,
     maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::ProgramFd,
     sys::SyscallError,
 };
 use tcptrace_common::{
@@ -19,25 +21,48 @@ use tcptrace_common::{
 
 use crate::{
     kernel::{cpulog::ArrayMapping, maps::names},
-    model::counters::{KernelCounters, ProgramCost},
+    model::counters::{KernelCounters, ProgramCost, sum_known},
 };
 
-/// `memlock:` of a map, from `/proc/self/fdinfo/<fd>`: the kernel memory
-/// the map holds (preallocated for hash maps, whether entries are used or not).
+/// `/proc/self/fdinfo/<fd>`: what the kernel says of a BPF object.
+fn fdinfo(fd: BorrowedFd<'_>) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()
+}
+
+/// A numeric field of an fdinfo, `key` with its colon (`memlock:`).
+fn fdinfo_field(fdinfo: &str, key: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `memlock:` of a map, from its fdinfo: the kernel memory the map holds
+/// (preallocated for hash maps, whether entries are used or not).
 #[must_use]
 pub fn map_memlock(map: &MapData) -> Option<u64> {
-    let fd = map.fd().as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-    parse_memlock(&info)
+    parse_memlock(&fdinfo(map.fd().as_fd())?)
 }
 
 /// The `memlock:` field of a map's fdinfo.
 #[must_use]
 pub fn parse_memlock(fdinfo: &str) -> Option<u64> {
-    fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .and_then(|v| v.trim().parse().ok())
+    fdinfo_field(fdinfo, "memlock:")
+}
+
+/// `recursion_misses:` of a program, from its fdinfo: the runs the kernel
+/// skipped because another BPF program was running on the CPU. aya's
+/// `ProgramInfo` does not have it.
+#[must_use]
+pub fn program_recursion_misses(fd: &ProgramFd) -> Option<u64> {
+    parse_recursion_misses(&fdinfo(fd.as_fd())?)
+}
+
+/// The `recursion_misses:` field of a program's fdinfo; None before Linux
+/// 5.12, which does not print it.
+#[must_use]
+pub fn parse_recursion_misses(fdinfo: &str) -> Option<u64> {
+    fdinfo_field(fdinfo, "recursion_misses:")
 }
 
 /// Entries of a socket map, and how many are in CLOSE_WAIT. An entry can
@@ -145,6 +170,13 @@ pub fn read(ebpf: &Ebpf) -> Result<KernelCounters, MapError> {
         out.close_wait += close_wait;
     }
     out.capacity = full_capacity.max(lean_capacity);
+    // Only the attached programs are loaded (`load::attach`): those with
+    // a descriptor.
+    out.recursion_misses = sum_known(
+        (ebpf.programs())
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(program_recursion_misses),
+    );
     if let Some(arr) = &counters {
         let deletes = Counter::SockDeletes as usize;
         out.values[deletes] = sum(arr, deletes)?;
@@ -152,7 +184,7 @@ pub fn read(ebpf: &Ebpf) -> Result<KernelCounters, MapError> {
     Ok(out)
 }
 
-/// The run counts and run times of every loaded program.
+/// The run counts, run times and skipped runs of every loaded program.
 #[must_use]
 pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
     ebpf.programs()
@@ -169,6 +201,7 @@ pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
                 name: name.to_owned(),
                 run_count: info.run_count(),
                 run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                recursion_misses: p.fd().ok().and_then(program_recursion_misses),
             })
         })
         .collect()
@@ -185,5 +218,21 @@ mod tests {
                     map_extra:\t0x0\nmemlock:\t12345678\nmap_id:\t42\nfrozen:\t0\n";
         assert_eq!(parse_memlock(info), Some(12_345_678));
         assert_eq!(parse_memlock("map_type:\t9\n"), None);
+    }
+
+    #[test]
+    fn recursion_misses_from_a_program_fdinfo() {
+        // Linux 6.x: the last line.
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nprog_type:\t5\n\
+                    prog_jited:\t1\nprog_tag:\t0123456789abcdef\nmemlock:\t4096\n\
+                    prog_id:\t77\nrun_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t3\n\
+                    verified_insns:\t512\n";
+        assert_eq!(parse_recursion_misses(info), Some(3));
+        assert_eq!(parse_recursion_misses("recursion_misses:\t0\n"), Some(0));
+        // Linux 5.11 and before print no such line: unknown, not zero.
+        let old = "pos:\t0\nflags:\t02000002\nprog_type:\t5\nprog_jited:\t1\n\
+                   memlock:\t4096\nprog_id:\t77\nrun_time_ns:\t0\nrun_cnt:\t0\n";
+        assert_eq!(parse_recursion_misses(old), None);
+        assert_eq!(parse_recursion_misses("recursion_misses:\tlots\n"), None);
     }
 }

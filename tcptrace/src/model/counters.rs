@@ -16,6 +16,11 @@ pub struct KernelCounters {
     pub capacity: u32,
     /// The socket map's kernel memory (`memlock` in its fdinfo), if readable.
     pub memlock_bytes: Option<u64>,
+    /// Runs of the attached programs that the kernel skipped because another
+    /// BPF program was running on the CPU (`recursion_misses` in their
+    /// fdinfo), summed over the programs; None when the kernel does not say
+    /// (before Linux 5.12).
+    pub recursion_misses: Option<u64>,
 }
 
 impl KernelCounters {
@@ -35,12 +40,17 @@ impl KernelCounters {
 }
 
 /// Kernel time spent in one of tcptrace's programs, from the kernel's BPF
-/// statistics (`sysctl kernel.bpf_stats_enabled=1`; zero counts without it).
+/// statistics (`sysctl kernel.bpf_stats_enabled=1`; zero counts without it),
+/// and the runs the kernel skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramCost {
     pub name: String,
     pub run_count: u64,
     pub run_time_ns: u64,
+    /// Runs skipped because another BPF program was running on the CPU
+    /// (`recursion_misses`, counted whatever `bpf_stats_enabled` says);
+    /// None when the kernel does not say.
+    pub recursion_misses: Option<u64>,
 }
 
 impl ProgramCost {
@@ -50,6 +60,16 @@ impl ProgramCost {
         self.run_time_ns.checked_div(self.run_count)
     }
 }
+
+/// The sum of per-program counts, unknown if any program's is: a sum that
+/// left a program out would understate the loss.
+#[must_use]
+pub fn sum_known(counts: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
+    (counts.into_iter()).try_fold(0u64, |sum, n| Some(sum.saturating_add(n?)))
+}
+
+/// The loss line's words for [`KernelCounters::recursion_misses`].
+pub const RECURSION_MISSES: &str = "program runs skipped by the kernel (recursion)";
 
 /// Userspace-side counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,7 +109,7 @@ pub struct Loss {
 /// line's order: the exit summary and `/metrics` both read this list, so
 /// that neither can leave one out.
 #[must_use]
-pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 10] {
+pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 11] {
     let kernel = |c: Counter| k.map(|k| k.get(c));
     let loss = |reason, words, value| Loss {
         reason,
@@ -143,6 +163,11 @@ pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 10] {
             "sock_diag requests failed",
             Some(u.sockdiag_failed),
         ),
+        loss(
+            "program_recursion_miss",
+            RECURSION_MISSES,
+            k.and_then(|k| k.recursion_misses),
+        ),
     ]
 }
 
@@ -159,5 +184,31 @@ mod tests {
         assert_eq!(k.evictions(), 10);
         k.live_sockets = 50; // racing reads never underflow
         assert_eq!(k.evictions(), 0);
+    }
+
+    #[test]
+    fn a_sum_over_programs_is_unknown_if_one_program_is() {
+        assert_eq!(sum_known([Some(2), Some(0), Some(5)]), Some(7));
+        assert_eq!(sum_known([Some(2), None, Some(5)]), None);
+        assert_eq!(sum_known([Some(u64::MAX), Some(1)]), Some(u64::MAX));
+        assert_eq!(sum_known([]), Some(0));
+    }
+
+    #[test]
+    fn recursion_misses_are_a_loss_unknown_when_the_kernel_does_not_say() {
+        let find = |k: Option<&KernelCounters>| {
+            losses(k, &UserLosses::default())
+                .into_iter()
+                .find(|l| l.reason == "program_recursion_miss")
+                .map(|l| l.value)
+        };
+        let mut k = KernelCounters {
+            recursion_misses: Some(4),
+            ..KernelCounters::default()
+        };
+        assert_eq!(find(Some(&k)), Some(Some(4)));
+        k.recursion_misses = None;
+        assert_eq!(find(Some(&k)), Some(None));
+        assert_eq!(find(None), Some(None));
     }
 }

@@ -3,7 +3,9 @@
 
 use tcptrace_common::Counter;
 
-use crate::model::counters::{KernelCounters, ProgramCost, UserCounters, UserLosses, losses};
+use crate::model::counters::{
+    KernelCounters, ProgramCost, RECURSION_MISSES, UserCounters, UserLosses, losses,
+};
 
 /// The socket map's occupancy, for the exit summary of every run:
 /// `tcptrace: socket map: 200004 of 262144 entries in use (100000 in
@@ -40,6 +42,26 @@ pub fn costs_line(costs: &[ProgramCost]) -> String {
     } else {
         format!("tcptrace: kernel cost per call: {}", ran.join(", "))
     }
+}
+
+/// The loss line's skipped program runs, per program (`-v`):
+/// `tcptrace: program runs skipped by the kernel (recursion), per program:
+/// inet_sock_set_state 0, tcp_destroy_sock 0`; `?` where the kernel does
+/// not say.
+#[must_use]
+pub fn recursion_misses_line(costs: &[ProgramCost]) -> String {
+    let each: Vec<String> = (costs.iter())
+        .map(|c| {
+            let n = c
+                .recursion_misses
+                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            format!("{} {n}", c.name)
+        })
+        .collect();
+    format!(
+        "tcptrace: {RECURSION_MISSES}, per program: {}",
+        each.join(", ")
+    )
 }
 
 /// The stream's count of records: `tcptrace: 12 events (12 state, 0
@@ -105,6 +127,7 @@ mod tests {
             name: "sock_recv_length".into(),
             run_count: 4,
             run_time_ns: 100,
+            recursion_misses: Some(0),
         }];
         let s = [
             events_line(&user),
@@ -122,6 +145,7 @@ mod tests {
             name: "x".into(),
             run_count: 0,
             run_time_ns: 0,
+            recursion_misses: None,
         }]);
         assert!(off.contains("bpf_stats_enabled=1"), "{off}");
     }
@@ -132,6 +156,7 @@ mod tests {
         k.values[Counter::HistFull as usize] = 7;
         k.values[Counter::ReadErrors as usize] = 2;
         k.values[Counter::StackErrors as usize] = 4;
+        k.recursion_misses = Some(9);
         let u = UserLosses {
             undecodable: 3,
             log_lost: 5,
@@ -143,7 +168,14 @@ mod tests {
             "tcptrace: losses: 0 ring-buffer full, 0 socket-map evictions, 0 insert failures, \
              2 field-read errors, 3 undecodable, 4 stack captures failed, 7 dwells not counted \
              (histogram map full), 5 TIME_WAIT log entries overwritten, 6 map entries unreadable, \
-             8 sock_diag requests failed; 0 transitions of sockets older than the tracer or evicted"
+             8 sock_diag requests failed, 9 program runs skipped by the kernel (recursion); \
+             0 transitions of sockets older than the tracer or evicted"
+        );
+        k.recursion_misses = None;
+        assert!(
+            (losses_line(Some(&k), &u))
+                .contains(", ? program runs skipped by the kernel (recursion);"),
+            "a kernel that does not say (before 5.12) is unknown, not 0"
         );
         let unknown = losses_line(None, &u);
         assert!(
@@ -151,6 +183,25 @@ mod tests {
             "{unknown}"
         );
         assert!(unknown.contains("3 undecodable"), "{unknown}");
+    }
+
+    #[test]
+    fn skipped_runs_per_program() {
+        let cost = |name: &str, recursion_misses| ProgramCost {
+            name: name.into(),
+            run_count: 0,
+            run_time_ns: 0,
+            recursion_misses,
+        };
+        assert_eq!(
+            recursion_misses_line(&[
+                cost("inet_sock_set_state", Some(2)),
+                cost("tcp_destroy_sock", Some(0)),
+                cost("tcp_recvmsg", None),
+            ]),
+            "tcptrace: program runs skipped by the kernel (recursion), per program: \
+             inet_sock_set_state 2, tcp_destroy_sock 0, tcp_recvmsg ?"
+        );
     }
 }
 

@@ -14,7 +14,10 @@ use crate::{
     model::counters::{UserLosses, losses},
     report::{
         prometheus::{BuildInfo, Snapshot},
-        summary::{NamespaceCounts, costs_line, losses_line, namespaces_line, socket_map_line},
+        summary::{
+            NamespaceCounts, costs_line, losses_line, namespaces_line, recursion_misses_line,
+            socket_map_line,
+        },
     },
 };
 
@@ -49,7 +52,7 @@ impl Run<'_> {
     }
 
     /// Each analysis's lines, then the loss line, the socket store and the
-    /// kernel cost shared by all.
+    /// kernel cost shared by all; at `-v`, the skipped runs per program.
     fn exit_lines(&mut self) -> Vec<String> {
         let kernel = counters::read(self.ebpf)
             .inspect_err(|e| log::warn!("reading kernel counters: {e}"))
@@ -75,7 +78,11 @@ impl Run<'_> {
         if let Some(k) = &kernel {
             lines.push(socket_map_line(k));
         }
-        lines.push(costs_line(&counters::program_costs(self.ebpf)));
+        let costs = counters::program_costs(self.ebpf);
+        lines.push(costs_line(&costs));
+        if log::log_enabled!(log::Level::Info) {
+            lines.push(recursion_misses_line(&costs));
+        }
         lines
     }
 

@@ -154,7 +154,7 @@ impl Collector for SnapshotCollector {
         counters(
             enc,
             "tcptrace_lost_events",
-            "Records, sockets and requests tcptrace lost: every counter of the exit summary's loss line",
+            "Records, sockets, requests and program runs tcptrace lost: every counter of the exit summary's loss line",
             (s.losses.iter()).map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
         )?;
         counters(
