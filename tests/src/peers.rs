@@ -221,7 +221,7 @@ impl LeakyServerBin {
     }
 
     /// `ip netns exec NS leaky_server PORT SECONDS`; returns once it listens.
-    /// It lives `seconds` times TCPTRACE_TEST_SLOWDOWN ([`crate::patient`]).
+    /// It lives `seconds` times `TCPTRACE_TEST_SLOWDOWN` ([`crate::patient`]).
     #[must_use]
     pub fn start(&self, ns: &Netns, port: u16, seconds: u32) -> LeakyServer {
         self.start_named(ns, port, seconds, None)

@@ -194,11 +194,16 @@ pub struct LoadOptions {
     pub max_sockets: u32,
 }
 
-/// How each hot program reads its tracepoint record, for `-v`: straight from
-/// the context (the standard layout) or through a copy at tracefs offsets.
-fn record_access(direct: u8, io_tracepoints: bool) -> String {
+/// How each hot program reads its tracepoint record, logged for `-v`:
+/// straight from the context where the layout is standard, else through a
+/// copy at tracefs offsets (tests force the copy with
+/// `TCPTRACE_COPY_RECORDS=1`, so that both paths keep working). Without the
+/// recv/send tracepoints, their fexit fallback reads arguments, not records.
+fn direct_ctx(offs: &tcptrace_common::config::TpOffsets, io_tracepoints: bool) -> u8 {
     use tcptrace_common::config::{DIRECT_DESTROY, DIRECT_SET_STATE, DIRECT_SOCK_LENGTH};
-    [
+    let copy = std::env::var_os("TCPTRACE_COPY_RECORDS").is_some_and(|v| v == "1");
+    let direct = if copy { 0 } else { offs.direct_ctx() };
+    let access: Vec<String> = [
         ("inet_sock_set_state", DIRECT_SET_STATE, true),
         (
             "sock_recv_length/sock_send_length",
@@ -217,8 +222,9 @@ fn record_access(direct: u8, io_tracepoints: bool) -> String {
         };
         format!("{name} {how}")
     })
-    .collect::<Vec<_>>()
-    .join(", ")
+    .collect();
+    log::info!("record access: {}", access.join(", "));
+    direct
 }
 
 /// The recv/send hooks, skipped without `Config::io_hooks`.
@@ -290,20 +296,7 @@ pub fn load(opts: LoadOptions) -> Result<Tracer, LoadError> {
     }
     let mut config = opts.config;
     config.offsets = offs;
-    // Standard layouts are read straight from the tracepoint context; the
-    // copy at tracefs offsets stays for the others, and tests force it with
-    // TCPTRACE_COPY_RECORDS=1 so that both paths keep working.
-    config.direct_ctx = if std::env::var_os("TCPTRACE_COPY_RECORDS").is_some_and(|v| v == "1") {
-        0
-    } else {
-        offs.direct_ctx()
-    };
-    // Without the recv/send tracepoints the fexit hooks read arguments,
-    // not records: the line leaves them out.
-    log::info!(
-        "record access: {}",
-        record_access(config.direct_ctx, io_tracepoints)
-    );
+    config.direct_ctx = direct_ctx(&offs, io_tracepoints);
     // Failures come from optional tracepoints: without them --timewait still
     // has its census, and says what it cannot see.
     let mut failures_unavailable = None;
