@@ -190,9 +190,16 @@ impl Symbols {
 
     /// Start a new report: forget cached addresses (processes come and go,
     /// addresses are reused) and exited processes, and replace an old
-    /// symbolizer process.
+    /// symbolizer process. Once a signal ends the run, the final report
+    /// keeps what the last one resolved for processes still alive: its
+    /// short budget would otherwise leave those frames `interrupted`.
     pub fn clear(&mut self) {
-        self.cache.clear();
+        if self.stopping.load(Ordering::Relaxed) {
+            self.cache
+                .retain(|(pid, _), _| Path::new(&format!("/proc/{pid}")).exists());
+        } else {
+            self.cache.clear();
+        }
         self.quarantined
             .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
         if self
@@ -242,6 +249,7 @@ impl Symbols {
     /// of their own.
     pub fn restart(&mut self) {
         self.clear();
+        self.cache.clear();
         self.stop_budget_end = None;
     }
 

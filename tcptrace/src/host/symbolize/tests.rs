@@ -72,3 +72,38 @@ fn a_stop_interrupts_the_wait() {
         t.elapsed()
     );
 }
+
+#[test]
+fn the_final_report_after_a_signal_keeps_what_the_last_report_resolved() {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut s = Symbols::with_program(
+        program(&["true"]),
+        Duration::from_secs(5),
+        Arc::clone(&stopping),
+    );
+    let alive = std::process::id();
+    let gone = u32::MAX - 1;
+    let mut named = Frame::unresolved(0x10, None);
+    named.function = Some("handler".into());
+    for pid in [alive, gone] {
+        s.cache.insert((pid, 0x10), named.clone());
+    }
+    // A periodic report starts afresh.
+    s.clear();
+    assert!(s.cache.is_empty());
+
+    for pid in [alive, gone] {
+        s.cache.insert((pid, 0x10), named.clone());
+    }
+    stopping.store(true, Ordering::Relaxed);
+    s.clear();
+    assert_eq!(
+        s.frames(alive, &[0x10]),
+        vec![named],
+        "a live process's frames come from the last report, not the short budget"
+    );
+    assert!(!s.cache.contains_key(&(gone, 0x10)), "an exited one's are gone");
+    // A restart (a JVM's perf map rewritten) forgets everything.
+    s.restart();
+    assert!(s.cache.is_empty());
+}
