@@ -102,7 +102,10 @@ fn the_final_report_after_a_signal_keeps_what_the_last_report_resolved() {
         vec![named],
         "a live process's frames come from the last report, not the short budget"
     );
-    assert!(!s.cache.contains_key(&(gone, 0x10)), "an exited one's are gone");
+    assert!(
+        !s.cache.contains_key(&(gone, 0x10)),
+        "an exited one's are gone"
+    );
     // A restart (a JVM's perf map rewritten) forgets everything.
     s.restart();
     assert!(s.cache.is_empty());
