@@ -1,5 +1,5 @@
-//! Booting a kernel under qemu's software emulation (TCG: KVM guests hang on
-//! these machines) with virtme-ng: the guest sees the host's root file
+//! Booting a kernel under qemu's software emulation (TCG, not KVM: see
+//! docs/kernels.md) with virtme-ng: the guest sees the host's root file
 //! system read-only, with the run's output directory writable, and runs
 //! `xtask kernel-guest` there. Its `progress.log` is streamed to stderr
 //! while it runs; qemu is killed past the deadline.

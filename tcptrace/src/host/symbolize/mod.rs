@@ -137,6 +137,11 @@ impl Drop for Worker {
     }
 }
 
+/// Whether process `pid` still exists.
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Symbolizes addresses of live processes through the symbolizer process,
 /// caching per (pid, address) until [`Symbols::clear`].
 pub struct Symbols {
@@ -195,13 +200,11 @@ impl Symbols {
     /// short budget would otherwise leave those frames `interrupted`.
     pub fn clear(&mut self) {
         if self.stopping.load(Ordering::Relaxed) {
-            self.cache
-                .retain(|(pid, _), _| Path::new(&format!("/proc/{pid}")).exists());
+            self.cache.retain(|(pid, _), _| alive(*pid));
         } else {
             self.cache.clear();
         }
-        self.quarantined
-            .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+        self.quarantined.retain(|pid, _| alive(*pid));
         if self
             .worker
             .as_ref()
