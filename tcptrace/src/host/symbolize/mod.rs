@@ -75,14 +75,16 @@ impl Worker {
         })
     }
 
-    /// One request, answered before `deadline` unless the run starts
-    /// stopping meanwhile (`stopping` set, `was_stopping` not).
+    /// One request, answered before `deadline`. Once `stopping` is set,
+    /// the wait also ends with the stop budget (`budget_end`, started by
+    /// whichever request first sees the stop): an answer that comes within
+    /// it is still used, which the final report then reuses.
     fn ask(
         &mut self,
         req: &worker::Request,
-        deadline: Instant,
+        mut deadline: Instant,
         stopping: &AtomicBool,
-        was_stopping: bool,
+        budget_end: &mut Option<Instant>,
     ) -> Result<worker::Response, Skipped> {
         let mut line = serde_json::to_vec(req).map_err(|_| Skipped::Failed)?;
         line.push(b'\n');
@@ -95,11 +97,14 @@ impl Worker {
                 return resp.map_err(|_| Skipped::Failed);
             }
             let now = Instant::now();
-            if !was_stopping && stopping.load(Ordering::Relaxed) {
-                return Err(Skipped::Interrupted);
+            let mut budget = None;
+            if stopping.load(Ordering::Relaxed) {
+                let end = *budget_end.get_or_insert(now + STOP_BUDGET);
+                deadline = deadline.min(end);
+                budget = Some(end);
             }
             if now >= deadline {
-                return Err(if was_stopping {
+                return Err(if budget == Some(deadline) {
                     Skipped::Interrupted
                 } else {
                     Skipped::TimedOut
@@ -200,7 +205,8 @@ impl Symbols {
     /// short budget would otherwise leave those frames `interrupted`.
     pub fn clear(&mut self) {
         if self.stopping.load(Ordering::Relaxed) {
-            self.cache.retain(|(pid, _), _| alive(*pid));
+            self.cache
+                .retain(|(pid, _), f| f.skipped != Some(Skipped::Interrupted) && alive(*pid));
         } else {
             self.cache.clear();
         }
@@ -216,15 +222,11 @@ impl Symbols {
 
     /// Ask the symbolizer process about `addrs` of `pid`.
     fn ask(&mut self, pid: u32, addrs: &[u64]) -> Result<Vec<Frame>, Skipped> {
-        let was_stopping = self.stopping.load(Ordering::Relaxed);
         let now = Instant::now();
-        let mut deadline = now
+        let deadline = now
             .checked_add(self.timeout)
             .or_else(|| now.checked_add(Duration::from_hours(1)))
             .unwrap_or(now);
-        if was_stopping {
-            deadline = deadline.min(*self.stop_budget_end.get_or_insert(now + STOP_BUDGET));
-        }
         if self.worker.is_none() {
             let w = Worker::spawn(&self.program).map_err(|e| {
                 log::warn!("starting the symbolizer process: {e}");
@@ -237,7 +239,7 @@ impl Symbols {
             pid,
             addrs: addrs.to_vec(),
         };
-        match w.ask(&req, deadline, &self.stopping, was_stopping) {
+        match w.ask(&req, deadline, &self.stopping, &mut self.stop_budget_end) {
             Ok(r) if r.frames.len() == addrs.len() => {
                 self.perf_map_bad_lines += r.perf_map_bad_lines;
                 Ok(r.frames)
@@ -273,10 +275,14 @@ impl Symbols {
                         "symbolizing pid {pid}: {why}; its frames are reported unsymbolized"
                     );
                     self.worker = None;
-                    if self.quarantined.len() >= QUARANTINE_MAX {
-                        self.quarantined.clear();
+                    // Running out of the stop budget is not the process's
+                    // doing: it is not held against it.
+                    if why != Skipped::Interrupted {
+                        if self.quarantined.len() >= QUARANTINE_MAX {
+                            self.quarantined.clear();
+                        }
+                        self.quarantined.insert(pid, why.clone());
                     }
-                    self.quarantined.insert(pid, why.clone());
                     skipped(&missing, &why)
                 }),
             };

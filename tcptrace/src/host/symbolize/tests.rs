@@ -62,6 +62,10 @@ fn a_stop_interrupts_the_wait() {
     let _ = setter.join();
     assert_eq!(frames[0].skipped, Some(Skipped::Interrupted));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        !s.quarantined.contains_key(&7),
+        "running out of the stop budget is not held against the process"
+    );
     // Once stopping, requests share a short budget instead of the timeout.
     let t = Instant::now();
     let frames = s.frames(8, &[0x10]);
@@ -109,4 +113,40 @@ fn the_final_report_after_a_signal_keeps_what_the_last_report_resolved() {
     // A restart (a JVM's perf map rewritten) forgets everything.
     s.restart();
     assert!(s.cache.is_empty());
+}
+
+#[test]
+fn an_answer_within_the_stop_budget_is_used_and_kept_for_the_final_report() {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopping);
+    // Answers 400 ms after the request, well within the stop budget.
+    let answer = r#"{"frames":[{"function":"handler","addr":"0x10","offset":0,"module":null,"file":null,"line":null,"recovered":false}]}"#;
+    let script = format!("read l; sleep 0.4; echo '{answer}'; sleep 30");
+    let mut s = Symbols::with_program(
+        program(&["sh", "-c", &script]),
+        Duration::from_mins(1),
+        stopping,
+    );
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        flag.store(true, Ordering::Relaxed);
+    });
+    let alive = std::process::id();
+    let frames = s.frames(alive, &[0x10]);
+    let _ = setter.join();
+    assert_eq!(frames[0].function.as_deref(), Some("handler"), "{frames:?}");
+    // The final report starts: the frame is not asked for again.
+    s.clear();
+    s.worker = None;
+    s.program = program(&["sleep", "30"]);
+    let t = Instant::now();
+    assert_eq!(
+        s.frames(alive, &[0x10])[0].function.as_deref(),
+        Some("handler")
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
 }
