@@ -257,6 +257,28 @@ pub fn active_closes(
     close_delay: Duration,
     clients: Clients,
 ) -> Vec<u16> {
+    active_closes_timed(lab, addr, n, close_delay, clients).ports
+}
+
+/// What [`active_closes_timed`] saw.
+pub struct ActiveCloses {
+    /// The clients' local ports, sorted.
+    pub ports: Vec<u16>,
+    /// Per connection, from the client's `close()` call to the return of the
+    /// server's: each server socket's CLOSE_WAIT lies within it.
+    pub close_wait_bounds: Vec<Duration>,
+}
+
+/// [`active_closes`], with the bound of each CLOSE_WAIT from both peers'
+/// CLOCK_MONOTONIC readings (`--timestamps`).
+#[must_use]
+pub fn active_closes_timed(
+    lab: &Lab,
+    addr: &str,
+    n: usize,
+    close_delay: Duration,
+    clients: Clients,
+) -> ActiveCloses {
     let count = n.to_string();
     let delay = close_delay.as_millis().to_string();
     let server = lab.server(&[
@@ -270,6 +292,7 @@ pub fn active_closes(
         &delay,
         "--timeout-ms",
         "20000",
+        "--timestamps",
     ]);
     let mut args = vec![
         "--addr",
@@ -279,6 +302,7 @@ pub fn active_closes(
         "--send",
         "--timeout-ms",
         "20000",
+        "--timestamps",
     ];
     if clients == Clients::OneByOne && n > 1 {
         args.push("--one-by-one");
@@ -295,13 +319,41 @@ pub fn active_closes(
     assert_eq!(ports.len(), n, "{n} distinct client ports: {lines:?}");
     let closed = lines.iter().filter(|l| *l == "closed").count();
     assert_eq!(closed, n, "every client closed: {lines:?}");
+    let closing = stamps(&lines, "closing ");
     let lines = server.wait_success();
     let eofs = lines.iter().filter(|l| *l == "peer-closed").count();
     assert_eq!(
         eofs, n,
         "the server read EOF on every connection: {lines:?}"
     );
-    ports
+    let closed_at = stamps(&lines, "closed-at ");
+    let close_wait_bounds = ports
+        .iter()
+        .map(|p| {
+            let (Some(&from), Some(&to)) = (closing.get(p), closed_at.get(p)) else {
+                panic!("no close timestamps of port {p}: {closing:?} {closed_at:?}");
+            };
+            let ns = to.checked_sub(from).unwrap_or_else(|| {
+                panic!("port {p}: the server closed before the client: {from} > {to}")
+            });
+            Duration::from_nanos(u64::try_from(ns).expect("under 584 years"))
+        })
+        .collect();
+    ActiveCloses {
+        ports,
+        close_wait_bounds,
+    }
+}
+
+/// `PREFIX<port> <ns>` lines, by port.
+fn stamps(lines: &[String], prefix: &str) -> std::collections::HashMap<u16, u128> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (port, ns) = l.strip_prefix(prefix)?.split_once(' ')?;
+            Some((port.parse().ok()?, ns.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The restart scenario: a server without `SO_REUSEADDR` at `addr` closes

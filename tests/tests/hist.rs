@@ -9,10 +9,9 @@
 //! every namespace. The runs are limited with `--port`, or the assertions
 //! pick groups by port.
 //!
-//! The clients of the tests with exact counts connect one by one (the server
-//! still serves them concurrently): when two CPUs create the same histogram
-//! key at once, the kernel side loses one value (a tracer bug, reproduced by
-//! the ignored `hist_is_exact_under_concurrent_connections`).
+//! The clients of most tests with exact counts connect one by one (the
+//! server still serves them concurrently);
+//! `hist_is_exact_under_concurrent_connections` makes them all at once.
 //!
 //! Needs root, and the tests share kernel state: run with `--test-threads=1`,
 //! e.g. `sudo cargo xtask test`, or
@@ -28,7 +27,7 @@ use std::{
 use integration_tests::{
     EXIT_TIMEOUT, HistReport, Lab, Metrics, ModeTracer, READY, SKIPPED_RUNS_REASON, lab,
     require_root, run_bounded,
-    scenario::{CLOSE_DELAY, Clients, DWELL_CEILING, active_closes},
+    scenario::{CLOSE_DELAY, Clients, DWELL_CEILING, active_closes, active_closes_timed},
     tracer_bin,
 };
 
@@ -76,9 +75,11 @@ fn stable_report(tracer: &ModeTracer, ok: impl Fn(&HistReport) -> bool) -> HistR
 }
 
 /// Test 1: 50 connections (the clients one by one, served concurrently)
-/// whose server closes each 200 ms after reading its EOF. The final report of a run ended by `-d` counts every one of them in
-/// each state they went through; CLOSE_WAIT's p50 is 200 ms within the
-/// buckets' resolution, and no CLOSE_WAIT was shorter than the delay.
+/// whose server closes each 200 ms after reading its EOF. The final report
+/// of a run ended by `-d` counts every one of them in each state they went
+/// through; CLOSE_WAIT's p50 lies between 200 ms and what the peers measured
+/// (within the buckets' resolution), and no CLOSE_WAIT was shorter than the
+/// delay.
 #[test]
 fn close_wait_p50_matches_a_200ms_close() {
     const CONNECTIONS: usize = 50;
@@ -91,7 +92,7 @@ fn close_wait_p50_matches_a_200ms_close() {
         &["--json", "-i", "1", "-d", &run_secs, "--port", "29501"],
     );
     let started = Instant::now();
-    let _ = active_closes(
+    let closes = active_closes_timed(
         &lab,
         "127.0.0.1:29501",
         CONNECTIONS,
@@ -110,21 +111,30 @@ fn close_wait_p50_matches_a_200ms_close() {
         "interval reports every second, then the final one:\n{run}"
     );
     let r = run.final_report();
-    // Not checked here: that each max lies in its highest bucket (see
-    // hist_is_exact_under_concurrent_connections, a tracer bug).
     for h in &r.hists {
         assert!(h.by().is_none() && h.group().is_none(), "no --by: {h}");
+        h.assert_max_in_last_bucket();
     }
 
     let cw = r
         .hist("CLOSE_WAIT")
         .unwrap_or_else(|| panic!("no CLOSE_WAIT histogram:\n{r}"));
     assert_eq!(cw.count(), N, "every server socket closed once:\n{r}");
+    // Each CLOSE_WAIT lasted at least CLOSE_DELAY (the server slept that
+    // long after reading EOF) and at most from the client's close() to the
+    // return of the server's: so does the median, within the buckets'
+    // resolution. On a quiet machine the bound is CLOSE_DELAY and a little;
+    // under emulation, where sleeps and wakeups stretch, it is what the
+    // peers measured rather than the nominal delay.
+    let mut bounds = closes.close_wait_bounds.clone();
+    bounds.sort_unstable();
+    let median_bound = bounds[bounds.len() / 2];
     let p50 = cw.p50().expect("a non-empty histogram has percentiles");
-    let (lo, hi) = (CLOSE_DELAY * 4 / 5, CLOSE_DELAY * 6 / 5);
+    let (lo, hi) = (CLOSE_DELAY * 4 / 5, median_bound * 6 / 5);
     assert!(
         p50 >= lo && p50 <= hi,
-        "CLOSE_WAIT p50 {p50:?}, expected {CLOSE_DELAY:?} +-20%:\n{r}"
+        "CLOSE_WAIT p50 {p50:?}, expected between {CLOSE_DELAY:?} and the peers' median \
+         bound {median_bound:?}, +-20%:\n{r}"
     );
     let (_, p90, p99) = cw.percentiles().expect("non-empty");
     assert!(

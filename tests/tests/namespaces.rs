@@ -44,6 +44,61 @@ fn cgroup2_mount() -> PathBuf {
         .expect("a cgroup2 mount (the container tests need one)")
 }
 
+/// A cgroup v1 hierarchy: this machine's `pids` one, or where a kernel
+/// booted with cgroup v2 alone has none, a named hierarchy the test mounts
+/// (and unmounts on drop). tcptrace reads any v1 line of `/proc/PID/cgroup`.
+struct V1Hierarchy {
+    root: PathBuf,
+    mounted: Option<integration_tests::TempDir>,
+}
+
+impl V1Hierarchy {
+    fn new() -> Self {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let pids = info.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut post = post.split_whitespace();
+            let v1_pids =
+                post.next() == Some("cgroup") && post.nth(1)?.split(',').any(|o| o == "pids");
+            let mount = pre.split_whitespace().nth(4)?;
+            v1_pids.then(|| PathBuf::from(mount))
+        });
+        if let Some(root) = pids {
+            return V1Hierarchy {
+                root,
+                mounted: None,
+            };
+        }
+        let dir = integration_tests::TempDir::new("cgroup-v1");
+        let out = run_bounded(
+            Command::new("mount")
+                .args(["-t", "cgroup", "-o", "none,name=tcptrace-it", "cgroup"])
+                .arg(dir.path()),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "mounting a named cgroup v1 hierarchy (no v1 pids one here): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        V1Hierarchy {
+            root: dir.path().to_path_buf(),
+            mounted: Some(dir),
+        }
+    }
+}
+
+impl Drop for V1Hierarchy {
+    fn drop(&mut self) {
+        if self.mounted.is_some() {
+            let _ = run_bounded(
+                Command::new("umount").arg(&self.root),
+                Duration::from_secs(10),
+            );
+        }
+    }
+}
+
 /// A cgroup made by the test that looks like a container's, removed on
 /// drop (once its processes have left or exited).
 struct FakeContainer {
@@ -194,10 +249,10 @@ fn container_is_named_in_leak_groups_and_metrics(port: u16, v1: bool) {
     const METRICS: u16 = 31_299;
     let bin = LeakyServerBin::build();
     let lab = lab!();
-    let container = if v1 {
-        FakeContainer::new(Path::new("/sys/fs/cgroup/pids"), |id| {
-            format!("docker/{id}")
-        })
+    // Declared before the container, so dropped after it.
+    let v1_root = v1.then(V1Hierarchy::new);
+    let container = if let Some(h) = &v1_root {
+        FakeContainer::new(&h.root, |id| format!("docker/{id}"))
     } else {
         FakeContainer::new(&cgroup2_mount(), |id| format!("docker-{id}.scope"))
     };

@@ -27,8 +27,14 @@ use integration_tests::{
 /// How long a test waits for the report it expects: the hostile processes
 /// cost one `--symbolize-timeout` each, once.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
-/// What a test gives the symbolizer per process.
-const SYMBOLIZE_TIMEOUT: &str = "1s";
+/// What a test gives the symbolizer per process: 1 s, scaled like every
+/// wait under emulation, where reading one binary's debug info takes longer.
+fn symbolize_timeout() -> String {
+    format!(
+        "{}s",
+        integration_tests::patient(Duration::from_secs(1)).as_secs()
+    )
+}
 
 /// Connect to `port` `n` times: send, close first (the server leaks).
 fn leak(lab: &Lab, port: u16, n: usize) {
@@ -159,7 +165,7 @@ fn hostile_symbolizer_inputs_cost_only_their_own_frames() {
     let fifo_linked = LeakyServerBin::at(fifo_linked);
     let lease_linked = LeakyServerBin::at(lease_linked);
 
-    let tracer = leak_tracer(&lab, SYMBOLIZE_TIMEOUT);
+    let tracer = leak_tracer(&lab, &symbolize_timeout());
     let secs = "60";
     let port = |i: u16| (PORT + i).to_string();
     let plain = bin.start_with(&lab.ns, &[&port(0), secs, "plain"]);
@@ -223,7 +229,7 @@ fn hostile_symbolizer_inputs_cost_only_their_own_frames() {
 
 /// SIGTERM while the symbolizer is blocked in `open()` (a leased debug-link
 /// target, with a `--symbolize-timeout` far longer than the test) ends the run
-/// within 2 s, with the final report, which marks the blocked process's
+/// within 2 s (times `TCPTRACE_TEST_SLOWDOWN`), with the final report, which marks the blocked process's
 /// frames as interrupted.
 #[test]
 fn sigterm_while_the_symbolizer_is_blocked_ends_the_run_within_2s() {
@@ -247,7 +253,7 @@ fn sigterm_while_the_symbolizer_is_blocked_ends_the_run_within_2s() {
     let run = tracer.terminate(Duration::from_secs(10));
     let took = t.elapsed();
     assert!(
-        took < Duration::from_secs(2),
+        took < integration_tests::patient(Duration::from_secs(2)),
         "SIGTERM took {took:?} to end the run:\n{run}"
     );
     run.assert_clean_exit();

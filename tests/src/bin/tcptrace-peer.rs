@@ -14,6 +14,10 @@
 //!                                          with --wait-go)
 //! common:              [--timeout-ms N]   (every wait; default 10000; both times
 //!                                          TCPTRACE_TEST_SLOWDOWN)
+//!                      [--timestamps]     (the client prints `closing <local port> <ns>`
+//!                                          before its close(), the server `closed-at
+//!                                          <peer port> <ns>` after its close(): ns of
+//!                                          CLOCK_MONOTONIC, one clock for both processes)
 //!                      [--rename-when-done NAME] (once every socket is closed, the
 //!                                          main thread renames itself NAME, before `done`)
 //!                      [--connections N]  (N connections at once, each in a thread, each
@@ -97,6 +101,8 @@ struct Opts {
     pace: Duration,
     /// Server: listen without `SO_REUSEADDR`.
     no_reuseaddr: bool,
+    /// Print when each socket is closed (see the module doc).
+    timestamps: bool,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -164,6 +170,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--one-by-one" => o.one_by_one = true,
             "--pace-ms" => o.pace = millis(&mut args, "--pace-ms")?,
             "--no-reuseaddr" => o.no_reuseaddr = true,
+            "--timestamps" => o.timestamps = true,
             "--connections" => {
                 o.connections = args
                     .next()
@@ -350,6 +357,9 @@ fn serve_one(o: &Opts, mut s: TcpStream, peer: SocketAddr) -> io::Result<()> {
     say(&format!("accepted {peer}"));
     converse(o, &mut s)?;
     drop(s);
+    if o.timestamps {
+        say(&format!("closed-at {} {}", peer.port(), monotonic_ns()));
+    }
     say("closed");
     Ok(())
 }
@@ -561,9 +571,29 @@ fn client_one(o: &Opts, addr: SocketAddr) -> io::Result<()> {
         say("go");
     }
     converse(o, &mut s)?;
+    if o.timestamps {
+        say(&format!(
+            "closing {} {}",
+            s.local_addr()?.port(),
+            monotonic_ns()
+        ));
+    }
     drop(s);
     say("closed");
     Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns: `Instant` does not show its value, and the test
+/// compares two processes' readings.
+fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec passed; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u128::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u128::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn client(o: &Opts, addr: SocketAddr) -> io::Result<()> {

@@ -227,6 +227,11 @@ impl Symbols {
             .checked_add(self.timeout)
             .or_else(|| now.checked_add(Duration::from_hours(1)))
             .unwrap_or(now);
+        // Once the stop budget is spent, no symbolizer process is started
+        // for an answer that could not come in time.
+        if self.stop_budget_end.is_some_and(|end| now >= end) {
+            return Err(Skipped::Interrupted);
+        }
         if self.worker.is_none() {
             let w = Worker::spawn(&self.program).map_err(|e| {
                 log::warn!("starting the symbolizer process: {e}");
