@@ -51,3 +51,17 @@ pub fn send_reset_has_reason() -> bool {
 pub fn sent_reset_reason(kernel: &'static str) -> Option<&'static str> {
     send_reset_has_reason().then_some(kernel)
 }
+
+/// Whether the kernel counts the runs of a tracepoint program it skips
+/// because another BPF program runs on the CPU (`recursion_misses` of
+/// tracepoint programs, Linux 6.7): before, such a loss is silent.
+#[must_use]
+pub fn counts_skipped_tracepoint_runs() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 7)
+}

@@ -25,8 +25,9 @@ use std::{
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, HistReport, Lab, Metrics, ModeTracer, READY, SKIPPED_RUNS_REASON, lab,
-    require_root, run_bounded,
+    EXIT_TIMEOUT, HistReport, Lab, Metrics, ModeTracer, READY, SKIPPED_RUNS, SKIPPED_RUNS_REASON,
+    kernel::{counts_skipped_tracepoint_runs, unsupported},
+    lab, loss, require_root, run_bounded,
     scenario::{CLOSE_DELAY, Clients, DWELL_CEILING, active_closes, active_closes_timed},
     tracer_bin,
 };
@@ -182,7 +183,8 @@ fn close_wait_p50_matches_a_200ms_close() {
 
 /// Test 1b: every dwell is counted and `max_ns` is exact (so it lies in the
 /// highest non-empty bucket), whatever the concurrency: each round is a fresh
-/// tracer (fresh maps) and 50 connections at once.
+/// tracer (fresh maps) and 50 connections at once. The only dwells allowed
+/// missing are those of program runs the kernel skipped and counted.
 #[test]
 fn hist_is_exact_under_concurrent_connections() {
     const ROUNDS: usize = 40;
@@ -193,7 +195,7 @@ fn hist_is_exact_under_concurrent_connections() {
         let run = tracer.stop();
         run.assert_clean_exit();
         let r = run.final_report();
-        for (state, n) in [
+        let expected: [(&str, u64); 7] = [
             ("SYN_SENT", 50),
             ("SYN_RECV", 50),
             ("ESTABLISHED", 100),
@@ -201,8 +203,30 @@ fn hist_is_exact_under_concurrent_connections() {
             ("FIN_WAIT2", 50),
             ("CLOSE_WAIT", 50),
             ("LAST_ACK", 50),
-        ] {
-            assert_eq!(r.count(state), n, "round {round}, {state}:\n{r}");
+        ];
+        let short: u64 = expected
+            .iter()
+            .map(|&(state, n)| n.saturating_sub(r.count(state)))
+            .sum();
+        for (state, n) in expected {
+            assert!(r.count(state) <= n, "round {round}, {state}:\n{r}");
+        }
+        if short > 0 {
+            // A run of the state program that the kernel skipped loses its
+            // dwell and leaves the next one unknown: two at most, counted.
+            let skipped = loss(&run.stderr, SKIPPED_RUNS);
+            if !counts_skipped_tracepoint_runs() {
+                unsupported(&format!(
+                    "round {round}: {short} dwells short of the connections':\n{r}\nbefore \
+                     Linux 6.7 the kernel does not count the tracepoint runs it skips (while \
+                     another BPF program runs on the CPU), so this cannot tell them from a loss"
+                ));
+            }
+            assert!(
+                short <= 2 * skipped,
+                "round {round}: {short} dwells short, {skipped} program runs skipped:\n{r}\n{}",
+                run.stderr
+            );
         }
         for h in &r.hists {
             h.assert_max_in_last_bucket();
