@@ -217,9 +217,9 @@ fn hist_is_exact_under_concurrent_connections() {
             let skipped = loss(&run.stderr, SKIPPED_RUNS);
             if !counts_skipped_tracepoint_runs() {
                 unsupported(&format!(
-                    "round {round}: {short} dwells short of the connections':\n{r}\nbefore \
-                     Linux 6.7 the kernel does not count the tracepoint runs it skips (while \
-                     another BPF program runs on the CPU), so this cannot tell them from a loss"
+                    "before Linux 6.7 the kernel does not count the tracepoint runs it skips \
+                     (while another BPF program runs on the CPU), which round {round} came out \
+                     {short} dwells short of:\n{r}"
                 ));
             }
             assert!(
