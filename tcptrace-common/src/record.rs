@@ -363,9 +363,13 @@ pub enum Counter {
     LongDwells = 10,
     /// Dwells `HIST` could not count: the map was full (`--hist --by`).
     HistFull = 11,
+    /// Transitions found out of order: the kernel says a socket leaves a
+    /// state its entry is not in, or destroys a socket whose entry is not at
+    /// CLOSE (see `track::is_gap`). A run in between was skipped.
+    TransitionGaps = 12,
 }
 
-pub const NUM_COUNTERS: u32 = 12;
+pub const NUM_COUNTERS: u32 = 13;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 16);
 const _: () = assert!(core::mem::size_of::<Owner>() == 24);

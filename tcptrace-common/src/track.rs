@@ -146,6 +146,28 @@ pub const fn starts_life(old: u32, new: u32) -> bool {
     matches!((old, new), (CLOSE, SYN_SENT | LISTEN) | (LISTEN, SYN_RECV))
 }
 
+/// Whether the kernel's `old -> new` for a socket whose entry (`known`) is
+/// in `state` shows that a transition in between was never seen: the entry
+/// is in another state than the one the socket leaves, and this is not the
+/// start of a new life (where any entry is an earlier life's). The kernel
+/// skips a tracepoint program that fires while another BPF program runs on
+/// the CPU; before Linux 6.7 it does not count those runs, so this is the
+/// only trace such a loss leaves there.
+#[inline(always)]
+#[must_use]
+pub const fn is_gap(known: bool, state: u32, old: u32, new: u32) -> bool {
+    known && !starts_life(old, new) && state != old
+}
+
+/// Whether the kernel destroying a socket whose entry is in `state` shows a
+/// missed transition: a socket is destroyed at CLOSE, so an entry in any
+/// other state missed its way there.
+#[inline(always)]
+#[must_use]
+pub const fn is_gap_at_destroy(state: u32) -> bool {
+    state != CLOSE
+}
+
 /// Apply `old -> new` at `now` to a socket's map entry, in place, and return
 /// the time spent in `old` ([`DWELL_UNKNOWN`] when `known` is false: the map
 /// had no entry, so `info` is a fresh default).
@@ -565,6 +587,25 @@ mod tests {
 #[cfg(test)]
 mod lifetime_tests {
     use super::*;
+
+    #[test]
+    fn a_transition_from_a_state_the_entry_is_not_in_is_a_gap() {
+        const FIN_WAIT1: u32 = TcpState::FinWait1 as u32;
+        const FIN_WAIT2: u32 = TcpState::FinWait2 as u32;
+        // FIN_WAIT1 -> FIN_WAIT2 skipped: the next one leaves FIN_WAIT2.
+        assert!(is_gap(true, FIN_WAIT1, FIN_WAIT2, CLOSE));
+        assert!(!is_gap(true, FIN_WAIT2, FIN_WAIT2, CLOSE));
+        // No entry: unknown, not a gap.
+        assert!(!is_gap(false, FIN_WAIT1, FIN_WAIT2, CLOSE));
+        // A new life over an earlier one's entry is no gap.
+        assert!(!is_gap(true, CLOSE, CLOSE, SYN_SENT));
+        assert!(!is_gap(true, ESTABLISHED, LISTEN, SYN_RECV));
+        assert!(!is_gap(true, FIN_WAIT2, CLOSE, LISTEN));
+        // An entry left at CLOSE (its destroy and a birth missed).
+        assert!(is_gap(true, CLOSE, ESTABLISHED, FIN_WAIT1));
+        assert!(is_gap_at_destroy(LAST_ACK));
+        assert!(!is_gap_at_destroy(CLOSE));
+    }
 
     #[test]
     fn the_owner_survives_close_and_a_new_life_starts_clean() {

@@ -75,10 +75,25 @@ pub const SKIPPED_RUNS: &str = "program runs skipped by the kernel (recursion)";
 /// [`SKIPPED_RUNS`] in `/metrics`: `tcptrace_lost_events_total`'s `reason`.
 pub const SKIPPED_RUNS_REASON: &str = "program_recursion_miss";
 
-/// Whether a loss line label or a `/metrics` reason is [`SKIPPED_RUNS`].
+/// The loss line's label of the transitions tcptrace found missed (a
+/// socket leaving a state its entry is not in): what skipped runs leave
+/// behind, on kernels that count them and on those that do not.
+pub const MISSED_TRANSITIONS: &str = "transitions missed (found out of order)";
+
+/// [`MISSED_TRANSITIONS`] in `/metrics`.
+pub const MISSED_TRANSITIONS_REASON: &str = "transition_gap";
+
+/// Whether a loss line label or a `/metrics` reason is [`SKIPPED_RUNS`] or
+/// what they leave behind, [`MISSED_TRANSITIONS`].
 #[must_use]
 pub fn is_skipped_runs(label_or_reason: &str) -> bool {
-    label_or_reason == SKIPPED_RUNS || label_or_reason == SKIPPED_RUNS_REASON
+    [
+        SKIPPED_RUNS,
+        SKIPPED_RUNS_REASON,
+        MISSED_TRANSITIONS,
+        MISSED_TRANSITIONS_REASON,
+    ]
+    .contains(&label_or_reason)
 }
 
 /// The count of the loss labelled `label` (e.g. `ring-buffer full`).
