@@ -96,6 +96,28 @@ pub fn is_skipped_runs(label_or_reason: &str) -> bool {
     .contains(&label_or_reason)
 }
 
+/// The losses of a run's loss line that interrupts cannot explain: every
+/// nonzero one but the skipped runs and, where the kernel counts skipped
+/// tracepoint runs (6.7+), the missed transitions beyond them (each missed
+/// transition is a skipped run, so more would be tcptrace's error).
+#[must_use]
+pub fn unexplained_losses(stderr: &str) -> Vec<(String, u64)> {
+    let all = losses(stderr);
+    let count = |label: &str| all.iter().find(|(l, _)| l == label).map_or(0, |(_, n)| *n);
+    let (skipped, missed) = (count(SKIPPED_RUNS), count(MISSED_TRANSITIONS));
+    let mut out: Vec<(String, u64)> = (all.iter())
+        .filter(|(l, n)| *n > 0 && !is_skipped_runs(l))
+        .cloned()
+        .collect();
+    if missed > skipped && crate::kernel::counts_skipped_tracepoint_runs() {
+        out.push((
+            format!("{MISSED_TRANSITIONS} beyond the {SKIPPED_RUNS}"),
+            missed - skipped,
+        ));
+    }
+    out
+}
+
 /// The count of the loss labelled `label` (e.g. `ring-buffer full`).
 #[must_use]
 pub fn loss(stderr: &str, label: &str) -> u64 {
