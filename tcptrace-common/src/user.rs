@@ -8,7 +8,7 @@ use crate::{
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, built only from integers and
 // integer arrays, and has no implicit padding (sizes are pinned by const
-// asserts in `record.rs` and `config.rs`), so every bit pattern is valid.
+// asserts in `record.rs` and `config/`), so every bit pattern is valid.
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SockInfo {}

@@ -5,7 +5,7 @@
 use aya_ebpf::programs::TracePointContext;
 use tcptrace_common::{
     Counter, DWELL_UNKNOWN, Owner, TcpState,
-    track::{OwnerSource, apply_transition, is_owner_transition},
+    track::{OwnerSource, apply_transition, is_gap, is_owner_transition},
 };
 
 use crate::{
@@ -48,6 +48,9 @@ pub(crate) fn full_transition(
             // duration of this program run.
             let info = unsafe { &mut *p };
             let before = (info.owner_source, info.owner.tgid);
+            if is_gap(known, info.state, old, new) {
+                count(Counter::TransitionGaps);
+            }
             // For a fresh slot (`known` false) this rewrites every field.
             let dwell_ns = apply_transition(info, known, old, new, now, current_owner);
             // close()/shutdown() by another process than the last owner.

@@ -10,7 +10,7 @@ use tcptrace_common::{
     Counter, LeanSock, Owner, TcpState,
     comms::{self, CommSlot},
     table::{self, LeanBucket, LeanSlot},
-    track::{apply_lean_transition, is_owner_transition},
+    track::{apply_lean_transition, is_gap, is_owner_transition},
 };
 
 use crate::{
@@ -79,6 +79,9 @@ fn lean_advance<V: Variant>(
 ) -> (u64, Owner, u32) {
     let (old, new) = transition;
     let before = *e;
+    if is_gap(known, e.state, old, new) {
+        count(Counter::TransitionGaps);
+    }
     // SAFETY: no preconditions.
     let dwell_ns = apply_lean_transition(e, known, old, new, now, || unsafe {
         generated::bpf_get_current_pid_tgid()

@@ -48,10 +48,10 @@ pub mod tracer;
 pub use jvm::{JavaClasses, JavaServer};
 pub use netns::{Lab, Netns, TW_REUSE_DELAY, wait_until_reusable};
 pub use parse::{
-    Event, HistBucket, HistLine, HistReport, Labels, LeakFrame, LeakGroup, LeakReport, Metrics,
-    SKIPPED_RUNS, SKIPPED_RUNS_REASON, Sample, Socket, TimewaitLine, group_sockets,
-    is_skipped_runs, json_objects, loss, losses, number_before, parse_human_duration,
-    promtool_check, stderr_line,
+    Event, HistBucket, HistLine, HistReport, Labels, LeakFrame, LeakGroup, LeakReport,
+    MISSED_TRANSITIONS, MISSED_TRANSITIONS_REASON, Metrics, SKIPPED_RUNS, SKIPPED_RUNS_REASON,
+    Sample, Socket, TimewaitLine, group_sockets, is_skipped_runs, json_objects, loss, losses,
+    number_before, parse_human_duration, promtool_check, stderr_line, unexplained_losses,
 };
 pub use peers::{LEAKY_RECV_BUF, LeakyServer, LeakyServerBin, Peer};
 pub use process::{ChildGuard, TempDir, run_bounded, signal, wait_exit};

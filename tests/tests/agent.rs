@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use integration_tests::{
-    Lab, LeakyServerBin, Metrics, ModeTracer, PromServer, SKIPPED_RUNS_REASON, deploy, lab,
-    promtool_check,
+    Lab, LeakyServerBin, MISSED_TRANSITIONS_REASON, Metrics, ModeTracer, PromServer,
+    SKIPPED_RUNS_REASON, deploy, lab, promtool_check,
     scenario::{Clients, active_closes, closewait_leak, failed_restart},
 };
 
@@ -110,10 +110,11 @@ fn a_prometheus_server_scrapes_the_agent() {
         q.first().is_some_and(|q| q.is_finite() && *q > 0.0),
         "{q:?}"
     );
-    // Every loss but the programs' skipped runs, which interrupts cause
-    // whatever the test does (see integration_tests::SKIPPED_RUNS).
+    // Every loss but the programs' skipped runs and the transitions they
+    // cost, which interrupts cause (see integration_tests::SKIPPED_RUNS).
+    let skips = format!("{SKIPPED_RUNS_REASON}|{MISSED_TRANSITIONS_REASON}");
     let lost = prom.wait_values(
-        &format!("sum(tcptrace_lost_events_total{{reason!=\"{SKIPPED_RUNS_REASON}\"}})"),
+        &format!("sum(tcptrace_lost_events_total{{reason!~\"{skips}\"}})"),
         SOON,
         |v| !v.is_empty(),
     );

@@ -20,7 +20,8 @@ use std::{
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, Lab, Metrics, ModeTracer, Peer, is_skipped_runs, lab, losses, scenario::port_of,
+    EXIT_TIMEOUT, Lab, Metrics, ModeTracer, Peer, is_skipped_runs, lab, scenario::port_of,
+    unexplained_losses,
 };
 use tcptrace::runtime::serve::{FD_RESERVE, HEADER_TIMEOUT, MAX_CONNECTIONS};
 
@@ -162,16 +163,12 @@ fn assert_no_loss(lab: &Lab, addr: &str, what: &str, tracer: &ModeTracer) {
     }
 }
 
-/// Stop tracer; its exit summary counts no loss (but for
-/// [`SKIPPED_RUNS`](integration_tests::SKIPPED_RUNS), which interrupts cause).
+/// Stop tracer; its exit summary counts no loss but what interrupts cause
+/// ([`unexplained_losses`]).
 fn assert_clean_stop(tracer: ModeTracer) {
     let run = tracer.terminate(EXIT_TIMEOUT);
     assert!(run.status.success(), "{run}");
-    for (label, n) in losses(&run.stderr) {
-        if !is_skipped_runs(&label) {
-            assert_eq!(n, 0, "{label}:\n{run}");
-        }
-    }
+    assert_eq!(unexplained_losses(&run.stderr), [], "{run}");
 }
 
 /// File descriptors `pid` has open.

@@ -16,8 +16,8 @@ use std::{
 };
 
 use integration_tests::{
-    EXIT_TIMEOUT, SKIPPED_RUNS, lab, losses, number_before, require_root, run_bounded, signal,
-    spawn_tracer_raw, stderr_line, tracer_bin, wait_exit,
+    EXIT_TIMEOUT, MISSED_TRANSITIONS, SKIPPED_RUNS, lab, losses, number_before, require_root,
+    run_bounded, signal, spawn_tracer_raw, stderr_line, tracer_bin, wait_exit,
 };
 
 /// Connections made while tcptrace's stdout is not read. Each one is ten
@@ -160,6 +160,7 @@ fn every_mode_prints_the_same_loss_line() {
             "map entries unreadable",
             "sock_diag requests failed",
             SKIPPED_RUNS,
+            MISSED_TRANSITIONS,
         ] {
             assert!(
                 these.iter().any(|l| l == want),

@@ -107,6 +107,10 @@ enum Task {
         /// [default: tcptrace-ebpf/src].
         #[arg(long, value_name = "DIR")]
         ebpf_src: Option<PathBuf>,
+        /// The kernel/user ABI crate's source root, checked for file size
+        /// only [default: tcptrace-common/src].
+        #[arg(long, value_name = "DIR")]
+        common_src: Option<PathBuf>,
     },
     /// Check that no eBPF program's worst chain of BPF-to-BPF calls needs
     /// more than the 512 bytes of stack that kernels before 6.13 allow
@@ -251,11 +255,16 @@ fn run(args: Args) -> Result<()> {
             // Hand tcptrace's own exit code through.
             std::process::exit(st.code().unwrap_or(1));
         }
-        Task::LintLayers { src, ebpf_src } => {
+        Task::LintLayers {
+            src,
+            ebpf_src,
+            common_src,
+        } => {
             let default = layers::Roots::default();
             layers::lint(&layers::Roots {
                 src: src.unwrap_or(default.src),
                 ebpf_src: ebpf_src.unwrap_or(default.ebpf_src),
+                common_src: common_src.unwrap_or(default.common_src),
             })
         }
         Task::LintBpfStack { object } => {

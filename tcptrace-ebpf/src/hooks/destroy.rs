@@ -5,6 +5,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tcptrace_common::{
     Counter,
     config::{DESTROY_SKADDR_STANDARD, DIRECT_DESTROY},
+    track::is_gap_at_destroy,
 };
 
 use crate::{
@@ -28,7 +29,15 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
             let removed = if config!(lean_socks) != 0 {
                 if let Some(slot) = lean_slot(skaddr) {
                     // SAFETY: a slot of an array value, valid for this
-                    // program run. Key 0: free for the next claim.
+                    // program run.
+                    let s = unsafe { *slot };
+                    // A transition missed on the way to CLOSE shows here;
+                    // for sockets in the map or in SOCKS it would cost a
+                    // lookup more per socket, and is not looked for.
+                    if s.is_intact() && is_gap_at_destroy(s.sock.state) {
+                        count(Counter::TransitionGaps);
+                    }
+                    // SAFETY: as above. Key 0: free for the next claim.
                     unsafe { (*slot).skaddr = 0 };
                     Ok(())
                 } else {

@@ -184,10 +184,12 @@ pub fn read(ebpf: &Ebpf) -> Result<KernelCounters, MapError> {
     Ok(out)
 }
 
-/// The run counts, run times and skipped runs of every loaded program.
+/// The run counts, run times and skipped runs of every loaded program, by
+/// name (the object's map of programs has no order of its own).
 #[must_use]
 pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
-    ebpf.programs()
+    let mut costs: Vec<ProgramCost> = ebpf
+        .programs()
         .filter_map(|(name, p)| {
             let info = p.info().ok()?;
             // Every variant of inet_sock_set_state goes by the
@@ -204,7 +206,9 @@ pub fn program_costs(ebpf: &Ebpf) -> Vec<ProgramCost> {
                 recursion_misses: p.fd().ok().and_then(program_recursion_misses),
             })
         })
-        .collect()
+        .collect();
+    costs.sort_by(|a, b| a.name.cmp(&b.name));
+    costs
 }
 
 #[cfg(test)]

@@ -71,6 +71,11 @@ pub fn sum_known(counts: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
 /// The loss line's words for [`KernelCounters::recursion_misses`].
 pub const RECURSION_MISSES: &str = "program runs skipped by the kernel (recursion)";
 
+/// The loss line's words for [`Counter::TransitionGaps`]: what the socket
+/// store found missed, on every kernel, including those that do not count
+/// their skipped runs (before 6.7).
+pub const TRANSITION_GAPS: &str = "transitions missed (found out of order)";
+
 /// Userspace-side counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UserCounters {
@@ -109,7 +114,7 @@ pub struct Loss {
 /// line's order: the exit summary and `/metrics` both read this list, so
 /// that neither can leave one out.
 #[must_use]
-pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 11] {
+pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 12] {
     let kernel = |c: Counter| k.map(|k| k.get(c));
     let loss = |reason, words, value| Loss {
         reason,
@@ -167,6 +172,11 @@ pub fn losses(k: Option<&KernelCounters>, u: &UserLosses) -> [Loss; 11] {
             "program_recursion_miss",
             RECURSION_MISSES,
             k.and_then(|k| k.recursion_misses),
+        ),
+        loss(
+            "transition_gap",
+            TRANSITION_GAPS,
+            kernel(Counter::TransitionGaps),
         ),
     ]
 }

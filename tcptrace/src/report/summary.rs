@@ -157,6 +157,7 @@ mod tests {
         k.values[Counter::ReadErrors as usize] = 2;
         k.values[Counter::StackErrors as usize] = 4;
         k.recursion_misses = Some(9);
+        k.values[Counter::TransitionGaps as usize] = 1;
         let u = UserLosses {
             undecodable: 3,
             log_lost: 5,
@@ -168,13 +169,14 @@ mod tests {
             "tcptrace: losses: 0 ring-buffer full, 0 socket-map evictions, 0 insert failures, \
              2 field-read errors, 3 undecodable, 4 stack captures failed, 7 dwells not counted \
              (histogram map full), 5 TIME_WAIT log entries overwritten, 6 map entries unreadable, \
-             8 sock_diag requests failed, 9 program runs skipped by the kernel (recursion); \
+             8 sock_diag requests failed, 9 program runs skipped by the kernel (recursion), \
+             1 transitions missed (found out of order); \
              0 transitions of sockets older than the tracer or evicted"
         );
         k.recursion_misses = None;
         assert!(
             (losses_line(Some(&k), &u))
-                .contains(", ? program runs skipped by the kernel (recursion);"),
+                .contains(", ? program runs skipped by the kernel (recursion), "),
             "a kernel that does not say (before 5.12) is unknown, not 0"
         );
         let unknown = losses_line(None, &u);

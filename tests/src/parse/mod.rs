@@ -75,10 +75,47 @@ pub const SKIPPED_RUNS: &str = "program runs skipped by the kernel (recursion)";
 /// [`SKIPPED_RUNS`] in `/metrics`: `tcptrace_lost_events_total`'s `reason`.
 pub const SKIPPED_RUNS_REASON: &str = "program_recursion_miss";
 
-/// Whether a loss line label or a `/metrics` reason is [`SKIPPED_RUNS`].
+/// The loss line's label of the transitions tcptrace found missed (a
+/// socket leaving a state its entry is not in): what skipped runs leave
+/// behind, on kernels that count them and on those that do not.
+pub const MISSED_TRANSITIONS: &str = "transitions missed (found out of order)";
+
+/// [`MISSED_TRANSITIONS`] in `/metrics`.
+pub const MISSED_TRANSITIONS_REASON: &str = "transition_gap";
+
+/// Whether a loss line label or a `/metrics` reason is [`SKIPPED_RUNS`] or
+/// what they leave behind, [`MISSED_TRANSITIONS`].
 #[must_use]
 pub fn is_skipped_runs(label_or_reason: &str) -> bool {
-    label_or_reason == SKIPPED_RUNS || label_or_reason == SKIPPED_RUNS_REASON
+    [
+        SKIPPED_RUNS,
+        SKIPPED_RUNS_REASON,
+        MISSED_TRANSITIONS,
+        MISSED_TRANSITIONS_REASON,
+    ]
+    .contains(&label_or_reason)
+}
+
+/// The losses of a run's loss line that interrupts cannot explain: every
+/// nonzero one but the skipped runs and, where the kernel counts skipped
+/// tracepoint runs (6.7+), the missed transitions beyond them (each missed
+/// transition is a skipped run, so more would be tcptrace's error).
+#[must_use]
+pub fn unexplained_losses(stderr: &str) -> Vec<(String, u64)> {
+    let all = losses(stderr);
+    let count = |label: &str| all.iter().find(|(l, _)| l == label).map_or(0, |(_, n)| *n);
+    let (skipped, missed) = (count(SKIPPED_RUNS), count(MISSED_TRANSITIONS));
+    let mut out: Vec<(String, u64)> = (all.iter())
+        .filter(|(l, n)| *n > 0 && !is_skipped_runs(l))
+        .cloned()
+        .collect();
+    if missed > skipped && crate::kernel::counts_skipped_tracepoint_runs() {
+        out.push((
+            format!("{MISSED_TRANSITIONS} beyond the {SKIPPED_RUNS}"),
+            missed - skipped,
+        ));
+    }
+    out
 }
 
 /// The count of the loss labelled `label` (e.g. `ring-buffer full`).

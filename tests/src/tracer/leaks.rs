@@ -6,7 +6,7 @@ use std::{fmt, time::Duration};
 use super::{ModeRun, ModeTracer};
 use crate::{
     Netns, READY,
-    parse::{LeakGroup, LeakReport, is_skipped_runs, losses, parse_human_duration, stderr_line},
+    parse::{LeakGroup, LeakReport, parse_human_duration, stderr_line, unexplained_losses},
     tracer_bin,
 };
 
@@ -168,7 +168,7 @@ impl LeakRun {
             && lines
                 .iter()
                 .any(|l| l.starts_with("tcptrace: ") && l.contains(LEAK_SUMMARY))
-            && (losses(&self.stderr).iter()).all(|(l, n)| *n == 0 || is_skipped_runs(l))
+            && unexplained_losses(&self.stderr).is_empty()
             && lines.iter().all(|l| l.starts_with("tcptrace: "));
         assert!(
             clean,

@@ -60,6 +60,11 @@ pub fn test(req: &Request<'_>) -> Result<()> {
         Some((provision::kernel(req.kernel)?, vng))
     };
     let tracer = crate::build(req.release)?;
+    if vm.is_some() {
+        // A program over the stack limit of kernels before 6.13 fails here,
+        // in seconds, rather than in every test file of a booted kernel.
+        crate::bpf_stack::lint(&crate::bpf_stack::built_object()?)?;
+    }
     let bins = select(&test_binaries()?, req.only)?;
     let release = vm
         .as_ref()

@@ -64,7 +64,8 @@ pub enum Rule {
     ///    lives under a layer's folder or `cli/`.
     Placement,
     /// 7. No file over [`MAX_LINES`] lines, nor over [`EBPF_MAX_LINES`] in the
-    ///    eBPF crate (which is checked for size only).
+    ///    eBPF crate; the eBPF and the kernel/user ABI crates are checked for
+    ///    size only.
     Size,
 }
 
@@ -502,15 +503,20 @@ pub struct Roots {
     pub src: PathBuf,
     /// The eBPF crate's source root, checked for size only.
     pub ebpf_src: PathBuf,
+    /// The kernel/user ABI crate's source root, checked for size only (at
+    /// [`MAX_LINES`]).
+    pub common_src: PathBuf,
 }
 
 impl Default for Roots {
-    /// `tcptrace/src` and `tcptrace-ebpf/src` in this workspace.
+    /// `tcptrace/src`, `tcptrace-ebpf/src` and `tcptrace-common/src` in
+    /// this workspace.
     fn default() -> Self {
         let root = crate::workspace_root();
         Roots {
             src: root.join("tcptrace").join("src"),
             ebpf_src: root.join("tcptrace-ebpf").join("src"),
+            common_src: root.join("tcptrace-common").join("src"),
         }
     }
 }
@@ -528,6 +534,7 @@ pub fn lint(roots: &Roots) -> Result<()> {
         .unwrap_or_default();
     let files = read_tree(&roots.src)?;
     let ebpf = read_tree(&roots.ebpf_src)?;
+    let common = read_tree(&roots.common_src)?;
     let shown = |root: &Path, v: Violation| {
         let base = crate::workspace_root();
         let full = root.join(&v.file);
@@ -545,10 +552,15 @@ pub fn lint(roots: &Roots) -> Result<()> {
             .into_iter()
             .map(|v| shown(&roots.ebpf_src, v)),
     );
+    all.extend(
+        check_sizes(&common, MAX_LINES)
+            .into_iter()
+            .map(|v| shown(&roots.common_src, v)),
+    );
     if all.is_empty() {
         eprintln!(
             "xtask: layers: {} files keep to the layer rules",
-            files.len() + ebpf.len()
+            files.len() + ebpf.len() + common.len()
         );
         return Ok(());
     }
