@@ -115,11 +115,19 @@ fn stalled_reader_losses_are_counted_exactly() {
         lost > 0,
         "the stalled reader should have overflowed the rings: {summary}; {losses}"
     );
+    // What was printed, by transition: a sample of what the kernel did,
+    // for a failure to show which kind came more or less often.
+    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
+    for l in &lines {
+        let e = integration_tests::Event::parse(l);
+        let (old, new) = e.transition();
+        *kinds.entry(format!("{old}->{new}")).or_default() += 1;
+    }
     assert_eq!(
         received + lost,
         CONNECTIONS * TRANSITIONS_PER_CONNECTION + 1,
         "printed + lost must be every transition of {CONNECTIONS} connections and the \
-         listener's close:\n{summary}\n{losses}"
+         listener's close:\n{summary}\n{losses}\nprinted by transition: {kinds:?}"
     );
 }
 
