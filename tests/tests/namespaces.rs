@@ -32,16 +32,23 @@ fn inode(ns: &Netns) -> u64 {
         .ino()
 }
 
+/// The first mount point in this process's mountinfo of a file system of
+/// type `fstype` whose super options include `option` (any, when `None`).
+fn mount_point(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut post = post.split_whitespace();
+        let fs = post.next() == Some(fstype);
+        let opt = option.is_none_or(|o| post.nth(1).is_some_and(|s| s.split(',').any(|x| x == o)));
+        let mount = pre.split_whitespace().nth(4)?;
+        (fs && opt).then(|| PathBuf::from(mount))
+    })
+}
+
 /// The cgroup2 mount, from this process's mountinfo.
 fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    info.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mount = pre.split_whitespace().nth(4)?;
-            (post.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount))
-        })
-        .expect("a cgroup2 mount (the container tests need one)")
+    mount_point("cgroup2", None).expect("a cgroup2 mount (the container tests need one)")
 }
 
 /// A cgroup v1 hierarchy: this machine's `pids` one, or where a kernel
@@ -54,16 +61,7 @@ struct V1Hierarchy {
 
 impl V1Hierarchy {
     fn new() -> Self {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let pids = info.lines().find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mut post = post.split_whitespace();
-            let v1_pids =
-                post.next() == Some("cgroup") && post.nth(1)?.split(',').any(|o| o == "pids");
-            let mount = pre.split_whitespace().nth(4)?;
-            v1_pids.then(|| PathBuf::from(mount))
-        });
-        if let Some(root) = pids {
+        if let Some(root) = mount_point("cgroup", Some("pids")) {
             return V1Hierarchy {
                 root,
                 mounted: None,
